@@ -1,0 +1,1 @@
+//! mailsift: clean email lists in bulk through the LeadMagic email-validation API.
