@@ -1,2 +1,5 @@
 //! mailsift: clean email lists in bulk through the LeadMagic email-validation API.
+pub mod cli;
 pub mod client;
+pub mod exit;
+pub mod store;

@@ -1,0 +1,98 @@
+//! Exit codes (DESIGN.md) and the mapping from an error to its code.
+//!
+//! Commands return `Ok(Exit)` for the outcomes they decide themselves (a resumable stop) and
+//! errors for everything else; [`Exit::for_error`] walks the error chain to find the code, so
+//! code deep down only has to return the right typed error.
+
+use crate::client::ApiError;
+
+/// The process exit codes, as documented in `--help` and the README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Finished: every row written.
+    Ok = 0,
+    /// Failed (I/O, internal error).
+    Failed = 1,
+    /// Usage or input error (bad flags, unreadable file, no email column).
+    Usage = 2,
+    /// The API key was rejected (401).
+    KeyRejected = 3,
+    /// Out of credits (402) or credit budget reached: resumable.
+    OutOfCredits = 4,
+    /// Interrupted by a signal: resumable.
+    Interrupted = 5,
+    /// Too many failed requests: resumable.
+    TooManyFailures = 6,
+}
+
+/// The text of `--help`'s exit-code table.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  finished: every row written
+  1  failed (I/O or internal error)
+  2  usage or input error (bad flags, unreadable file, no email column, no API key)
+  3  API key rejected (HTTP 401)
+  4  out of credits (HTTP 402) or credit budget reached: run the same command again to resume
+  5  interrupted by a signal: run the same command again to resume
+  6  too many failed requests: run the same command again to resume";
+
+/// An error that is the user's to fix: bad flags or input (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Shorthand for returning a usage error.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    UsageError(message.into()).into()
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The exit code an error stands for: the first cause in its chain that has one.
+    pub fn for_error(error: &anyhow::Error) -> Exit {
+        for cause in error.chain() {
+            if cause.is::<UsageError>() {
+                return Exit::Usage;
+            }
+            match cause.downcast_ref::<ApiError>() {
+                Some(ApiError::KeyRejected { .. }) => return Exit::KeyRejected,
+                Some(ApiError::OutOfCredits { .. }) => return Exit::OutOfCredits,
+                _ => {}
+            }
+        }
+        Exit::Failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn codes_come_from_the_cause() {
+        let key: anyhow::Error = ApiError::KeyRejected {
+            message: "x".into(),
+        }
+        .into();
+        assert_eq!(
+            Exit::for_error(&key.context("checking the balance")),
+            Exit::KeyRejected
+        );
+        let credits: anyhow::Error = ApiError::OutOfCredits {
+            message: "x".into(),
+        }
+        .into();
+        assert_eq!(Exit::for_error(&credits), Exit::OutOfCredits);
+        let bad = Err::<(), _>(usage("bad flag"))
+            .context("parsing")
+            .unwrap_err();
+        assert_eq!(Exit::for_error(&bad), Exit::Usage);
+        let io = anyhow::Error::from(std::io::Error::other("disk"));
+        assert_eq!(Exit::for_error(&io), Exit::Failed);
+        assert_eq!(Exit::TooManyFailures.code(), 6);
+    }
+}

@@ -1,0 +1,583 @@
+//! The state directory: a `sled` database holding the verdict cache, the job records
+//! (checkpoints) and the requests in flight. The only user of `sled`.
+//!
+//! - Addresses are never stored in the clear: every key is a keyed BLAKE3 hash of the
+//!   normalised address under a salt generated per store.
+//! - A verdict is put the moment it is paid for; [`Store::durable`] is a group commit that
+//!   returns once everything put so far has been written out of the process (a `kill -9` can no
+//!   longer lose it). sled's flush on Linux is `sync_file_range`, not a full fsync: after a power
+//!   cut the newest entries may be lost, which only ever means asking again, never a wrong row.
+//! - One process at a time: a lock file is taken before sled is opened, so a second run fails
+//!   at once with a message instead of sled's lock error.
+//!
+//! It knows nothing of CSV, HTTP or freshness rules: callers decide what an entry means.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::client::{Company, Status};
+
+/// Bump when the on-disk layout changes; a store of another version is refused with a message.
+const SCHEMA: &[u8] = b"mailsift-store-1";
+
+/// A cache key: 16 bytes of keyed BLAKE3 over the normalised, lower-cased address.
+pub type CacheKey = [u8; 16];
+
+/// A paid-for verdict, as cached.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Answer {
+    pub status: Option<Status>,
+    pub message: Option<String>,
+    pub mx_provider: Option<String>,
+    pub mx_record: Option<String>,
+    pub is_catch_all: Option<bool>,
+    /// What the request that produced it was charged.
+    pub credits: f64,
+    /// When it was answered (Unix seconds).
+    pub checked_at: i64,
+    /// The run that paid for it, and the row that asked: a resumed run tells its own answers
+    /// (source `api`/`duplicate`) from an earlier run's (source `cache`) by these.
+    pub run: u64,
+    pub first_row: u64,
+    pub company: Company,
+}
+
+impl Answer {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        out.push(1); // format version of the value
+        out.extend_from_slice(&self.run.to_le_bytes());
+        out.extend_from_slice(&self.first_row.to_le_bytes());
+        out.extend_from_slice(&self.checked_at.to_le_bytes());
+        out.extend_from_slice(&self.credits.to_le_bytes());
+        out.push(match self.is_catch_all {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        });
+        let c = &self.company;
+        for text in [
+            self.status.as_ref().map(Status::as_str),
+            self.message.as_deref(),
+            self.mx_provider.as_deref(),
+            self.mx_record.as_deref(),
+            c.name.as_deref(),
+            c.industry.as_deref(),
+            c.size.as_deref(),
+            c.founded.as_deref(),
+            c.location.as_deref(),
+            c.linkedin_url.as_deref(),
+        ] {
+            let bytes = text.unwrap_or("").as_bytes();
+            let len = bytes.len().min(u16::MAX as usize);
+            out.extend_from_slice(&(len as u16).to_le_bytes());
+            out.extend_from_slice(&bytes[..len]);
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Answer> {
+        let mut r = bytes;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let (head, tail) = (r.get(..n)?, r.get(n..)?);
+            r = tail;
+            Some(head)
+        };
+        if take(1)? != [1] {
+            return None;
+        }
+        let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+        let run = u64_at(take(8)?);
+        let first_row = u64_at(take(8)?);
+        let checked_at = u64_at(take(8)?) as i64;
+        let credits = f64::from_bits(u64_at(take(8)?));
+        let is_catch_all = match take(1)?[0] {
+            1 => Some(false),
+            2 => Some(true),
+            _ => None,
+        };
+        let mut text = || -> Option<Option<String>> {
+            let len = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
+            let s = std::str::from_utf8(take(len)?).ok()?;
+            Some((!s.is_empty()).then(|| s.to_owned()))
+        };
+        let status = text()?.map(|s| Status::parse(&s));
+        let message = text()?;
+        let mx_provider = text()?;
+        let mx_record = text()?;
+        let company = Company {
+            name: text()?,
+            industry: text()?,
+            size: text()?,
+            founded: text()?,
+            location: text()?,
+            linkedin_url: text()?,
+        };
+        Some(Answer {
+            status,
+            message,
+            mx_provider,
+            mx_record,
+            is_catch_all,
+            credits,
+            checked_at,
+            run,
+            first_row,
+            company,
+        })
+    }
+}
+
+/// Where a job stands, for `resume` and the status report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Running,
+    Interrupted,
+    OutOfCredits,
+    KeyRejected,
+    TooManyFailures,
+    Failed,
+    Done,
+}
+
+/// The checkpoint: the output is durable up to `output_bytes`, which holds every row before
+/// the input row starting at `byte` (line `line`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watermark {
+    pub byte: u64,
+    pub line: u64,
+    pub rows: u64,
+    pub output_bytes: u64,
+}
+
+/// One job: an input file validated into an output file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub input: String,
+    pub output: String,
+    /// Identifies the input's content (size and sampled hashes), to refuse a changed input.
+    pub fingerprint: String,
+    /// The options that shape the output; a resume with others is refused.
+    pub options: String,
+    pub run: u64,
+    pub state: JobState,
+    pub watermark: Watermark,
+    pub started_at: i64,
+    pub updated_at: i64,
+    pub api_calls: u64,
+    pub credits_spent: f64,
+}
+
+/// The open state directory.
+pub struct Store {
+    dir: PathBuf,
+    db: sled::Db,
+    cache: sled::Tree,
+    jobs: sled::Tree,
+    in_flight: sled::Tree,
+    salt: [u8; 32],
+    /// Puts so far, and how many of them a finished flush covers (group commit).
+    puts: AtomicU64,
+    flushed: AtomicU64,
+    flush_gate: tokio::sync::Mutex<()>,
+    _lock: File,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`, taking its lock.
+    pub fn open(dir: &Path) -> anyhow::Result<Store> {
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "cannot create the state directory {}; choose another with --state-dir or \
+                 MAILSIFT_STATE_DIR",
+                dir.display()
+            )
+        })?;
+        let lock = lock(dir)?;
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            // A small page cache keeps memory flat on huge jobs; the hot set is small.
+            .cache_capacity(32 * 1024 * 1024)
+            // Durability is ours to decide (group commits and checkpoints), not a timer's.
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| unusable(dir, &e.to_string()))?;
+        let meta = db
+            .open_tree("meta")
+            .map_err(|e| unusable(dir, &e.to_string()))?;
+        match meta
+            .get("schema")
+            .map_err(|e| unusable(dir, &e.to_string()))?
+        {
+            Some(found) if found.as_ref() != SCHEMA => {
+                bail!(
+                    "the state directory {} was written by another version of mailsift ({}); \
+                     use another --state-dir, or move this one aside to start fresh",
+                    dir.display(),
+                    String::from_utf8_lossy(&found)
+                )
+            }
+            Some(_) => {}
+            None => {
+                meta.insert("schema", SCHEMA)?;
+            }
+        }
+        let salt = match meta.get("salt")? {
+            Some(salt) => salt
+                .as_ref()
+                .try_into()
+                .map_err(|_| unusable(dir, "the salt record is damaged"))?,
+            None => {
+                let salt: [u8; 32] = rand::random();
+                meta.insert("salt", &salt)?;
+                db.flush()?;
+                salt
+            }
+        };
+        let open = |name: &str| {
+            db.open_tree(name)
+                .map_err(|e| unusable(dir, &e.to_string()))
+        };
+        Ok(Store {
+            dir: dir.to_owned(),
+            cache: open("cache")?,
+            jobs: open("jobs")?,
+            in_flight: open("in_flight")?,
+            db,
+            salt,
+            puts: AtomicU64::new(0),
+            flushed: AtomicU64::new(0),
+            flush_gate: tokio::sync::Mutex::new(()),
+            _lock: lock,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The cache key of a normalised, lower-cased address.
+    pub fn key(&self, address_key: &str) -> CacheKey {
+        let hash = blake3::keyed_hash(&self.salt, address_key.as_bytes());
+        let mut key = [0; 16];
+        key.copy_from_slice(&hash.as_bytes()[..16]);
+        key
+    }
+
+    /// A job's id, from what identifies it: its input and output paths.
+    pub fn job_id(input: &str, output: &str) -> [u8; 16] {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(input.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(output.as_bytes());
+        let mut id = [0; 16];
+        id.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+        id
+    }
+
+    pub fn get(&self, key: &CacheKey) -> anyhow::Result<Option<Answer>> {
+        Ok(self.cache.get(key)?.and_then(|v| Answer::decode(&v)))
+    }
+
+    /// Caches a verdict. Call [`Store::durable`] before relying on it surviving a crash.
+    pub fn put(&self, key: &CacheKey, answer: &Answer) -> anyhow::Result<()> {
+        self.cache.insert(key, answer.encode())?;
+        self.puts.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Marks a request as about to be sent; a marker still there after a crash is a request
+    /// whose outcome is unknown (it may have been charged).
+    pub fn mark_in_flight(&self, key: &CacheKey) -> anyhow::Result<()> {
+        self.in_flight.insert(key, &[])?;
+        self.puts.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    pub fn clear_in_flight(&self, key: &CacheKey) -> anyhow::Result<()> {
+        self.in_flight.remove(key)?;
+        Ok(())
+    }
+
+    /// Counts and clears the markers a crashed run left behind.
+    pub fn take_in_flight(&self) -> anyhow::Result<u64> {
+        let n = self.in_flight.len() as u64;
+        self.in_flight.clear()?;
+        Ok(n)
+    }
+
+    /// Returns once every put made before the call has left the process (group commit: one
+    /// flush covers every caller waiting at the time).
+    pub async fn durable(&self) -> anyhow::Result<()> {
+        let mine = self.puts.load(Ordering::Acquire);
+        if self.flushed.load(Ordering::Acquire) >= mine {
+            return Ok(());
+        }
+        let _gate = self.flush_gate.lock().await;
+        if self.flushed.load(Ordering::Acquire) >= mine {
+            return Ok(());
+        }
+        let target = self.puts.load(Ordering::Acquire);
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .context("the store's flush task failed")?
+            .with_context(|| format!("writing the state store in {}", self.dir.display()))?;
+        self.flushed.fetch_max(target, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// A blocking flush, for checkpoints taken off the async workers.
+    pub fn flush(&self) -> anyhow::Result<()> {
+        self.db
+            .flush()
+            .with_context(|| format!("writing the state store in {}", self.dir.display()))?;
+        Ok(())
+    }
+
+    pub fn job(&self, id: &[u8; 16]) -> anyhow::Result<Option<JobRecord>> {
+        match self.jobs.get(id)? {
+            None => Ok(None),
+            Some(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+        }
+    }
+
+    pub fn save_job(&self, id: &[u8; 16], job: &JobRecord) -> anyhow::Result<()> {
+        self.jobs.insert(id, serde_json::to_vec(job)?)?;
+        Ok(())
+    }
+
+    pub fn jobs(&self) -> impl Iterator<Item = JobRecord> + '_ {
+        self.jobs
+            .iter()
+            .values()
+            .filter_map(|v| serde_json::from_slice(&v.ok()?).ok())
+    }
+}
+
+fn unusable(dir: &Path, why: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the state store in {} cannot be used ({why}). Move it aside (mv {0} {0}.broken) to \
+         start with an empty cache; finished output files are not affected",
+        dir.display()
+    )
+}
+
+/// Takes the state directory's lock, or says who holds it and how to run jobs side by side.
+fn lock(dir: &Path) -> anyhow::Result<File> {
+    let path = dir.join("lock");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0)?;
+            write!(file, "{}", std::process::id())?;
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            let who = if holder.is_empty() {
+                "another mailsift process".to_owned()
+            } else {
+                format!("another mailsift process (pid {holder})")
+            };
+            Err(crate::exit::usage(format!(
+                "the state directory {} is in use by {who}. Wait for it to finish, or run the \
+                 other job with its own state directory (--state-dir DIR or MAILSIFT_STATE_DIR); \
+                 separate state directories do not share the cache",
+                dir.display()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer() -> Answer {
+        Answer {
+            status: Some(Status::ValidCatchAll),
+            message: Some("Email is valid (catch-all).".into()),
+            mx_provider: Some("Google Workspace".into()),
+            mx_record: None,
+            is_catch_all: Some(true),
+            credits: 0.05,
+            checked_at: 1_790_000_000,
+            run: 42,
+            first_row: 7,
+            company: Company {
+                name: Some("Acme, Inc.".into()),
+                location: Some("Zürich, CH".into()),
+                ..Company::default()
+            },
+        }
+    }
+
+    #[test]
+    fn answers_round_trip() {
+        for a in [
+            answer(),
+            Answer::default(),
+            Answer {
+                status: Some(Status::Other("new".into())),
+                ..answer()
+            },
+        ] {
+            assert_eq!(Answer::decode(&a.encode()), Some(a));
+        }
+        // Damaged values read as absent, never panic.
+        let good = answer().encode();
+        for cut in 0..good.len() {
+            assert_eq!(Answer::decode(&good[..cut]), None);
+        }
+        assert_eq!(Answer::decode(&[9, 9, 9]), None);
+    }
+
+    #[test]
+    fn keys_are_salted_and_addresses_never_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = Store::open(&dir.path().join("a")).unwrap();
+        let two = Store::open(&dir.path().join("b")).unwrap();
+        let address = "jane.plaintext@example.com";
+        assert_ne!(one.key(address), two.key(address));
+        one.put(&one.key(address), &answer()).unwrap();
+        assert_eq!(one.get(&one.key(address)).unwrap(), Some(answer()));
+        assert_eq!(one.get(&one.key("other@example.com")).unwrap(), None);
+        one.flush().unwrap();
+        drop(one);
+        for entry in walk(&dir.path().join("a")) {
+            let bytes = std::fs::read(&entry).unwrap();
+            assert!(
+                !bytes
+                    .windows(address.len())
+                    .any(|w| w == address.as_bytes()),
+                "{entry:?}"
+            );
+        }
+        // Reopened, the same salt finds the same entry.
+        let again = Store::open(&dir.path().join("a")).unwrap();
+        assert_eq!(again.get(&again.key(address)).unwrap(), Some(answer()));
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.extend(walk(&path));
+            } else {
+                files.push(path);
+            }
+        }
+        files
+    }
+
+    #[test]
+    fn a_second_process_is_refused_with_a_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(&dir.path().display().to_string()), "{text}");
+        assert!(
+            text.contains("--state-dir") && text.contains(&std::process::id().to_string()),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn another_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .db
+                .open_tree("meta")
+                .unwrap()
+                .insert("schema", "mailsift-store-0")
+                .unwrap();
+            store.flush().unwrap();
+        }
+        let text = Store::open(dir.path()).unwrap_err().to_string();
+        assert!(text.contains("another version"), "{text}");
+    }
+
+    #[test]
+    fn jobs_and_in_flight_markers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = Store::job_id("in.csv", "out.csv");
+        assert_ne!(id, Store::job_id("in.csv", "other.csv"));
+        assert_eq!(store.job(&id).unwrap(), None);
+        let job = JobRecord {
+            input: "in.csv".into(),
+            output: "out.csv".into(),
+            fingerprint: "f".into(),
+            options: "o".into(),
+            run: 1,
+            state: JobState::Interrupted,
+            watermark: Watermark {
+                byte: 10,
+                line: 2,
+                rows: 1,
+                output_bytes: 20,
+            },
+            started_at: 1,
+            updated_at: 2,
+            api_calls: 3,
+            credits_spent: 0.1,
+        };
+        store.save_job(&id, &job).unwrap();
+        assert_eq!(store.job(&id).unwrap(), Some(job.clone()));
+        assert_eq!(store.jobs().collect::<Vec<_>>(), vec![job]);
+
+        store.mark_in_flight(&store.key("a@b.co")).unwrap();
+        store.mark_in_flight(&store.key("c@d.co")).unwrap();
+        store.clear_in_flight(&store.key("a@b.co")).unwrap();
+        assert_eq!(store.take_in_flight().unwrap(), 1);
+        assert_eq!(store.take_in_flight().unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn durable_covers_every_earlier_put() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+        let mut tasks = Vec::new();
+        for i in 0..32 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let key = store.key(&format!("user{i}@example.com"));
+                store.put(&key, &answer()).unwrap();
+                store.durable().await.unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(store.flushed.load(Ordering::Acquire) >= 32);
+    }
+}
