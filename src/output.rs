@@ -1,0 +1,517 @@
+//! The output: one writer task owns the output file, puts rows back in input order, appends
+//! the annotation columns, and checkpoints.
+//!
+//! Answers arrive out of order; the writer keeps a bounded window of planned rows and writes
+//! the head as soon as its verdict is known, so the file always holds a prefix of the input.
+//! Every few thousand rows or seconds it takes a checkpoint, in this order:
+//!
+//! 1. flush the buffer and fsync `<output>.partial`;
+//! 2. record the watermark (input offset of the next row, output length) in the job record;
+//! 3. flush the store.
+//!
+//! A checkpoint therefore never points past durable output. If the process dies between 1 and
+//! 3, or a power cut loses the newest store writes, the recorded watermark is an older one,
+//! still covered by the fsynced bytes: resume truncates the partial file back to it and
+//! re-plans from there, the rows in between coming from the cache.
+//!
+//! Workers never write files. The writer writes no row it has not got a verdict for.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::input::{Layout, Row};
+use crate::plan::{Outcome, Planned, Source};
+use crate::report::Counters;
+use crate::store::{JobRecord, Store, Watermark};
+
+/// The annotation columns, in order.
+pub const COLUMNS: [&str; 9] = [
+    "email_status",
+    "email_message",
+    "email_normalized",
+    "mx_provider",
+    "mx_record",
+    "is_catch_all",
+    "credits_consumed",
+    "checked_at",
+    "source",
+];
+
+/// Added by `--columns all`: the free company enrichment.
+pub const COMPANY_COLUMNS: [&str; 6] = [
+    "company_name",
+    "company_industry",
+    "company_size",
+    "company_founded",
+    "company_location",
+    "company_linkedin_url",
+];
+
+/// How rows are written: the input's delimiter and line ending, the annotation columns.
+#[derive(Debug, Clone)]
+pub struct RowFormat {
+    pub delimiter: u8,
+    /// Line ending for rows that had none (the last line of a file).
+    pub terminator: Vec<u8>,
+    /// Short rows are padded to this many fields, so the annotations line up under the header.
+    pub pad_to: Option<usize>,
+    pub company: bool,
+    pub prefix: String,
+}
+
+impl RowFormat {
+    pub fn new(layout: &Layout, company: bool, prefix: Option<&str>) -> RowFormat {
+        let pad_to = layout
+            .replace_from
+            .or_else(|| layout.header.as_ref().map(|h| h.fields));
+        RowFormat {
+            delimiter: layout.delimiter,
+            terminator: layout.terminator.clone(),
+            pad_to,
+            company,
+            prefix: prefix.unwrap_or("").to_owned(),
+        }
+    }
+
+    /// The header line: the input's header (minus old annotation columns) plus ours.
+    pub fn header(&self, header: &Row) -> Vec<u8> {
+        let mut out = Vec::with_capacity(header.raw.len() + 200);
+        out.extend_from_slice(&header.raw[..header.keep]);
+        let names = COLUMNS.iter().chain(if self.company { &COMPANY_COLUMNS[..] } else { &[] });
+        for name in names {
+            out.push(self.delimiter);
+            field(&mut out, format!("{}{name}", self.prefix).as_bytes(), self.delimiter);
+        }
+        out.extend_from_slice(terminator(&header.raw).unwrap_or(&self.terminator));
+        out
+    }
+
+    /// Appends one annotated row to `out`.
+    pub fn row(&self, out: &mut Vec<u8>, planned: &Planned, outcome: &Outcome) {
+        let row = &planned.row;
+        out.extend_from_slice(&row.raw[..row.keep]);
+        if let Some(want) = self.pad_to {
+            let have = self.kept_fields(row);
+            for _ in have..want {
+                out.push(self.delimiter);
+            }
+        }
+        let d = self.delimiter;
+        let mut put = |out: &mut Vec<u8>, value: &str| {
+            out.push(d);
+            field(out, value.as_bytes(), d);
+        };
+        let (status, message): (&str, &str) = match outcome {
+            Outcome::Empty => ("missing", "no email address in this row"),
+            Outcome::Syntax(reason) => ("invalid", reason),
+            Outcome::Answer { answer, .. } => (
+                answer.status.as_ref().map_or("unknown", |s| s.as_str()),
+                answer.message.as_deref().unwrap_or(""),
+            ),
+            Outcome::Error { message } => ("error", message),
+        };
+        put(out, status);
+        put(out, message);
+        put(out, &planned.normalized);
+        let answer = match outcome {
+            Outcome::Answer { answer, .. } => Some(answer),
+            _ => None,
+        };
+        let text = |f: fn(&crate::store::Answer) -> Option<&str>| answer.and_then(|a| f(a)).unwrap_or("");
+        put(out, text(|a| a.mx_provider.as_deref()));
+        put(out, text(|a| a.mx_record.as_deref()));
+        put(out, match answer.and_then(|a| a.is_catch_all) {
+            Some(true) => "true",
+            Some(false) => "false",
+            None => "",
+        });
+        let (credits, checked_at, source) = match outcome {
+            Outcome::Empty => ("0".to_owned(), String::new(), Source::Empty.as_str()),
+            Outcome::Syntax(_) => ("0".to_owned(), String::new(), Source::Syntax.as_str()),
+            Outcome::Answer { answer, source } => (
+                // What this row cost in this run: duplicates and cache hits are free.
+                if *source == Source::Api { format_credits(answer.credits) } else { "0".to_owned() },
+                rfc3339(answer.checked_at),
+                source.as_str(),
+            ),
+            // The request may or may not have been charged: say nothing rather than guess.
+            Outcome::Error { .. } => (String::new(), String::new(), Source::Api.as_str()),
+        };
+        put(out, &credits);
+        put(out, &checked_at);
+        put(out, source);
+        if self.company {
+            let c = answer.map(|a| &a.company);
+            for value in [
+                c.and_then(|c| c.name.as_deref()),
+                c.and_then(|c| c.industry.as_deref()),
+                c.and_then(|c| c.size.as_deref()),
+                c.and_then(|c| c.founded.as_deref()),
+                c.and_then(|c| c.location.as_deref()),
+                c.and_then(|c| c.linkedin_url.as_deref()),
+            ] {
+                put(out, value.unwrap_or(""));
+            }
+        }
+        out.extend_from_slice(terminator(&row.raw).unwrap_or(&self.terminator));
+    }
+
+    fn kept_fields(&self, row: &Row) -> usize {
+        match self.pad_to {
+            Some(limit) => row.fields.min(limit),
+            None => row.fields,
+        }
+    }
+}
+
+/// The line ending a raw row ends with, if any.
+fn terminator(raw: &[u8]) -> Option<&[u8]> {
+    if raw.ends_with(b"\r\n") {
+        Some(b"\r\n")
+    } else if raw.ends_with(b"\n") {
+        Some(b"\n")
+    } else if raw.ends_with(b"\r") {
+        Some(b"\r")
+    } else {
+        None
+    }
+}
+
+/// Writes one CSV field, quoted only when it must be.
+fn field(out: &mut Vec<u8>, value: &[u8], delimiter: u8) {
+    let needs_quotes = value.iter().any(|&b| b == delimiter || b == b'"' || b == b'\n' || b == b'\r');
+    if !needs_quotes {
+        out.extend_from_slice(value);
+        return;
+    }
+    out.push(b'"');
+    for &b in value {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
+pub fn format_credits(credits: f64) -> String {
+    if credits == 0.0 {
+        return "0".to_owned();
+    }
+    // Round away float noise (0.1 + 0.2) without losing real precision.
+    let rounded = (credits * 1e6).round() / 1e6;
+    format!("{rounded}")
+}
+
+pub fn rfc3339(unix_seconds: i64) -> String {
+    let time = std::time::UNIX_EPOCH + Duration::from_secs(unix_seconds.max(0) as u64);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// Where the rows go.
+pub enum Sink {
+    /// `<output>.partial`, renamed to the output at the end; checkpointed.
+    File { file: io::BufWriter<File>, partial: PathBuf, path: PathBuf },
+    /// Standard output: no checkpoints, no resume.
+    Stdout(io::BufWriter<io::Stdout>),
+}
+
+impl Sink {
+    /// The partial file's name for an output path.
+    pub fn partial_path(output: &Path) -> PathBuf {
+        let mut name = output.as_os_str().to_owned();
+        name.push(".partial");
+        PathBuf::from(name)
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::File { file, .. } => file.write_all(bytes),
+            Sink::Stdout(out) => out.write_all(bytes),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Sink::File { partial, .. } => partial.display().to_string(),
+            Sink::Stdout(_) => "standard output".to_owned(),
+        }
+    }
+}
+
+/// What the writer needs to record checkpoints.
+pub struct Checkpoint {
+    pub store: Arc<Store>,
+    pub job_id: [u8; 16],
+    pub record: JobRecord,
+}
+
+/// When to checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointEvery {
+    pub rows: u64,
+    pub interval: Duration,
+}
+
+/// How the writer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteEnd {
+    /// Every planned row was written and the input ended.
+    Complete,
+    /// Stopped at a row whose verdict will not come in this run.
+    Stopped,
+    /// The reader of standard output went away.
+    BrokenPipe,
+}
+
+/// The writer task and what it knows.
+pub struct Writer {
+    pub sink: Sink,
+    pub format: RowFormat,
+    /// Where the next row to write starts in the input, and how long the output is.
+    pub watermark: Watermark,
+    pub checkpoint: Option<Checkpoint>,
+    pub every: CheckpointEvery,
+    pub counters: Arc<Counters>,
+}
+
+/// Receives planned rows and writes them in order until the input ends, or until `done`
+/// (the pool has stopped) leaves the head of the queue without a verdict.
+pub async fn run(
+    mut writer: Writer,
+    mut planned: mpsc::Receiver<Planned>,
+    wake: Arc<Notify>,
+    pool_done: CancellationToken,
+    window: usize,
+) -> anyhow::Result<(WriteEnd, Writer)> {
+    let mut queue: VecDeque<Planned> = VecDeque::with_capacity(window);
+    let mut input_open = true;
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut since_checkpoint = 0u64;
+    let mut last_checkpoint = tokio::time::Instant::now();
+    let end = loop {
+        // Write every row at the head whose verdict is known.
+        while let Some(outcome) = queue.front().and_then(Planned::outcome) {
+            let planned = queue.pop_front().expect("the front was just seen");
+            buf.clear();
+            writer.format.row(&mut buf, &planned, &outcome);
+            if let Err(e) = writer.sink.write_all(&buf) {
+                if e.kind() == io::ErrorKind::BrokenPipe {
+                    return Ok((WriteEnd::BrokenPipe, writer));
+                }
+                return Err(e).with_context(|| format!("writing {}", writer.sink.describe()));
+            }
+            writer.counters.row_written(&outcome);
+            let row = &planned.row;
+            writer.watermark.byte = row.start + row.raw.len() as u64;
+            writer.watermark.line = row.line + lines_in(&row.raw);
+            writer.watermark.rows += 1;
+            writer.watermark.output_bytes += buf.len() as u64;
+            since_checkpoint += 1;
+        }
+        if since_checkpoint > 0
+            && (since_checkpoint >= writer.every.rows
+                || last_checkpoint.elapsed() >= writer.every.interval)
+        {
+            writer.checkpoint().await?;
+            since_checkpoint = 0;
+            last_checkpoint = tokio::time::Instant::now();
+        }
+        if queue.is_empty() && !input_open {
+            break WriteEnd::Complete;
+        }
+        if pool_done.is_cancelled() && !queue.is_empty() {
+            // No worker is left to answer the head: everything behind it waits for the
+            // next run. Rows already in the queue are not lost: they are re-read on resume.
+            break WriteEnd::Stopped;
+        }
+        tokio::select! {
+            biased;
+            _ = wake.notified() => {}
+            next = planned.recv(), if input_open && queue.len() < window => match next {
+                Some(p) => queue.push_back(p),
+                None => input_open = false,
+            },
+            _ = pool_done.cancelled(), if !queue.is_empty() => {}
+            _ = tokio::time::sleep(writer.every.interval), if since_checkpoint > 0 => {}
+        }
+    };
+    writer.checkpoint().await?;
+    Ok((end, writer))
+}
+
+/// Lines a raw row spans (for the line number of the next row).
+fn lines_in(raw: &[u8]) -> u64 {
+    let lf = raw.iter().filter(|&&b| b == b'\n').count();
+    if lf == 0 {
+        raw.iter().filter(|&&b| b == b'\r').count() as u64
+    } else {
+        lf as u64
+    }
+}
+
+impl Writer {
+    /// Makes the output durable up to the watermark, then records it (see the module docs
+    /// for why this order).
+    pub async fn checkpoint(&mut self) -> anyhow::Result<()> {
+        match &mut self.sink {
+            Sink::Stdout(out) => {
+                match out.flush() {
+                    Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+                        return Err(e).context("writing standard output")
+                    }
+                    _ => {}
+                }
+                Ok(())
+            }
+            Sink::File { file, partial, .. } => {
+                file.flush().with_context(|| format!("writing {}", partial.display()))?;
+                let handle = file.get_ref().try_clone()?;
+                let what = partial.display().to_string();
+                tokio::task::spawn_blocking(move || handle.sync_data())
+                    .await?
+                    .with_context(|| format!("saving {what} to disk"))?;
+                if let Some(cp) = &mut self.checkpoint {
+                    cp.record.watermark = self.watermark;
+                    cp.record.updated_at = crate::clock::now();
+                    cp.record.api_calls = self.counters.api_calls();
+                    cp.record.credits_spent = self.counters.credits_spent();
+                    cp.store.save_job(&cp.job_id, &cp.record)?;
+                    let store = cp.store.clone();
+                    tokio::task::spawn_blocking(move || store.flush()).await??;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends a complete run: fsync, rename the partial file into place, fsync the directory.
+    pub fn finish(self) -> anyhow::Result<Option<PathBuf>> {
+        match self.sink {
+            Sink::Stdout(mut out) => {
+                let _ = out.flush();
+                Ok(None)
+            }
+            Sink::File { file, partial, path } => {
+                let file = file
+                    .into_inner()
+                    .map_err(|e| e.into_error())
+                    .with_context(|| format!("writing {}", partial.display()))?;
+                file.sync_all().with_context(|| format!("saving {} to disk", partial.display()))?;
+                drop(file);
+                std::fs::rename(&partial, &path).with_context(|| {
+                    format!("renaming {} to {}", partial.display(), path.display())
+                })?;
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    // Make the rename itself durable; not all platforms can open a directory.
+                    if let Ok(dir) = File::open(dir) {
+                        let _ = dir.sync_all();
+                    }
+                }
+                Ok(Some(path))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{Company, Status};
+    use crate::plan::Slot;
+    use crate::store::Answer;
+
+    fn row(raw: &str, fields: usize) -> Row {
+        let keep = raw.trim_end_matches(['\r', '\n']).len();
+        Row { line: 2, start: 0, raw: raw.as_bytes().to_vec(), keep, fields, email: None }
+    }
+
+    fn format(company: bool) -> RowFormat {
+        RowFormat { delimiter: b',', terminator: b"\n".to_vec(), pad_to: Some(3), company, prefix: String::new() }
+    }
+
+    fn write(format: &RowFormat, raw: &str, fields: usize, normalized: &str, outcome: Outcome) -> String {
+        let planned = Planned { seq: 0, row: row(raw, fields), normalized: normalized.into(), slot: Slot::Ready(outcome.clone()) };
+        let mut out = Vec::new();
+        format.row(&mut out, &planned, &outcome);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn rows_keep_their_bytes_and_gain_the_columns() {
+        let answer = Arc::new(Answer {
+            status: Some(Status::Valid),
+            message: Some("Email is valid.".into()),
+            mx_provider: Some("Google, \"Workspace\"".into()),
+            mx_record: Some("aspmx.l.google.com".into()),
+            is_catch_all: Some(false),
+            credits: 0.05,
+            checked_at: 0,
+            run: 1,
+            first_row: 0,
+            company: Company { name: Some("Acme".into()), ..Company::default() },
+        });
+        let f = format(false);
+        let api = Outcome::Answer { answer: answer.clone(), source: Source::Api };
+        assert_eq!(
+            write(&f, "Jane,\"x, y\",jane@acme.com\r\n", 3, "jane@acme.com", api),
+            "Jane,\"x, y\",jane@acme.com,valid,Email is valid.,jane@acme.com,\"Google, \"\"Workspace\"\"\",aspmx.l.google.com,false,0.05,1970-01-01T00:00:00Z,api\r\n"
+        );
+        let dup = Outcome::Answer { answer: answer.clone(), source: Source::Duplicate };
+        assert!(write(&f, "a,b,c", 3, "c", dup).ends_with(",0,1970-01-01T00:00:00Z,duplicate\n"));
+        // A short row is padded so the columns line up; a long one is kept whole.
+        assert_eq!(
+            write(&f, "only\n", 1, "", Outcome::Empty),
+            "only,,,missing,no email address in this row,,,,,0,,empty\n"
+        );
+        assert!(write(&f, "a,b,c,d\n", 4, "", Outcome::Empty).starts_with("a,b,c,d,missing,"));
+        assert_eq!(
+            write(&f, "x,y,bad@\n", 3, "bad@", Outcome::Syntax("domain is empty")),
+            "x,y,bad@,invalid,domain is empty,bad@,,,,0,,syntax\n"
+        );
+        let err = Outcome::Error { message: "rejected by the API (HTTP 400: bad)".into() };
+        assert_eq!(
+            write(&f, "x,y,z\n", 3, "z", err),
+            "x,y,z,error,rejected by the API (HTTP 400: bad),z,,,,,,api\n"
+        );
+        let all = write(&format(true), "a,b,c\n", 3, "c", Outcome::Answer { answer, source: Source::Cache });
+        assert!(all.ends_with(",0,1970-01-01T00:00:00Z,cache,Acme,,,,,\n"), "{all}");
+    }
+
+    #[test]
+    fn header_gets_prefixed_names() {
+        let mut f = format(false);
+        f.prefix = "lm_".into();
+        f.delimiter = b';';
+        let header = f.header(&row("a;b;c\r\n", 3));
+        assert_eq!(
+            String::from_utf8(header).unwrap(),
+            "a;b;c;lm_email_status;lm_email_message;lm_email_normalized;lm_mx_provider;lm_mx_record;lm_is_catch_all;lm_credits_consumed;lm_checked_at;lm_source\r\n"
+        );
+    }
+
+    #[test]
+    fn credits_and_times_print_plainly() {
+        assert_eq!(format_credits(0.0), "0");
+        assert_eq!(format_credits(0.05), "0.05");
+        assert_eq!(format_credits(0.1 + 0.2), "0.3");
+        assert_eq!(format_credits(1.0), "1");
+        assert_eq!(rfc3339(1_790_000_000), "2026-09-21T14:13:20Z");
+    }
+
+    #[test]
+    fn line_counting() {
+        assert_eq!(lines_in(b"a,b\n"), 1);
+        assert_eq!(lines_in(b"a,\"b\nc\"\r\n"), 2);
+        assert_eq!(lines_in(b"a\r"), 1);
+        assert_eq!(lines_in(b"a"), 0);
+    }
+}

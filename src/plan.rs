@@ -1,0 +1,376 @@
+//! The plan: what each row needs before any money is spent.
+//!
+//! Per row, in input order: extract and check the address; empty → `missing`, failing the
+//! local syntax check → `invalid` (source `syntax`), asked already in this run → share that
+//! answer (one request, many rows, also while the request is in flight), a fresh answer in
+//! the store → use it (source `cache`), otherwise → one job for the worker pool.
+//!
+//! The planner holds no per-address memory beyond the requests in flight: in-run duplicates
+//! are found through the store, where every answer lands the moment it is paid for, tagged
+//! with the run and the row that asked. So memory stays flat however long the file is, and a
+//! resumed run tells its own answers (`api`, `duplicate`) from an earlier run's (`cache`)
+//! exactly as the uninterrupted run would have.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::address::{self, Checked};
+use crate::client::Status;
+use crate::input::Row;
+use crate::store::{Answer, CacheKey, Store};
+
+/// Where a row's verdict came from (the `source` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Api,
+    Cache,
+    Duplicate,
+    Syntax,
+    Empty,
+}
+
+impl Source {
+    pub const ALL: [Source; 5] =
+        [Source::Api, Source::Cache, Source::Duplicate, Source::Syntax, Source::Empty];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Api => "api",
+            Source::Cache => "cache",
+            Source::Duplicate => "duplicate",
+            Source::Syntax => "syntax",
+            Source::Empty => "empty",
+        }
+    }
+}
+
+/// A row's verdict, once known.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// No address in the cell (`missing`).
+    Empty,
+    /// Failed the local syntax check (`invalid`, never sent).
+    Syntax(&'static str),
+    /// An answer from the API, now or earlier.
+    Answer { answer: Arc<Answer>, source: Source },
+    /// The request failed for good (`error`): retries ran out, or the API refused it.
+    Error { message: Arc<str> },
+}
+
+/// What a request ends in, shared by every row that waits for it.
+#[derive(Debug, Clone)]
+pub enum Resolved {
+    Answered(Arc<Answer>),
+    Failed(Arc<str>),
+}
+
+/// A request in flight; the rows asking the same address hold the same `Pending`.
+#[derive(Debug)]
+pub struct Pending {
+    /// The row that asked first: its source is `api`, the others' `duplicate`.
+    pub first_row: u64,
+    cell: OnceLock<Resolved>,
+}
+
+impl Pending {
+    pub fn new(first_row: u64) -> Pending {
+        Pending { first_row, cell: OnceLock::new() }
+    }
+
+    /// Records the outcome; later calls are ignored (there is only one request).
+    pub fn resolve(&self, resolved: Resolved) {
+        let _ = self.cell.set(resolved);
+    }
+
+    pub fn get(&self) -> Option<&Resolved> {
+        self.cell.get()
+    }
+
+    /// The outcome as seen by row `row`.
+    pub fn outcome_for(&self, row: u64) -> Option<Outcome> {
+        Some(match self.get()? {
+            Resolved::Answered(answer) => Outcome::Answer {
+                answer: answer.clone(),
+                source: if row == self.first_row { Source::Api } else { Source::Duplicate },
+            },
+            Resolved::Failed(message) => Outcome::Error { message: message.clone() },
+        })
+    }
+}
+
+/// A row and what it waits for, on its way to the writer.
+#[derive(Debug)]
+pub struct Planned {
+    /// Data row number, 0-based, stable across resumes.
+    pub seq: u64,
+    pub row: Row,
+    /// The address as sent (or as read, when it failed the check); empty when missing.
+    pub normalized: String,
+    pub slot: Slot,
+}
+
+#[derive(Debug)]
+pub enum Slot {
+    Ready(Outcome),
+    Wait(Arc<Pending>),
+}
+
+impl Planned {
+    /// The outcome, if known by now.
+    pub fn outcome(&self) -> Option<Outcome> {
+        match &self.slot {
+            Slot::Ready(outcome) => Some(outcome.clone()),
+            Slot::Wait(pending) => pending.outcome_for(self.seq),
+        }
+    }
+}
+
+/// A request for the worker pool.
+#[derive(Debug)]
+pub struct Job {
+    pub key: CacheKey,
+    /// The normalised address to send.
+    pub address: String,
+    pub pending: Arc<Pending>,
+}
+
+/// How long answers stay good.
+#[derive(Debug, Clone, Copy)]
+pub struct Freshness {
+    pub max_age: Duration,
+    /// `unknown` is free and usually transient: asked again sooner.
+    pub max_age_unknown: Duration,
+    /// Ignore earlier runs' answers altogether.
+    pub refresh: bool,
+}
+
+impl Freshness {
+    fn is_fresh(&self, answer: &Answer, now: i64) -> bool {
+        if self.refresh {
+            return false;
+        }
+        let limit = match answer.status {
+            Some(Status::Unknown) | None => self.max_age_unknown.min(self.max_age),
+            _ => self.max_age,
+        };
+        let age = now.saturating_sub(answer.checked_at).max(0) as u64;
+        age <= limit.as_secs()
+    }
+}
+
+/// Counts the planner keeps (the writer counts statuses).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PlanCounts {
+    pub jobs: u64,
+}
+
+/// The planner's state: the store, this run's identity, and the requests in flight.
+pub struct Planner {
+    store: Arc<Store>,
+    run: u64,
+    freshness: Freshness,
+    now: i64,
+    in_flight: HashMap<CacheKey, Arc<Pending>>,
+    /// Past this many entries, resolved ones are swept (their answers are in the store).
+    sweep_at: usize,
+    pub counts: PlanCounts,
+}
+
+impl Planner {
+    pub fn new(store: Arc<Store>, run: u64, freshness: Freshness, now: i64, window: usize) -> Self {
+        Planner {
+            store,
+            run,
+            freshness,
+            now,
+            in_flight: HashMap::new(),
+            sweep_at: window.max(64) * 2,
+            counts: PlanCounts::default(),
+        }
+    }
+
+    /// Decides one row; returns the planned row and the job to send, if any.
+    pub fn plan(&mut self, seq: u64, row: Row) -> anyhow::Result<(Planned, Option<Job>)> {
+        let checked = match &row.email {
+            Some(cell) => address::check(cell),
+            None => Checked::Empty,
+        };
+        let (normalized, slot, job) = match checked {
+            Checked::Empty => (String::new(), Slot::Ready(Outcome::Empty), None),
+            Checked::Invalid { normalized, reason } => {
+                (normalized, Slot::Ready(Outcome::Syntax(reason)), None)
+            }
+            Checked::Valid(address) => {
+                let key = self.store.key(&address.key);
+                let (slot, job) = self.decide(seq, key, &address.normalized)?;
+                (address.normalized, slot, job)
+            }
+        };
+        Ok((Planned { seq, row, normalized, slot }, job))
+    }
+
+    fn decide(
+        &mut self,
+        seq: u64,
+        key: CacheKey,
+        normalized: &str,
+    ) -> anyhow::Result<(Slot, Option<Job>)> {
+        if let Some(pending) = self.in_flight.get(&key) {
+            return Ok((Slot::Wait(pending.clone()), None));
+        }
+        if let Some(answer) = self.store.get(&key)? {
+            let source = if answer.run == self.run {
+                // Answered in this run (before a crash, or earlier in the file).
+                if answer.first_row >= seq {
+                    Some(Source::Api)
+                } else {
+                    Some(Source::Duplicate)
+                }
+            } else if self.freshness.is_fresh(&answer, self.now) {
+                Some(Source::Cache)
+            } else {
+                None
+            };
+            if let Some(source) = source {
+                let outcome = Outcome::Answer { answer: Arc::new(answer), source };
+                return Ok((Slot::Ready(outcome), None));
+            }
+        }
+        if self.in_flight.len() >= self.sweep_at {
+            self.in_flight.retain(|_, p| p.get().is_none());
+            self.sweep_at = (self.in_flight.len() * 2).max(self.sweep_at);
+        }
+        let pending = Arc::new(Pending::new(seq));
+        self.in_flight.insert(key, pending.clone());
+        self.counts.jobs += 1;
+        let job = Job { key, address: normalized.to_owned(), pending: pending.clone() };
+        Ok((Slot::Wait(pending), Some(job)))
+    }
+}
+
+/// The planner stage: rows in, planned rows to the writer and jobs to the pool, in input
+/// order. Ends when the rows end or a receiver is gone (shutdown).
+pub async fn run(
+    mut planner: Planner,
+    first_seq: u64,
+    mut rows: mpsc::Receiver<Row>,
+    planned: mpsc::Sender<Planned>,
+    jobs: mpsc::Sender<Job>,
+) -> anyhow::Result<PlanCounts> {
+    let mut seq = first_seq;
+    while let Some(row) = rows.recv().await {
+        let (plan, job) = planner.plan(seq, row)?;
+        seq += 1;
+        // The writer gets the row first, so it can hold its place while the job waits for a
+        // worker; both queues are bounded, so a slow API slows the reader down.
+        if planned.send(plan).await.is_err() {
+            break;
+        }
+        if let Some(job) = job {
+            if jobs.send(job).await.is_err() {
+                break;
+            }
+        }
+    }
+    Ok(planner.counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(email: &str) -> Row {
+        Row {
+            line: 1,
+            start: 0,
+            raw: format!("{email}\n").into_bytes(),
+            keep: email.len(),
+            fields: 1,
+            email: Some(email.as_bytes().to_vec()),
+        }
+    }
+
+    fn fresh() -> Freshness {
+        Freshness {
+            max_age: Duration::from_secs(30 * 86_400),
+            max_age_unknown: Duration::from_secs(86_400),
+            refresh: false,
+        }
+    }
+
+    fn answer(status: Status, run: u64, first_row: u64, checked_at: i64) -> Answer {
+        Answer { status: Some(status), run, first_row, checked_at, ..Answer::default() }
+    }
+
+    fn source(p: &Planned) -> Option<Source> {
+        match p.outcome()? {
+            Outcome::Answer { source, .. } => Some(source),
+            Outcome::Syntax(_) => Some(Source::Syntax),
+            Outcome::Empty => Some(Source::Empty),
+            Outcome::Error { .. } => None,
+        }
+    }
+
+    #[test]
+    fn each_row_gets_the_cheapest_way_to_its_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let now = 1_800_000_000;
+        let day = 86_400;
+        store.put(&store.key("old@cache.com"), &answer(Status::Valid, 1, 0, now - day)).unwrap();
+        store.put(&store.key("stale@cache.com"), &answer(Status::Valid, 1, 0, now - 31 * day)).unwrap();
+        store.put(&store.key("unk@cache.com"), &answer(Status::Unknown, 1, 0, now - 2 * day)).unwrap();
+        // Answered by this run (2) for row 6, before a crash.
+        store.put(&store.key("mine@run.com"), &answer(Status::Invalid, 2, 6, now)).unwrap();
+
+        let mut planner = Planner::new(store.clone(), 2, fresh(), now, 16);
+        let cells = [
+            ("", Some(Source::Empty), false),
+            ("not an address", Some(Source::Syntax), false),
+            ("old@cache.com", Some(Source::Cache), false),
+            ("stale@cache.com", None, true),
+            ("unk@cache.com", None, true),
+            ("new@x.com", None, true),
+            ("mine@run.com", Some(Source::Api), false),
+            ("NEW@X.COM", None, false),
+            ("mine@run.com", Some(Source::Duplicate), false),
+        ];
+        for (seq, (cell, want, asks)) in cells.iter().enumerate() {
+            let (plan, job) = planner.plan(seq as u64, row(cell)).unwrap();
+            assert_eq!(source(&plan), *want, "{cell}");
+            assert_eq!(job.is_some(), *asks, "{cell}");
+        }
+        assert_eq!(planner.counts.jobs, 3);
+    }
+
+    #[test]
+    fn duplicates_share_one_request_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let mut planner = Planner::new(store, 1, fresh(), 0, 16);
+        let (first, job) = planner.plan(0, row("Jane@Example.com")).unwrap();
+        let job = job.unwrap();
+        assert_eq!(job.address, "Jane@example.com");
+        let (second, none) = planner.plan(1, row(" jane@EXAMPLE.com ")).unwrap();
+        assert!(none.is_none());
+        assert!(first.outcome().is_none() && second.outcome().is_none());
+        job.pending.resolve(Resolved::Answered(Arc::new(Answer::default())));
+        assert_eq!(source(&first), Some(Source::Api));
+        assert_eq!(source(&second), Some(Source::Duplicate));
+    }
+
+    #[test]
+    fn refresh_ignores_earlier_runs_but_not_this_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        store.put(&store.key("a@b.co"), &answer(Status::Valid, 1, 0, 0)).unwrap();
+        store.put(&store.key("c@d.co"), &answer(Status::Valid, 2, 0, 0)).unwrap();
+        let mut planner = Planner::new(store, 2, Freshness { refresh: true, ..fresh() }, 0, 16);
+        assert!(planner.plan(1, row("a@b.co")).unwrap().1.is_some());
+        assert_eq!(source(&planner.plan(2, row("c@d.co")).unwrap().0), Some(Source::Duplicate));
+    }
+}
