@@ -2,4 +2,6 @@
 pub mod cli;
 pub mod client;
 pub mod exit;
+pub mod limiter;
+pub mod retry;
 pub mod store;
