@@ -11,7 +11,7 @@ use anyhow::Context;
 
 use crate::client::{ApiKey, Client, ClientConfig};
 use crate::exit::usage;
-use crate::mock::{MockConfig, MockServer};
+use crate::mock::{Latency, MockConfig, MockServer};
 
 /// The environment variable that holds the key.
 pub const KEY_VAR: &str = "LEADMAGIC_API_KEY";
@@ -135,8 +135,10 @@ impl Api {
 fn sandbox_config() -> MockConfig {
     MockConfig {
         api_key: SANDBOX_KEY.to_owned(),
-        latency_median: Some(Duration::from_millis(60)),
-        latency_p99: Some(Duration::from_millis(400)),
+        latency: Latency::LogNormal {
+            median: Duration::from_millis(60),
+            p99: Duration::from_millis(400),
+        },
         ..MockConfig::default()
     }
 }

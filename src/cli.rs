@@ -84,6 +84,92 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Validate every address of a CSV file and write it back with the verdicts appended
+    Validate(Box<ValidateArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_CODES_HELP)]
+pub struct ValidateArgs {
+    /// The CSV (or one-address-per-line text) file to validate; - reads standard input
+    #[arg(value_name = "INPUT")]
+    pub input: PathBuf,
+
+    /// Where to write the annotated CSV [default: INPUT_STEM.validated.csv beside the input;
+    /// standard output when reading standard input]; - writes standard output
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+
+    /// Field delimiter: , ; | or tab [default: detected]
+    #[arg(long, value_name = "CHAR", value_parser = parse_delimiter)]
+    pub delimiter: Option<u8>,
+
+    /// The first line is data, not a header [default: detected]
+    #[arg(long)]
+    pub no_header: bool,
+
+    /// The column holding the addresses, by header name or 1-based number [default: detected]
+    #[arg(long, value_name = "NAME|INDEX")]
+    pub email_column: Option<String>,
+
+    /// Which annotation columns to add: basic, or all (adds the free company fields)
+    #[arg(long, value_name = "SET", default_value = "basic", value_parser = ["basic", "all"])]
+    pub columns: String,
+
+    /// Prefix for the annotation column names (e.g. lm_)
+    #[arg(long, value_name = "PREFIX")]
+    pub column_prefix: Option<String>,
+
+    /// Requests per minute (N/min or N/s) [default: 300/min, then the server's advertised limit]
+    #[arg(long, value_name = "RATE")]
+    pub rate: Option<crate::limiter::Rate>,
+
+    /// Requests waiting for an answer at once (answers can take seconds)
+    #[arg(long, value_name = "N", default_value = "256", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub concurrency: u32,
+
+    /// Retries of one request after a 429, 5xx, timeout or reset
+    #[arg(long, value_name = "N", default_value = "5")]
+    pub max_retries: u32,
+
+    /// Reuse earlier answers younger than this (unknown ones: at most 1 day)
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_duration)]
+    pub max_age: Duration,
+
+    /// Ask again even for addresses with a fresh answer in the cache
+    #[arg(long)]
+    pub refresh: bool,
+
+    /// Where jobs and the answer cache live [default: the per-user state directory]
+    #[arg(long, value_name = "DIR", env = "MAILSIFT_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Start over even though an interrupted run of this job exists (or its input changed)
+    #[arg(long)]
+    pub restart: bool,
+
+    /// Run a finished job again (answers come from the cache)
+    #[arg(long)]
+    pub force: bool,
+
+    /// Write the summary as JSON to this file
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+
+    /// After Ctrl-C or SIGTERM, how long requests in flight may take to finish
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub grace: Duration,
+}
+
+fn parse_delimiter(text: &str) -> Result<u8, String> {
+    match text {
+        "," | "comma" => Ok(b','),
+        ";" | "semicolon" => Ok(b';'),
+        "|" | "pipe" => Ok(b'|'),
+        "\\t" | "\t" | "tab" => Ok(b'\t'),
+        other if other.len() == 1 && other.is_ascii() && other != "\"" => Ok(other.as_bytes()[0]),
+        other => Err(format!("{other:?} is not a delimiter; use , ; | or tab")),
+    }
 }
 
 /// A duration as people type it: `30s`, `500ms`, `2m`, `30d`, or plain seconds.

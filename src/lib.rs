@@ -1,7 +1,56 @@
 //! mailsift: clean email lists in bulk through the LeadMagic email-validation API.
+//!
+//! The pipeline of `mailsift validate` (see [`validate`] for the topology):
+//!
+//! ```text
+//! input ──► plan ──► validate ──► store ──► output
+//! (csv rows) (normalise,  (rate-limited   (sled: verdict   (ordered annotated CSV,
+//!            syntax,      worker pool,    cache + job      checkpoint, atomic finish,
+//!            dedupe,      retries)        checkpoints)     report, progress)
+//!            cache hit)
+//! ```
+//!
+//! One module, one dependency: `csv` only in [`input`] and [`output`], `reqwest` only in
+//! [`client`], `sled` only in [`store`], `indicatif` only in [`progress`], `governor` only in
+//! [`limiter`]. [`address`], [`plan`], [`retry`] and the reorder logic are pure.
+
+pub mod address;
+pub mod api;
+pub mod check;
 pub mod cli;
 pub mod client;
+pub mod clock;
+pub mod config;
 pub mod exit;
+pub mod input;
 pub mod limiter;
+pub mod mock;
+pub mod output;
+pub mod plan;
+pub mod pool;
+pub mod progress;
+pub mod report;
 pub mod retry;
 pub mod store;
+pub mod validate;
+
+use std::future::Future;
+
+pub use config::Config;
+pub use exit::Exit;
+
+/// Runs one command. `shutdown` resolves on the first Ctrl-C or SIGTERM (tests pass their
+/// own); commands that can stop cleanly listen to it.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<Exit> {
+    match config {
+        Config::Credits { api, json } => {
+            let api = api::Api::connect(&api, 1).await?;
+            check::credits(&api, json).await
+        }
+        Config::Check { api, addresses, json, retry } => {
+            let api = api::Api::connect(&api, 1).await?;
+            check::check(&api, &addresses, json, retry).await
+        }
+        Config::Validate(config) => validate::run(*config, shutdown).await,
+    }
+}

@@ -1,1 +1,70 @@
-fn main() {}
+//! The `mailsift` binary: parse, set up logging and the runtime, run, map the outcome to an
+//! exit code. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use mailsift::cli::Args;
+use mailsift::{Config, Exit};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let verbosity = mailsift::config::verbosity(&args.global);
+    init_logging(verbosity);
+    let code = match run(args) {
+        Ok(exit) => exit,
+        Err(error) => {
+            eprintln!("mailsift: error: {error:#}");
+            Exit::for_error(&error)
+        }
+    };
+    ExitCode::from(code.code())
+}
+
+fn run(args: Args) -> anyhow::Result<Exit> {
+    let config = Config::from_args(args, std::env::var(mailsift::api::KEY_VAR).ok())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(mailsift::run(config, shutdown_signal()))
+}
+
+/// Resolves on the first Ctrl-C or SIGTERM. A second one ends the process at once: the last
+/// checkpoint is consistent whenever it is taken.
+async fn shutdown_signal() {
+    wait_for_signal().await;
+    tokio::spawn(async {
+        wait_for_signal().await;
+        eprintln!("mailsift: stopped at once; run the same command to resume from the last checkpoint");
+        std::process::exit(Exit::Interrupted.code().into());
+    });
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn init_logging(verbosity: u8) {
+    let level = match verbosity {
+        0 => tracing::Level::ERROR,
+        1 => tracing::Level::WARN,
+        2 => tracing::Level::INFO,
+        3 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

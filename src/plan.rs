@@ -16,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::address::{self, Checked};
 use crate::client::Status;
@@ -260,18 +261,37 @@ pub async fn run(
     mut rows: mpsc::Receiver<Row>,
     planned: mpsc::Sender<Planned>,
     jobs: mpsc::Sender<Job>,
+    stop: CancellationToken,
 ) -> anyhow::Result<PlanCounts> {
     let mut seq = first_seq;
-    while let Some(row) = rows.recv().await {
+    loop {
+        let row = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            row = rows.recv() => match row {
+                Some(row) => row,
+                None => break,
+            },
+        };
         let (plan, job) = planner.plan(seq, row)?;
         seq += 1;
         // The writer gets the row first, so it can hold its place while the job waits for a
         // worker; both queues are bounded, so a slow API slows the reader down.
-        if planned.send(plan).await.is_err() {
+        let sent = tokio::select! {
+            biased;
+            _ = stop.cancelled() => false,
+            sent = planned.send(plan) => sent.is_ok(),
+        };
+        if !sent {
             break;
         }
         if let Some(job) = job {
-            if jobs.send(job).await.is_err() {
+            let sent = tokio::select! {
+                biased;
+                _ = stop.cancelled() => false,
+                sent = jobs.send(job) => sent.is_ok(),
+            };
+            if !sent {
                 break;
             }
         }

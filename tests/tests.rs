@@ -1,1 +1,6 @@
+//! Behaviour tests: the real binary and the library against the mock server.
 
+mod cli;
+mod mock;
+mod util;
+mod validate;

@@ -1,0 +1,157 @@
+//! `credits`, `check`, keys and exit codes, through the real binary.
+
+use predicates::prelude::*;
+use serde_json::Value;
+
+use crate::util::{Dir, Mock};
+
+#[test]
+fn credits_prints_the_balance() {
+    let mock = Mock::fast();
+    mock.server.set_credits(1234.5);
+    let dir = Dir::new();
+    dir.mailsift(&mock).arg("credits").assert().success().stdout("1234.5 credits\n");
+    let out = dir.mailsift(&mock).args(["credits", "--json"]).assert().success();
+    let json: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(json["credits"], 1234.5);
+    assert_eq!(mock.stats().validations, 0, "the balance is free");
+}
+
+#[test]
+fn check_prints_each_verdict_and_sends_each_address_once() {
+    let mock = Mock::fast();
+    let dir = Dir::new();
+    let out = dir
+        .mailsift(&mock)
+        .args([
+            "check",
+            "valid.jane@acme-corp.com",
+            "Valid.Jane@ACME-CORP.com",
+            "invalid.bob@acme-corp.com",
+            "catchall.x@northwind.io",
+            "not-an-address",
+            "--json",
+        ])
+        .assert()
+        .success();
+    let lines: Vec<Value> = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let field = |i: usize, f: &str| lines[i][f].as_str().unwrap_or_default().to_owned();
+    assert_eq!(lines.len(), 5);
+    assert_eq!((field(0, "status"), field(0, "source")), ("valid".into(), "api".into()));
+    assert_eq!(lines[0]["credits_consumed"], 0.05);
+    assert_eq!((field(1, "status"), field(1, "source")), ("valid".into(), "duplicate".into()));
+    assert_eq!(field(2, "status"), "invalid");
+    assert_eq!((field(3, "status"), lines[3]["credits_consumed"].as_f64()), ("catch_all".into(), Some(0.0)));
+    assert_eq!((field(4, "status"), field(4, "source")), ("invalid".into(), "syntax".into()));
+    let stats = mock.stats();
+    assert_eq!(stats.validations, 3, "duplicate and syntax-invalid addresses are not sent");
+    assert!(stats.repeated.is_empty(), "{:?}", stats.repeated);
+
+    let plain = dir.mailsift(&mock).args(["check", "valid.jane@gmail.com"]).assert().success();
+    let text = String::from_utf8(plain.get_output().stdout.clone()).unwrap();
+    assert!(text.starts_with("valid.jane@gmail.com  valid"), "{text}");
+    assert!(text.contains("credits 0.05") && text.contains("Google Workspace"), "{text}");
+}
+
+#[test]
+fn a_wrong_key_exits_3_and_says_where_to_look_without_printing_it() {
+    let mock = Mock::fast();
+    let dir = Dir::new();
+    let secret = "sk_live_WRONG_4f9a8c2e";
+    for args in [vec!["credits"], vec!["check", "valid@acme-corp.com"]] {
+        let out = dir
+            .mailsift(&mock)
+            .env("LEADMAGIC_API_KEY", secret)
+            .args(&args)
+            .assert()
+            .code(3)
+            .stderr(predicate::str::contains("X-API-Key"))
+            .stderr(predicate::str::contains("LEADMAGIC_API_KEY"));
+        let output = out.get_output();
+        for stream in [&output.stdout, &output.stderr] {
+            assert!(!String::from_utf8_lossy(stream).contains(secret));
+        }
+    }
+}
+
+#[test]
+fn no_key_exits_2_and_suggests_the_sandbox() {
+    let dir = Dir::new();
+    dir.bare()
+        .arg("credits")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("LEADMAGIC_API_KEY"))
+        .stderr(predicate::str::contains("--sandbox"));
+}
+
+#[test]
+fn the_sandbox_needs_no_key() {
+    let dir = Dir::new();
+    dir.bare().args(["--sandbox", "credits"]).assert().success().stdout(predicate::str::ends_with(" credits\n"));
+    dir.bare()
+        .args(["check", "--sandbox", "valid@acme-corp.com"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("valid"));
+}
+
+#[test]
+fn the_key_file_is_read_and_a_shared_one_is_warned_about() {
+    let mock = Mock::fast();
+    let dir = Dir::new();
+    let file = dir.write("key", "mock-key\n");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        dir.mailsift(&mock)
+            .env_remove("LEADMAGIC_API_KEY")
+            .args(["credits", "--api-key-file"])
+            .arg(&file)
+            .assert()
+            .success()
+            .stderr(predicate::str::contains("readable by other users").and(predicate::str::contains("chmod 600")));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    dir.mailsift(&mock)
+        .env("LEADMAGIC_API_KEY", "wrong-but-ignored")
+        .args(["credits", "--api-key-file"])
+        .arg(&file)
+        .assert()
+        .success()
+        .stderr("");
+    dir.mailsift(&mock)
+        .args(["credits", "--api-key-file", "does-not-exist"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("does-not-exist"));
+}
+
+#[test]
+fn help_documents_the_exit_codes_and_the_key() {
+    let dir = Dir::new();
+    dir.bare()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Exit codes:"))
+        .stdout(predicate::str::contains("LEADMAGIC_API_KEY"));
+    dir.bare().args(["validate", "--help"]).assert().success().stdout(predicate::str::contains("Exit codes:"));
+    dir.bare().arg("frobnicate").assert().code(2);
+}
+
+#[test]
+fn an_unreachable_api_is_reported_not_hung_on() {
+    let dir = Dir::new();
+    // A port nothing listens on: connecting fails at once.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    dir.bare()
+        .env("LEADMAGIC_API_KEY", "k")
+        .args(["credits", "--base-url", &url])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("cannot connect"));
+}
