@@ -1,3 +1,4 @@
 //! mailsift: clean email lists in bulk through the LeadMagic email-validation API.
 
 pub mod address;
+pub mod input;
