@@ -1,0 +1,598 @@
+//! The streaming CSV input: layout detection and rows that keep their original bytes.
+//!
+//! Owns all CSV *reading* (the `csv` crate is used only here and in the output writer): opening
+//! the source, sniffing the delimiter, stripping a UTF-8 BOM, deciding whether there is a header,
+//! finding the email column, spotting our own annotation columns in a re-validated file, and
+//! streaming rows whose `raw` bytes are exactly the input's.
+//!
+//! Must not: validate or normalise addresses beyond calling [`crate::address::check`] for
+//! column detection, hold more than one row (plus a 64 KiB sample and one read chunk) in memory,
+//! or use async I/O: the reader is blocking and is meant to run on a `spawn_blocking` thread
+//! feeding a bounded channel.
+//!
+//! Decisions worth knowing:
+//! - Blank lines (nothing between two line endings) are not rows: they are skipped, appear in
+//!   no `raw`, but still count for line numbers. A line of spaces or of bare delimiters is a row.
+//! - A row longer than 16 MiB (typically an unbalanced quote swallowing the rest of the file)
+//!   ends the stream with [`InputError::RowTooLong`], naming the line where it started.
+//! - An empty input (or only a BOM and blank lines) is not an error: it has no header, one
+//!   column and no rows.
+
+mod detect;
+mod rows;
+
+use std::fs::File;
+use std::io::{self, Cursor, Read, Seek, SeekFrom};
+use std::path::PathBuf;
+
+pub use detect::{ANNOTATION_COLUMNS, COMPANY_COLUMNS};
+pub use rows::Reader;
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+/// The sample `open` reads (and keeps) to decide the layout.
+const SAMPLE_BYTES: usize = 64 * 1024;
+/// Cap on one row's bytes: bounds memory when a quote is never closed.
+const ROW_LIMIT: usize = 16 * 1024 * 1024;
+/// Data rows looked at for column detection.
+const SAMPLE_RECORDS: usize = 200;
+const STDIN_NAME: &str = "standard input";
+
+/// Where the CSV comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Path(PathBuf),
+    Stdin,
+}
+
+/// The user's choice of email column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnSpec {
+    /// A header name: matched exactly first, then normalised (case, spaces, punctuation).
+    Name(String),
+    /// 1-based, as the user types it.
+    Index(usize),
+}
+
+/// What the user told us about the input; everything else is detected.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InputOptions {
+    /// Field delimiter; sniffed among `,` `;` tab `|` when `None`.
+    pub delimiter: Option<u8>,
+    /// The first row is data, not a header.
+    pub no_header: bool,
+    /// The email column; detected by header name or content when `None`.
+    pub email_column: Option<ColumnSpec>,
+    /// Prefix of our annotation column names, to recognise them in an annotated input.
+    pub column_prefix: Option<String>,
+}
+
+/// The input's shape, decided once by [`open`] from a sample at its start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub delimiter: u8,
+    pub has_header: bool,
+    /// The header row itself (raw bytes kept like any row).
+    pub header: Option<Row>,
+    /// Header names (lossy UTF-8), for messages; empty without header.
+    pub headers: Vec<String>,
+    /// 0-based.
+    pub email_column: usize,
+    pub email_column_name: Option<String>,
+    /// "header name", "content", "--email-column" or "single column".
+    pub how_found: &'static str,
+    /// When the header ends with our own annotation columns (a re-validated file): the index of
+    /// the first of them. Every row's `keep` then stops before that field, so the writer
+    /// replaces those columns instead of stacking a second set.
+    pub replace_from: Option<usize>,
+    /// The file's dominant line ending (`\n`, `\r\n` or `\r`), for rows lacking one.
+    pub terminator: Vec<u8>,
+    /// The input started with a UTF-8 BOM (not part of any row's `raw`).
+    pub bom: bool,
+}
+
+/// One CSV record and the exact bytes it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// 1-based line number where the row starts (for messages).
+    pub line: u64,
+    /// Byte offset of the row's first byte in the source (BOM counted).
+    pub start: u64,
+    /// The row's original bytes, terminator included (if any).
+    pub raw: Vec<u8>,
+    /// `raw[..keep]` is what the output keeps: raw minus terminator, minus replaced columns.
+    pub keep: usize,
+    /// Number of fields in the row (ragged rows are kept).
+    pub fields: usize,
+    /// Unescaped bytes of the email cell, `None` if the row is too short.
+    pub email: Option<Vec<u8>>,
+}
+
+impl Row {
+    /// Where the row after this one starts: the checkpoint to record once this row is written.
+    pub fn resume_after(&self) -> Resume {
+        Resume {
+            byte: self.start + self.raw.len() as u64,
+            line: self.line + rows::line_breaks(&self.raw),
+        }
+    }
+}
+
+/// Where the next unread row starts (from a checkpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    pub byte: u64,
+    pub line: u64,
+}
+
+/// Why the input cannot be read. Every message names the input, the line when there is one, and
+/// what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    // The io::Error is the `source`, not part of the text: printed with `{:#}` the chain reads
+    // "cannot read x.csv (check ...): No such file or directory".
+    #[error("cannot read {file} (check the path and its permissions)")]
+    Open {
+        file: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading {file} failed near line {line} (check the disk or the pipe feeding it, then run the same command again)")]
+    Read {
+        file: String,
+        line: u64,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{file}: no email column found; {}; name it with --email-column NAME or --email-column INDEX (1-based)",
+        describe_columns(columns, *has_header)
+    )]
+    NoEmailColumn {
+        file: String,
+        /// Header names, or the first row's values without a header.
+        columns: Vec<String>,
+        has_header: bool,
+    },
+    #[error(
+        "{file}: there is no column named {name:?}; the header (line 1) has {}; pass one of these names or a 1-based index to --email-column",
+        list_columns(headers)
+    )]
+    UnknownColumn {
+        file: String,
+        name: String,
+        headers: Vec<String>,
+    },
+    #[error(
+        "{file}: --email-column {index} is out of range: {}; indexes start at 1",
+        describe_columns(columns, *has_header)
+    )]
+    ColumnOutOfRange {
+        file: String,
+        index: usize,
+        columns: Vec<String>,
+        has_header: bool,
+    },
+    #[error("--email-column {name:?} names a column, but --no-header says {file} has no header; give a 1-based column index instead")]
+    NameWithoutHeader { file: String, name: String },
+    #[error("{file}: the row starting at line {line} is longer than {limit_mib} MiB (unbalanced quote?); fix the quoting on that line and run again")]
+    RowTooLong {
+        file: String,
+        line: u64,
+        limit_mib: usize,
+    },
+    #[error("cannot resume reading from standard input: it cannot be re-read; pass the input as a file path, or start over with --restart")]
+    StdinResume,
+    #[error("{file}: cannot resume, the input is not a regular file that can be re-read from the middle; pass a regular file, or start over with --restart")]
+    NotSeekable { file: String },
+    #[error("{file}: the checkpoint points at byte {byte} (line {line}) but the file has only {len} bytes: the input changed since the last run; start over with --restart")]
+    ResumePastEnd {
+        file: String,
+        byte: u64,
+        line: u64,
+        len: u64,
+    },
+    #[error("invalid delimiter {:?}: a delimiter cannot be a quote or a line ending; pick another with --delimiter", char::from(*delimiter))]
+    BadDelimiter { delimiter: u8 },
+}
+
+impl InputError {
+    /// True when the user (flags, file, its contents) must act: exit code 2. False for I/O
+    /// failures in the middle of reading (exit code 1).
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, InputError::Read { .. })
+    }
+}
+
+/// "the header (line 1) has 3 columns: 1 \"a\", 2 \"b\", 3 \"c\"" or the first-row equivalent.
+fn describe_columns(columns: &[String], has_header: bool) -> String {
+    let what = if has_header {
+        "the header (line 1)"
+    } else {
+        "the first row (line 1)"
+    };
+    format!("{what} has {}", list_columns(columns))
+}
+
+fn list_columns(columns: &[String]) -> String {
+    const SHOWN: usize = 40;
+    if columns.is_empty() {
+        return "no columns".to_owned();
+    }
+    let mut out = format!(
+        "{} column{}: ",
+        columns.len(),
+        if columns.len() == 1 { "" } else { "s" }
+    );
+    for (i, name) in columns.iter().take(SHOWN).enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let short: String = name.chars().take(40).collect();
+        out.push_str(&format!("{} {:?}", i + 1, short));
+    }
+    if columns.len() > SHOWN {
+        out.push_str(", ...");
+    }
+    out
+}
+
+/// Sizes that tests shrink to exercise growth and caps cheaply.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    sample: usize,
+    row: usize,
+}
+
+const LIMITS: Limits = Limits {
+    sample: SAMPLE_BYTES,
+    row: ROW_LIMIT,
+};
+
+/// Opens the input, decides its layout from a sample at its start, and returns a reader
+/// positioned at the first data row, or at `resume` when given (the layout is still read from
+/// the start; a `resume.byte` at or before the first data row just starts there).
+pub fn open(
+    source: &Source,
+    opts: &InputOptions,
+    resume: Option<Resume>,
+) -> Result<(Layout, Reader), InputError> {
+    match source {
+        Source::Stdin => {
+            if resume.is_some() {
+                return Err(InputError::StdinResume);
+            }
+            open_stream(STDIN_NAME, Box::new(io::stdin()), opts)
+        }
+        Source::Path(path) => {
+            let file = path.display().to_string();
+            let opened = File::open(path).and_then(|f| Ok((f.metadata()?, f)));
+            let (meta, handle) = opened.map_err(|source| InputError::Open {
+                file: file.clone(),
+                source,
+            })?;
+            let len = meta.is_file().then_some(meta.len());
+            open_input(file, Input::File(handle), len, opts, resume, LIMITS)
+        }
+    }
+}
+
+/// Like [`open`] over any reader (stdin, tests): no resume, no known length.
+pub(crate) fn open_stream(
+    name: &str,
+    input: Box<dyn Read + Send>,
+    opts: &InputOptions,
+) -> Result<(Layout, Reader), InputError> {
+    open_input(
+        name.to_owned(),
+        Input::Stream(input),
+        None,
+        opts,
+        None,
+        LIMITS,
+    )
+}
+
+enum Input {
+    /// A file we may seek in to resume.
+    File(File),
+    Stream(Box<dyn Read + Send>),
+}
+
+impl Input {
+    fn as_read(&mut self) -> &mut dyn Read {
+        match self {
+            Input::File(f) => f,
+            Input::Stream(r) => r,
+        }
+    }
+
+    fn into_read(self) -> Box<dyn Read + Send> {
+        match self {
+            Input::File(f) => Box::new(f),
+            Input::Stream(r) => r,
+        }
+    }
+}
+
+/// The start of the input, kept so that nothing read for detection is lost.
+struct Sample {
+    bytes: Vec<u8>,
+    bom: bool,
+    delimiter: u8,
+    /// Complete records of the sample (at most `SAMPLE_RECORDS + 1`), BOM excluded.
+    records: Vec<csv::ByteRecord>,
+}
+
+impl Sample {
+    fn bom_len(&self) -> usize {
+        if self.bom {
+            BOM.len()
+        } else {
+            0
+        }
+    }
+}
+
+/// Reads at least `limits.sample` bytes (or all), growing until it holds two complete records,
+/// so that the header and the start of the next row are inside it.
+fn read_sample(
+    file: &str,
+    input: &mut dyn Read,
+    opts: &InputOptions,
+    limits: Limits,
+) -> Result<Sample, InputError> {
+    let mut bytes = Vec::new();
+    let mut eof = false;
+    let mut target = limits.sample.max(BOM.len());
+    loop {
+        while !eof && bytes.len() < target {
+            let filled = bytes.len();
+            bytes.resize(target, 0);
+            let n = loop {
+                match input.read(&mut bytes[filled..]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(source) => {
+                        return Err(InputError::Open {
+                            file: file.to_owned(),
+                            source,
+                        })
+                    }
+                    Ok(n) => break n,
+                }
+            };
+            bytes.truncate(filled + n);
+            eof = n == 0;
+        }
+        let bom = bytes.starts_with(BOM);
+        let body = &bytes[if bom { BOM.len() } else { 0 }..];
+        let delimiter = opts
+            .delimiter
+            .unwrap_or_else(|| detect::sniff_delimiter(body, eof));
+        let records = detect::parse_sample(body, delimiter, eof, SAMPLE_RECORDS + 1);
+        if eof || records.len() >= 2 || target >= limits.row {
+            if !eof && records.is_empty() {
+                let lead = body
+                    .iter()
+                    .take_while(|&&b| b == b'\r' || b == b'\n')
+                    .count();
+                return Err(InputError::RowTooLong {
+                    file: file.to_owned(),
+                    line: 1 + rows::line_breaks(&body[..lead]),
+                    limit_mib: limits.row.div_ceil(1024 * 1024),
+                });
+            }
+            return Ok(Sample {
+                bytes,
+                bom,
+                delimiter,
+                records,
+            });
+        }
+        target = target.saturating_mul(2).min(limits.row);
+    }
+}
+
+fn open_input(
+    file: String,
+    mut input: Input,
+    len: Option<u64>,
+    opts: &InputOptions,
+    resume: Option<Resume>,
+    limits: Limits,
+) -> Result<(Layout, Reader), InputError> {
+    if let Some(d) = opts.delimiter {
+        if matches!(d, b'"' | b'\r' | b'\n') {
+            return Err(InputError::BadDelimiter { delimiter: d });
+        }
+    }
+    if let (true, Some(ColumnSpec::Name(name))) = (opts.no_header, &opts.email_column) {
+        return Err(InputError::NameWithoutHeader {
+            file,
+            name: name.clone(),
+        });
+    }
+    let sample = read_sample(&file, input.as_read(), opts, limits)?;
+    let mut layout = decide_layout(&file, &sample, opts)?;
+
+    let bom_len = sample.bom_len() as u64;
+    let (delimiter, email_column, replace_from) =
+        (layout.delimiter, layout.email_column, layout.replace_from);
+    let config = |file: &str| rows::RowConfig {
+        file: file.to_owned(),
+        delimiter,
+        email_column,
+        replace_from,
+        row_limit: limits.row,
+    };
+    let (data_start, data_line) = if layout.has_header {
+        // The sample holds the whole header row (read_sample made sure of it).
+        let mut cursor = Cursor::new(sample.bytes.clone());
+        cursor.set_position(bom_len);
+        let mut header_rows = Reader::new(Box::new(cursor), bom_len, 1, config(&file), None);
+        match header_rows.next() {
+            Some(Ok(header)) => {
+                let next = header.resume_after();
+                layout.header = Some(header);
+                (next.byte, next.line)
+            }
+            Some(Err(e)) => return Err(e),
+            None => (bom_len, 1),
+        }
+    } else {
+        (bom_len, 1)
+    };
+
+    let reader = match (resume, input) {
+        (Some(at), Input::File(mut handle)) if at.byte > data_start => {
+            let Some(len) = len else {
+                return Err(InputError::NotSeekable { file });
+            };
+            if at.byte > len {
+                return Err(InputError::ResumePastEnd {
+                    file,
+                    byte: at.byte,
+                    line: at.line,
+                    len,
+                });
+            }
+            handle
+                .seek(SeekFrom::Start(at.byte))
+                .map_err(|source| InputError::Read {
+                    file: file.clone(),
+                    line: at.line,
+                    source,
+                })?;
+            Reader::new(Box::new(handle), at.byte, at.line, config(&file), Some(len))
+        }
+        (Some(_), Input::Stream(_)) => return Err(InputError::StdinResume),
+        (_, input) => {
+            // Chain the sample back in front of the rest so nothing read is lost.
+            let mut cursor = Cursor::new(sample.bytes);
+            cursor.set_position(data_start);
+            let stream = Box::new(cursor.chain(input.into_read()));
+            Reader::new(stream, data_start, data_line, config(&file), len)
+        }
+    };
+    Ok((layout, reader))
+}
+
+/// Header, email column and annotation block from the sampled records.
+fn decide_layout(file: &str, sample: &Sample, opts: &InputOptions) -> Result<Layout, InputError> {
+    let prefix = opts.column_prefix.as_deref();
+    let records = &sample.records;
+    let body = &sample.bytes[sample.bom_len()..];
+    let mut layout = Layout {
+        delimiter: sample.delimiter,
+        has_header: false,
+        header: None,
+        headers: Vec::new(),
+        email_column: 0,
+        email_column_name: None,
+        how_found: "single column",
+        replace_from: None,
+        terminator: detect::dominant_terminator(body),
+        bom: sample.bom,
+    };
+    if records.is_empty() {
+        // Nothing to read: any column will do, but a bad index is still a mistake.
+        if let Some(ColumnSpec::Index(i)) = opts.email_column {
+            if i == 0 {
+                return Err(out_of_range(file, 0, Vec::new(), false));
+            }
+            layout.email_column = i - 1;
+            layout.how_found = "--email-column";
+        }
+        return Ok(layout);
+    }
+
+    layout.has_header = match (&opts.email_column, opts.no_header) {
+        (_, true) => false,
+        (Some(ColumnSpec::Name(_)), false) => true,
+        _ => detect::looks_like_header(records, prefix),
+    };
+    let first = detect::names(&records[0]);
+    let data = if layout.has_header {
+        layout.headers = first.clone();
+        &records[1..]
+    } else {
+        &records[..]
+    };
+    let width = data
+        .iter()
+        .map(csv::ByteRecord::len)
+        .chain([layout.headers.len()])
+        .max()
+        .unwrap_or(0);
+    if layout.has_header {
+        layout.replace_from = detect::replace_from(&layout.headers, prefix);
+    }
+
+    let (column, how) = match &opts.email_column {
+        Some(ColumnSpec::Index(i)) => {
+            if *i == 0 || *i > width {
+                return Err(out_of_range(file, *i, first, layout.has_header));
+            }
+            (i - 1, "--email-column")
+        }
+        Some(ColumnSpec::Name(name)) => match find_named(&layout.headers, name) {
+            Some(i) => (i, "--email-column"),
+            None => {
+                return Err(InputError::UnknownColumn {
+                    file: file.to_owned(),
+                    name: name.clone(),
+                    headers: layout.headers,
+                })
+            }
+        },
+        None => {
+            let headers = layout.has_header.then_some(&layout.headers[..]);
+            let stop = layout.replace_from.unwrap_or(usize::MAX);
+            detect::find_email_column(headers, data, width, stop, prefix).ok_or_else(|| {
+                InputError::NoEmailColumn {
+                    file: file.to_owned(),
+                    columns: first,
+                    has_header: layout.has_header,
+                }
+            })?
+        }
+    };
+    // The user may point at a column inside what looks like our annotation block: then keep
+    // every column rather than cut away the addresses we read.
+    if layout.replace_from.is_some_and(|from| column >= from) {
+        layout.replace_from = None;
+    }
+    layout.email_column = column;
+    layout.email_column_name = layout.headers.get(column).cloned();
+    layout.how_found = how;
+    Ok(layout)
+}
+
+fn out_of_range(file: &str, index: usize, columns: Vec<String>, has_header: bool) -> InputError {
+    InputError::ColumnOutOfRange {
+        file: file.to_owned(),
+        index,
+        columns,
+        has_header,
+    }
+}
+
+/// A header named by the user: exact, then trimmed, then normalised (case, spaces, punctuation).
+fn find_named(headers: &[String], name: &str) -> Option<usize> {
+    let normalized = detect::normalize_header(name);
+    headers
+        .iter()
+        .position(|h| h == name)
+        .or_else(|| headers.iter().position(|h| h.trim() == name.trim()))
+        .or_else(|| {
+            (!normalized.is_empty())
+                .then(|| {
+                    headers
+                        .iter()
+                        .position(|h| detect::normalize_header(h) == normalized)
+                })
+                .flatten()
+        })
+}
+
+#[cfg(test)]
+mod tests;
