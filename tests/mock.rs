@@ -534,6 +534,34 @@ async fn keep_alive_and_connection_close() {
 }
 
 #[tokio::test]
+async fn expect_100_continue_gets_a_go_ahead() {
+    let server = start(MockConfig::default()).await;
+    let mut stream = TcpStream::connect(server.addr()).await.expect("connects");
+    let body = r#"{"email":"valid@a.io"}"#;
+    let head = format!(
+        "POST {VALIDATE} HTTP/1.1\r\nX-API-Key: mock-key\r\nExpect: 100-continue\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("writes");
+    let go_ahead = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let mut interim = vec![0u8; go_ahead.len()];
+    stream
+        .read_exact(&mut interim)
+        .await
+        .expect("interim response");
+    assert_eq!(interim, go_ahead);
+    stream
+        .write_all(body.as_bytes())
+        .await
+        .expect("writes body");
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).await.expect("reads");
+    assert_eq!(parse_raw(&rest).0, 200);
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn fault_500_and_html_gateway_errors() {
     let server = start(MockConfig {
         p_500: 1.0,

@@ -84,6 +84,8 @@ struct Framing {
     close: bool,
     /// HTTP/1.0 with `Connection: keep-alive`: the response must say so too.
     keep_alive_1_0: bool,
+    /// `Expect: 100-continue`: the client (curl, for bodies over 1 KiB) waits for a go-ahead.
+    expect_continue: bool,
 }
 
 fn scan_head(buf: &[u8], max_head: usize) -> Scan {
@@ -111,6 +113,7 @@ fn scan_head(buf: &[u8], max_head: usize) -> Scan {
         has_transfer_encoding: false,
         close: http_1_0,
         keep_alive_1_0: false,
+        expect_continue: false,
     };
     let mut seen_length: Option<usize> = None;
     for h in req.headers.iter() {
@@ -125,6 +128,8 @@ fn scan_head(buf: &[u8], max_head: usize) -> Scan {
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             framing.has_transfer_encoding = true;
+        } else if h.name.eq_ignore_ascii_case("expect") {
+            framing.expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         } else if h.name.eq_ignore_ascii_case("connection") {
             for token in h.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
@@ -219,6 +224,9 @@ async fn connection(mut stream: TcpStream, shared: &Arc<Shared>) -> std::io::Res
             return refuse(&mut stream, &mut out, &resp).await;
         }
         let total = framing.head_len + framing.content_length;
+        if framing.expect_continue && buf.len() < total {
+            stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+        }
         while buf.len() < total {
             if read_more(&mut stream, &mut buf).await? == 0 {
                 return Ok(());
@@ -234,6 +242,7 @@ async fn connection(mut stream: TcpStream, shared: &Arc<Shared>) -> std::io::Res
                 routes::protocol_error(shared, 400, "BAD_REQUEST", "Malformed HTTP request.");
             return refuse(&mut stream, &mut out, &resp).await;
         };
+        log_outcome(&buf[..framing.head_len], &outcome);
         match outcome {
             Outcome::Respond(resp) => {
                 write_response(&mut out, &resp, &framing);
@@ -262,6 +271,25 @@ async fn connection(mut stream: TcpStream, shared: &Arc<Shared>) -> std::io::Res
     }
 }
 
+/// One debug line per request: method, path (never the query or a header: no key can leak)
+/// and what was done.
+fn log_outcome(head: &[u8], outcome: &Outcome) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split(' ');
+    let method = parts.next().unwrap_or("");
+    let path = parts.next().unwrap_or("").split('?').next().unwrap_or("");
+    match outcome {
+        Outcome::Respond(r) => tracing::debug!("{method} {path} -> {}", r.status),
+        Outcome::Truncate(r) => tracing::debug!("{method} {path} -> {} (truncated)", r.status),
+        Outcome::Reset => tracing::debug!("{method} {path} -> reset"),
+        Outcome::Hang => tracing::debug!("{method} {path} -> hang"),
+    }
+}
+
 /// Sends a refusal, then closes gracefully: the request may still be arriving (an oversized
 /// body), and closing with unread data would turn our answer into a reset.
 async fn refuse(stream: &mut TcpStream, out: &mut Vec<u8>, resp: &Response) -> std::io::Result<()> {
@@ -271,6 +299,7 @@ async fn refuse(stream: &mut TcpStream, out: &mut Vec<u8>, resp: &Response) -> s
         has_transfer_encoding: false,
         close: true,
         keep_alive_1_0: false,
+        expect_continue: false,
     };
     write_response(out, resp, &framing);
     stream.write_all(out).await?;
@@ -377,6 +406,7 @@ mod tests {
             has_transfer_encoding: false,
             close,
             keep_alive_1_0: false,
+            expect_continue: false,
         })
     }
 
