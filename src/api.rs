@@ -180,8 +180,8 @@ mod tests {
         let file = dir.path().join("key");
         std::fs::write(&file, "from-file\n").unwrap();
         assert_eq!(key_of(&settings(Some(&file), Some("from-env")).unwrap()), Some("from-file"));
-        assert_eq!(key_of(&settings(None, Some(" from-env "))).unwrap()), Some("from-env"));
-        assert_eq!(key_of(&settings(None, Some(""))).unwrap()), None);
+        assert_eq!(key_of(&settings(None, Some(" from-env ")).unwrap()), Some("from-env"));
+        assert_eq!(key_of(&settings(None, Some("")).unwrap()), None);
         assert_eq!(key_of(&settings(None, None).unwrap()), None);
 
         std::fs::write(&file, "  \n").unwrap();

@@ -105,7 +105,7 @@ impl RowFormat {
             }
         }
         let d = self.delimiter;
-        let mut put = |out: &mut Vec<u8>, value: &str| {
+        let put = |out: &mut Vec<u8>, value: &str| {
             out.push(d);
             field(out, value.as_bytes(), d);
         };

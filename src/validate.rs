@@ -240,9 +240,9 @@ pub async fn run(config: ValidateConfig, shutdown: impl Future<Output = ()>) -> 
     let (jobs_tx, jobs_rx) = mpsc::channel(config.concurrency);
 
     let rows_before = watermark.rows;
-    if let Some((_, record)) = &mut job {
+    if let Some((id, record)) = &mut job {
         record.run = run_id;
-        store.save_job(&job.as_ref().unwrap().0, record)?;
+        store.save_job(id, record)?;
     }
     let writer = Writer {
         sink,
