@@ -157,18 +157,13 @@ pub(crate) fn protocol_error(shared: &Shared, status: u16, code: &str, message: 
     finish(shared, Reply::error(status, code, message), true)
 }
 
-fn presented<'a>(req: &Request<'a>) -> impl Iterator<Item = &'a str> + 'a {
-    req.keys.into_iter().flatten()
-}
-
 fn unauthorized() -> Reply {
     Reply::error(401, "UNAUTHORIZED", "Invalid or missing API key")
 }
 
 fn credits(shared: &Shared, req: &Request<'_>) -> Reply {
-    let keys: Vec<&str> = presented(req).collect();
     let st = shared.lock();
-    if !st.authorized(&keys) {
+    if !st.authorized(&req.keys) {
         return unauthorized();
     }
     let balance = from_micros(st.balance());
@@ -187,6 +182,7 @@ fn credits(shared: &Shared, req: &Request<'_>) -> Reply {
 enum Admitted {
     Done(Outcome),
     Go {
+        email: String,
         norm: String,
         fault: Option<Fault>,
         latency: Duration,
@@ -196,36 +192,38 @@ enum Admitted {
 async fn validate(shared: &Arc<Shared>, req: &Request<'_>) -> Outcome {
     let cfg = &shared.config;
     // Parse outside the lock: the body is the only per-request work that grows with input.
-    let email = parse_email(req.body);
-    let norm = email.as_ref().ok().map(|e| normalize(e));
-    let keys: Vec<&str> = presented(req).collect();
+    let parsed = parse_email(req.body).map(|email| {
+        let norm = normalize(&email);
+        (email, norm)
+    });
     let now = shared.now();
     let admitted = {
         let mut st = shared.lock();
         st.count_request();
         st.count_validation(now);
-        let attempt = norm.as_deref().map(|n| st.count_address(n));
-        if !st.authorized(&keys) {
-            Admitted::Done(Outcome::Respond(respond(
-                shared,
-                &mut st,
-                now,
-                unauthorized(),
-                0,
-            )))
+        // Every arrival with an address counts, even one refused just below: the client
+        // chose to send it.
+        let parsed = parsed.map(|(email, norm)| {
+            let attempt = st.count_address(&norm);
+            (email, norm, attempt)
+        });
+        if !st.authorized(&req.keys) {
+            let resp = respond(shared, &mut st, now, unauthorized(), 0);
+            Admitted::Done(Outcome::Respond(resp))
         } else if let Err(limited) = st.admit(cfg, now) {
             st.count_rate_limited();
             let mut resp = respond(shared, &mut st, now, too_many_requests(), 0);
-            resp.retry_after = Some(retry_after_value(
-                cfg.retry_after_date,
-                limited.retry_after_secs,
-            ));
+            let secs = limited.retry_after_secs;
+            resp.retry_after = Some(retry_after_value(cfg.retry_after_date, secs));
             Admitted::Done(Outcome::Respond(resp))
         } else {
-            match (norm, attempt, &email) {
-                (Some(norm), Some(attempt), Ok(_)) => {
-                    let fault = fault_for(cfg.seed, &cfg.fault_odds(), &norm, attempt);
-                    match fault {
+            match parsed {
+                Err(detail) => {
+                    let reply = validation_error(shared, &detail);
+                    Admitted::Done(Outcome::Respond(respond(shared, &mut st, now, reply, 0)))
+                }
+                Ok((email, norm, attempt)) => {
+                    match fault_for(cfg.seed, &cfg.fault_odds(), &norm, attempt) {
                         Some(Fault::Reset) => {
                             st.count_reset();
                             Admitted::Done(Outcome::Reset)
@@ -234,37 +232,26 @@ async fn validate(shared: &Arc<Shared>, req: &Request<'_>) -> Outcome {
                             st.count_hang();
                             Admitted::Done(Outcome::Hang)
                         }
-                        _ => Admitted::Go {
+                        fault => Admitted::Go {
                             latency: latency_for(cfg.seed, &cfg.latency, &norm, attempt),
+                            email,
                             norm,
                             fault,
                         },
                     }
                 }
-                (_, _, Err(detail)) => {
-                    let reply = validation_error(shared, detail);
-                    Admitted::Done(Outcome::Respond(respond(shared, &mut st, now, reply, 0)))
-                }
-                // parse_email succeeded, so norm and attempt exist.
-                _ => Admitted::Done(Outcome::Respond(respond(
-                    shared,
-                    &mut st,
-                    now,
-                    Reply::error(500, "INTERNAL_SERVER_ERROR", "Internal server error"),
-                    0,
-                ))),
             }
         }
     };
-    let (norm, fault, latency) = match admitted {
+    let (email, norm, fault, latency) = match admitted {
         Admitted::Done(outcome) => return outcome,
         Admitted::Go {
+            email,
             norm,
             fault,
             latency,
-        } => (norm, fault, latency),
+        } => (email, norm, fault, latency),
     };
-    let email = email.unwrap_or_default();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -275,9 +262,7 @@ async fn validate(shared: &Arc<Shared>, req: &Request<'_>) -> Outcome {
             false,
         ),
         Some(Fault::Html5xx { bad_gateway }) => (html_5xx(bad_gateway), true),
-        _ => {
-            return answer(shared, &email, &norm, fault == Some(Fault::Truncated));
-        }
+        _ => return answer(shared, &email, &norm, fault == Some(Fault::Truncated)),
     };
     let now = shared.now();
     let mut st = shared.lock();

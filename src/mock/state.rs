@@ -211,9 +211,9 @@ impl State {
         self.counters.truncated += 1;
     }
 
-    /// Whether a presented key is the accepted one.
-    pub(crate) fn authorized(&self, presented: &[&str]) -> bool {
-        presented.iter().any(|k| *k == self.api_key)
+    /// Whether one of the presented keys (header slots, possibly empty) is the accepted one.
+    pub(crate) fn authorized(&self, presented: &[Option<&str>]) -> bool {
+        presented.iter().flatten().any(|k| *k == self.api_key)
     }
 
     pub(crate) fn set_api_key(&mut self, key: &str) {
