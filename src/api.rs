@@ -26,7 +26,11 @@ pub struct ApiSettings {
 #[derive(Debug, Clone)]
 pub enum Endpoint {
     /// The real API, or whatever `--base-url` names.
-    Remote { base_url: String, key: Option<ApiKey>, key_origin: &'static str },
+    Remote {
+        base_url: String,
+        key: Option<ApiKey>,
+        key_origin: &'static str,
+    },
     /// The bundled mock, started in-process.
     Sandbox,
 }
@@ -50,7 +54,11 @@ impl ApiSettings {
                 Some(path) => (Some(read_key_file(path)?), "--api-key-file"),
                 None => (env_key.as_deref().and_then(ApiKey::new), KEY_VAR),
             };
-            Endpoint::Remote { base_url: base_url.to_owned(), key, key_origin }
+            Endpoint::Remote {
+                base_url: base_url.to_owned(),
+                key,
+                key_origin,
+            }
         };
         Ok(ApiSettings { endpoint, timeout })
     }
@@ -65,7 +73,10 @@ fn read_key_file(path: &Path) -> anyhow::Result<ApiKey> {
     })?;
     warn_if_shared(path);
     ApiKey::new(&text).ok_or_else(|| {
-        usage(format!("the API key file {} is empty; put the key in it", path.display()))
+        usage(format!(
+            "the API key file {} is empty; put the key in it",
+            path.display()
+        ))
     })
 }
 
@@ -111,9 +122,11 @@ impl Api {
                 let key = ApiKey::new(SANDBOX_KEY).expect("the sandbox key is not empty");
                 (server.url(), key, Some(server))
             }
-            Endpoint::Remote { base_url, key: Some(key), .. } => {
-                (base_url.clone(), key.clone(), None)
-            }
+            Endpoint::Remote {
+                base_url,
+                key: Some(key),
+                ..
+            } => (base_url.clone(), key.clone(), None),
             Endpoint::Remote { key: None, .. } => return Err(no_key()),
         };
         let describe = match &sandbox {
@@ -126,7 +139,11 @@ impl Api {
             timeout: settings.timeout,
             max_idle: concurrency,
         })?;
-        Ok(Api { client, sandbox, describe })
+        Ok(Api {
+            client,
+            sandbox,
+            describe,
+        })
     }
 }
 
@@ -164,7 +181,13 @@ mod tests {
     use super::*;
 
     fn settings(file: Option<&Path>, env: Option<&str>) -> anyhow::Result<ApiSettings> {
-        ApiSettings::new("http://x", false, file, env.map(str::to_owned), Duration::from_secs(1))
+        ApiSettings::new(
+            "http://x",
+            false,
+            file,
+            env.map(str::to_owned),
+            Duration::from_secs(1),
+        )
     }
 
     fn key_of(s: &ApiSettings) -> Option<&str> {
@@ -179,8 +202,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("key");
         std::fs::write(&file, "from-file\n").unwrap();
-        assert_eq!(key_of(&settings(Some(&file), Some("from-env")).unwrap()), Some("from-file"));
-        assert_eq!(key_of(&settings(None, Some(" from-env ")).unwrap()), Some("from-env"));
+        assert_eq!(
+            key_of(&settings(Some(&file), Some("from-env")).unwrap()),
+            Some("from-file")
+        );
+        assert_eq!(
+            key_of(&settings(None, Some(" from-env ")).unwrap()),
+            Some("from-env")
+        );
         assert_eq!(key_of(&settings(None, Some("")).unwrap()), None);
         assert_eq!(key_of(&settings(None, None).unwrap()), None);
 
@@ -199,6 +228,9 @@ mod tests {
         let err = Api::connect(&s, 1).await.err().unwrap();
         assert_eq!(crate::exit::Exit::for_error(&err), crate::exit::Exit::Usage);
         let text = err.to_string();
-        assert!(text.contains(KEY_VAR) && text.contains("--sandbox"), "{text}");
+        assert!(
+            text.contains(KEY_VAR) && text.contains("--sandbox"),
+            "{text}"
+        );
     }
 }

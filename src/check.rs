@@ -42,7 +42,12 @@ pub struct CheckLine {
 }
 
 /// Validates a few addresses and prints each verdict.
-pub async fn check(api: &Api, addresses: &[String], json: bool, retry: RetryPolicy) -> anyhow::Result<Exit> {
+pub async fn check(
+    api: &Api,
+    addresses: &[String],
+    json: bool,
+    retry: RetryPolicy,
+) -> anyhow::Result<Exit> {
     let mut results: Vec<CheckLine> = Vec::new();
     for raw in addresses {
         let line = |normalized: String, status: &str, message: String, source| CheckLine {
@@ -61,7 +66,9 @@ pub async fn check(api: &Api, addresses: &[String], json: bool, retry: RetryPoli
                 line(normalized, "invalid", reason.to_owned(), "syntax")
             }
             Checked::Valid(addr) => {
-                let earlier = results.iter().find(|r| r.source == "api" && r.normalized.eq_ignore_ascii_case(&addr.normalized));
+                let earlier = results.iter().find(|r| {
+                    r.source == "api" && r.normalized.eq_ignore_ascii_case(&addr.normalized)
+                });
                 if let Some(earlier) = earlier {
                     CheckLine {
                         address: raw.clone(),
@@ -101,7 +108,11 @@ pub async fn check(api: &Api, addresses: &[String], json: bool, retry: RetryPoli
     Ok(Exit::Ok)
 }
 
-async fn ask(api: &Api, address: &str, retry: RetryPolicy) -> Result<crate::client::Verdict, ApiError> {
+async fn ask(
+    api: &Api,
+    address: &str,
+    retry: RetryPolicy,
+) -> Result<crate::client::Verdict, ApiError> {
     let mut attempt = 0;
     loop {
         match api.client.validate(address).await {
@@ -124,7 +135,11 @@ fn print(results: &[CheckLine], json: bool) -> anyhow::Result<()> {
         writeln!(out, "{}", serde_json::to_string_pretty(results)?)?;
         return Ok(());
     }
-    let width = results.iter().map(|r| r.address.chars().count()).max().unwrap_or(0);
+    let width = results
+        .iter()
+        .map(|r| r.address.chars().count())
+        .max()
+        .unwrap_or(0);
     for r in results {
         let mut line = format!("{:width$}  {:<15}", r.address, r.status);
         match r.credits_consumed {

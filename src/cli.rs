@@ -156,6 +156,10 @@ pub struct ValidateArgs {
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
 
+    /// Save progress at least every N rows (and every 2 seconds)
+    #[arg(long, value_name = "N", default_value = "5000", value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_rows: u64,
+
     /// After Ctrl-C or SIGTERM, how long requests in flight may take to finish
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub grace: Duration,

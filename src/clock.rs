@@ -12,6 +12,8 @@ pub fn now() -> i64 {
     static PINNED: OnceLock<Option<i64>> = OnceLock::new();
     let pinned = PINNED.get_or_init(|| std::env::var("MAILSIFT_NOW").ok()?.trim().parse().ok());
     pinned.unwrap_or_else(|| {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
     })
 }

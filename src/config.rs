@@ -17,8 +17,16 @@ use crate::validate::{default_output, ValidateConfig};
 /// What to do, fully decided.
 #[derive(Debug)]
 pub enum Config {
-    Credits { api: ApiSettings, json: bool },
-    Check { api: ApiSettings, addresses: Vec<String>, json: bool, retry: RetryPolicy },
+    Credits {
+        api: ApiSettings,
+        json: bool,
+    },
+    Check {
+        api: ApiSettings,
+        addresses: Vec<String>,
+        json: bool,
+        retry: RetryPolicy,
+    },
     Validate(Box<ValidateConfig>),
 }
 
@@ -44,19 +52,33 @@ impl Config {
         )?;
         Ok(match args.command {
             Command::Credits { json } => Config::Credits { api, json },
-            Command::Check { addresses, json } => {
-                Config::Check { api, addresses, json, retry: RetryPolicy::default() }
-            }
+            Command::Check { addresses, json } => Config::Check {
+                api,
+                addresses,
+                json,
+                retry: RetryPolicy::default(),
+            },
             Command::Validate(v) => Config::Validate(Box::new(validate_config(*v, g, api)?)),
         })
     }
 }
 
-fn validate_config(v: ValidateArgs, g: &GlobalArgs, api: ApiSettings) -> anyhow::Result<ValidateConfig> {
+fn validate_config(
+    v: ValidateArgs,
+    g: &GlobalArgs,
+    api: ApiSettings,
+) -> anyhow::Result<ValidateConfig> {
     let stdin = v.input.as_os_str() == "-";
-    let input = if stdin { Source::Stdin } else { Source::Path(v.input.clone()) };
+    let input = if stdin {
+        Source::Stdin
+    } else {
+        Source::Path(v.input.clone())
+    };
     if !stdin && !v.input.exists() {
-        return Err(usage(format!("the input file {} does not exist", v.input.display())));
+        return Err(usage(format!(
+            "the input file {} does not exist",
+            v.input.display()
+        )));
     }
     let output = match v.output {
         Some(p) if p.as_os_str() == "-" => None,
@@ -77,7 +99,9 @@ fn validate_config(v: ValidateArgs, g: &GlobalArgs, api: ApiSettings) -> anyhow:
         }
     };
     if v.restart && v.force {
-        return Err(usage("--restart and --force mean the same for a finished job; give one"));
+        return Err(usage(
+            "--restart and --force mean the same for a finished job; give one",
+        ));
     }
     Ok(ValidateConfig {
         input,
@@ -91,7 +115,10 @@ fn validate_config(v: ValidateArgs, g: &GlobalArgs, api: ApiSettings) -> anyhow:
         company: v.columns == "all",
         rate: v.rate,
         concurrency: v.concurrency as usize,
-        retry: RetryPolicy { max_retries: v.max_retries, ..RetryPolicy::default() },
+        retry: RetryPolicy {
+            max_retries: v.max_retries,
+            ..RetryPolicy::default()
+        },
         freshness: Freshness {
             max_age: v.max_age,
             max_age_unknown: Duration::from_secs(86_400),
@@ -104,6 +131,9 @@ fn validate_config(v: ValidateArgs, g: &GlobalArgs, api: ApiSettings) -> anyhow:
         grace: v.grace,
         display: Display::choose(g.quiet),
         api,
-        checkpoint: CheckpointEvery { rows: 5_000, interval: Duration::from_secs(2) },
+        checkpoint: CheckpointEvery {
+            rows: v.checkpoint_rows,
+            interval: Duration::from_secs(2),
+        },
     })
 }

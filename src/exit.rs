@@ -57,6 +57,11 @@ impl Exit {
             if cause.is::<UsageError>() {
                 return Exit::Usage;
             }
+            if let Some(input) = cause.downcast_ref::<crate::input::InputError>() {
+                if input.is_usage() {
+                    return Exit::Usage;
+                }
+            }
             match cause.downcast_ref::<ApiError>() {
                 Some(ApiError::KeyRejected { .. }) => return Exit::KeyRejected,
                 Some(ApiError::OutOfCredits { .. }) => return Exit::OutOfCredits,

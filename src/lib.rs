@@ -47,7 +47,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             let api = api::Api::connect(&api, 1).await?;
             check::credits(&api, json).await
         }
-        Config::Check { api, addresses, json, retry } => {
+        Config::Check {
+            api,
+            addresses,
+            json,
+            retry,
+        } => {
             let api = api::Api::connect(&api, 1).await?;
             check::check(&api, &addresses, json, retry).await
         }

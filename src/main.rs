@@ -23,7 +23,9 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<Exit> {
     let config = Config::from_args(args, std::env::var(mailsift::api::KEY_VAR).ok())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(mailsift::run(config, shutdown_signal()))
 }
 
@@ -33,7 +35,9 @@ async fn shutdown_signal() {
     wait_for_signal().await;
     tokio::spawn(async {
         wait_for_signal().await;
-        eprintln!("mailsift: stopped at once; run the same command to resume from the last checkpoint");
+        eprintln!(
+            "mailsift: stopped at once; run the same command to resume from the last checkpoint"
+        );
         std::process::exit(Exit::Interrupted.code().into());
     });
 }

@@ -85,10 +85,18 @@ impl RowFormat {
     pub fn header(&self, header: &Row) -> Vec<u8> {
         let mut out = Vec::with_capacity(header.raw.len() + 200);
         out.extend_from_slice(&header.raw[..header.keep]);
-        let names = COLUMNS.iter().chain(if self.company { &COMPANY_COLUMNS[..] } else { &[] });
+        let names = COLUMNS.iter().chain(if self.company {
+            &COMPANY_COLUMNS[..]
+        } else {
+            &[]
+        });
         for name in names {
             out.push(self.delimiter);
-            field(&mut out, format!("{}{name}", self.prefix).as_bytes(), self.delimiter);
+            field(
+                &mut out,
+                format!("{}{name}", self.prefix).as_bytes(),
+                self.delimiter,
+            );
         }
         out.extend_from_slice(terminator(&header.raw).unwrap_or(&self.terminator));
         out
@@ -125,20 +133,28 @@ impl RowFormat {
             Outcome::Answer { answer, .. } => Some(answer),
             _ => None,
         };
-        let text = |f: fn(&crate::store::Answer) -> Option<&str>| answer.and_then(|a| f(a)).unwrap_or("");
+        let text =
+            |f: fn(&crate::store::Answer) -> Option<&str>| answer.and_then(|a| f(a)).unwrap_or("");
         put(out, text(|a| a.mx_provider.as_deref()));
         put(out, text(|a| a.mx_record.as_deref()));
-        put(out, match answer.and_then(|a| a.is_catch_all) {
-            Some(true) => "true",
-            Some(false) => "false",
-            None => "",
-        });
+        put(
+            out,
+            match answer.and_then(|a| a.is_catch_all) {
+                Some(true) => "true",
+                Some(false) => "false",
+                None => "",
+            },
+        );
         let (credits, checked_at, source) = match outcome {
             Outcome::Empty => ("0".to_owned(), String::new(), Source::Empty.as_str()),
             Outcome::Syntax(_) => ("0".to_owned(), String::new(), Source::Syntax.as_str()),
             Outcome::Answer { answer, source } => (
                 // What this row cost in this run: duplicates and cache hits are free.
-                if *source == Source::Api { format_credits(answer.credits) } else { "0".to_owned() },
+                if *source == Source::Api {
+                    format_credits(answer.credits)
+                } else {
+                    "0".to_owned()
+                },
                 rfc3339(answer.checked_at),
                 source.as_str(),
             ),
@@ -187,7 +203,9 @@ fn terminator(raw: &[u8]) -> Option<&[u8]> {
 
 /// Writes one CSV field, quoted only when it must be.
 fn field(out: &mut Vec<u8>, value: &[u8], delimiter: u8) {
-    let needs_quotes = value.iter().any(|&b| b == delimiter || b == b'"' || b == b'\n' || b == b'\r');
+    let needs_quotes = value
+        .iter()
+        .any(|&b| b == delimiter || b == b'"' || b == b'\n' || b == b'\r');
     if !needs_quotes {
         out.extend_from_slice(value);
         return;
@@ -219,7 +237,11 @@ pub fn rfc3339(unix_seconds: i64) -> String {
 /// Where the rows go.
 pub enum Sink {
     /// `<output>.partial`, renamed to the output at the end; checkpointed.
-    File { file: io::BufWriter<File>, partial: PathBuf, path: PathBuf },
+    File {
+        file: io::BufWriter<File>,
+        partial: PathBuf,
+        path: PathBuf,
+    },
     /// Standard output: no checkpoints, no resume.
     Stdout(io::BufWriter<io::Stdout>),
 }
@@ -298,6 +320,9 @@ pub async fn run(
     let mut since_checkpoint = 0u64;
     let mut last_checkpoint = tokio::time::Instant::now();
     let end = loop {
+        // Read before draining: every verdict the pool will ever give is in by the time it is
+        // done, so a head still unresolved after this drain will stay so.
+        let pool_is_done = pool_done.is_cancelled();
         // Write every row at the head whose verdict is known.
         while let Some(outcome) = queue.front().and_then(Planned::outcome) {
             let planned = queue.pop_front().expect("the front was just seen");
@@ -328,7 +353,7 @@ pub async fn run(
         if queue.is_empty() && !input_open {
             break WriteEnd::Complete;
         }
-        if pool_done.is_cancelled() && !queue.is_empty() {
+        if pool_is_done && !queue.is_empty() {
             // No worker is left to answer the head: everything behind it waits for the
             // next run. Rows already in the queue are not lost: they are re-read on resume.
             break WriteEnd::Stopped;
@@ -373,7 +398,8 @@ impl Writer {
                 Ok(())
             }
             Sink::File { file, partial, .. } => {
-                file.flush().with_context(|| format!("writing {}", partial.display()))?;
+                file.flush()
+                    .with_context(|| format!("writing {}", partial.display()))?;
                 let handle = file.get_ref().try_clone()?;
                 let what = partial.display().to_string();
                 tokio::task::spawn_blocking(move || handle.sync_data())
@@ -400,12 +426,17 @@ impl Writer {
                 let _ = out.flush();
                 Ok(None)
             }
-            Sink::File { file, partial, path } => {
+            Sink::File {
+                file,
+                partial,
+                path,
+            } => {
                 let file = file
                     .into_inner()
                     .map_err(|e| e.into_error())
                     .with_context(|| format!("writing {}", partial.display()))?;
-                file.sync_all().with_context(|| format!("saving {} to disk", partial.display()))?;
+                file.sync_all()
+                    .with_context(|| format!("saving {} to disk", partial.display()))?;
                 drop(file);
                 std::fs::rename(&partial, &path).with_context(|| {
                     format!("renaming {} to {}", partial.display(), path.display())
@@ -431,15 +462,39 @@ mod tests {
 
     fn row(raw: &str, fields: usize) -> Row {
         let keep = raw.trim_end_matches(['\r', '\n']).len();
-        Row { line: 2, start: 0, raw: raw.as_bytes().to_vec(), keep, fields, email: None }
+        Row {
+            line: 2,
+            start: 0,
+            raw: raw.as_bytes().to_vec(),
+            keep,
+            fields,
+            email: None,
+        }
     }
 
     fn format(company: bool) -> RowFormat {
-        RowFormat { delimiter: b',', terminator: b"\n".to_vec(), pad_to: Some(3), company, prefix: String::new() }
+        RowFormat {
+            delimiter: b',',
+            terminator: b"\n".to_vec(),
+            pad_to: Some(3),
+            company,
+            prefix: String::new(),
+        }
     }
 
-    fn write(format: &RowFormat, raw: &str, fields: usize, normalized: &str, outcome: Outcome) -> String {
-        let planned = Planned { seq: 0, row: row(raw, fields), normalized: normalized.into(), slot: Slot::Ready(outcome.clone()) };
+    fn write(
+        format: &RowFormat,
+        raw: &str,
+        fields: usize,
+        normalized: &str,
+        outcome: Outcome,
+    ) -> String {
+        let planned = Planned {
+            seq: 0,
+            row: row(raw, fields),
+            normalized: normalized.into(),
+            slot: Slot::Ready(outcome.clone()),
+        };
         let mut out = Vec::new();
         format.row(&mut out, &planned, &outcome);
         String::from_utf8(out).unwrap()
@@ -457,15 +512,24 @@ mod tests {
             checked_at: 0,
             run: 1,
             first_row: 0,
-            company: Company { name: Some("Acme".into()), ..Company::default() },
+            company: Company {
+                name: Some("Acme".into()),
+                ..Company::default()
+            },
         });
         let f = format(false);
-        let api = Outcome::Answer { answer: answer.clone(), source: Source::Api };
+        let api = Outcome::Answer {
+            answer: answer.clone(),
+            source: Source::Api,
+        };
         assert_eq!(
             write(&f, "Jane,\"x, y\",jane@acme.com\r\n", 3, "jane@acme.com", api),
             "Jane,\"x, y\",jane@acme.com,valid,Email is valid.,jane@acme.com,\"Google, \"\"Workspace\"\"\",aspmx.l.google.com,false,0.05,1970-01-01T00:00:00Z,api\r\n"
         );
-        let dup = Outcome::Answer { answer: answer.clone(), source: Source::Duplicate };
+        let dup = Outcome::Answer {
+            answer: answer.clone(),
+            source: Source::Duplicate,
+        };
         assert!(write(&f, "a,b,c", 3, "c", dup).ends_with(",0,1970-01-01T00:00:00Z,duplicate\n"));
         // A short row is padded so the columns line up; a long one is kept whole.
         assert_eq!(
@@ -474,16 +538,36 @@ mod tests {
         );
         assert!(write(&f, "a,b,c,d\n", 4, "", Outcome::Empty).starts_with("a,b,c,d,missing,"));
         assert_eq!(
-            write(&f, "x,y,bad@\n", 3, "bad@", Outcome::Syntax("domain is empty")),
+            write(
+                &f,
+                "x,y,bad@\n",
+                3,
+                "bad@",
+                Outcome::Syntax("domain is empty")
+            ),
             "x,y,bad@,invalid,domain is empty,bad@,,,,0,,syntax\n"
         );
-        let err = Outcome::Error { message: "rejected by the API (HTTP 400: bad)".into() };
+        let err = Outcome::Error {
+            message: "rejected by the API (HTTP 400: bad)".into(),
+        };
         assert_eq!(
             write(&f, "x,y,z\n", 3, "z", err),
             "x,y,z,error,rejected by the API (HTTP 400: bad),z,,,,,,api\n"
         );
-        let all = write(&format(true), "a,b,c\n", 3, "c", Outcome::Answer { answer, source: Source::Cache });
-        assert!(all.ends_with(",0,1970-01-01T00:00:00Z,cache,Acme,,,,,\n"), "{all}");
+        let all = write(
+            &format(true),
+            "a,b,c\n",
+            3,
+            "c",
+            Outcome::Answer {
+                answer,
+                source: Source::Cache,
+            },
+        );
+        assert!(
+            all.ends_with(",0,1970-01-01T00:00:00Z,cache,Acme,,,,,\n"),
+            "{all}"
+        );
     }
 
     #[test]

@@ -35,8 +35,13 @@ pub enum Source {
 }
 
 impl Source {
-    pub const ALL: [Source; 5] =
-        [Source::Api, Source::Cache, Source::Duplicate, Source::Syntax, Source::Empty];
+    pub const ALL: [Source; 5] = [
+        Source::Api,
+        Source::Cache,
+        Source::Duplicate,
+        Source::Syntax,
+        Source::Empty,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -79,7 +84,10 @@ pub struct Pending {
 
 impl Pending {
     pub fn new(first_row: u64) -> Pending {
-        Pending { first_row, cell: OnceLock::new() }
+        Pending {
+            first_row,
+            cell: OnceLock::new(),
+        }
     }
 
     /// Records the outcome; later calls are ignored (there is only one request).
@@ -96,9 +104,15 @@ impl Pending {
         Some(match self.get()? {
             Resolved::Answered(answer) => Outcome::Answer {
                 answer: answer.clone(),
-                source: if row == self.first_row { Source::Api } else { Source::Duplicate },
+                source: if row == self.first_row {
+                    Source::Api
+                } else {
+                    Source::Duplicate
+                },
             },
-            Resolved::Failed(message) => Outcome::Error { message: message.clone() },
+            Resolved::Failed(message) => Outcome::Error {
+                message: message.clone(),
+            },
         })
     }
 }
@@ -211,7 +225,15 @@ impl Planner {
                 (address.normalized, slot, job)
             }
         };
-        Ok((Planned { seq, row, normalized, slot }, job))
+        Ok((
+            Planned {
+                seq,
+                row,
+                normalized,
+                slot,
+            },
+            job,
+        ))
     }
 
     fn decide(
@@ -237,7 +259,10 @@ impl Planner {
                 None
             };
             if let Some(source) = source {
-                let outcome = Outcome::Answer { answer: Arc::new(answer), source };
+                let outcome = Outcome::Answer {
+                    answer: Arc::new(answer),
+                    source,
+                };
                 return Ok((Slot::Ready(outcome), None));
             }
         }
@@ -248,7 +273,11 @@ impl Planner {
         let pending = Arc::new(Pending::new(seq));
         self.in_flight.insert(key, pending.clone());
         self.counts.jobs += 1;
-        let job = Job { key, address: normalized.to_owned(), pending: pending.clone() };
+        let job = Job {
+            key,
+            address: normalized.to_owned(),
+            pending: pending.clone(),
+        };
         Ok((Slot::Wait(pending), Some(job)))
     }
 }
@@ -323,7 +352,13 @@ mod tests {
     }
 
     fn answer(status: Status, run: u64, first_row: u64, checked_at: i64) -> Answer {
-        Answer { status: Some(status), run, first_row, checked_at, ..Answer::default() }
+        Answer {
+            status: Some(status),
+            run,
+            first_row,
+            checked_at,
+            ..Answer::default()
+        }
     }
 
     fn source(p: &Planned) -> Option<Source> {
@@ -341,11 +376,31 @@ mod tests {
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let now = 1_800_000_000;
         let day = 86_400;
-        store.put(&store.key("old@cache.com"), &answer(Status::Valid, 1, 0, now - day)).unwrap();
-        store.put(&store.key("stale@cache.com"), &answer(Status::Valid, 1, 0, now - 31 * day)).unwrap();
-        store.put(&store.key("unk@cache.com"), &answer(Status::Unknown, 1, 0, now - 2 * day)).unwrap();
+        store
+            .put(
+                &store.key("old@cache.com"),
+                &answer(Status::Valid, 1, 0, now - day),
+            )
+            .unwrap();
+        store
+            .put(
+                &store.key("stale@cache.com"),
+                &answer(Status::Valid, 1, 0, now - 31 * day),
+            )
+            .unwrap();
+        store
+            .put(
+                &store.key("unk@cache.com"),
+                &answer(Status::Unknown, 1, 0, now - 2 * day),
+            )
+            .unwrap();
         // Answered by this run (2) for row 6, before a crash.
-        store.put(&store.key("mine@run.com"), &answer(Status::Invalid, 2, 6, now)).unwrap();
+        store
+            .put(
+                &store.key("mine@run.com"),
+                &answer(Status::Invalid, 2, 6, now),
+            )
+            .unwrap();
 
         let mut planner = Planner::new(store.clone(), 2, fresh(), now, 16);
         let cells = [
@@ -378,7 +433,8 @@ mod tests {
         let (second, none) = planner.plan(1, row(" jane@EXAMPLE.com ")).unwrap();
         assert!(none.is_none());
         assert!(first.outcome().is_none() && second.outcome().is_none());
-        job.pending.resolve(Resolved::Answered(Arc::new(Answer::default())));
+        job.pending
+            .resolve(Resolved::Answered(Arc::new(Answer::default())));
         assert_eq!(source(&first), Some(Source::Api));
         assert_eq!(source(&second), Some(Source::Duplicate));
     }
@@ -387,10 +443,26 @@ mod tests {
     fn refresh_ignores_earlier_runs_but_not_this_one() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
-        store.put(&store.key("a@b.co"), &answer(Status::Valid, 1, 0, 0)).unwrap();
-        store.put(&store.key("c@d.co"), &answer(Status::Valid, 2, 0, 0)).unwrap();
-        let mut planner = Planner::new(store, 2, Freshness { refresh: true, ..fresh() }, 0, 16);
+        store
+            .put(&store.key("a@b.co"), &answer(Status::Valid, 1, 0, 0))
+            .unwrap();
+        store
+            .put(&store.key("c@d.co"), &answer(Status::Valid, 2, 0, 0))
+            .unwrap();
+        let mut planner = Planner::new(
+            store,
+            2,
+            Freshness {
+                refresh: true,
+                ..fresh()
+            },
+            0,
+            16,
+        );
         assert!(planner.plan(1, row("a@b.co")).unwrap().1.is_some());
-        assert_eq!(source(&planner.plan(2, row("c@d.co")).unwrap().0), Some(Source::Duplicate));
+        assert_eq!(
+            source(&planner.plan(2, row("c@d.co")).unwrap().0),
+            Some(Source::Duplicate)
+        );
     }
 }

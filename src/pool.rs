@@ -184,7 +184,9 @@ impl Pool {
                 self.counters.maybe_charged.fetch_add(1, Ordering::Relaxed);
             }
             retry += 1;
-            let delay = self.policy.delay(retry, error.retry_after(), &mut rand::rng());
+            let delay = self
+                .policy
+                .delay(retry, error.retry_after(), &mut rand::rng());
             let Some(delay) = delay else {
                 let failures = self.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
                 if failures >= FAILURES_IN_A_ROW {
@@ -199,13 +201,17 @@ impl Pool {
                 if !error.maybe_charged() {
                     self.store.clear_in_flight(&job.key)?;
                 }
-                let message = format!("{error} (gave up after {} attempts)", self.policy.max_retries + 1);
+                let message = format!(
+                    "{error} (gave up after {} attempts)",
+                    self.policy.max_retries + 1
+                );
                 self.resolve(job, Resolved::Failed(message.into()));
                 return Ok(());
             };
             if let ApiError::RateLimited { .. } = error {
                 // A 429 concerns every worker: the whole pool waits.
-                self.limiter.pause_until(tokio::time::Instant::now() + delay, "HTTP 429 Retry-After");
+                self.limiter
+                    .pause_until(tokio::time::Instant::now() + delay, "HTTP 429 Retry-After");
             }
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("retry {retry} in {delay:?}: {error}");
@@ -227,20 +233,27 @@ impl Pool {
         if let Some(limit) = meta.rate_limit {
             self.limiter.observe_limit(limit);
         }
-        self.counters.rate.store(self.limiter.rate().per_minute as u64, Ordering::Relaxed);
+        self.counters
+            .rate
+            .store(self.limiter.rate().per_minute as u64, Ordering::Relaxed);
         if let Some(balance) = meta.credits_remaining {
             self.counters.set_balance(balance);
         }
         let now = tokio::time::Instant::now();
         if meta.rate_remaining == Some(0) {
             if let Some(reset) = meta.rate_reset.filter(|r| !r.is_zero()) {
-                self.limiter.pause_until(now + reset, "RateLimit-Remaining: 0");
+                self.limiter
+                    .pause_until(now + reset, "RateLimit-Remaining: 0");
             }
         }
         if meta.daily_remaining == Some(0) {
             // The reset time of the daily quota is not documented: look again in a while.
-            let wait = meta.rate_reset.unwrap_or(Duration::from_secs(60)).max(Duration::from_secs(60));
-            self.limiter.pause_until(now + wait, "daily quota exhausted");
+            let wait = meta
+                .rate_reset
+                .unwrap_or(Duration::from_secs(60))
+                .max(Duration::from_secs(60));
+            self.limiter
+                .pause_until(now + wait, "daily quota exhausted");
         }
     }
 

@@ -41,7 +41,10 @@ fn counts(counters: &Counters) -> String {
         .filter(|(_, n)| *n > 0)
         .map(|(s, n)| format!("{s} {n}"))
         .collect();
-    parts.push(format!("credits {}", format_credits(counters.credits_spent())));
+    parts.push(format!(
+        "credits {}",
+        format_credits(counters.credits_spent())
+    ));
     if let Some(balance) = counters.balance() {
         parts.push(format!("balance {}", format_credits(balance)));
     }
@@ -49,7 +52,12 @@ fn counts(counters: &Counters) -> String {
 }
 
 /// Runs until `done` is cancelled. `total` is the input's size in bytes, when known.
-pub async fn run(display: Display, counters: Arc<Counters>, total: Option<u64>, done: CancellationToken) {
+pub async fn run(
+    display: Display,
+    counters: Arc<Counters>,
+    total: Option<u64>,
+    done: CancellationToken,
+) {
     match display {
         Display::Quiet => done.cancelled().await,
         Display::Bar => bar(counters, total, done).await,
@@ -76,7 +84,10 @@ async fn bar(counters: Arc<Counters>, total: Option<u64>, done: CancellationToke
         bar.set_position(read);
         let rows = counters.rows();
         let rate = rows as f64 / started.elapsed().as_secs_f64().max(0.001);
-        bar.set_message(format!("{rows} rows · {rate:.0} rows/s · {}", counts(&counters)));
+        bar.set_message(format!(
+            "{rows} rows · {rate:.0} rows/s · {}",
+            counts(&counters)
+        ));
         tokio::select! {
             _ = done.cancelled() => break,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}

@@ -13,8 +13,16 @@ use crate::plan::{Outcome, Source};
 
 /// The statuses a row can end with, in display order (an unknown API status counts as
 /// `other`).
-pub const STATUSES: [&str; 8] =
-    ["valid", "valid_catch_all", "catch_all", "unknown", "invalid", "missing", "error", "other"];
+pub const STATUSES: [&str; 8] = [
+    "valid",
+    "valid_catch_all",
+    "catch_all",
+    "unknown",
+    "invalid",
+    "missing",
+    "error",
+    "other",
+];
 
 fn status_index(outcome: &Outcome) -> usize {
     let name = match outcome {
@@ -23,7 +31,10 @@ fn status_index(outcome: &Outcome) -> usize {
         Outcome::Error { .. } => "error",
         Outcome::Answer { answer, .. } => answer.status.as_ref().map_or("unknown", |s| s.as_str()),
     };
-    STATUSES.iter().position(|s| *s == name).unwrap_or(STATUSES.len() - 1)
+    STATUSES
+        .iter()
+        .position(|s| *s == name)
+        .unwrap_or(STATUSES.len() - 1)
 }
 
 /// Live counters. Credits are kept in millionths so they can be atomics.
@@ -48,7 +59,10 @@ pub struct Counters {
 
 impl Counters {
     pub fn new() -> Counters {
-        Counters { balance_bits: AtomicU64::new(u64::MAX), ..Counters::default() }
+        Counters {
+            balance_bits: AtomicU64::new(u64::MAX),
+            ..Counters::default()
+        }
     }
 
     /// Counts a row the writer has written.
@@ -65,7 +79,11 @@ impl Counters {
             let i = Source::ALL.iter().position(|s| *s == source).unwrap_or(0);
             self.sources[i].fetch_add(1, Ordering::Relaxed);
         }
-        if let Outcome::Answer { answer, source: Source::Api } = outcome {
+        if let Outcome::Answer {
+            answer,
+            source: Source::Api,
+        } = outcome
+        {
             let micro = (answer.credits.max(0.0) * 1e6).round() as u64;
             self.credits_micro.fetch_add(micro, Ordering::Relaxed);
         }
@@ -97,7 +115,8 @@ impl Counters {
     }
 
     pub fn set_balance(&self, balance: f64) {
-        self.balance_bits.store(balance.to_bits(), Ordering::Relaxed);
+        self.balance_bits
+            .store(balance.to_bits(), Ordering::Relaxed);
     }
 
     pub fn balance(&self) -> Option<f64> {
@@ -167,7 +186,11 @@ impl Summary {
             rate_limit_per_minute: counters.rate.load(Ordering::Relaxed),
             balance: counters.balance(),
             elapsed_seconds: (secs * 1000.0).round() / 1000.0,
-            rows_per_second: if secs > 0.0 { (rows_this_run as f64 / secs).round() } else { 0.0 },
+            rows_per_second: if secs > 0.0 {
+                (rows_this_run as f64 / secs).round()
+            } else {
+                0.0
+            },
         }
     }
 
@@ -187,7 +210,10 @@ impl Summary {
             self.rows_this_run, self.elapsed_seconds, self.rows_per_second
         ));
         if self.rows != self.rows_this_run {
-            out.push_str(&format!("  {} rows in the output so far (earlier runs included)\n", self.rows));
+            out.push_str(&format!(
+                "  {} rows in the output so far (earlier runs included)\n",
+                self.rows
+            ));
         }
         let statuses = counts(&self.statuses);
         if !statuses.is_empty() {
@@ -197,7 +223,10 @@ impl Summary {
             "  api calls {} (retries {}), cache hits {}, duplicates {}, syntax rejects {}\n",
             self.api_calls, self.retries, self.cache_hits, self.duplicates, self.syntax_rejects
         ));
-        out.push_str(&format!("  credits spent {}", format_credits(self.credits_spent)));
+        out.push_str(&format!(
+            "  credits spent {}",
+            format_credits(self.credits_spent)
+        ));
         if let Some(balance) = self.balance {
             out.push_str(&format!(", balance {}", format_credits(balance)));
         }
@@ -225,15 +254,35 @@ mod tests {
     #[test]
     fn counts_add_up() {
         let c = Counters::new();
-        let answer = |s: Status, credits: f64| Arc::new(Answer { status: Some(s), credits, ..Answer::default() });
-        c.row_written(&Outcome::Answer { answer: answer(Status::Valid, 0.05), source: Source::Api });
-        c.row_written(&Outcome::Answer { answer: answer(Status::Valid, 0.05), source: Source::Duplicate });
-        c.row_written(&Outcome::Answer { answer: answer(Status::Other("x".into()), 0.05), source: Source::Api });
+        let answer = |s: Status, credits: f64| {
+            Arc::new(Answer {
+                status: Some(s),
+                credits,
+                ..Answer::default()
+            })
+        };
+        c.row_written(&Outcome::Answer {
+            answer: answer(Status::Valid, 0.05),
+            source: Source::Api,
+        });
+        c.row_written(&Outcome::Answer {
+            answer: answer(Status::Valid, 0.05),
+            source: Source::Duplicate,
+        });
+        c.row_written(&Outcome::Answer {
+            answer: answer(Status::Other("x".into()), 0.05),
+            source: Source::Api,
+        });
         c.row_written(&Outcome::Empty);
         c.row_written(&Outcome::Syntax("missing @"));
-        c.row_written(&Outcome::Error { message: "down".into() });
+        c.row_written(&Outcome::Error {
+            message: "down".into(),
+        });
         assert_eq!(c.rows(), 6);
-        assert_eq!((c.status("valid"), c.status("other"), c.status("missing")), (2, 1, 1));
+        assert_eq!(
+            (c.status("valid"), c.status("other"), c.status("missing")),
+            (2, 1, 1)
+        );
         assert_eq!((c.status("invalid"), c.status("error")), (1, 1));
         assert_eq!(c.source(Source::Duplicate), 1);
         assert!((c.credits_spent() - 0.1).abs() < 1e-9);
@@ -241,11 +290,21 @@ mod tests {
         c.set_balance(12.5);
         assert_eq!(c.balance(), Some(12.5));
 
-        let s = Summary::new(&c, "in.csv".into(), Some("out.csv".into()), "done", 10, Duration::from_secs(2));
+        let s = Summary::new(
+            &c,
+            "in.csv".into(),
+            Some("out.csv".into()),
+            "done",
+            10,
+            Duration::from_secs(2),
+        );
         assert_eq!((s.rows, s.rows_this_run, s.rows_per_second), (16, 6, 3.0));
         let total: u64 = s.statuses.iter().map(|(_, n)| n).sum();
         assert_eq!(total, 6);
         let text = s.text();
-        assert!(text.contains("valid 2") && text.contains("credits spent 0.1"), "{text}");
+        assert!(
+            text.contains("valid 2") && text.contains("credits spent 0.1"),
+            "{text}"
+        );
     }
 }

@@ -208,14 +208,7 @@ impl Store {
             )
         })?;
         let lock = lock(dir)?;
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            // A small page cache keeps memory flat on huge jobs; the hot set is small.
-            .cache_capacity(32 * 1024 * 1024)
-            // Durability is ours to decide (group commits and checkpoints), not a timer's.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| unusable(dir, &e.to_string()))?;
+        let db = open_db(dir)?;
         let meta = db
             .open_tree("meta")
             .map_err(|e| unusable(dir, &e.to_string()))?;
@@ -366,6 +359,31 @@ impl Store {
             .iter()
             .values()
             .filter_map(|v| serde_json::from_slice(&v.ok()?).ok())
+    }
+}
+
+/// Opens sled. Our lock is already held, so sled's own lock can only be held by a store of this
+/// process that is still shutting down (a flush finishing on a blocking thread): wait for it
+/// briefly rather than fail.
+fn open_db(dir: &Path) -> anyhow::Result<sled::Db> {
+    let config = sled::Config::new()
+        .path(dir.join("db"))
+        // A small page cache keeps memory flat on huge jobs; the hot set is small.
+        .cache_capacity(32 * 1024 * 1024)
+        // Durability is ours to decide (group commits and checkpoints), not a timer's.
+        .flush_every_ms(None);
+    let mut tries = 0;
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock && tries < 100 =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(unusable(dir, &e.to_string())),
+        }
     }
 }
 

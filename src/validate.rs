@@ -63,7 +63,10 @@ pub struct ValidateConfig {
 
 /// The default output path: `<stem>.validated.csv` beside the input.
 pub fn default_output(input: &Path) -> PathBuf {
-    let stem = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = input
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let stem = stem.strip_suffix(".validated").unwrap_or(&stem).to_owned();
     input.with_file_name(format!("{stem}.validated.csv"))
 }
@@ -75,7 +78,10 @@ enum Start {
 }
 
 /// Runs one job to its end or to a resumable stop.
-pub async fn run(config: ValidateConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<Exit> {
+pub async fn run(
+    config: ValidateConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<Exit> {
     let started = Instant::now();
     let say = |text: String| {
         if config.display != Display::Quiet {
@@ -179,7 +185,11 @@ pub async fn run(config: ValidateConfig, shutdown: impl Future<Output = ()>) -> 
                         partial.display()
                     ));
                 }
-                JobRecord { state: JobState::Running, updated_at: now, ..old }
+                JobRecord {
+                    state: JobState::Running,
+                    updated_at: now,
+                    ..old
+                }
             }
             _ => fresh_record(run_id),
         };
@@ -187,39 +197,74 @@ pub async fn run(config: ValidateConfig, shutdown: impl Future<Output = ()>) -> 
     }
 
     let company = config.company;
-    let format = RowFormat::new(&layout, company, config.input_options.column_prefix.as_deref());
+    let format = RowFormat::new(
+        &layout,
+        company,
+        config.input_options.column_prefix.as_deref(),
+    );
     let (reader, sink, watermark) = match &start {
         Start::Resume(mark) => {
             let source = config.input.clone();
             let opts = config.input_options.clone();
-            let at = Resume { byte: mark.byte, line: mark.line };
+            let at = Resume {
+                byte: mark.byte,
+                line: mark.line,
+            };
             let (_, reader) =
-                tokio::task::spawn_blocking(move || input::open(&source, &opts, Some(at))).await??;
-            let output = config.output.as_ref().expect("a resumable job writes a file");
-            (reader, open_partial(output, Some(mark.output_bytes))?, *mark)
+                tokio::task::spawn_blocking(move || input::open(&source, &opts, Some(at)))
+                    .await??;
+            let output = config
+                .output
+                .as_ref()
+                .expect("a resumable job writes a file");
+            (
+                reader,
+                open_partial(output, Some(mark.output_bytes))?,
+                *mark,
+            )
         }
         Start::Fresh => {
             let mut sink = match &config.output {
                 Some(output) => open_partial(output, None)?,
-                None => Sink::Stdout(std::io::BufWriter::with_capacity(256 * 1024, std::io::stdout())),
+                None => Sink::Stdout(std::io::BufWriter::with_capacity(
+                    256 * 1024,
+                    std::io::stdout(),
+                )),
             };
-            let mut mark = Watermark { line: 1, ..Watermark::default() };
+            let mut mark = Watermark {
+                line: 1,
+                ..Watermark::default()
+            };
             if let Some(header) = &layout.header {
                 let line = format.header(header);
                 write_header(&mut sink, &line)?;
                 let next = header.resume_after();
-                mark = Watermark { byte: next.byte, line: next.line, rows: 0, output_bytes: line.len() as u64 };
+                mark = Watermark {
+                    byte: next.byte,
+                    line: next.line,
+                    rows: 0,
+                    output_bytes: line.len() as u64,
+                };
             }
             (reader, sink, mark)
         }
     };
 
-    say(describe_start(&input_name, &config, &layout, &start, left_in_flight));
+    say(describe_start(
+        &input_name,
+        &config,
+        &layout,
+        &start,
+        left_in_flight,
+    ));
 
     // Only now, with the input understood, is a key needed.
     let api = Api::connect(&config.api, config.concurrency).await?;
     if api.sandbox.is_some() {
-        say(format!("mailsift: sandbox mode: answers come from {}", api.describe));
+        say(format!(
+            "mailsift: sandbox mode: answers come from {}",
+            api.describe
+        ));
     }
 
     let counters = Arc::new(Counters::new());
@@ -227,7 +272,10 @@ pub async fn run(config: ValidateConfig, shutdown: impl Future<Output = ()>) -> 
         Some(rate) => Limiter::new(rate, FollowServer::CapOnly),
         None => Limiter::new(DEFAULT_RATE, FollowServer::Yes),
     });
-    counters.rate.store(limiter.rate().per_minute as u64, std::sync::atomic::Ordering::Relaxed);
+    counters.rate.store(
+        limiter.rate().per_minute as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
 
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
@@ -270,8 +318,14 @@ pub async fn run(config: ValidateConfig, shutdown: impl Future<Output = ()>) -> 
         crate::clock::now(),
         config.concurrency + window,
     );
-    let planner_task =
-        tokio::spawn(plan::run(planner, rows_before, rows_rx, planned_tx, jobs_tx, stop.clone()));
+    let planner_task = tokio::spawn(plan::run(
+        planner,
+        rows_before,
+        rows_rx,
+        planned_tx,
+        jobs_tx,
+        stop.clone(),
+    ));
     let pool = Arc::new(Pool::new(
         api.client.clone(),
         limiter.clone(),
@@ -288,8 +342,13 @@ pub async fn run(config: ValidateConfig, shutdown: impl Future<Output = ()>) -> 
     for _ in 0..config.concurrency {
         workers.spawn(pool.clone().work(jobs_rx.clone()));
     }
-    let writer_task =
-        tokio::spawn(output::run(writer, planned_rx, wake.clone(), pool_done.clone(), window));
+    let writer_task = tokio::spawn(output::run(
+        writer,
+        planned_rx,
+        wake.clone(),
+        pool_done.clone(),
+        window,
+    ));
     let progress_task = tokio::spawn(progress::run(
         config.display,
         counters.clone(),
@@ -339,7 +398,11 @@ pub async fn run(config: ValidateConfig, shutdown: impl Future<Output = ()>) -> 
         match halt {
             Halt::KeyRejected(_) => (JobState::KeyRejected, Exit::KeyRejected, "key_rejected"),
             Halt::OutOfCredits(_) => (JobState::OutOfCredits, Exit::OutOfCredits, "out_of_credits"),
-            Halt::TooManyFailures(_) => (JobState::TooManyFailures, Exit::TooManyFailures, "too_many_failures"),
+            Halt::TooManyFailures(_) => (
+                JobState::TooManyFailures,
+                Exit::TooManyFailures,
+                "too_many_failures",
+            ),
         }
     } else if write_end == WriteEnd::BrokenPipe {
         (JobState::Interrupted, Exit::Ok, "output_closed")
@@ -353,7 +416,11 @@ pub async fn run(config: ValidateConfig, shutdown: impl Future<Output = ()>) -> 
 
     let mut writer = writer;
     let checkpoint = writer.checkpoint.take();
-    let final_path = if state == JobState::Done { writer.finish()? } else { None };
+    let final_path = if state == JobState::Done {
+        writer.finish()?
+    } else {
+        None
+    };
     if let Some(mut cp) = checkpoint {
         cp.record.state = state;
         cp.record.updated_at = crate::clock::now();
@@ -369,14 +436,20 @@ pub async fn run(config: ValidateConfig, shutdown: impl Future<Output = ()>) -> 
         final_path
             .as_ref()
             .map(|p| p.display().to_string())
-            .or_else(|| config.output.as_ref().map(|o| Sink::partial_path(o).display().to_string())),
+            .or_else(|| {
+                config
+                    .output
+                    .as_ref()
+                    .map(|o| Sink::partial_path(o).display().to_string())
+            }),
         outcome,
         rows_total_before,
         started.elapsed(),
     );
     if let Some(path) = &config.report {
         let json = serde_json::to_vec_pretty(&summary)?;
-        std::fs::write(path, json).with_context(|| format!("writing the report {}", path.display()))?;
+        std::fs::write(path, json)
+            .with_context(|| format!("writing the report {}", path.display()))?;
     }
     if config.display != Display::Quiet {
         eprint!("{}", summary.text());
@@ -386,16 +459,24 @@ pub async fn run(config: ValidateConfig, shutdown: impl Future<Output = ()>) -> 
     read_end?;
     planned?;
     match halt {
-        Some(Halt::KeyRejected(e)) => return Err(anyhow::Error::new(e).context("stopped at once; the checkpoint is saved")),
+        Some(Halt::KeyRejected(e)) => {
+            return Err(anyhow::Error::new(e).context("stopped at once; the checkpoint is saved"))
+        }
         Some(Halt::OutOfCredits(e)) => {
             eprintln!("mailsift: {e}. Top up, then run the same command to resume.");
         }
         Some(Halt::TooManyFailures(why)) => {
-            eprintln!("mailsift: the API seems unavailable: {why}. Run the same command later to resume.");
+            eprintln!(
+                "mailsift: the API seems unavailable: {why}. Run the same command later to resume."
+            );
         }
         None if interrupted => {
             say("mailsift: interrupted; run the same command to resume.".into());
         }
+        None if exit == Exit::Failed => anyhow::bail!(
+            "the run ended before every row was written (this is a bug in mailsift); \
+             the checkpoint is saved: run the same command to resume"
+        ),
         None => {}
     }
     Ok(exit)
@@ -416,18 +497,25 @@ fn read_rows(
 ) -> Result<bool, input::InputError> {
     while let Some(row) = reader.next() {
         let row = row?;
-        counters.bytes_read.store(reader.bytes_read(), std::sync::atomic::Ordering::Relaxed);
+        counters
+            .bytes_read
+            .store(reader.bytes_read(), std::sync::atomic::Ordering::Relaxed);
         if stop.is_cancelled() || rows.blocking_send(row).is_err() {
             return Ok(false);
         }
     }
-    counters.bytes_read.store(reader.bytes_read(), std::sync::atomic::Ordering::Relaxed);
+    counters
+        .bytes_read
+        .store(reader.bytes_read(), std::sync::atomic::Ordering::Relaxed);
     Ok(true)
 }
 
 fn reader_len(source: &input::Source) -> Option<u64> {
     match source {
-        input::Source::Path(p) => std::fs::metadata(p).ok().filter(|m| m.is_file()).map(|m| m.len()),
+        input::Source::Path(p) => std::fs::metadata(p)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len()),
         input::Source::Stdin => None,
     }
 }
@@ -464,9 +552,9 @@ fn open_partial(output: &Path, resume_at: Option<u64>) -> anyhow::Result<Sink> {
 fn write_header(sink: &mut Sink, line: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     match sink {
-        Sink::File { file, partial, .. } => {
-            file.write_all(line).with_context(|| format!("writing {}", partial.display()))
-        }
+        Sink::File { file, partial, .. } => file
+            .write_all(line)
+            .with_context(|| format!("writing {}", partial.display())),
         Sink::Stdout(out) => out.write_all(line).context("writing standard output"),
     }
 }
@@ -524,9 +612,14 @@ fn describe_start(
 fn absolute(path: &Path) -> String {
     let path = std::fs::canonicalize(path).unwrap_or_else(|_| {
         // The output does not exist yet: canonicalise its directory.
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let name = path.file_name().map(|n| n.to_owned()).unwrap_or_default();
-        std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned()).join(name)
+        std::fs::canonicalize(dir)
+            .unwrap_or_else(|_| dir.to_owned())
+            .join(name)
     });
     path.display().to_string()
 }
@@ -545,7 +638,8 @@ fn fingerprint(path: &Path) -> anyhow::Result<String> {
     use std::io::{Read, Seek, SeekFrom};
     const EDGE: u64 = 1 << 20;
     const BLOCK: u64 = 4096;
-    let mut file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let len = file.metadata()?.len();
     let mut hasher = blake3::Hasher::new();
     hasher.update(&len.to_le_bytes());
@@ -574,10 +668,22 @@ mod tests {
 
     #[test]
     fn default_output_sits_beside_the_input() {
-        assert_eq!(default_output(Path::new("dir/list.csv")), Path::new("dir/list.validated.csv"));
-        assert_eq!(default_output(Path::new("list.txt")), Path::new("list.validated.csv"));
-        assert_eq!(default_output(Path::new("list.validated.csv")), Path::new("list.validated.csv"));
-        assert_eq!(default_output(Path::new("noext")), Path::new("noext.validated.csv"));
+        assert_eq!(
+            default_output(Path::new("dir/list.csv")),
+            Path::new("dir/list.validated.csv")
+        );
+        assert_eq!(
+            default_output(Path::new("list.txt")),
+            Path::new("list.validated.csv")
+        );
+        assert_eq!(
+            default_output(Path::new("list.validated.csv")),
+            Path::new("list.validated.csv")
+        );
+        assert_eq!(
+            default_output(Path::new("noext")),
+            Path::new("noext.validated.csv")
+        );
     }
 
     #[test]

@@ -10,8 +10,16 @@ fn credits_prints_the_balance() {
     let mock = Mock::fast();
     mock.server.set_credits(1234.5);
     let dir = Dir::new();
-    dir.mailsift(&mock).arg("credits").assert().success().stdout("1234.5 credits\n");
-    let out = dir.mailsift(&mock).args(["credits", "--json"]).assert().success();
+    dir.mailsift(&mock)
+        .arg("credits")
+        .assert()
+        .success()
+        .stdout("1234.5 credits\n");
+    let out = dir
+        .mailsift(&mock)
+        .args(["credits", "--json"])
+        .assert()
+        .success();
     let json: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(json["credits"], 1234.5);
     assert_eq!(mock.stats().validations, 0, "the balance is free");
@@ -37,20 +45,42 @@ fn check_prints_each_verdict_and_sends_each_address_once() {
     let lines: Vec<Value> = serde_json::from_slice(&out.get_output().stdout).unwrap();
     let field = |i: usize, f: &str| lines[i][f].as_str().unwrap_or_default().to_owned();
     assert_eq!(lines.len(), 5);
-    assert_eq!((field(0, "status"), field(0, "source")), ("valid".into(), "api".into()));
+    assert_eq!(
+        (field(0, "status"), field(0, "source")),
+        ("valid".into(), "api".into())
+    );
     assert_eq!(lines[0]["credits_consumed"], 0.05);
-    assert_eq!((field(1, "status"), field(1, "source")), ("valid".into(), "duplicate".into()));
+    assert_eq!(
+        (field(1, "status"), field(1, "source")),
+        ("valid".into(), "duplicate".into())
+    );
     assert_eq!(field(2, "status"), "invalid");
-    assert_eq!((field(3, "status"), lines[3]["credits_consumed"].as_f64()), ("catch_all".into(), Some(0.0)));
-    assert_eq!((field(4, "status"), field(4, "source")), ("invalid".into(), "syntax".into()));
+    assert_eq!(
+        (field(3, "status"), lines[3]["credits_consumed"].as_f64()),
+        ("catch_all".into(), Some(0.0))
+    );
+    assert_eq!(
+        (field(4, "status"), field(4, "source")),
+        ("invalid".into(), "syntax".into())
+    );
     let stats = mock.stats();
-    assert_eq!(stats.validations, 3, "duplicate and syntax-invalid addresses are not sent");
+    assert_eq!(
+        stats.validations, 3,
+        "duplicate and syntax-invalid addresses are not sent"
+    );
     assert!(stats.repeated.is_empty(), "{:?}", stats.repeated);
 
-    let plain = dir.mailsift(&mock).args(["check", "valid.jane@gmail.com"]).assert().success();
+    let plain = dir
+        .mailsift(&mock)
+        .args(["check", "valid.jane@gmail.com"])
+        .assert()
+        .success();
     let text = String::from_utf8(plain.get_output().stdout.clone()).unwrap();
     assert!(text.starts_with("valid.jane@gmail.com  valid"), "{text}");
-    assert!(text.contains("credits 0.05") && text.contains("Google Workspace"), "{text}");
+    assert!(
+        text.contains("credits 0.05") && text.contains("Google Workspace"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -88,7 +118,11 @@ fn no_key_exits_2_and_suggests_the_sandbox() {
 #[test]
 fn the_sandbox_needs_no_key() {
     let dir = Dir::new();
-    dir.bare().args(["--sandbox", "credits"]).assert().success().stdout(predicate::str::ends_with(" credits\n"));
+    dir.bare()
+        .args(["--sandbox", "credits"])
+        .assert()
+        .success()
+        .stdout(predicate::str::ends_with(" credits\n"));
     dir.bare()
         .args(["check", "--sandbox", "valid@acme-corp.com"])
         .assert()
@@ -111,7 +145,10 @@ fn the_key_file_is_read_and_a_shared_one_is_warned_about() {
             .arg(&file)
             .assert()
             .success()
-            .stderr(predicate::str::contains("readable by other users").and(predicate::str::contains("chmod 600")));
+            .stderr(
+                predicate::str::contains("readable by other users")
+                    .and(predicate::str::contains("chmod 600")),
+            );
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     dir.mailsift(&mock)
@@ -137,7 +174,11 @@ fn help_documents_the_exit_codes_and_the_key() {
         .success()
         .stdout(predicate::str::contains("Exit codes:"))
         .stdout(predicate::str::contains("LEADMAGIC_API_KEY"));
-    dir.bare().args(["validate", "--help"]).assert().success().stdout(predicate::str::contains("Exit codes:"));
+    dir.bare()
+        .args(["validate", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Exit codes:"));
     dir.bare().arg("frobnicate").assert().code(2);
 }
 

@@ -20,12 +20,18 @@ impl Mock {
             .build()
             .unwrap();
         let server = runtime.block_on(MockServer::start(config)).unwrap();
-        Mock { server, _runtime: runtime }
+        Mock {
+            server,
+            _runtime: runtime,
+        }
     }
 
     /// A mock that answers as fast as the tests can ask.
     pub fn fast() -> Mock {
-        Mock::start(MockConfig { rate_per_min: 600_000, ..MockConfig::default() })
+        Mock::start(MockConfig {
+            rate_per_min: 600_000,
+            ..MockConfig::default()
+        })
     }
 
     pub fn stats(&self) -> Stats {
@@ -44,7 +50,9 @@ pub struct Dir {
 
 impl Dir {
     pub fn new() -> Dir {
-        Dir { tmp: tempfile::tempdir().unwrap() }
+        Dir {
+            tmp: tempfile::tempdir().unwrap(),
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -68,7 +76,8 @@ impl Dir {
     /// The binary, with a clean environment pointing at `mock` (key `mock-key`).
     pub fn mailsift(&self, mock: &Mock) -> Command {
         let mut cmd = self.bare();
-        cmd.env("LEADMAGIC_BASE_URL", mock.url()).env("LEADMAGIC_API_KEY", "mock-key");
+        cmd.env("LEADMAGIC_BASE_URL", mock.url())
+            .env("LEADMAGIC_API_KEY", "mock-key");
         cmd
     }
 
@@ -88,12 +97,22 @@ impl Dir {
 
 /// Parses CSV bytes into rows of strings.
 pub fn rows(bytes: &[u8]) -> Vec<Vec<String>> {
+    rows_with(bytes, b',')
+}
+
+pub fn rows_with(bytes: &[u8], delimiter: u8) -> Vec<Vec<String>> {
     csv::ReaderBuilder::new()
         .has_headers(false)
+        .delimiter(delimiter)
         .flexible(true)
         .from_reader(bytes)
         .byte_records()
-        .map(|r| r.unwrap().iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect())
+        .map(|r| {
+            r.unwrap()
+                .iter()
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .collect()
+        })
         .collect()
 }
 

@@ -49,6 +49,10 @@ struct Args {
     #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u32).range(1..))]
     rate_per_min: u32,
 
+    /// Length of the sliding window the rate applies to, in seconds (the API's is 60).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    limit_window_secs: u64,
+
     /// Refuse requests beyond the rate with 429 and Retry-After (default: soft mode, which
     /// only counts them, like the real API).
     #[arg(long)]
@@ -166,6 +170,7 @@ impl Args {
             credits: self.credits,
             cost: self.cost,
             rate_per_min: self.rate_per_min,
+            limit_window: Duration::from_secs(self.limit_window_secs),
             hard_limit: self.hard_limit,
             retry_after_date: self.retry_after_date,
             advertise_limit: self.advertise_limit,

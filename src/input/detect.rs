@@ -108,7 +108,9 @@ pub(super) fn parse_sample(
 /// Picks the delimiter whose field count is consistent (> 1, same on at least 90% of the sampled
 /// records) with the most fields; `,` when none is.
 pub(super) fn sniff_delimiter(sample: &[u8], at_eof: bool) -> u8 {
-    let mut best: Option<(usize, u8)> = None;
+    // The winner splits most records into its most common field count (a few ragged rows are
+    // tolerated: more than half must agree), then the one with more fields.
+    let mut best: Option<((usize, usize), u8)> = None;
     for delimiter in CANDIDATE_DELIMITERS {
         let records = parse_sample(sample, delimiter, at_eof, SNIFF_RECORDS);
         if records.is_empty() {
@@ -127,9 +129,12 @@ pub(super) fn sniff_delimiter(sample: &[u8], at_eof: bool) -> u8 {
         else {
             continue;
         };
-        let consistent = fields > 1 && n * 10 >= records.len() * 9;
-        if consistent && best.is_none_or(|(best_fields, _)| fields > best_fields) {
-            best = Some((fields, delimiter));
+        if fields < 2 || n * 2 <= records.len() {
+            continue;
+        }
+        let score = (n * 1000 / records.len(), fields);
+        if best.is_none_or(|(best_score, _)| score > best_score) {
+            best = Some((score, delimiter));
         }
     }
     best.map_or(b',', |(_, delimiter)| delimiter)
@@ -366,6 +371,8 @@ mod tests {
                 "a;b;notes\n1;2;hello, world\n3;4;no comma\n5;6;x,y,z\n",
                 b';',
             ),
+            // Ragged rows do not hide the delimiter.
+            ("n;e;c\nx;y;z\nshort;s\nlong;l;x;y;z\na;b;c\nd;e;f\n", b';'),
             // A plain list of addresses: no candidate has more than one field.
             ("jane@x.com\nbob@y.org\n", b','),
             // Consistent with two candidates: the one with more fields wins.

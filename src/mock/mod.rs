@@ -50,6 +50,9 @@ pub struct MockConfig {
     pub cost: f64,
     /// The rate limit, validations per sliding 60 s window (default 3000).
     pub rate_per_min: u32,
+    /// The sliding window `rate_per_min` applies to: 60 s, as the API documents. Tests shorten
+    /// it to see a hard limit bite and recover within a second instead of a minute.
+    pub limit_window: Duration,
     /// Refuse with 429 beyond the limit (default false: soft mode, count but let through).
     pub hard_limit: bool,
     /// Send `Retry-After` as an HTTP-date instead of delta-seconds.
@@ -88,6 +91,7 @@ impl Default for MockConfig {
             credits: 1_000_000.0,
             cost: 0.05,
             rate_per_min: 3000,
+            limit_window: Duration::from_secs(60),
             hard_limit: false,
             retry_after_date: false,
             advertise_limit: None,
@@ -115,6 +119,7 @@ impl fmt::Debug for MockConfig {
             .field("credits", &self.credits)
             .field("cost", &self.cost)
             .field("rate_per_min", &self.rate_per_min)
+            .field("limit_window", &self.limit_window)
             .field("hard_limit", &self.hard_limit)
             .field("retry_after_date", &self.retry_after_date)
             .field("advertise_limit", &self.advertise_limit)

@@ -157,7 +157,12 @@ impl State {
         Self {
             api_key: config.api_key.clone(),
             balance: to_micros(config.credits),
-            limiter: LimitWindow::new(MINUTE, cap),
+            limiter: LimitWindow::new(
+                Nanos::try_from(config.limit_window.as_nanos())
+                    .unwrap_or(MINUTE)
+                    .max(1),
+                cap,
+            ),
             day: 0,
             day_used: 0,
             counters: Counters::new(),
