@@ -86,19 +86,57 @@ pub enum Command {
     },
     /// Validate every address of a CSV file and write it back with the verdicts appended
     Validate(Box<ValidateArgs>),
+    /// Say what validating a file would cost, spending nothing
+    Estimate(Box<EstimateArgs>),
+    /// List the jobs in the state directory and how far each got
+    Status {
+        #[command(flatten)]
+        state: StateArgs,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Look at or clear the answer cache
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
 }
 
-#[derive(Debug, clap::Args)]
-#[command(after_help = EXIT_CODES_HELP)]
-pub struct ValidateArgs {
-    /// The CSV (or one-address-per-line text) file to validate; - reads standard input
+#[derive(Debug, Subcommand)]
+pub enum CacheAction {
+    /// Entries, by status and by age, and the size on disk
+    Stats {
+        #[command(flatten)]
+        state: StateArgs,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove cached answers (all, or those older than --older-than)
+    Clear {
+        #[command(flatten)]
+        state: StateArgs,
+        /// Remove only answers older than this (e.g. 30d)
+        #[arg(long, value_name = "AGE", value_parser = parse_duration)]
+        older_than: Option<Duration>,
+    },
+}
+
+/// Where the state lives.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateArgs {
+    /// Where jobs and the answer cache live [default: the per-user state directory]
+    #[arg(long, value_name = "DIR", env = "MAILSIFT_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// How the input is read.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InputArgs {
+    /// The CSV (or one-address-per-line text) file; - reads standard input
     #[arg(value_name = "INPUT")]
     pub input: PathBuf,
-
-    /// Where to write the annotated CSV [default: INPUT_STEM.validated.csv beside the input;
-    /// standard output when reading standard input]; - writes standard output
-    #[arg(short, long, value_name = "PATH")]
-    pub output: Option<PathBuf>,
 
     /// Field delimiter: , ; | or tab [default: detected]
     #[arg(long, value_name = "CHAR", value_parser = parse_delimiter)]
@@ -111,6 +149,61 @@ pub struct ValidateArgs {
     /// The column holding the addresses, by header name or 1-based number [default: detected]
     #[arg(long, value_name = "NAME|INDEX")]
     pub email_column: Option<String>,
+}
+
+/// How long earlier answers are reused.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CacheArgs {
+    /// Reuse earlier answers younger than this
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_duration)]
+    pub max_age: Duration,
+
+    /// ... but unknown answers (free, often transient) only this long
+    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_duration)]
+    pub max_age_unknown: Duration,
+
+    /// ... and catch_all answers (free) only this long
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
+    pub max_age_catch_all: Duration,
+
+    /// Ask again even for addresses with a fresh answer in the cache
+    #[arg(long)]
+    pub refresh: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_CODES_HELP)]
+pub struct EstimateArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+
+    /// Credits per charged check, when the store has not seen a price yet [default: 0.25]
+    #[arg(long, value_name = "CREDITS", value_parser = non_negative)]
+    pub cost_per_check: Option<f64>,
+
+    /// Print as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_CODES_HELP)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+
+    /// Where to write the annotated CSV [default: INPUT_STEM.validated.csv beside the input;
+    /// standard output when reading standard input]; - writes standard output
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
 
     /// Which annotation columns to add: basic, or all (adds the free company fields)
     #[arg(long, value_name = "SET", default_value = "basic", value_parser = ["basic", "all"])]
@@ -119,6 +212,11 @@ pub struct ValidateArgs {
     /// Prefix for the annotation column names (e.g. lm_)
     #[arg(long, value_name = "PREFIX")]
     pub column_prefix: Option<String>,
+
+    /// Also write STEM.deliverable.csv (valid), STEM.risky.csv (valid_catch_all, catch_all,
+    /// unknown) and STEM.undeliverable.csv (invalid, missing) beside the output
+    #[arg(long)]
+    pub split: bool,
 
     /// Requests per minute (N/min or N/s) [default: 300/min, then the server's advertised limit]
     #[arg(long, value_name = "RATE")]
@@ -132,27 +230,32 @@ pub struct ValidateArgs {
     #[arg(long, value_name = "N", default_value = "5")]
     pub max_retries: u32,
 
-    /// Reuse earlier answers younger than this (unknown ones: at most 1 day)
-    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_duration)]
-    pub max_age: Duration,
+    /// Stop sending before this job's spending could pass this many credits (exit 4; raise
+    /// it and run the same command to continue)
+    #[arg(long, value_name = "CREDITS", value_parser = non_negative)]
+    pub max_credits: Option<f64>,
 
-    /// Ask again even for addresses with a fresh answer in the cache
-    #[arg(long)]
-    pub refresh: bool,
+    /// Stop sending when the balance falls below this many credits (exit 4)
+    #[arg(long, value_name = "CREDITS", value_parser = non_negative)]
+    pub min_balance: Option<f64>,
 
-    /// Where jobs and the answer cache live [default: the per-user state directory]
-    #[arg(long, value_name = "DIR", env = "MAILSIFT_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
+    /// Credits per charged check, for budgets, until an answer shows the price [default: 0.25]
+    #[arg(long, value_name = "CREDITS", value_parser = non_negative)]
+    pub cost_per_check: Option<f64>,
 
     /// Start over even though an interrupted run of this job exists (or its input changed)
     #[arg(long)]
     pub restart: bool,
 
     /// Run a finished job again (answers come from the cache)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "restart")]
     pub force: bool,
 
-    /// Write the summary as JSON to this file
+    /// Run a finished job again, asking only for the rows whose status is error
+    #[arg(long, conflicts_with_all = ["restart", "force", "refresh"])]
+    pub retry_errors: bool,
+
+    /// Write the summary as JSON to this file (schema in the README)
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
 
@@ -163,6 +266,13 @@ pub struct ValidateArgs {
     /// After Ctrl-C or SIGTERM, how long requests in flight may take to finish
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub grace: Duration,
+}
+
+fn non_negative(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
+        _ => Err(format!("{text:?} is not a number of credits (0 or more)")),
+    }
 }
 
 fn parse_delimiter(text: &str) -> Result<u8, String> {

@@ -21,8 +21,10 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod estimate;
 pub mod exit;
 pub mod input;
+pub mod inspect;
 pub mod limiter;
 pub mod mock;
 pub mod output;
@@ -57,5 +59,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             check::check(&api, &addresses, json, retry).await
         }
         Config::Validate(config) => validate::run(*config, shutdown).await,
+        Config::Estimate(config) => estimate::run(*config).await,
+        Config::Status { state_dir, json } => inspect::status(&state_dir, json),
+        Config::CacheStats { state_dir, json } => inspect::cache_stats(&state_dir, json),
+        Config::CacheClear {
+            state_dir,
+            older_than,
+        } => inspect::cache_clear(&state_dir, older_than),
     }
 }

@@ -234,36 +234,195 @@ pub fn rfc3339(unix_seconds: i64) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
+/// One file being written: `<path>.partial`, renamed to `path` at the end.
+pub struct Part {
+    file: io::BufWriter<File>,
+    partial: PathBuf,
+    path: PathBuf,
+}
+
+impl Part {
+    /// Creates `<path>.partial`, or reopens it cut back to `resume_at` bytes (whatever came
+    /// after the last checkpoint is written again).
+    pub fn open(path: &Path, resume_at: Option<u64>) -> anyhow::Result<Part> {
+        let partial = partial_path(path);
+        let file = match resume_at {
+            Some(len) => {
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&partial)
+                    .with_context(|| format!("cannot reopen {} to resume", partial.display()))?;
+                file.set_len(len)
+                    .with_context(|| format!("truncating {}", partial.display()))?;
+                io::Seek::seek(&mut file, io::SeekFrom::End(0))?;
+                file
+            }
+            None => File::create(&partial).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot create {}: {e}. Check that the directory exists and is writable, or \
+                     choose another output with -o",
+                    partial.display()
+                )
+            })?,
+        };
+        Ok(Part {
+            file: io::BufWriter::with_capacity(256 * 1024, file),
+            partial,
+            path: path.to_owned(),
+        })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.file
+            .write_all(bytes)
+            .with_context(|| format!("writing {}", self.partial.display()))
+    }
+
+    /// Flushes and fsyncs (off the async threads).
+    async fn sync(&mut self) -> anyhow::Result<()> {
+        self.file
+            .flush()
+            .with_context(|| format!("writing {}", self.partial.display()))?;
+        let handle = self.file.get_ref().try_clone()?;
+        let what = self.partial.display().to_string();
+        tokio::task::spawn_blocking(move || handle.sync_data())
+            .await?
+            .with_context(|| format!("saving {what} to disk"))
+    }
+
+    /// fsync, then rename into place, then fsync the directory so the rename is durable too.
+    fn finish(self) -> anyhow::Result<PathBuf> {
+        let Part {
+            file,
+            partial,
+            path,
+        } = self;
+        let file = file
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("writing {}", partial.display()))?;
+        file.sync_all()
+            .with_context(|| format!("saving {} to disk", partial.display()))?;
+        drop(file);
+        std::fs::rename(&partial, &path)
+            .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // Not all platforms can open a directory; where they cannot, there is nothing to do.
+            if let Ok(dir) = File::open(dir) {
+                let _ = dir.sync_all();
+            }
+        }
+        Ok(path)
+    }
+}
+
+/// The partial file's name for an output path.
+pub fn partial_path(output: &Path) -> PathBuf {
+    let mut name = output.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+/// `--split`: which file a row also goes to.
+pub const SPLITS: [&str; 3] = ["deliverable", "risky", "undeliverable"];
+
+/// The split files' paths: `<stem>.deliverable.csv` etc. beside the output.
+pub fn split_paths(output: &Path) -> [PathBuf; 3] {
+    let stem = output
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    SPLITS.map(|kind| output.with_file_name(format!("{stem}.{kind}.csv")))
+}
+
+/// valid → deliverable; valid_catch_all, catch_all, unknown (and statuses this version does
+/// not know) → risky; invalid, missing → undeliverable; error → none (main output only).
+fn split_of(outcome: &Outcome) -> Option<usize> {
+    match outcome {
+        Outcome::Empty | Outcome::Syntax(_) => Some(2),
+        Outcome::Error { .. } => None,
+        Outcome::Answer { answer, .. } => match answer.status.as_ref().map(|s| s.as_str()) {
+            Some("valid") => Some(0),
+            Some("invalid") => Some(2),
+            _ => Some(1),
+        },
+    }
+}
+
 /// Where the rows go.
 pub enum Sink {
-    /// `<output>.partial`, renamed to the output at the end; checkpointed.
-    File {
-        file: io::BufWriter<File>,
-        partial: PathBuf,
-        path: PathBuf,
+    /// Files, checkpointed and renamed into place at the end.
+    Files {
+        main: Part,
+        splits: Option<Box<[Part; 3]>>,
     },
     /// Standard output: no checkpoints, no resume.
     Stdout(io::BufWriter<io::Stdout>),
 }
 
 impl Sink {
-    /// The partial file's name for an output path.
-    pub fn partial_path(output: &Path) -> PathBuf {
-        let mut name = output.as_os_str().to_owned();
-        name.push(".partial");
-        PathBuf::from(name)
+    pub fn stdout() -> Sink {
+        Sink::Stdout(io::BufWriter::with_capacity(256 * 1024, io::stdout()))
     }
 
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+    /// Opens the output (and the split files), fresh or cut back to a checkpoint.
+    pub fn files(output: &Path, split: bool, resume: Option<&Watermark>) -> anyhow::Result<Sink> {
+        let main = Part::open(output, resume.map(|w| w.output_bytes))?;
+        let splits = if split {
+            let paths = split_paths(output);
+            let mut parts = Vec::with_capacity(3);
+            for (i, path) in paths.iter().enumerate() {
+                parts.push(Part::open(path, resume.map(|w| w.split_bytes[i]))?);
+            }
+            let parts: [Part; 3] = parts
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("three split files"))?;
+            Some(Box::new(parts))
+        } else {
+            None
+        };
+        Ok(Sink::Files { main, splits })
+    }
+
+    /// Writes the header line to every file.
+    pub fn header(&mut self, line: &[u8], watermark: &mut Watermark) -> anyhow::Result<()> {
         match self {
-            Sink::File { file, .. } => file.write_all(bytes),
-            Sink::Stdout(out) => out.write_all(bytes),
+            Sink::Stdout(out) => out.write_all(line).context("writing standard output")?,
+            Sink::Files { main, splits } => {
+                main.write(line)?;
+                for (i, part) in splits.iter_mut().flat_map(|p| p.iter_mut()).enumerate() {
+                    part.write(line)?;
+                    watermark.split_bytes[i] += line.len() as u64;
+                }
+            }
         }
+        watermark.output_bytes += line.len() as u64;
+        Ok(())
+    }
+
+    fn row(
+        &mut self,
+        bytes: &[u8],
+        outcome: &Outcome,
+        watermark: &mut Watermark,
+    ) -> io::Result<()> {
+        match self {
+            Sink::Stdout(out) => out.write_all(bytes)?,
+            Sink::Files { main, splits } => {
+                main.file.write_all(bytes)?;
+                if let (Some(parts), Some(i)) = (splits, split_of(outcome)) {
+                    parts[i].file.write_all(bytes)?;
+                    watermark.split_bytes[i] += bytes.len() as u64;
+                }
+            }
+        }
+        watermark.output_bytes += bytes.len() as u64;
+        Ok(())
     }
 
     fn describe(&self) -> String {
         match self {
-            Sink::File { partial, .. } => partial.display().to_string(),
+            Sink::Files { main, .. } => main.partial.display().to_string(),
             Sink::Stdout(_) => "standard output".to_owned(),
         }
     }
@@ -274,6 +433,8 @@ pub struct Checkpoint {
     pub store: Arc<Store>,
     pub job_id: [u8; 16],
     pub record: JobRecord,
+    /// Brings the record's totals (calls, credits, counts) up to date.
+    pub update: Box<dyn Fn(&mut JobRecord) + Send + Sync>,
 }
 
 /// When to checkpoint.
@@ -328,18 +489,17 @@ pub async fn run(
             let planned = queue.pop_front().expect("the front was just seen");
             buf.clear();
             writer.format.row(&mut buf, &planned, &outcome);
-            if let Err(e) = writer.sink.write_all(&buf) {
+            if let Err(e) = writer.sink.row(&buf, &outcome, &mut writer.watermark) {
                 if e.kind() == io::ErrorKind::BrokenPipe {
                     return Ok((WriteEnd::BrokenPipe, writer));
                 }
                 return Err(e).with_context(|| format!("writing {}", writer.sink.describe()));
             }
             writer.counters.row_written(&outcome);
-            let row = &planned.row;
-            writer.watermark.byte = row.start + row.raw.len() as u64;
-            writer.watermark.line = row.line + lines_in(&row.raw);
+            let next = planned.row.resume_after();
+            writer.watermark.byte = next.byte;
+            writer.watermark.line = next.line;
             writer.watermark.rows += 1;
-            writer.watermark.output_bytes += buf.len() as u64;
             since_checkpoint += 1;
         }
         if since_checkpoint > 0
@@ -373,43 +533,26 @@ pub async fn run(
     Ok((end, writer))
 }
 
-/// Lines a raw row spans (for the line number of the next row).
-fn lines_in(raw: &[u8]) -> u64 {
-    let lf = raw.iter().filter(|&&b| b == b'\n').count();
-    if lf == 0 {
-        raw.iter().filter(|&&b| b == b'\r').count() as u64
-    } else {
-        lf as u64
-    }
-}
-
 impl Writer {
     /// Makes the output durable up to the watermark, then records it (see the module docs
     /// for why this order).
     pub async fn checkpoint(&mut self) -> anyhow::Result<()> {
         match &mut self.sink {
-            Sink::Stdout(out) => {
-                match out.flush() {
-                    Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
-                        return Err(e).context("writing standard output")
-                    }
-                    _ => {}
+            Sink::Stdout(out) => match out.flush() {
+                Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+                    Err(e).context("writing standard output")
                 }
-                Ok(())
-            }
-            Sink::File { file, partial, .. } => {
-                file.flush()
-                    .with_context(|| format!("writing {}", partial.display()))?;
-                let handle = file.get_ref().try_clone()?;
-                let what = partial.display().to_string();
-                tokio::task::spawn_blocking(move || handle.sync_data())
-                    .await?
-                    .with_context(|| format!("saving {what} to disk"))?;
+                _ => Ok(()),
+            },
+            Sink::Files { main, splits } => {
+                main.sync().await?;
+                for part in splits.iter_mut().flat_map(|p| p.iter_mut()) {
+                    part.sync().await?;
+                }
                 if let Some(cp) = &mut self.checkpoint {
                     cp.record.watermark = self.watermark;
                     cp.record.updated_at = crate::clock::now();
-                    cp.record.api_calls = self.counters.api_calls();
-                    cp.record.credits_spent = self.counters.credits_spent();
+                    (cp.update)(&mut cp.record);
                     cp.store.save_job(&cp.job_id, &cp.record)?;
                     let store = cp.store.clone();
                     tokio::task::spawn_blocking(move || store.flush()).await??;
@@ -419,35 +562,19 @@ impl Writer {
         }
     }
 
-    /// Ends a complete run: fsync, rename the partial file into place, fsync the directory.
+    /// Ends a complete run: every file fsynced and renamed into place. Returns the output's
+    /// path (none for standard output).
     pub fn finish(self) -> anyhow::Result<Option<PathBuf>> {
         match self.sink {
             Sink::Stdout(mut out) => {
                 let _ = out.flush();
                 Ok(None)
             }
-            Sink::File {
-                file,
-                partial,
-                path,
-            } => {
-                let file = file
-                    .into_inner()
-                    .map_err(|e| e.into_error())
-                    .with_context(|| format!("writing {}", partial.display()))?;
-                file.sync_all()
-                    .with_context(|| format!("saving {} to disk", partial.display()))?;
-                drop(file);
-                std::fs::rename(&partial, &path).with_context(|| {
-                    format!("renaming {} to {}", partial.display(), path.display())
-                })?;
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    // Make the rename itself durable; not all platforms can open a directory.
-                    if let Ok(dir) = File::open(dir) {
-                        let _ = dir.sync_all();
-                    }
+            Sink::Files { main, splits } => {
+                for part in splits.into_iter().flat_map(|p| *p) {
+                    part.finish()?;
                 }
-                Ok(Some(path))
+                main.finish().map(Some)
             }
         }
     }
@@ -589,13 +716,5 @@ mod tests {
         assert_eq!(format_credits(0.1 + 0.2), "0.3");
         assert_eq!(format_credits(1.0), "1");
         assert_eq!(rfc3339(1_790_000_000), "2026-09-21T14:13:20Z");
-    }
-
-    #[test]
-    fn line_counting() {
-        assert_eq!(lines_in(b"a,b\n"), 1);
-        assert_eq!(lines_in(b"a,\"b\nc\"\r\n"), 2);
-        assert_eq!(lines_in(b"a\r"), 1);
-        assert_eq!(lines_in(b"a"), 0);
     }
 }

@@ -159,17 +159,20 @@ pub struct Freshness {
     pub max_age: Duration,
     /// `unknown` is free and usually transient: asked again sooner.
     pub max_age_unknown: Duration,
+    /// `catch_all` is free too.
+    pub max_age_catch_all: Duration,
     /// Ignore earlier runs' answers altogether.
     pub refresh: bool,
 }
 
 impl Freshness {
-    fn is_fresh(&self, answer: &Answer, now: i64) -> bool {
+    pub fn is_fresh(&self, answer: &Answer, now: i64) -> bool {
         if self.refresh {
             return false;
         }
         let limit = match answer.status {
             Some(Status::Unknown) | None => self.max_age_unknown.min(self.max_age),
+            Some(Status::CatchAll) => self.max_age_catch_all.min(self.max_age),
             _ => self.max_age,
         };
         let age = now.saturating_sub(answer.checked_at).max(0) as u64;
@@ -347,6 +350,7 @@ mod tests {
         Freshness {
             max_age: Duration::from_secs(30 * 86_400),
             max_age_unknown: Duration::from_secs(86_400),
+            max_age_catch_all: Duration::from_secs(7 * 86_400),
             refresh: false,
         }
     }

@@ -34,7 +34,96 @@ const FAILURES_IN_A_ROW: u32 = 10;
 pub enum Halt {
     KeyRejected(ApiError),
     OutOfCredits(ApiError),
+    /// `--max-credits` or `--min-balance` reached.
+    Budget(String),
     TooManyFailures(String),
+}
+
+/// What the job may spend, and what it has spent: `--max-credits` counts every credit the
+/// job paid (earlier runs included) plus the worst case of the requests in flight, so the
+/// budget holds even if every one of them comes back charged.
+#[derive(Debug)]
+pub struct Ledger {
+    pub max_credits: Option<f64>,
+    pub min_balance: Option<f64>,
+    state: Mutex<LedgerState>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct LedgerState {
+    /// Charged so far (earlier runs of the job included), in credits.
+    spent: f64,
+    /// Worst case of the requests in flight.
+    reserved: f64,
+    /// The price of one charged check, as last seen.
+    cost: f64,
+}
+
+impl Ledger {
+    pub fn new(
+        max_credits: Option<f64>,
+        min_balance: Option<f64>,
+        spent_before: f64,
+        cost: f64,
+    ) -> Ledger {
+        Ledger {
+            max_credits,
+            min_balance,
+            state: Mutex::new(LedgerState {
+                spent: spent_before,
+                reserved: 0.0,
+                cost,
+            }),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut LedgerState) -> T) -> T {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut state)
+    }
+
+    /// Reserves the worst case of one request; `Err` when the budget cannot take it.
+    fn reserve(&self) -> Result<f64, String> {
+        self.with(|s| {
+            let worst = s.cost;
+            if let Some(max) = self.max_credits {
+                if s.spent + s.reserved + worst > max + 1e-9 {
+                    return Err(format!(
+                        "the budget is reached: {} of --max-credits {} spent or committed",
+                        crate::output::format_credits(s.spent + s.reserved),
+                        crate::output::format_credits(max)
+                    ));
+                }
+            }
+            s.reserved += worst;
+            Ok(worst)
+        })
+    }
+
+    /// Settles a reservation with what the request really cost (`None`: unknown, so the
+    /// worst case is kept as spent).
+    fn settle(&self, reserved: f64, charged: Option<f64>) {
+        self.with(|s| {
+            s.reserved = (s.reserved - reserved).max(0.0);
+            s.spent += charged.unwrap_or(reserved);
+            if let Some(c) = charged.filter(|c| *c > 0.0) {
+                s.cost = c;
+            }
+        })
+    }
+
+    /// Releases a reservation for a request that was not charged.
+    fn release(&self, reserved: f64) {
+        self.settle(reserved, Some(0.0));
+    }
+
+    /// Credits spent by the job so far.
+    pub fn spent(&self) -> f64 {
+        self.with(|s| s.spent)
+    }
 }
 
 /// What every worker shares.
@@ -52,6 +141,7 @@ pub struct Pool {
     pub abort: CancellationToken,
     /// This run's id, stamped on every answer it pays for.
     pub run: u64,
+    pub ledger: Ledger,
     halt: Mutex<Option<Halt>>,
     failures_in_a_row: AtomicU32,
 }
@@ -68,6 +158,7 @@ impl Pool {
         stop: CancellationToken,
         abort: CancellationToken,
         run: u64,
+        ledger: Ledger,
     ) -> Pool {
         Pool {
             client,
@@ -79,6 +170,7 @@ impl Pool {
             stop,
             abort,
             run,
+            ledger,
             halt: Mutex::new(None),
             failures_in_a_row: AtomicU32::new(0),
         }
@@ -87,6 +179,12 @@ impl Pool {
     /// Why the pool stopped, if it stopped itself.
     pub fn halt(&self) -> Option<Halt> {
         self.halt.lock().map(|h| h.clone()).unwrap_or(None)
+    }
+
+    /// Stops the pool for a reason found outside it (a balance too low at the start).
+    pub fn halt_with(&self, halt: Halt) {
+        self.set_halt(halt);
+        self.stop.cancel();
     }
 
     fn set_halt(&self, halt: Halt) {
@@ -134,6 +232,14 @@ impl Pool {
                 }
                 _ = self.limiter.acquire() => {}
             }
+            let reserved = match self.ledger.reserve() {
+                Ok(reserved) => reserved,
+                Err(why) => {
+                    self.set_halt(Halt::Budget(why));
+                    self.stop.cancel();
+                    return self.store.clear_in_flight(&job.key);
+                }
+            };
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
             self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
             let result = tokio::select! {
@@ -145,8 +251,20 @@ impl Pool {
             let Some(result) = result else {
                 // Abandoned in flight: it may have been charged; the marker stays.
                 self.counters.maybe_charged.fetch_add(1, Ordering::Relaxed);
+                self.ledger.settle(reserved, None);
                 return Ok(());
             };
+            match &result {
+                Ok(reply) => {
+                    let charged = reply.body.credits_consumed.or(reply.meta.credits_cost);
+                    self.ledger.settle(reserved, Some(charged.unwrap_or(0.0)));
+                    if let Some(cost) = charged.filter(|c| *c > 0.0) {
+                        self.store.set_last_cost(cost)?;
+                    }
+                }
+                Err(e) if e.maybe_charged() => self.ledger.settle(reserved, None),
+                Err(_) => self.ledger.release(reserved),
+            }
             let error = match result {
                 Ok(reply) => {
                     self.follow(&reply.meta);
@@ -238,6 +356,14 @@ impl Pool {
             .store(self.limiter.rate().per_minute as u64, Ordering::Relaxed);
         if let Some(balance) = meta.credits_remaining {
             self.counters.set_balance(balance);
+            if let Some(min) = self.ledger.min_balance.filter(|min| balance < *min) {
+                self.set_halt(Halt::Budget(format!(
+                    "the balance ({}) fell below --min-balance {}",
+                    crate::output::format_credits(balance),
+                    crate::output::format_credits(min)
+                )));
+                self.stop.cancel();
+            }
         }
         let now = tokio::time::Instant::now();
         if meta.rate_remaining == Some(0) {
@@ -245,6 +371,9 @@ impl Pool {
                 self.limiter
                     .pause_until(now + reset, "RateLimit-Remaining: 0");
             }
+        }
+        if let Some(left) = meta.daily_remaining {
+            self.counters.daily_left.store(left, Ordering::Relaxed);
         }
         if meta.daily_remaining == Some(0) {
             // The reset time of the daily quota is not documented: look again in a while.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::output::format_credits;
@@ -51,21 +52,31 @@ fn counts(counters: &Counters) -> String {
     parts.join(" · ")
 }
 
-/// Runs until `done` is cancelled. `total` is the input's size in bytes, when known.
+/// Runs until `done` is cancelled. `total` is the input's size in bytes, when known; `notes`
+/// are lines other stages want shown (printed above the bar, so it is not torn).
 pub async fn run(
     display: Display,
     counters: Arc<Counters>,
     total: Option<u64>,
+    notes: mpsc::Receiver<String>,
     done: CancellationToken,
 ) {
     match display {
-        Display::Quiet => done.cancelled().await,
-        Display::Bar => bar(counters, total, done).await,
-        Display::Lines => lines(counters, total, done).await,
+        Display::Quiet => {
+            drop(notes);
+            done.cancelled().await
+        }
+        Display::Bar => bar(counters, total, notes, done).await,
+        Display::Lines => lines(counters, total, notes, done).await,
     }
 }
 
-async fn bar(counters: Arc<Counters>, total: Option<u64>, done: CancellationToken) {
+async fn bar(
+    counters: Arc<Counters>,
+    total: Option<u64>,
+    mut notes: mpsc::Receiver<String>,
+    done: CancellationToken,
+) {
     let bar = match total {
         Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()),
         None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
@@ -90,18 +101,30 @@ async fn bar(counters: Arc<Counters>, total: Option<u64>, done: CancellationToke
         ));
         tokio::select! {
             _ = done.cancelled() => break,
+            Some(note) = notes.recv() => bar.println(note),
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
     bar.finish_and_clear();
 }
 
-async fn lines(counters: Arc<Counters>, total: Option<u64>, done: CancellationToken) {
+async fn lines(
+    counters: Arc<Counters>,
+    total: Option<u64>,
+    mut notes: mpsc::Receiver<String>,
+    done: CancellationToken,
+) {
     let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    tick.tick().await;
     loop {
         tokio::select! {
             _ = done.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            Some(note) = notes.recv() => {
+                eprintln!("{note}");
+                continue;
+            }
+            _ = tick.tick() => {}
         }
         let rows = counters.rows();
         let secs = started.elapsed().as_secs_f64().max(0.001);

@@ -3,6 +3,7 @@
 //!
 //! Stages only add to counters; the progress display and the summary only read them.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -55,6 +56,8 @@ pub struct Counters {
     balance_bits: AtomicU64,
     /// Rate limit followed now (requests per minute).
     pub rate: AtomicU64,
+    /// Latest `X-RateLimit-Remaining-Daily` (u64::MAX: not seen).
+    pub daily_left: AtomicU64,
 }
 
 impl Counters {
@@ -100,6 +103,11 @@ impl Counters {
             .map_or(0, |i| self.statuses[i].load(Ordering::Relaxed))
     }
 
+    /// Rows written per status.
+    pub fn status_counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        STATUSES.iter().map(|s| (*s, self.status(s)))
+    }
+
     pub fn source(&self, source: Source) -> u64 {
         let i = Source::ALL.iter().position(|s| *s == source).unwrap_or(0);
         self.sources[i].load(Ordering::Relaxed)
@@ -125,69 +133,115 @@ impl Counters {
     }
 }
 
-/// The end-of-run summary; `--report` writes it as JSON.
+/// The version of the `--report` JSON; bumped when a field changes meaning or goes away
+/// (fields may be added within a version).
+pub const REPORT_SCHEMA: &str = "mailsift.report/1";
+
+/// The end-of-run summary; `--report` writes it as JSON (schema documented in the README).
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
+    pub schema: &'static str,
     pub input: String,
+    /// The output file (its `.partial` name while the job is unfinished); null for stdout.
     pub output: Option<String>,
-    /// "done", "interrupted", "out_of_credits", "key_rejected", "too_many_failures".
+    /// The `--split` files, when written.
+    pub split: Option<BTreeMap<&'static str, String>>,
+    /// done, interrupted, out_of_credits, budget_reached, key_rejected, too_many_failures,
+    /// output_closed, failed.
     pub outcome: &'static str,
-    /// Data rows written (header not counted), this run and earlier runs of the same job.
-    pub rows: u64,
-    pub rows_this_run: u64,
-    pub statuses: Vec<(String, u64)>,
-    pub sources: Vec<(String, u64)>,
-    pub api_calls: u64,
+    pub rows: Rows,
+    /// Rows written by this run per status; they add up to `rows.this_run`.
+    pub statuses: BTreeMap<&'static str, u64>,
+    /// Rows written by this run per source (rows with status error have none).
+    pub sources: BTreeMap<&'static str, u64>,
+    /// HTTP requests to the validation endpoint, retries included.
+    pub requests: u64,
     pub retries: u64,
-    pub cache_hits: u64,
-    pub duplicates: u64,
-    pub syntax_rejects: u64,
-    pub credits_spent: f64,
+    /// Requests whose outcome was unknown (timeout or reset after sending): they may have
+    /// been charged, and were asked again.
     pub maybe_charged_twice: u64,
+    pub credits: Credits,
+    /// The limit followed at the end (requests per minute).
     pub rate_limit_per_minute: u64,
-    pub balance: Option<f64>,
+    /// `X-RateLimit-Remaining-Daily` from the last answer, when the server sent it.
+    pub daily_quota_left: Option<u64>,
     pub elapsed_seconds: f64,
     pub rows_per_second: f64,
 }
 
+#[derive(Debug, Clone, Serialize)]
+pub struct Rows {
+    /// Rows in the output so far, earlier runs of the job included.
+    pub total: u64,
+    pub this_run: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Credits {
+    /// The sum of `credits_consumed` over this run's `api` rows.
+    pub spent_this_run: f64,
+    /// What the job has paid so far, all runs together (unknown outcomes counted at the
+    /// worst case).
+    pub spent_job: f64,
+    pub balance_start: Option<f64>,
+    /// From `X-Credits-Remaining` on the last answer.
+    pub balance_end: Option<f64>,
+}
+
 impl Summary {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         counters: &Counters,
         input: String,
         output: Option<String>,
+        split: Option<[std::path::PathBuf; 3]>,
         outcome: &'static str,
         rows_before: u64,
+        spent_job: f64,
+        balance_start: Option<f64>,
         elapsed: Duration,
     ) -> Summary {
-        let rows_this_run = counters.rows();
+        let this_run = counters.rows();
         let secs = elapsed.as_secs_f64();
+        let daily = counters.daily_left.load(Ordering::Relaxed);
         Summary {
+            schema: REPORT_SCHEMA,
             input,
             output,
+            split: split.map(|paths| {
+                crate::output::SPLITS
+                    .iter()
+                    .zip(paths)
+                    .map(|(kind, p)| (*kind, p.display().to_string()))
+                    .collect()
+            }),
             outcome,
-            rows: rows_before + rows_this_run,
-            rows_this_run,
-            statuses: STATUSES
-                .iter()
-                .map(|s| (s.to_string(), counters.status(s)))
-                .filter(|(s, n)| *n > 0 || s != "other")
+            rows: Rows {
+                total: rows_before + this_run,
+                this_run,
+            },
+            statuses: counters
+                .status_counts()
+                .filter(|(s, n)| *n > 0 || *s != "other")
                 .collect(),
             sources: Source::ALL
                 .iter()
-                .map(|s| (s.as_str().to_owned(), counters.source(*s)))
+                .map(|s| (s.as_str(), counters.source(*s)))
                 .collect(),
-            api_calls: counters.api_calls(),
+            requests: counters.api_calls(),
             retries: counters.retries.load(Ordering::Relaxed),
-            cache_hits: counters.source(Source::Cache),
-            duplicates: counters.source(Source::Duplicate),
-            syntax_rejects: counters.source(Source::Syntax),
-            credits_spent: counters.credits_spent(),
             maybe_charged_twice: counters.maybe_charged.load(Ordering::Relaxed),
+            credits: Credits {
+                spent_this_run: counters.credits_spent(),
+                spent_job: (spent_job * 1e6).round() / 1e6,
+                balance_start,
+                balance_end: counters.balance(),
+            },
             rate_limit_per_minute: counters.rate.load(Ordering::Relaxed),
-            balance: counters.balance(),
+            daily_quota_left: (daily != u64::MAX).then_some(daily),
             elapsed_seconds: (secs * 1000.0).round() / 1000.0,
             rows_per_second: if secs > 0.0 {
-                (rows_this_run as f64 / secs).round()
+                (this_run as f64 / secs).round()
             } else {
                 0.0
             },
@@ -196,39 +250,49 @@ impl Summary {
 
     /// The human summary printed at the end.
     pub fn text(&self) -> String {
-        let mut out = String::new();
-        let counts = |pairs: &[(String, u64)]| {
-            pairs
+        let f = format_credits;
+        let counts = |pairs: &BTreeMap<&'static str, u64>, order: &[&str]| {
+            order
                 .iter()
-                .filter(|(_, n)| *n > 0)
-                .map(|(s, n)| format!("{s} {n}"))
+                .filter_map(|k| pairs.get(k).filter(|n| **n > 0).map(|n| format!("{k} {n}")))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        out.push_str(&format!(
+        let mut out = format!(
             "{} rows in {:.1}s ({} rows/s)\n",
-            self.rows_this_run, self.elapsed_seconds, self.rows_per_second
-        ));
-        if self.rows != self.rows_this_run {
+            self.rows.this_run, self.elapsed_seconds, self.rows_per_second
+        );
+        if self.rows.total != self.rows.this_run {
             out.push_str(&format!(
                 "  {} rows in the output so far (earlier runs included)\n",
-                self.rows
+                self.rows.total
             ));
         }
-        let statuses = counts(&self.statuses);
+        let statuses = counts(&self.statuses, &STATUSES);
         if !statuses.is_empty() {
             out.push_str(&format!("  status:  {statuses}\n"));
         }
+        let source = |s: &str| self.sources.get(s).copied().unwrap_or(0);
         out.push_str(&format!(
             "  api calls {} (retries {}), cache hits {}, duplicates {}, syntax rejects {}\n",
-            self.api_calls, self.retries, self.cache_hits, self.duplicates, self.syntax_rejects
+            self.requests,
+            self.retries,
+            source("cache"),
+            source("duplicate"),
+            source("syntax")
         ));
         out.push_str(&format!(
             "  credits spent {}",
-            format_credits(self.credits_spent)
+            f(self.credits.spent_this_run)
         ));
-        if let Some(balance) = self.balance {
-            out.push_str(&format!(", balance {}", format_credits(balance)));
+        if (self.credits.spent_job - self.credits.spent_this_run).abs() > 1e-6 {
+            out.push_str(&format!(
+                " ({} for the whole job)",
+                f(self.credits.spent_job)
+            ));
+        }
+        if let Some(balance) = self.credits.balance_end.or(self.credits.balance_start) {
+            out.push_str(&format!(", balance {}", f(balance)));
         }
         out.push('\n');
         if self.maybe_charged_twice > 0 {
@@ -238,7 +302,12 @@ impl Summary {
             ));
         }
         if let Some(output) = &self.output {
-            out.push_str(&format!("  output: {output}\n"));
+            out.push_str(&format!("  output: {output}"));
+        }
+        if let Some(split) = &self.split {
+            for path in split.values() {
+                out.push_str(&format!("\n          {path}"));
+            }
         }
         out
     }
@@ -294,12 +363,18 @@ mod tests {
             &c,
             "in.csv".into(),
             Some("out.csv".into()),
+            None,
             "done",
             10,
+            0.2,
+            Some(5.0),
             Duration::from_secs(2),
         );
-        assert_eq!((s.rows, s.rows_this_run, s.rows_per_second), (16, 6, 3.0));
-        let total: u64 = s.statuses.iter().map(|(_, n)| n).sum();
+        assert_eq!(
+            (s.rows.total, s.rows.this_run, s.rows_per_second),
+            (16, 6, 3.0)
+        );
+        let total: u64 = s.statuses.values().sum();
         assert_eq!(total, 6);
         let text = s.text();
         assert!(

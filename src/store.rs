@@ -22,6 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::{Company, Status};
 
+/// The running job's last checkpoint, as JSON beside the database.
+const RUNNING: &str = "running-job.json";
+
 /// Bump when the on-disk layout changes; a store of another version is refused with a message.
 const SCHEMA: &[u8] = b"mailsift-store-1";
 
@@ -140,6 +143,7 @@ pub enum JobState {
     Running,
     Interrupted,
     OutOfCredits,
+    BudgetReached,
     KeyRejected,
     TooManyFailures,
     Failed,
@@ -154,6 +158,9 @@ pub struct Watermark {
     pub line: u64,
     pub rows: u64,
     pub output_bytes: u64,
+    /// Lengths of the `--split` files (deliverable, risky, undeliverable).
+    #[serde(default)]
+    pub split_bytes: [u64; 3],
 }
 
 /// One job: an input file validated into an output file.
@@ -172,6 +179,27 @@ pub struct JobRecord {
     pub updated_at: i64,
     pub api_calls: u64,
     pub credits_spent: f64,
+    /// Rows written per status, all runs of the job together.
+    #[serde(default)]
+    pub counts: std::collections::BTreeMap<String, u64>,
+    /// The input's size, for progress in `mailsift status`.
+    #[serde(default)]
+    pub input_bytes: u64,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Interrupted => "interrupted",
+            JobState::OutOfCredits => "out of credits",
+            JobState::BudgetReached => "budget reached",
+            JobState::KeyRejected => "key rejected",
+            JobState::TooManyFailures => "too many failures",
+            JobState::Failed => "failed",
+            JobState::Done => "done",
+        }
+    }
 }
 
 /// The open state directory.
@@ -181,6 +209,7 @@ pub struct Store {
     cache: sled::Tree,
     jobs: sled::Tree,
     in_flight: sled::Tree,
+    meta: sled::Tree,
     salt: [u8; 32],
     /// Puts so far, and how many of them a finished flush covers (group commit).
     puts: AtomicU64,
@@ -250,6 +279,7 @@ impl Store {
             cache: open("cache")?,
             jobs: open("jobs")?,
             in_flight: open("in_flight")?,
+            meta,
             db,
             salt,
             puts: AtomicU64::new(0),
@@ -342,6 +372,21 @@ impl Store {
         Ok(())
     }
 
+    /// The price of a charged check in the last answer seen (the API's prices change; the last
+    /// answer is the best guess for the next).
+    pub fn last_cost(&self) -> Option<f64> {
+        let bytes = self.meta.get("last_cost").ok()??;
+        Some(f64::from_le_bytes(bytes.as_ref().try_into().ok()?))
+            .filter(|c| c.is_finite() && *c > 0.0)
+    }
+
+    pub fn set_last_cost(&self, cost: f64) -> anyhow::Result<()> {
+        if cost.is_finite() && cost > 0.0 && self.last_cost() != Some(cost) {
+            self.meta.insert("last_cost", &cost.to_le_bytes())?;
+        }
+        Ok(())
+    }
+
     pub fn job(&self, id: &[u8; 16]) -> anyhow::Result<Option<JobRecord>> {
         match self.jobs.get(id)? {
             None => Ok(None),
@@ -350,8 +395,69 @@ impl Store {
     }
 
     pub fn save_job(&self, id: &[u8; 16], job: &JobRecord) -> anyhow::Result<()> {
-        self.jobs.insert(id, serde_json::to_vec(job)?)?;
+        let json = serde_json::to_vec(job)?;
+        self.jobs.insert(id, json.as_slice())?;
+        // A copy outside the database, for `mailsift status` while this process holds the lock.
+        let running = self.dir.join(RUNNING);
+        let tmp = self.dir.join(format!("{RUNNING}.tmp"));
+        if job.state == JobState::Running {
+            std::fs::write(&tmp, &json).and_then(|()| std::fs::rename(&tmp, &running))?;
+        } else {
+            let _ = std::fs::remove_file(running);
+        }
         Ok(())
+    }
+
+    /// The job a running process last checkpointed, read without the lock.
+    pub fn running_job(dir: &Path) -> Option<JobRecord> {
+        serde_json::from_slice(&std::fs::read(dir.join(RUNNING)).ok()?).ok()
+    }
+
+    /// Every cached answer (decodable ones).
+    pub fn answers(&self) -> impl Iterator<Item = Answer> + '_ {
+        self.cache
+            .iter()
+            .values()
+            .filter_map(|v| Answer::decode(&v.ok()?))
+    }
+
+    /// Removes cached answers given before `before` (Unix seconds), or all of them. Returns
+    /// how many were removed.
+    pub fn clear_cache(&self, before: Option<i64>) -> anyhow::Result<u64> {
+        let mut removed = 0;
+        for entry in self.cache.iter() {
+            let (key, value) = entry?;
+            let old =
+                Answer::decode(&value).is_none_or(|a| before.is_none_or(|t| a.checked_at < t));
+            if old {
+                self.cache.remove(key)?;
+                removed += 1;
+            }
+        }
+        self.db.flush()?;
+        Ok(removed)
+    }
+
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// The pid of the process using the state directory, if one is.
+    pub fn holder(dir: &Path) -> Option<String> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join("lock"))
+            .ok()?;
+        match file.try_lock() {
+            Ok(()) => None,
+            Err(_) => Some(
+                std::fs::read_to_string(dir.join("lock"))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            ),
+        }
     }
 
     pub fn jobs(&self) -> impl Iterator<Item = JobRecord> + '_ {
@@ -563,11 +669,14 @@ mod tests {
                 line: 2,
                 rows: 1,
                 output_bytes: 20,
+                split_bytes: [0; 3],
             },
             started_at: 1,
             updated_at: 2,
             api_calls: 3,
             credits_spent: 0.1,
+            counts: [("valid".to_owned(), 1)].into_iter().collect(),
+            input_bytes: 30,
         };
         store.save_job(&id, &job).unwrap();
         assert_eq!(store.job(&id).unwrap(), Some(job.clone()));

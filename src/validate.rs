@@ -14,8 +14,10 @@
 //! period, then `abort`; when the workers are gone the writer writes what it can, in order,
 //! and takes a last checkpoint.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,12 +26,14 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Api, ApiSettings};
+use crate::client::ApiError;
+use crate::estimate::{self, Estimate};
 use crate::exit::{usage, Exit};
 use crate::input::{self, InputOptions, Layout, Reader, Resume};
 use crate::limiter::{FollowServer, Limiter, Rate};
 use crate::output::{self, Checkpoint, CheckpointEvery, RowFormat, Sink, WriteEnd, Writer};
 use crate::plan::{self, Freshness, Planner};
-use crate::pool::{Halt, Pool};
+use crate::pool::{Halt, Ledger, Pool};
 use crate::progress::{self, Display};
 use crate::report::{Counters, Summary};
 use crate::retry::RetryPolicy;
@@ -39,6 +43,17 @@ use crate::store::{JobRecord, JobState, Store, Watermark};
 /// server's advertised limit is followed from the first answer on.
 pub const DEFAULT_RATE: Rate = Rate { per_minute: 300 };
 
+/// Spending limits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Budget {
+    /// The most the job may spend, earlier runs included.
+    pub max_credits: Option<f64>,
+    /// Stop when the balance falls below this.
+    pub min_balance: Option<f64>,
+    /// The price of one charged check until an answer shows it.
+    pub cost_per_check: Option<f64>,
+}
+
 /// Everything `validate` needs, validated.
 #[derive(Debug, Clone)]
 pub struct ValidateConfig {
@@ -47,6 +62,7 @@ pub struct ValidateConfig {
     pub output: Option<PathBuf>,
     pub input_options: InputOptions,
     pub company: bool,
+    pub split: bool,
     pub rate: Option<Rate>,
     pub concurrency: usize,
     pub retry: RetryPolicy,
@@ -54,6 +70,8 @@ pub struct ValidateConfig {
     pub state_dir: PathBuf,
     pub restart: bool,
     pub force: bool,
+    pub retry_errors: bool,
+    pub budget: Budget,
     pub report: Option<PathBuf>,
     pub grace: Duration,
     pub display: Display,
@@ -71,10 +89,14 @@ pub fn default_output(input: &Path) -> PathBuf {
     input.with_file_name(format!("{stem}.validated.csv"))
 }
 
-/// How this run starts.
-enum Start {
-    Fresh,
-    Resume(Watermark),
+/// How this run starts, decided from the job record.
+struct Plan {
+    /// The job's id and record, for a file written to a file (what can resume).
+    job: Option<([u8; 16], JobRecord)>,
+    /// Where to pick up, if resuming.
+    resume: Option<Watermark>,
+    run: u64,
+    freshness: Freshness,
 }
 
 /// Runs one job to its end or to a resumable stop.
@@ -83,31 +105,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<Exit> {
     let started = Instant::now();
+    let quiet = config.display == Display::Quiet;
     let say = |text: String| {
-        if config.display != Display::Quiet {
+        if !quiet {
             eprintln!("{text}");
         }
     };
+    check_paths(&config)?;
     let input_name = match &config.input {
         input::Source::Path(p) => p.display().to_string(),
         input::Source::Stdin => "standard input".to_owned(),
     };
-    if let (input::Source::Path(i), Some(o)) = (&config.input, &config.output) {
-        if same_file(i, o) {
-            return Err(usage(format!(
-                "the output {} is the input file; choose another with -o",
-                o.display()
-            )));
-        }
-    }
-    if let Some(output) = &config.output {
-        if output.is_dir() {
-            return Err(usage(format!(
-                "the output {} is a directory; give -o a file name",
-                output.display()
-            )));
-        }
-    }
 
     let store = Arc::new(Store::open(&config.state_dir)?);
     let left_in_flight = store.take_in_flight()?;
@@ -118,92 +126,25 @@ pub async fn run(
     let (layout, reader) =
         tokio::task::spawn_blocking(move || input::open(&source, &opts, None)).await??;
 
-    // The job record exists only for a file written to a file: those are what can resume.
-    let resumable = matches!(config.input, input::Source::Path(_)) && config.output.is_some();
-    if !resumable && matches!(config.input, input::Source::Stdin) {
-        say("mailsift: reading standard input: this run cannot resume if it is stopped (answers already paid for are still cached)".into());
+    if matches!(config.input, input::Source::Stdin) {
+        say(
+            "mailsift: reading standard input: this run cannot resume if it is stopped \
+             (answers already paid for stay cached)"
+                .into(),
+        );
     }
-    let options = describe_options(&layout, &config);
-    let mut job = None;
-    let mut start = Start::Fresh;
-    let mut run_id: u64 = rand::random();
-    if let (true, input::Source::Path(input_path), Some(output_path)) =
-        (resumable, &config.input, &config.output)
-    {
-        let input_key = absolute(input_path);
-        let output_key = absolute(output_path);
-        let id = Store::job_id(&input_key, &output_key);
-        let fingerprint = fingerprint(input_path)?;
-        let now = crate::clock::now();
-        let fresh_record = |run: u64| JobRecord {
-            input: input_key.clone(),
-            output: output_key.clone(),
-            fingerprint: fingerprint.clone(),
-            options: options.clone(),
-            run,
-            state: JobState::Running,
-            watermark: Watermark::default(),
-            started_at: now,
-            updated_at: now,
-            api_calls: 0,
-            credits_spent: 0.0,
-        };
-        let record = match store.job(&id)? {
-            Some(old) if old.state == JobState::Done && !config.force && !config.restart => {
-                if Path::new(&old.output).exists() {
-                    say(format!(
-                        "mailsift: this job is already done: {} (nothing to do; --force runs it again from the cache)",
-                        output_path.display()
-                    ));
-                    return Ok(Exit::Ok);
-                }
-                fresh_record(run_id)
-            }
-            Some(old) if old.state != JobState::Done && !config.restart => {
-                if old.fingerprint != fingerprint {
-                    return Err(usage(format!(
-                        "{} changed since the interrupted run of this job, so it cannot resume. \
-                         Run with --restart to start over (answers already paid for come from the cache)",
-                        input_path.display()
-                    )));
-                }
-                if old.options != options {
-                    return Err(usage(format!(
-                        "the options that shape the output changed since the interrupted run \
-                         (then: {}; now: {}). Run with the same options to resume, or --restart",
-                        old.options, options
-                    )));
-                }
-                run_id = old.run;
-                let partial = Sink::partial_path(output_path);
-                let partial_len = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
-                if old.watermark.rows > 0 && partial_len >= old.watermark.output_bytes {
-                    start = Start::Resume(old.watermark);
-                } else if old.watermark.rows > 0 {
-                    say(format!(
-                        "mailsift: {} is missing or shorter than the checkpoint says; starting the file over (answers already paid for come from the cache)",
-                        partial.display()
-                    ));
-                }
-                JobRecord {
-                    state: JobState::Running,
-                    updated_at: now,
-                    ..old
-                }
-            }
-            _ => fresh_record(run_id),
-        };
-        job = Some((id, record));
-    }
+    let Some(plan) = plan_job(&config, &store, &layout, &say)? else {
+        return Ok(Exit::Ok);
+    };
+    let run_id = plan.run;
 
-    let company = config.company;
     let format = RowFormat::new(
         &layout,
-        company,
+        config.company,
         config.input_options.column_prefix.as_deref(),
     );
-    let (reader, sink, watermark) = match &start {
-        Start::Resume(mark) => {
+    let (reader, mut sink, watermark) = match (&plan.resume, &config.output) {
+        (Some(mark), Some(output)) => {
             let source = config.input.clone();
             let opts = config.input_options.clone();
             let at = Resume {
@@ -213,48 +154,37 @@ pub async fn run(
             let (_, reader) =
                 tokio::task::spawn_blocking(move || input::open(&source, &opts, Some(at)))
                     .await??;
-            let output = config
-                .output
-                .as_ref()
-                .expect("a resumable job writes a file");
             (
                 reader,
-                open_partial(output, Some(mark.output_bytes))?,
+                Sink::files(output, config.split, Some(mark))?,
                 *mark,
             )
         }
-        Start::Fresh => {
-            let mut sink = match &config.output {
-                Some(output) => open_partial(output, None)?,
-                None => Sink::Stdout(std::io::BufWriter::with_capacity(
-                    256 * 1024,
-                    std::io::stdout(),
-                )),
+        (_, output) => {
+            let mut sink = match output {
+                Some(output) => Sink::files(output, config.split, None)?,
+                None => Sink::stdout(),
             };
             let mut mark = Watermark {
                 line: 1,
                 ..Watermark::default()
             };
             if let Some(header) = &layout.header {
-                let line = format.header(header);
-                write_header(&mut sink, &line)?;
                 let next = header.resume_after();
-                mark = Watermark {
-                    byte: next.byte,
-                    line: next.line,
-                    rows: 0,
-                    output_bytes: line.len() as u64,
-                };
+                mark.byte = next.byte;
+                mark.line = next.line;
+                sink.header(&format.header(header), &mut mark)?;
             }
             (reader, sink, mark)
         }
     };
+    let _ = &mut sink;
 
     say(describe_start(
         &input_name,
         &config,
         &layout,
-        &start,
+        plan.resume.as_ref(),
         left_in_flight,
     ));
 
@@ -266,15 +196,34 @@ pub async fn run(
             api.describe
         ));
     }
+    // The balance, once, for free: a rejected key stops here, before anything is read.
+    let balance_start = match api.client.credits().await {
+        Ok(reply) => Some(reply.body.credits),
+        Err(e @ ApiError::KeyRejected { .. }) => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!("could not read the balance: {e}");
+            None
+        }
+    };
 
     let counters = Arc::new(Counters::new());
+    if let Some(balance) = balance_start {
+        counters.set_balance(balance);
+    }
     let limiter = Arc::new(match config.rate {
         Some(rate) => Limiter::new(rate, FollowServer::CapOnly),
         None => Limiter::new(DEFAULT_RATE, FollowServer::Yes),
     });
-    counters.rate.store(
-        limiter.rate().per_minute as u64,
-        std::sync::atomic::Ordering::Relaxed,
+    counters
+        .rate
+        .store(limiter.rate().per_minute as u64, Ordering::Relaxed);
+    let before = plan.job.as_ref().map(|(_, r)| r.clone());
+    let cost = estimate::cost_per_check(&store, config.budget.cost_per_check);
+    let ledger = Ledger::new(
+        config.budget.max_credits,
+        config.budget.min_balance,
+        before.as_ref().map_or(0.0, |r| r.credits_spent),
+        cost.0,
     );
 
     let stop = CancellationToken::new();
@@ -286,9 +235,34 @@ pub async fn run(
     let (rows_tx, rows_rx) = mpsc::channel(1024);
     let (planned_tx, planned_rx) = mpsc::channel(window);
     let (jobs_tx, jobs_rx) = mpsc::channel(config.concurrency);
+    let (notes_tx, notes_rx) = mpsc::channel(4);
+
+    let pool = Arc::new(Pool::new(
+        api.client.clone(),
+        limiter.clone(),
+        store.clone(),
+        config.retry,
+        counters.clone(),
+        wake.clone(),
+        stop.clone(),
+        abort.clone(),
+        run_id,
+        ledger,
+    ));
+    if let (Some(min), Some(balance)) = (config.budget.min_balance, balance_start) {
+        if balance < min {
+            stop.cancel();
+            pool.halt_with(Halt::Budget(format!(
+                "the balance ({}) is below --min-balance {}",
+                output::format_credits(balance),
+                output::format_credits(min)
+            )));
+        }
+    }
 
     let rows_before = watermark.rows;
-    if let Some((id, record)) = &mut job {
+    let mut record = plan.job.clone();
+    if let Some((id, record)) = &mut record {
         record.run = run_id;
         store.save_job(id, record)?;
     }
@@ -296,10 +270,11 @@ pub async fn run(
         sink,
         format,
         watermark,
-        checkpoint: job.as_ref().map(|(id, record)| Checkpoint {
+        checkpoint: record.map(|(job_id, record)| Checkpoint {
             store: store.clone(),
-            job_id: *id,
-            record: record.clone(),
+            job_id,
+            update: totals(&record, counters.clone(), pool.clone()),
+            record,
         }),
         every: config.checkpoint,
         counters: counters.clone(),
@@ -311,10 +286,42 @@ pub async fn run(
         let counters = counters.clone();
         tokio::task::spawn_blocking(move || read_rows(reader, rows_tx, stop, counters))
     };
+    // What the run can cost, counted from the input on the side (spending nothing).
+    if let (input::Source::Path(_), false) = (&config.input, stop.is_cancelled()) {
+        let (source, opts, store) = (
+            config.input.clone(),
+            config.input_options.clone(),
+            store.clone(),
+        );
+        let resume = plan.resume.map(|m| Resume {
+            byte: m.byte,
+            line: m.line,
+        });
+        let freshness = plan.freshness;
+        tokio::spawn(async move {
+            let counted = tokio::task::spawn_blocking(move || -> anyhow::Result<Estimate> {
+                let (_, reader) = input::open(&source, &opts, resume)?;
+                estimate::count(
+                    reader,
+                    &store,
+                    &freshness,
+                    crate::clock::now(),
+                    Some(run_id),
+                    false,
+                )
+            })
+            .await;
+            if let Ok(Ok(estimate)) = counted {
+                let _ = notes_tx
+                    .send(cost_note(&estimate.priced(cost), balance_start))
+                    .await;
+            }
+        });
+    }
     let planner = Planner::new(
         store.clone(),
         run_id,
-        config.freshness,
+        plan.freshness,
         crate::clock::now(),
         config.concurrency + window,
     );
@@ -325,17 +332,6 @@ pub async fn run(
         planned_tx,
         jobs_tx,
         stop.clone(),
-    ));
-    let pool = Arc::new(Pool::new(
-        api.client.clone(),
-        limiter.clone(),
-        store.clone(),
-        config.retry,
-        counters.clone(),
-        wake.clone(),
-        stop.clone(),
-        abort.clone(),
-        run_id,
     ));
     let jobs_rx = Arc::new(tokio::sync::Mutex::new(jobs_rx));
     let mut workers = tokio::task::JoinSet::new();
@@ -352,26 +348,27 @@ pub async fn run(
     let progress_task = tokio::spawn(progress::run(
         config.display,
         counters.clone(),
-        reader_len(&config.input),
+        input_len(&config.input),
+        notes_rx,
         progress_done.clone(),
     ));
 
     // Wait for the workers, reacting to a shutdown request meanwhile.
     let mut interrupted = false;
     tokio::pin!(shutdown);
-    let grace = config.grace;
     loop {
         tokio::select! {
             next = workers.join_next() => if next.is_none() { break },
             _ = &mut shutdown, if !interrupted => {
                 interrupted = true;
                 say(format!(
-                    "mailsift: stopping: no new requests; waiting up to {} for {} in flight (press Ctrl-C again to quit at once)",
-                    humantime::format_duration(grace),
-                    counters.in_flight.load(std::sync::atomic::Ordering::Relaxed)
+                    "mailsift: stopping: no new requests; waiting up to {} for {} in flight \
+                     (press Ctrl-C again to quit at once)",
+                    humantime::format_duration(config.grace),
+                    counters.in_flight.load(Ordering::Relaxed)
                 ));
                 stop.cancel();
-                let abort = abort.clone();
+                let (abort, grace) = (abort.clone(), config.grace);
                 tokio::spawn(async move {
                     tokio::time::sleep(grace).await;
                     abort.cancel();
@@ -380,11 +377,9 @@ pub async fn run(
         }
     }
     pool_done.cancel();
-    // With the pool gone the planner cannot be waiting on it; make sure it and the reader end.
-    stop_if_halted(&pool, &stop);
     let read_end = reader_task.await.context("the reader thread failed")?;
     let planned = planner_task.await.context("the planner failed")?;
-    let (write_end, writer) = writer_task.await.context("the writer failed")??;
+    let (write_end, mut writer) = writer_task.await.context("the writer failed")??;
     progress_done.cancel();
     let _ = progress_task.await;
 
@@ -393,28 +388,29 @@ pub async fn run(
         && write_end == WriteEnd::Complete
         && matches!(read_end, Ok(true))
         && planned.is_ok();
-    let rows_total_before = rows_before;
-    let (state, exit, outcome) = if let Some(halt) = &halt {
-        match halt {
-            Halt::KeyRejected(_) => (JobState::KeyRejected, Exit::KeyRejected, "key_rejected"),
-            Halt::OutOfCredits(_) => (JobState::OutOfCredits, Exit::OutOfCredits, "out_of_credits"),
-            Halt::TooManyFailures(_) => (
-                JobState::TooManyFailures,
-                Exit::TooManyFailures,
-                "too_many_failures",
-            ),
+    let (state, exit, outcome) = match &halt {
+        Some(Halt::KeyRejected(_)) => (JobState::KeyRejected, Exit::KeyRejected, "key_rejected"),
+        Some(Halt::OutOfCredits(_)) => {
+            (JobState::OutOfCredits, Exit::OutOfCredits, "out_of_credits")
         }
-    } else if write_end == WriteEnd::BrokenPipe {
-        (JobState::Interrupted, Exit::Ok, "output_closed")
-    } else if complete {
-        (JobState::Done, Exit::Ok, "done")
-    } else if interrupted {
-        (JobState::Interrupted, Exit::Interrupted, "interrupted")
-    } else {
-        (JobState::Failed, Exit::Failed, "failed")
+        Some(Halt::Budget(_)) => (
+            JobState::BudgetReached,
+            Exit::OutOfCredits,
+            "budget_reached",
+        ),
+        Some(Halt::TooManyFailures(_)) => (
+            JobState::TooManyFailures,
+            Exit::TooManyFailures,
+            "too_many_failures",
+        ),
+        None if write_end == WriteEnd::BrokenPipe => {
+            (JobState::Interrupted, Exit::Ok, "output_closed")
+        }
+        None if complete => (JobState::Done, Exit::Ok, "done"),
+        None if interrupted => (JobState::Interrupted, Exit::Interrupted, "interrupted"),
+        None => (JobState::Failed, Exit::Failed, "failed"),
     };
 
-    let mut writer = writer;
     let checkpoint = writer.checkpoint.take();
     let final_path = if state == JobState::Done {
         writer.finish()?
@@ -424,26 +420,34 @@ pub async fn run(
     if let Some(mut cp) = checkpoint {
         cp.record.state = state;
         cp.record.updated_at = crate::clock::now();
+        (cp.update)(&mut cp.record);
         cp.store.save_job(&cp.job_id, &cp.record)?;
         cp.store.flush()?;
     } else {
         store.flush()?;
     }
 
+    let output_name = final_path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .or_else(|| {
+            config
+                .output
+                .as_ref()
+                .map(|o| output::partial_path(o).display().to_string())
+        });
     let summary = Summary::new(
         &counters,
-        input_name.clone(),
-        final_path
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .or_else(|| {
-                config
-                    .output
-                    .as_ref()
-                    .map(|o| Sink::partial_path(o).display().to_string())
-            }),
+        input_name,
+        output_name,
+        config
+            .split
+            .then(|| config.output.as_deref().map(output::split_paths))
+            .flatten(),
         outcome,
-        rows_total_before,
+        rows_before,
+        pool.ledger.spent(),
+        balance_start,
         started.elapsed(),
     );
     if let Some(path) = &config.report {
@@ -451,41 +455,240 @@ pub async fn run(
         std::fs::write(path, json)
             .with_context(|| format!("writing the report {}", path.display()))?;
     }
-    if config.display != Display::Quiet {
-        eprint!("{}", summary.text());
-    }
+    say(summary.text());
 
-    // Errors that end the run are reported after the summary, so the last line says what to do.
+    // Errors that end the run come after the summary, so the last line says what to do.
     read_end?;
     planned?;
     match halt {
         Some(Halt::KeyRejected(e)) => {
-            return Err(anyhow::Error::new(e).context("stopped at once; the checkpoint is saved"))
+            return Err(anyhow::Error::new(e).context("stopped at once; progress is saved"))
         }
         Some(Halt::OutOfCredits(e)) => {
             eprintln!("mailsift: {e}. Top up, then run the same command to resume.");
+        }
+        Some(Halt::Budget(why)) => {
+            eprintln!(
+                "mailsift: stopped: {why}. Progress is saved; raise the limit and run the same \
+                 command to continue."
+            );
         }
         Some(Halt::TooManyFailures(why)) => {
             eprintln!(
                 "mailsift: the API seems unavailable: {why}. Run the same command later to resume."
             );
         }
-        None if interrupted => {
-            say("mailsift: interrupted; run the same command to resume.".into());
-        }
+        None if interrupted => say("mailsift: interrupted; run the same command to resume.".into()),
         None if exit == Exit::Failed => anyhow::bail!(
-            "the run ended before every row was written (this is a bug in mailsift); \
-             the checkpoint is saved: run the same command to resume"
+            "the run ended before every row was written (this is a bug in mailsift); progress is \
+             saved: run the same command to resume"
         ),
         None => {}
     }
     Ok(exit)
 }
 
-fn stop_if_halted(pool: &Pool, stop: &CancellationToken) {
-    if pool.halt().is_some() {
-        stop.cancel();
+/// Refuses outputs that cannot work before anything is opened.
+fn check_paths(config: &ValidateConfig) -> anyhow::Result<()> {
+    let Some(output) = &config.output else {
+        return Ok(());
+    };
+    if let input::Source::Path(input) = &config.input {
+        if same_file(input, output) {
+            return Err(usage(format!(
+                "the output {} is the input file; choose another with -o",
+                output.display()
+            )));
+        }
     }
+    if output.is_dir() {
+        return Err(usage(format!(
+            "the output {} is a directory; give -o a file name",
+            output.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Finds the job's record and decides how this run starts: fresh, resumed, or nothing to do
+/// (`None`).
+fn plan_job(
+    config: &ValidateConfig,
+    store: &Store,
+    layout: &Layout,
+    say: &dyn Fn(String),
+) -> anyhow::Result<Option<Plan>> {
+    let mut plan = Plan {
+        job: None,
+        resume: None,
+        run: rand::random(),
+        freshness: config.freshness,
+    };
+    let (input::Source::Path(input_path), Some(output_path)) = (&config.input, &config.output)
+    else {
+        return Ok(Some(plan));
+    };
+    let input_key = absolute(input_path);
+    let output_key = absolute(output_path);
+    let id = Store::job_id(&input_key, &output_key);
+    let fingerprint = fingerprint(input_path)?;
+    let options = describe_options(layout, config);
+    let now = crate::clock::now();
+    let fresh = JobRecord {
+        input: input_key,
+        output: output_key,
+        fingerprint: fingerprint.clone(),
+        options: options.clone(),
+        run: plan.run,
+        state: JobState::Running,
+        watermark: Watermark::default(),
+        started_at: now,
+        updated_at: now,
+        api_calls: 0,
+        credits_spent: 0.0,
+        counts: BTreeMap::new(),
+        input_bytes: std::fs::metadata(input_path).map_or(0, |m| m.len()),
+    };
+    let old = store.job(&id)?;
+    let record = match old {
+        Some(old) if old.state == JobState::Done && config.retry_errors => {
+            // Same run: its answers keep their source; only rows without one are asked.
+            plan.run = old.run;
+            plan.freshness = Freshness {
+                max_age: Duration::MAX,
+                max_age_unknown: Duration::MAX,
+                max_age_catch_all: Duration::MAX,
+                refresh: false,
+            };
+            let errors = old.counts.get("error").copied().unwrap_or(0);
+            say(format!(
+                "mailsift: asking again for the {errors} rows whose status was error"
+            ));
+            JobRecord {
+                state: JobState::Running,
+                updated_at: now,
+                watermark: Watermark::default(),
+                ..old
+            }
+        }
+        None if config.retry_errors => return Err(usage(format!(
+            "there is no finished job for {} -> {} to retry errors of; run without --retry-errors",
+            input_path.display(),
+            output_path.display()
+        ))),
+        Some(old) if old.state != JobState::Done && config.retry_errors => {
+            return Err(usage(format!(
+                "the job for {} is not finished ({}); run the same command without \
+                 --retry-errors to finish it first",
+                input_path.display(),
+                old.state.as_str()
+            )))
+        }
+        Some(old) if old.state == JobState::Done && !config.force && !config.restart => {
+            if Path::new(&old.output).exists() {
+                say(format!(
+                    "mailsift: this job is already done: {} (nothing to do; --force runs it \
+                     again from the cache, --retry-errors asks again for rows with errors)",
+                    output_path.display()
+                ));
+                return Ok(None);
+            }
+            fresh
+        }
+        Some(old) if old.state != JobState::Done && !config.restart => {
+            if old.fingerprint != fingerprint {
+                return Err(usage(format!(
+                    "{} changed since the interrupted run of this job, so it cannot resume. Run \
+                     with --restart to start over (answers already paid for come from the cache)",
+                    input_path.display()
+                )));
+            }
+            if old.options != options {
+                return Err(usage(format!(
+                    "the options that shape the output changed since the interrupted run (then: \
+                     {}; now: {}). Run with the same options to resume, or --restart",
+                    old.options, options
+                )));
+            }
+            plan.run = old.run;
+            let parts_ok =
+                old.watermark.rows > 0 && parts_cover(output_path, config.split, &old.watermark);
+            if parts_ok {
+                plan.resume = Some(old.watermark);
+            } else if old.watermark.rows > 0 {
+                say(format!(
+                    "mailsift: {} is missing or shorter than the checkpoint says; writing the \
+                     file again from the start (answers already paid for come from the cache)",
+                    output::partial_path(output_path).display()
+                ));
+            }
+            let mut record = JobRecord {
+                state: JobState::Running,
+                updated_at: now,
+                ..old
+            };
+            if plan.resume.is_none() {
+                // Written again from the start: the totals start again too.
+                record.counts.clear();
+            }
+            record
+        }
+        _ => fresh,
+    };
+    plan.job = Some((id, record));
+    Ok(Some(plan))
+}
+
+/// Whether the partial files hold at least what the checkpoint says.
+fn parts_cover(output: &Path, split: bool, mark: &Watermark) -> bool {
+    let len = |p: &Path| std::fs::metadata(output::partial_path(p)).map_or(0, |m| m.len());
+    len(output) >= mark.output_bytes
+        && (!split
+            || output::split_paths(output)
+                .iter()
+                .zip(mark.split_bytes)
+                .all(|(p, want)| len(p) >= want))
+}
+
+/// Keeps a job record's totals (all runs together) up to date at every checkpoint.
+fn totals(
+    before: &JobRecord,
+    counters: Arc<Counters>,
+    pool: Arc<Pool>,
+) -> Box<dyn Fn(&mut JobRecord) + Send + Sync> {
+    let (calls, counts) = (before.api_calls, before.counts.clone());
+    Box::new(move |record: &mut JobRecord| {
+        record.api_calls = calls + counters.api_calls();
+        record.credits_spent = pool.ledger.spent();
+        let mut all = counts.clone();
+        for (status, n) in counters.status_counts() {
+            *all.entry(status.to_owned()).or_default() += n;
+        }
+        all.retain(|_, n| *n > 0);
+        record.counts = all;
+    })
+}
+
+/// The line about cost that appears once the input has been counted.
+fn cost_note(e: &Estimate, balance: Option<f64>) -> String {
+    let f = output::format_credits;
+    let mut text = format!(
+        "mailsift: this run sends at most {} requests: at most {} credits ({} per check, from {})",
+        e.requests,
+        f(e.max_cost),
+        f(e.cost_per_check),
+        e.cost_source
+    );
+    if let Some(balance) = balance {
+        text.push_str(&format!("; balance {}", f(balance)));
+        if balance < e.max_cost {
+            text.push_str(
+                "\nmailsift: warning: the balance may not cover this run; if it runs out, the \
+                 run stops with exit code 4 and the same command resumes after a top-up",
+            );
+        }
+    }
+    text
 }
 
 /// Reads rows into the channel. `Ok(true)`: the input ended; `Ok(false)`: stopped early.
@@ -499,18 +702,18 @@ fn read_rows(
         let row = row?;
         counters
             .bytes_read
-            .store(reader.bytes_read(), std::sync::atomic::Ordering::Relaxed);
+            .store(reader.bytes_read(), Ordering::Relaxed);
         if stop.is_cancelled() || rows.blocking_send(row).is_err() {
             return Ok(false);
         }
     }
     counters
         .bytes_read
-        .store(reader.bytes_read(), std::sync::atomic::Ordering::Relaxed);
+        .store(reader.bytes_read(), Ordering::Relaxed);
     Ok(true)
 }
 
-fn reader_len(source: &input::Source) -> Option<u64> {
+fn input_len(source: &input::Source) -> Option<u64> {
     match source {
         input::Source::Path(p) => std::fs::metadata(p)
             .ok()
@@ -520,54 +723,16 @@ fn reader_len(source: &input::Source) -> Option<u64> {
     }
 }
 
-fn open_partial(output: &Path, resume_at: Option<u64>) -> anyhow::Result<Sink> {
-    let partial = Sink::partial_path(output);
-    let file = match resume_at {
-        Some(len) => {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&partial)
-                .with_context(|| format!("cannot reopen {} to resume", partial.display()))?;
-            // Drop whatever was written after the last checkpoint: it is written again.
-            file.set_len(len).with_context(|| format!("truncating {}", partial.display()))?;
-            let mut file = file;
-            use std::io::Seek;
-            file.seek(std::io::SeekFrom::End(0))?;
-            file
-        }
-        None => std::fs::File::create(&partial).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot create {}: {e}. Check that the directory exists and is writable, or choose another output with -o",
-                partial.display()
-            )
-        })?,
-    };
-    Ok(Sink::File {
-        file: std::io::BufWriter::with_capacity(256 * 1024, file),
-        partial,
-        path: output.to_owned(),
-    })
-}
-
-fn write_header(sink: &mut Sink, line: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    match sink {
-        Sink::File { file, partial, .. } => file
-            .write_all(line)
-            .with_context(|| format!("writing {}", partial.display())),
-        Sink::Stdout(out) => out.write_all(line).context("writing standard output"),
-    }
-}
-
 /// The options that shape the output bytes; a resume with different ones is refused.
 fn describe_options(layout: &Layout, config: &ValidateConfig) -> String {
     format!(
-        "delimiter {:?}, header {}, email column {}, columns {}, prefix {:?}",
+        "delimiter {:?}, header {}, email column {}, columns {}, prefix {:?}, split {}",
         layout.delimiter as char,
         if layout.has_header { "yes" } else { "no" },
         layout.email_column + 1,
         if config.company { "all" } else { "basic" },
         config.input_options.column_prefix.as_deref().unwrap_or(""),
+        if config.split { "yes" } else { "no" },
     )
 }
 
@@ -575,7 +740,7 @@ fn describe_start(
     input: &str,
     config: &ValidateConfig,
     layout: &Layout,
-    start: &Start,
+    resume: Option<&Watermark>,
     left_in_flight: u64,
 ) -> String {
     let output = config
@@ -595,7 +760,7 @@ fn describe_start(
         layout.how_found,
         if layout.has_header { "header row kept" } else { "no header row" },
     );
-    if let Start::Resume(mark) = start {
+    if let Some(mark) = resume {
         text.push_str(&format!(
             "\n  resuming after {} rows written (input line {})",
             mark.rows, mark.line
@@ -603,7 +768,8 @@ fn describe_start(
     }
     if left_in_flight > 0 {
         text.push_str(&format!(
-            "\n  {left_in_flight} requests were in flight when the last run stopped: they are asked again and may have been charged twice"
+            "\n  {left_in_flight} requests were in flight when the last run stopped: they are \
+             asked again and may have been charged twice"
         ));
     }
     text
@@ -702,5 +868,24 @@ mod tests {
         }
         std::fs::write(&path, &body[..body.len() - 1]).unwrap();
         assert_ne!(fingerprint(&path).unwrap(), base);
+    }
+
+    #[test]
+    fn the_cost_note_warns_when_the_balance_falls_short() {
+        let e = Estimate {
+            requests: 10,
+            ..Estimate::default()
+        }
+        .priced((0.25, "--cost-per-check"));
+        let rich = cost_note(&e, Some(100.0));
+        assert!(
+            rich.contains("at most 10 requests: at most 2.5 credits") && !rich.contains("warning"),
+            "{rich}"
+        );
+        let poor = cost_note(&e, Some(1.0));
+        assert!(
+            poor.contains("warning: the balance may not cover this run"),
+            "{poor}"
+        );
     }
 }

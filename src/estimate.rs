@@ -1,0 +1,203 @@
+//! What a job will cost, before any money is spent: `mailsift estimate`, and the line
+//! `validate` prints at its start.
+//!
+//! It reads the input the way `validate` does (same layout detection, same normalisation and
+//! syntax check, same cache freshness) and counts. Nothing is sent, nothing is written.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use crate::address::{self, Checked};
+use crate::input::Reader;
+use crate::plan::Freshness;
+use crate::store::Store;
+
+/// The documented price of a charged check when nothing better is known (the higher of the
+/// two prices LeadMagic's docs have given).
+pub const DOCUMENTED_MAX_COST: f64 = 0.25;
+
+/// What the input holds and what it will cost.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Estimate {
+    pub rows: u64,
+    /// Rows with no address.
+    pub empty: u64,
+    /// Addresses that fail the local syntax check (never sent, never paid for).
+    pub syntax_rejects: u64,
+    /// Rows whose address an earlier row already has (counted only when deduplicating).
+    pub duplicates: u64,
+    /// Addresses with a fresh answer in the store.
+    pub fresh_in_store: u64,
+    /// Requests still to send.
+    pub requests: u64,
+    /// Credits per charged check used for the maximum, and where that figure comes from.
+    pub cost_per_check: f64,
+    pub cost_source: &'static str,
+    /// catch_all and unknown answers are free, so the minimum is always 0.
+    pub min_cost: f64,
+    pub max_cost: f64,
+}
+
+/// Where the price of one check comes from, most trustworthy first.
+pub fn cost_per_check(store: &Store, flag: Option<f64>) -> (f64, &'static str) {
+    if let Some(cost) = store.last_cost() {
+        return (cost, "the last answer the store has seen");
+    }
+    match flag {
+        Some(cost) => (cost, "--cost-per-check"),
+        None => (DOCUMENTED_MAX_COST, "the higher documented price"),
+    }
+}
+
+/// Counts the rows of `reader`. With `dedupe`, repeated addresses are counted once (memory: a
+/// few bytes per distinct address); without, every sendable row counts as a request, which
+/// still gives a true maximum. Answers paid for by `run` (the current run) count as requests:
+/// that run is paying for them.
+pub fn count(
+    reader: Reader,
+    store: &Store,
+    freshness: &Freshness,
+    now: i64,
+    run: Option<u64>,
+    dedupe: bool,
+) -> anyhow::Result<Estimate> {
+    let mut seen: HashSet<u64> = HashSet::new();
+    let mut e = Estimate::default();
+    for row in reader {
+        let row = row?;
+        e.rows += 1;
+        let checked = match &row.email {
+            Some(cell) => address::check(cell),
+            None => Checked::Empty,
+        };
+        let address = match checked {
+            Checked::Empty => {
+                e.empty += 1;
+                continue;
+            }
+            Checked::Invalid { .. } => {
+                e.syntax_rejects += 1;
+                continue;
+            }
+            Checked::Valid(address) => address,
+        };
+        let key = store.key(&address.key);
+        if dedupe && !seen.insert(u64::from_le_bytes(key[..8].try_into().expect("8 bytes"))) {
+            e.duplicates += 1;
+            continue;
+        }
+        match store.get(&key)? {
+            Some(answer) if Some(answer.run) != run && freshness.is_fresh(&answer, now) => {
+                e.fresh_in_store += 1
+            }
+            _ => e.requests += 1,
+        }
+    }
+    Ok(e)
+}
+
+impl Estimate {
+    /// Fills in the cost range.
+    pub fn priced(mut self, cost: (f64, &'static str)) -> Estimate {
+        self.cost_per_check = cost.0;
+        self.cost_source = cost.1;
+        self.min_cost = 0.0;
+        self.max_cost = round(self.requests as f64 * cost.0);
+        self
+    }
+}
+
+fn round(credits: f64) -> f64 {
+    (credits * 1e6).round() / 1e6
+}
+
+/// `mailsift estimate`: counts, prices, and (with a key) compares with the balance.
+pub async fn run(config: crate::config::EstimateConfig) -> anyhow::Result<crate::exit::Exit> {
+    use crate::api::{Api, Endpoint};
+    use crate::output::format_credits as f;
+    use std::io::Write;
+
+    let store = std::sync::Arc::new(Store::open(&config.state_dir)?);
+    let (source, opts, freshness) = (
+        config.input.clone(),
+        config.input_options.clone(),
+        config.freshness,
+    );
+    let counting = store.clone();
+    let estimate = tokio::task::spawn_blocking(move || -> anyhow::Result<Estimate> {
+        let (_, reader) = crate::input::open(&source, &opts, None)?;
+        count(
+            reader,
+            &counting,
+            &freshness,
+            crate::clock::now(),
+            None,
+            true,
+        )
+    })
+    .await??
+    .priced(cost_per_check(&store, config.cost_per_check));
+
+    // The balance is free; without a key, the estimate simply goes without it.
+    let has_key = !matches!(config.api.endpoint, Endpoint::Remote { key: None, .. });
+    let balance = if has_key {
+        let api = Api::connect(&config.api, 1).await?;
+        Some(api.client.credits().await?.body.credits)
+    } else {
+        None
+    };
+    let covered = balance.map(|b| b >= estimate.max_cost);
+
+    let mut out = std::io::stdout().lock();
+    if config.json {
+        let mut value = serde_json::to_value(&estimate)?;
+        value["balance"] = serde_json::json!(balance);
+        value["balance_covers_max"] = serde_json::json!(covered);
+        writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+        return Ok(crate::exit::Exit::Ok);
+    }
+    let e = &estimate;
+    writeln!(out, "{} rows", e.rows)?;
+    writeln!(out, "  {} without an address", e.empty)?;
+    writeln!(
+        out,
+        "  {} fail the syntax check (never sent)",
+        e.syntax_rejects
+    )?;
+    writeln!(
+        out,
+        "  {} repeat an earlier row's address (sent once)",
+        e.duplicates
+    )?;
+    writeln!(
+        out,
+        "  {} have a fresh answer in the cache",
+        e.fresh_in_store
+    )?;
+    writeln!(out, "{} requests to send", e.requests)?;
+    writeln!(
+        out,
+        "cost: between 0 and {} credits ({} per charged check, from {}; catch_all and unknown \
+         answers are free)",
+        f(e.max_cost),
+        f(e.cost_per_check),
+        e.cost_source
+    )?;
+    match (balance, covered) {
+        (Some(b), Some(true)) => {
+            writeln!(out, "balance: {} credits, enough for the maximum", f(b))?
+        }
+        (Some(b), _) => writeln!(
+            out,
+            "balance: {} credits, NOT enough for the maximum: the run may stop with exit code 4 \
+             (top up, then run the same command to resume)",
+            f(b)
+        )?,
+        (None, _) => writeln!(
+            out,
+            "balance: unknown (no API key; set LEADMAGIC_API_KEY to compare)"
+        )?,
+    }
+    Ok(crate::exit::Exit::Ok)
+}
