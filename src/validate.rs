@@ -286,8 +286,9 @@ pub async fn run(
         let counters = counters.clone();
         tokio::task::spawn_blocking(move || read_rows(reader, rows_tx, stop, counters))
     };
-    // What the run can cost, counted from the input on the side (spending nothing).
-    if let (input::Source::Path(_), false) = (&config.input, stop.is_cancelled()) {
+    // What the run can cost, counted from the input (spending nothing): before the first
+    // request for a small file, alongside the run for a big one, so it never delays a resume.
+    if let (input::Source::Path(path), false) = (&config.input, stop.is_cancelled()) {
         let (source, opts, store) = (
             config.input.clone(),
             config.input_options.clone(),
@@ -298,25 +299,31 @@ pub async fn run(
             line: m.line,
         });
         let freshness = plan.freshness;
-        tokio::spawn(async move {
-            let counted = tokio::task::spawn_blocking(move || -> anyhow::Result<Estimate> {
-                let (_, reader) = input::open(&source, &opts, resume)?;
-                estimate::count(
-                    reader,
-                    &store,
-                    &freshness,
-                    crate::clock::now(),
-                    Some(run_id),
-                    false,
-                )
-            })
-            .await;
-            if let Ok(Ok(estimate)) = counted {
-                let _ = notes_tx
-                    .send(cost_note(&estimate.priced(cost), balance_start))
-                    .await;
-            }
+        let counting = tokio::task::spawn_blocking(move || -> anyhow::Result<Estimate> {
+            let (_, reader) = input::open(&source, &opts, resume)?;
+            estimate::count(
+                reader,
+                &store,
+                &freshness,
+                crate::clock::now(),
+                Some(run_id),
+                false,
+            )
         });
+        let small = std::fs::metadata(path).is_ok_and(|m| m.len() <= 8 << 20);
+        if small {
+            if let Ok(Ok(estimate)) = counting.await {
+                say(cost_note(&estimate.priced(cost), balance_start));
+            }
+        } else {
+            tokio::spawn(async move {
+                if let Ok(Ok(estimate)) = counting.await {
+                    let _ = notes_tx
+                        .send(cost_note(&estimate.priced(cost), balance_start))
+                        .await;
+                }
+            });
+        }
     }
     let planner = Planner::new(
         store.clone(),
@@ -571,11 +578,13 @@ fn plan_job(
                 ..old
             }
         }
-        None if config.retry_errors => return Err(usage(format!(
+        None if config.retry_errors => {
+            return Err(usage(format!(
             "there is no finished job for {} -> {} to retry errors of; run without --retry-errors",
             input_path.display(),
             output_path.display()
-        ))),
+        )))
+        }
         Some(old) if old.state != JobState::Done && config.retry_errors => {
             return Err(usage(format!(
                 "the job for {} is not finished ({}); run the same command without \

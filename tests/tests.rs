@@ -2,5 +2,6 @@
 
 mod cli;
 mod mock;
+mod spend;
 mod util;
 mod validate;
