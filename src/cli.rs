@@ -88,6 +88,8 @@ pub enum Command {
     Validate(Box<ValidateArgs>),
     /// Say what validating a file would cost, spending nothing
     Estimate(Box<EstimateArgs>),
+    /// Validate files dropped into a folder, one at a time (for cron and file drops)
+    Inbox(Box<InboxArgs>),
     /// List the jobs in the state directory and how far each got
     Status {
         #[command(flatten)]
@@ -131,13 +133,9 @@ pub struct StateArgs {
     pub state_dir: Option<PathBuf>,
 }
 
-/// How the input is read.
+/// How the input is read (the file itself is a positional argument).
 #[derive(Debug, Clone, clap::Args)]
-pub struct InputArgs {
-    /// The CSV (or one-address-per-line text) file; - reads standard input
-    #[arg(value_name = "INPUT")]
-    pub input: PathBuf,
-
+pub struct FormatArgs {
     /// Field delimiter: , ; | or tab [default: detected]
     #[arg(long, value_name = "CHAR", value_parser = parse_delimiter)]
     pub delimiter: Option<u8>,
@@ -174,8 +172,11 @@ pub struct CacheArgs {
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXIT_CODES_HELP)]
 pub struct EstimateArgs {
+    /// The CSV (or one-address-per-line text) file; - reads standard input
+    #[arg(value_name = "INPUT")]
+    pub input: PathBuf,
     #[command(flatten)]
-    pub input: InputArgs,
+    pub format: FormatArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
     #[command(flatten)]
@@ -193,17 +194,44 @@ pub struct EstimateArgs {
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXIT_CODES_HELP)]
 pub struct ValidateArgs {
-    #[command(flatten)]
-    pub input: InputArgs,
-    #[command(flatten)]
-    pub cache: CacheArgs,
-    #[command(flatten)]
-    pub state: StateArgs,
+    /// The CSV (or one-address-per-line text) file to validate; - reads standard input
+    #[arg(value_name = "INPUT")]
+    pub input: PathBuf,
 
     /// Where to write the annotated CSV [default: INPUT_STEM.validated.csv beside the input;
     /// standard output when reading standard input]; - writes standard output
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
+
+    /// Write the summary as JSON to this file (schema in the README)
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+
+    /// Start over even though an interrupted run of this job exists (or its input changed)
+    #[arg(long)]
+    pub restart: bool,
+
+    /// Run a finished job again (answers come from the cache)
+    #[arg(long, conflicts_with = "restart")]
+    pub force: bool,
+
+    /// Run a finished job again, asking only for the rows whose status is error
+    #[arg(long, conflicts_with_all = ["restart", "force", "refresh"])]
+    pub retry_errors: bool,
+
+    #[command(flatten)]
+    pub format: FormatArgs,
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+/// How a job runs: shared by `validate` and `inbox`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JobArgs {
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
 
     /// Which annotation columns to add: basic, or all (adds the free company fields)
     #[arg(long, value_name = "SET", default_value = "basic", value_parser = ["basic", "all"])]
@@ -243,22 +271,6 @@ pub struct ValidateArgs {
     #[arg(long, value_name = "CREDITS", value_parser = non_negative)]
     pub cost_per_check: Option<f64>,
 
-    /// Start over even though an interrupted run of this job exists (or its input changed)
-    #[arg(long)]
-    pub restart: bool,
-
-    /// Run a finished job again (answers come from the cache)
-    #[arg(long, conflicts_with = "restart")]
-    pub force: bool,
-
-    /// Run a finished job again, asking only for the rows whose status is error
-    #[arg(long, conflicts_with_all = ["restart", "force", "refresh"])]
-    pub retry_errors: bool,
-
-    /// Write the summary as JSON to this file (schema in the README)
-    #[arg(long, value_name = "PATH")]
-    pub report: Option<PathBuf>,
-
     /// Save progress at least every N rows (and every 2 seconds)
     #[arg(long, value_name = "N", default_value = "5000", value_parser = clap::value_parser!(u64).range(1..))]
     pub checkpoint_rows: u64,
@@ -267,6 +279,75 @@ pub struct ValidateArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub grace: Duration,
 }
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = INBOX_HELP)]
+pub struct InboxArgs {
+    /// The folder files are dropped into
+    #[arg(value_name = "INBOX")]
+    pub inbox: PathBuf,
+
+    /// Where the validated files go (OUTBOX/STEM.validated.csv, STEM.report.json, split files)
+    #[arg(long, value_name = "OUTBOX")]
+    pub out: PathBuf,
+
+    /// Process every ready file, then exit (the cron form); without it, keep watching
+    #[arg(long)]
+    pub once: bool,
+
+    /// How often to look for new files when watching
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Which file names to pick up (repeatable) [default: *.csv and *.txt]
+    #[arg(long, value_name = "GLOB")]
+    pub pattern: Vec<String>,
+
+    /// A file is ready once it has not changed for this long
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub settle: Duration,
+
+    /// A file is ready only once NAME.ready exists beside it (removed after processing)
+    #[arg(long)]
+    pub require_marker: bool,
+
+    /// Where processed inputs are moved [default: INBOX/processed]
+    #[arg(long, value_name = "DIR")]
+    pub archive: Option<PathBuf>,
+
+    /// Where inputs that cannot be processed are moved, with NAME.error.txt [default: INBOX/failed]
+    #[arg(long, value_name = "DIR")]
+    pub failed: Option<PathBuf>,
+
+    /// If another inbox run holds the folder, wait for it instead of exiting
+    #[arg(long)]
+    pub wait: bool,
+
+    /// Log format: text, or json (one object per line per event)
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+
+    /// A shell command run after each file, with its paths and counts in MAILSIFT_* variables
+    #[arg(long, value_name = "CMD")]
+    pub on_complete: Option<String>,
+
+    #[command(flatten)]
+    pub format: FormatArgs,
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+const INBOX_HELP: &str = "\
+Exit codes (for the scheduler):
+  0  every ready file was processed (files that could not be, moved to --failed), or another
+     inbox run holds the folder
+  1  failed (I/O: a file could not be moved, the outbox is not writable)
+  2  usage error (bad flags, the inbox does not exist, no API key)
+  3  API key rejected: fix the key; nothing more is sent until then
+  4  out of credits or budget reached: the file in progress and the rest stay in the inbox;
+     the next run resumes after a top-up
+  5  interrupted by a signal: the next run resumes the file it was on
+  6  the API looks down: the next run resumes";
 
 fn non_negative(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {

@@ -1,11 +1,13 @@
 //! From the command line as typed ([`crate::cli`]) to a validated, immutable [`Config`]: the
 //! one place that reads flags and the environment. Nothing past this point sees clap types.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::api::{self, ApiSettings};
-use crate::cli::{Args, CacheAction, CacheArgs, Command, GlobalArgs, InputArgs, StateArgs};
+use crate::cli::{
+    Args, CacheAction, CacheArgs, Command, FormatArgs, GlobalArgs, JobArgs, StateArgs,
+};
 use crate::exit::usage;
 use crate::input::{ColumnSpec, InputOptions, Source};
 use crate::output::CheckpointEvery;
@@ -29,6 +31,7 @@ pub enum Config {
     },
     Validate(Box<ValidateConfig>),
     Estimate(Box<EstimateConfig>),
+    Inbox(Box<InboxConfig>),
     Status {
         state_dir: PathBuf,
         json: bool,
@@ -53,6 +56,27 @@ pub struct EstimateConfig {
     pub cost_per_check: Option<f64>,
     pub json: bool,
     pub api: ApiSettings,
+}
+
+/// `mailsift inbox`.
+#[derive(Debug, Clone)]
+pub struct InboxConfig {
+    pub inbox: PathBuf,
+    pub outbox: PathBuf,
+    pub once: bool,
+    pub interval: Duration,
+    pub patterns: Vec<glob::Pattern>,
+    pub settle: Duration,
+    pub require_marker: bool,
+    pub archive: PathBuf,
+    pub failed: PathBuf,
+    pub wait: bool,
+    pub json_log: bool,
+    /// Log only failures and stops.
+    pub quiet: bool,
+    pub on_complete: Option<String>,
+    /// Every file runs as this job, with its own input, output and report.
+    pub template: ValidateConfig,
 }
 
 /// How verbose the logs are: 0 quiet, 1 default, 2+ more.
@@ -84,61 +108,72 @@ impl Config {
                 retry: RetryPolicy::default(),
             },
             Command::Validate(v) => {
-                let (input, input_options) = input(&v.input, v.column_prefix.clone())?;
-                let stdin = input == Source::Stdin;
+                let input = input(&v.input)?;
                 let output = match v.output {
                     Some(p) if p.as_os_str() == "-" => None,
                     Some(p) => Some(p),
-                    None if stdin => None,
-                    None => Some(default_output(&v.input.input)),
+                    None if input == Source::Stdin => None,
+                    None => Some(default_output(&v.input)),
                 };
-                if v.split && output.is_none() {
+                if v.job.split && output.is_none() {
                     return Err(usage(
                         "--split writes files beside the output: give -o PATH",
                     ));
                 }
-                Config::Validate(Box::new(ValidateConfig {
-                    input,
-                    output,
-                    input_options,
-                    company: v.columns == "all",
-                    split: v.split,
-                    rate: v.rate,
-                    concurrency: v.concurrency as usize,
-                    retry: RetryPolicy {
-                        max_retries: v.max_retries,
-                        ..RetryPolicy::default()
-                    },
-                    freshness: freshness(&v.cache),
-                    state_dir: state_dir(&v.state)?,
-                    restart: v.restart,
-                    force: v.force,
-                    retry_errors: v.retry_errors,
-                    budget: Budget {
-                        max_credits: v.max_credits,
-                        min_balance: v.min_balance,
-                        cost_per_check: v.cost_per_check,
-                    },
-                    report: v.report,
-                    grace: v.grace,
-                    display: Display::choose(g.quiet),
-                    api,
-                    checkpoint: CheckpointEvery {
-                        rows: v.checkpoint_rows,
-                        interval: Duration::from_secs(2),
-                    },
-                }))
+                let mut config = job(input, output, &v.format, &v.job, g, api)?;
+                config.report = v.report;
+                config.restart = v.restart;
+                config.force = v.force;
+                config.retry_errors = v.retry_errors;
+                Config::Validate(Box::new(config))
             }
-            Command::Estimate(e) => {
-                let (input, input_options) = input(&e.input, None)?;
-                Config::Estimate(Box::new(EstimateConfig {
-                    input,
-                    input_options,
-                    freshness: freshness(&e.cache),
-                    state_dir: state_dir(&e.state)?,
-                    cost_per_check: e.cost_per_check,
-                    json: e.json,
-                    api,
+            Command::Estimate(e) => Config::Estimate(Box::new(EstimateConfig {
+                input: input(&e.input)?,
+                input_options: input_options(&e.format, None),
+                freshness: freshness(&e.cache),
+                state_dir: state_dir(&e.state)?,
+                cost_per_check: e.cost_per_check,
+                json: e.json,
+                api,
+            })),
+            Command::Inbox(i) => {
+                if !i.inbox.is_dir() {
+                    return Err(usage(format!(
+                        "the inbox {} is not a directory; create it or name another",
+                        i.inbox.display()
+                    )));
+                }
+                let patterns = if i.pattern.is_empty() {
+                    vec!["*.csv".to_owned(), "*.txt".to_owned()]
+                } else {
+                    i.pattern.clone()
+                };
+                let patterns = patterns
+                    .iter()
+                    .map(|p| {
+                        glob::Pattern::new(p).map_err(|e| usage(format!("--pattern {p:?}: {e}")))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let mut template = job(Source::Stdin, None, &i.format, &i.job, g, api)?;
+                template.display = Display::Quiet;
+                Config::Inbox(Box::new(InboxConfig {
+                    archive: i
+                        .archive
+                        .clone()
+                        .unwrap_or_else(|| i.inbox.join("processed")),
+                    failed: i.failed.clone().unwrap_or_else(|| i.inbox.join("failed")),
+                    inbox: i.inbox,
+                    outbox: i.out,
+                    once: i.once,
+                    interval: i.interval,
+                    patterns,
+                    settle: i.settle,
+                    require_marker: i.require_marker,
+                    wait: i.wait,
+                    json_log: i.log_format == "json",
+                    quiet: g.quiet,
+                    on_complete: i.on_complete,
+                    template,
                 }))
             }
             Command::Status { state, json } => Config::Status {
@@ -161,22 +196,62 @@ impl Config {
     }
 }
 
-fn input(
-    args: &InputArgs,
-    column_prefix: Option<String>,
-) -> anyhow::Result<(Source, InputOptions)> {
-    let stdin = args.input.as_os_str() == "-";
-    if !stdin && !args.input.exists() {
+/// The settings of one job, from the flags `validate` and `inbox` share.
+fn job(
+    input: Source,
+    output: Option<PathBuf>,
+    format: &FormatArgs,
+    j: &JobArgs,
+    g: &GlobalArgs,
+    api: ApiSettings,
+) -> anyhow::Result<ValidateConfig> {
+    Ok(ValidateConfig {
+        input,
+        output,
+        input_options: input_options(format, j.column_prefix.clone()),
+        company: j.columns == "all",
+        split: j.split,
+        rate: j.rate,
+        concurrency: j.concurrency as usize,
+        retry: RetryPolicy {
+            max_retries: j.max_retries,
+            ..RetryPolicy::default()
+        },
+        freshness: freshness(&j.cache),
+        state_dir: state_dir(&j.state)?,
+        restart: false,
+        force: false,
+        retry_errors: false,
+        budget: Budget {
+            max_credits: j.max_credits,
+            min_balance: j.min_balance,
+            cost_per_check: j.cost_per_check,
+        },
+        report: None,
+        grace: j.grace,
+        display: Display::choose(g.quiet),
+        api,
+        checkpoint: CheckpointEvery {
+            rows: j.checkpoint_rows,
+            interval: Duration::from_secs(2),
+        },
+    })
+}
+
+fn input(path: &Path) -> anyhow::Result<Source> {
+    if path.as_os_str() == "-" {
+        return Ok(Source::Stdin);
+    }
+    if !path.exists() {
         return Err(usage(format!(
             "the input file {} does not exist",
-            args.input.display()
+            path.display()
         )));
     }
-    let source = if stdin {
-        Source::Stdin
-    } else {
-        Source::Path(args.input.clone())
-    };
+    Ok(Source::Path(path.to_owned()))
+}
+
+fn input_options(args: &FormatArgs, column_prefix: Option<String>) -> InputOptions {
     let email_column = args
         .email_column
         .clone()
@@ -184,15 +259,12 @@ fn input(
             Ok(n) if n >= 1 => ColumnSpec::Index(n),
             _ => ColumnSpec::Name(c),
         });
-    Ok((
-        source,
-        InputOptions {
-            delimiter: args.delimiter,
-            no_header: args.no_header,
-            email_column,
-            column_prefix: column_prefix.filter(|p| !p.is_empty()),
-        },
-    ))
+    InputOptions {
+        delimiter: args.delimiter,
+        no_header: args.no_header,
+        email_column,
+        column_prefix: column_prefix.filter(|p| !p.is_empty()),
+    }
 }
 
 fn freshness(args: &CacheArgs) -> Freshness {

@@ -23,6 +23,7 @@ pub mod clock;
 pub mod config;
 pub mod estimate;
 pub mod exit;
+pub mod inbox;
 pub mod input;
 pub mod inspect;
 pub mod limiter;
@@ -43,7 +44,10 @@ pub use exit::Exit;
 
 /// Runs one command. `shutdown` resolves on the first Ctrl-C or SIGTERM (tests pass their
 /// own); commands that can stop cleanly listen to it.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<Exit> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Exit> {
     match config {
         Config::Credits { api, json } => {
             let api = api::Api::connect(&api, 1).await?;
@@ -60,6 +64,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
         Config::Validate(config) => validate::run(*config, shutdown).await,
         Config::Estimate(config) => estimate::run(*config).await,
+        Config::Inbox(config) => inbox::run(*config, shutdown).await,
         Config::Status { state_dir, json } => inspect::status(&state_dir, json),
         Config::CacheStats { state_dir, json } => inspect::cache_stats(&state_dir, json),
         Config::CacheClear {

@@ -593,7 +593,14 @@ fn plan_job(
                 old.state.as_str()
             )))
         }
-        Some(old) if old.state == JobState::Done && !config.force && !config.restart => {
+        // Done, and the input is the same file it was: nothing to do. (A new file dropped
+        // under an old name is a new job.)
+        Some(old)
+            if old.state == JobState::Done
+                && old.fingerprint == fingerprint
+                && !config.force
+                && !config.restart =>
+        {
             if Path::new(&old.output).exists() {
                 say(format!(
                     "mailsift: this job is already done: {} (nothing to do; --force runs it \

@@ -1,0 +1,406 @@
+//! `mailsift inbox`: validate the files dropped into a folder, one at a time, with nobody
+//! watching (cron, systemd timers, SFTP drops).
+//!
+//! Each ready file runs as an ordinary `validate` job (so it resumes after any stop exactly as
+//! `validate` does), writes its results to the outbox, and is then moved to the archive; a file
+//! that cannot be processed goes to the failed folder with a note saying why. A lock on the
+//! inbox keeps overlapping invocations apart. Events are logged one line each, as text or JSON.
+//!
+//! It owns no CSV, HTTP or store logic: all of that is `validate`'s.
+
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::InboxConfig;
+use crate::exit::Exit;
+use crate::input::Source;
+use crate::validate;
+
+/// Names that are someone else's work in progress, never picked up.
+const TEMPORARY: [&str; 6] = [".partial", ".tmp", "~", ".crdownload", ".part", ".ready"];
+/// The lock that keeps two inbox runs on one folder apart (hidden, so never picked up).
+const LOCK: &str = ".mailsift-inbox.lock";
+
+/// One line per event, for people (text) or log shippers (JSON).
+struct Log {
+    json: bool,
+    quiet: bool,
+}
+
+impl Log {
+    fn event(&self, event: &str, file: Option<&Path>, message: &str, details: Value) {
+        let error = matches!(event, "failed" | "stopped" | "hook_failed");
+        if self.quiet && !error {
+            return;
+        }
+        if self.json {
+            let mut line = json!({
+                "time": crate::output::rfc3339(crate::clock::now()),
+                "event": event,
+                "message": message,
+            });
+            if let Some(file) = file {
+                line["file"] = json!(file.display().to_string());
+            }
+            if let (Value::Object(line), Value::Object(details)) = (&mut line, details) {
+                line.extend(details);
+            }
+            eprintln!("{line}");
+        } else {
+            match file {
+                Some(file) => eprintln!("mailsift inbox: {event} {}: {message}", file.display()),
+                None => eprintln!("mailsift inbox: {event}: {message}"),
+            }
+        }
+    }
+}
+
+/// Runs the inbox until it is empty (`--once`) or until a signal.
+pub async fn run(
+    config: InboxConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Exit> {
+    let log = Log {
+        json: config.json_log,
+        quiet: config.quiet,
+    };
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        on_signal.cancel();
+    });
+
+    let Some(_lock) = lock(&config, &log, &cancel).await? else {
+        return Ok(if cancel.is_cancelled() {
+            Exit::Interrupted
+        } else {
+            Exit::Ok
+        });
+    };
+    for dir in [&config.outbox, &config.archive, &config.failed] {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the folder {}", dir.display()))?;
+    }
+    loop {
+        for (path, ready) in scan(&config)? {
+            if cancel.is_cancelled() {
+                log.event("stopped", None, "interrupted by a signal", json!({}));
+                return Ok(Exit::Interrupted);
+            }
+            if !ready {
+                log.event(
+                    "waiting",
+                    Some(&path),
+                    "still being written (or no .ready marker yet)",
+                    json!({}),
+                );
+                continue;
+            }
+            if let Some(exit) = process(&config, &log, &cancel, &path).await? {
+                return Ok(exit);
+            }
+        }
+        if config.once {
+            return Ok(Exit::Ok);
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                log.event("stopped", None, "stopped by a signal while idle", json!({}));
+                return Ok(Exit::Ok);
+            }
+            _ = tokio::time::sleep(config.interval) => {}
+        }
+    }
+}
+
+/// Validates one file and moves it on. `Some(exit)` ends the inbox run.
+async fn process(
+    config: &InboxConfig,
+    log: &Log,
+    cancel: &CancellationToken,
+    path: &Path,
+) -> anyhow::Result<Option<Exit>> {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let output = config.outbox.join(format!("{stem}.validated.csv"));
+    let report = config.outbox.join(format!("{stem}.report.json"));
+    log.event(
+        "started",
+        Some(path),
+        &format!("-> {}", output.display()),
+        json!({ "output": output }),
+    );
+
+    let mut job = config.template.clone();
+    job.input = Source::Path(path.to_owned());
+    job.output = Some(output.clone());
+    job.report = Some(report.clone());
+    let result = validate::run(job, cancel.clone().cancelled_owned()).await;
+    let exit = match &result {
+        Ok(exit) => *exit,
+        Err(e) => Exit::for_error(e),
+    };
+    match exit {
+        Exit::Ok => {
+            let summary: Value = std::fs::read(&report)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or(Value::Null);
+            let archived = move_to(path, &config.archive)?;
+            let _ = std::fs::remove_file(marker(path));
+            let rows = summary["rows"]["total"].as_u64().unwrap_or(0);
+            log.event(
+                "finished",
+                Some(path),
+                &format!("{rows} rows -> {}; input moved to {}", output.display(), archived.display()),
+                json!({ "output": output, "report": report, "archived": archived, "summary": summary }),
+            );
+            if let Some(command) = &config.on_complete {
+                hook(
+                    command,
+                    log,
+                    &archived,
+                    &output,
+                    &report,
+                    &summary,
+                    config.template.split,
+                );
+            }
+            Ok(None)
+        }
+        // The file's own fault (no email column, unreadable): set it aside, go on.
+        Exit::Usage => {
+            let why = format!(
+                "{:#}",
+                result
+                    .err()
+                    .unwrap_or_else(|| anyhow::anyhow!("usage error"))
+            );
+            let moved = move_to(path, &config.failed)?;
+            let note = moved.with_file_name(format!(
+                "{}.error.txt",
+                moved
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ));
+            std::fs::write(&note, format!("{why}\n"))
+                .with_context(|| format!("writing {}", note.display()))?;
+            let _ = std::fs::remove_file(marker(path));
+            log.event(
+                "failed",
+                Some(path),
+                &why,
+                json!({ "moved_to": moved, "reason": note }),
+            );
+            Ok(None)
+        }
+        // Everything else concerns every file: stop, leave the files where they are; the next
+        // run resumes this one.
+        other => {
+            let why = match result {
+                Err(e) => format!("{e:#}"),
+                Ok(_) => match other {
+                    Exit::Interrupted => {
+                        "interrupted by a signal; the next run resumes this file".into()
+                    }
+                    Exit::OutOfCredits => {
+                        "out of credits or budget reached; the remaining files stay in the inbox"
+                            .into()
+                    }
+                    Exit::TooManyFailures => {
+                        "the API looks down; the next run resumes this file".into()
+                    }
+                    _ => "stopped".into(),
+                },
+            };
+            log.event(
+                "stopped",
+                Some(path),
+                &why,
+                json!({ "exit_code": other.code() }),
+            );
+            Ok(Some(other))
+        }
+    }
+}
+
+/// Takes the inbox lock. `None`: another run holds it (and `--wait` was not given), or a
+/// signal came while waiting.
+async fn lock(
+    config: &InboxConfig,
+    log: &Log,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<File>> {
+    let path = config.inbox.join(LOCK);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => return Ok(Some(file)),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {}
+    }
+    if !config.wait {
+        log.event(
+            "locked",
+            None,
+            &format!(
+                "another mailsift inbox run is processing {}; exiting (use --wait to wait for it)",
+                config.inbox.display()
+            ),
+            json!({}),
+        );
+        return Ok(None);
+    }
+    log.event(
+        "waiting",
+        None,
+        "another mailsift inbox run holds the folder; waiting for it",
+        json!({}),
+    );
+    let waiting = tokio::task::spawn_blocking(move || file.lock().map(|()| file));
+    tokio::select! {
+        locked = waiting => Ok(Some(locked??)),
+        _ = cancel.cancelled() => Ok(None),
+    }
+}
+
+/// The candidate files, oldest first, each with whether it is ready.
+fn scan(config: &InboxConfig) -> anyhow::Result<Vec<(PathBuf, bool)>> {
+    let now = SystemTime::now();
+    let mut found = Vec::new();
+    let entries = std::fs::read_dir(&config.inbox)
+        .with_context(|| format!("cannot read the inbox {}", config.inbox.display()))?;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let meta = match entry.metadata() {
+            Ok(meta) if meta.is_file() => meta,
+            _ => continue,
+        };
+        if name.starts_with('.')
+            || TEMPORARY.iter().any(|t| name.ends_with(t))
+            || name.ends_with(".error.txt")
+            || !config.patterns.iter().any(|p| p.matches(&name))
+        {
+            continue;
+        }
+        let path = entry.path();
+        let modified = meta.modified().unwrap_or(now);
+        let ready = if config.require_marker {
+            marker(&path).exists()
+        } else {
+            now.duration_since(modified).unwrap_or(Duration::ZERO) >= config.settle
+        };
+        found.push((modified, path, ready));
+    }
+    found.sort();
+    Ok(found
+        .into_iter()
+        .map(|(_, path, ready)| (path, ready))
+        .collect())
+}
+
+fn marker(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".ready");
+    PathBuf::from(name)
+}
+
+/// Moves a file into `dir`, keeping its name (`name-2.ext` and so on if taken).
+fn move_to(path: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+    let name = path.file_name().unwrap_or_default();
+    let mut target = dir.join(name);
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    let mut n = 2;
+    while target.exists() {
+        target = dir.join(format!("{stem}-{n}{ext}"));
+        n += 1;
+    }
+    if std::fs::rename(path, &target).is_err() {
+        // Another filesystem: copy, then remove.
+        std::fs::copy(path, &target)
+            .and_then(|_| std::fs::remove_file(path))
+            .with_context(|| format!("cannot move {} to {}", path.display(), dir.display()))?;
+    }
+    Ok(target)
+}
+
+/// Runs `--on-complete` with the file's paths and counts in the environment. The API key is
+/// not passed on: the hook has no use for it.
+fn hook(
+    command: &str,
+    log: &Log,
+    input: &Path,
+    output: &Path,
+    report: &Path,
+    summary: &Value,
+    split: bool,
+) {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(command)
+        .env_remove(crate::api::KEY_VAR)
+        .env("MAILSIFT_INPUT", input)
+        .env("MAILSIFT_OUTPUT", output)
+        .env("MAILSIFT_REPORT", report)
+        .env(
+            "MAILSIFT_ROWS",
+            summary["rows"]["total"].as_u64().unwrap_or(0).to_string(),
+        )
+        .env(
+            "MAILSIFT_CREDITS_SPENT",
+            summary["credits"]["spent_this_run"].to_string(),
+        );
+    if let Some(statuses) = summary["statuses"].as_object() {
+        for (status, n) in statuses {
+            cmd.env(format!("MAILSIFT_{}", status.to_uppercase()), n.to_string());
+        }
+    }
+    if split {
+        for (kind, path) in crate::output::SPLITS
+            .iter()
+            .zip(crate::output::split_paths(output))
+        {
+            cmd.env(format!("MAILSIFT_{}", kind.to_uppercase()), path);
+        }
+    }
+    match cmd.status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => log.event(
+            "hook_failed",
+            Some(input),
+            &format!("--on-complete exited with {status}"),
+            json!({}),
+        ),
+        Err(e) => log.event(
+            "hook_failed",
+            Some(input),
+            &format!("--on-complete could not run: {e}"),
+            json!({}),
+        ),
+    }
+}
