@@ -156,6 +156,7 @@ impl Config {
                     .collect::<anyhow::Result<Vec<_>>>()?;
                 let mut template = job(Source::Stdin, None, &i.format, &i.job, g, api)?;
                 template.display = Display::Quiet;
+                template.announce = false;
                 Config::Inbox(Box::new(InboxConfig {
                     archive: i
                         .archive
@@ -230,6 +231,7 @@ fn job(
         report: None,
         grace: j.grace,
         display: Display::choose(g.quiet),
+        announce: true,
         api,
         checkpoint: CheckpointEvery {
             rows: j.checkpoint_rows,

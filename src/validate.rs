@@ -75,6 +75,8 @@ pub struct ValidateConfig {
     pub report: Option<PathBuf>,
     pub grace: Duration,
     pub display: Display,
+    /// Print what to do after a resumable stop (off when the inbox runs the job: it logs that).
+    pub announce: bool,
     pub api: ApiSettings,
     pub checkpoint: CheckpointEvery,
 }
@@ -111,6 +113,13 @@ pub async fn run(
             eprintln!("{text}");
         }
     };
+    // What to do next, after a resumable stop: said even with --quiet, since the person or
+    // script that started the run must act on it; not said when embedded (the inbox logs it).
+    let advise = |text: String| {
+        if config.announce {
+            eprintln!("{text}");
+        }
+    };
     check_paths(&config)?;
     let input_name = match &config.input {
         input::Source::Path(p) => p.display().to_string(),
@@ -143,7 +152,7 @@ pub async fn run(
         config.company,
         config.input_options.column_prefix.as_deref(),
     );
-    let (reader, mut sink, watermark) = match (&plan.resume, &config.output) {
+    let (reader, sink, watermark) = match (&plan.resume, &config.output) {
         (Some(mark), Some(output)) => {
             let source = config.input.clone();
             let opts = config.input_options.clone();
@@ -178,7 +187,6 @@ pub async fn run(
             (reader, sink, mark)
         }
     };
-    let _ = &mut sink;
 
     say(describe_start(
         &input_name,
@@ -472,18 +480,20 @@ pub async fn run(
             return Err(anyhow::Error::new(e).context("stopped at once; progress is saved"))
         }
         Some(Halt::OutOfCredits(e)) => {
-            eprintln!("mailsift: {e}. Top up, then run the same command to resume.");
+            advise(format!(
+                "mailsift: {e}. Top up, then run the same command to resume."
+            ));
         }
         Some(Halt::Budget(why)) => {
-            eprintln!(
+            advise(format!(
                 "mailsift: stopped: {why}. Progress is saved; raise the limit and run the same \
                  command to continue."
-            );
+            ));
         }
         Some(Halt::TooManyFailures(why)) => {
-            eprintln!(
+            advise(format!(
                 "mailsift: the API seems unavailable: {why}. Run the same command later to resume."
-            );
+            ));
         }
         None if interrupted => say("mailsift: interrupted; run the same command to resume.".into()),
         None if exit == Exit::Failed => anyhow::bail!(
