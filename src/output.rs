@@ -32,8 +32,9 @@ use crate::plan::{Outcome, Planned, Source};
 use crate::report::Counters;
 use crate::store::{JobRecord, Store, Watermark};
 
-/// The annotation columns, in order.
-pub const COLUMNS: [&str; 9] = [
+/// The annotation columns, in order (the input reader recognises them, to replace them when an
+/// annotated file is validated again).
+pub const ANNOTATION_COLUMNS: [&str; 9] = [
     "email_status",
     "email_message",
     "email_normalized",
@@ -85,7 +86,7 @@ impl RowFormat {
     pub fn header(&self, header: &Row) -> Vec<u8> {
         let mut out = Vec::with_capacity(header.raw.len() + 200);
         out.extend_from_slice(&header.raw[..header.keep]);
-        let names = COLUMNS.iter().chain(if self.company {
+        let names = ANNOTATION_COLUMNS.iter().chain(if self.company {
             &COMPANY_COLUMNS[..]
         } else {
             &[]

@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command as StdCommand, Stdio};
+use std::process::{Child, Command as StdCommand};
 use std::time::{Duration, Instant, SystemTime};
 
 use mailsift::mock::{Latency, MockConfig};
@@ -178,19 +178,9 @@ fn overlapping_invocations_exit_quietly_or_wait() {
 }
 
 fn spawn(dir: &Dir, mock: &Mock, extra: &[&str]) -> Child {
-    StdCommand::new(assert_cmd::cargo::cargo_bin("mailsift"))
-        .current_dir(dir.tmp.path())
-        .env("LEADMAGIC_BASE_URL", mock.url())
-        .env("LEADMAGIC_API_KEY", "mock-key")
-        .env("MAILSIFT_STATE_DIR", dir.state())
-        .env("MAILSIFT_NOW", "1790000000")
-        .args(["inbox", "in", "--out", "out", "--settle", "0s"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    let mut args = vec!["inbox", "in", "--out", "out", "--settle", "0s"];
+    args.extend_from_slice(extra);
+    dir.spawn(mock, &args)
 }
 
 /// The child's stderr lines, as they come.

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use mailsift::mock::{MockConfig, MockServer, Stats};
 
+/// The pinned clock of every run (Unix seconds).
+pub const NOW: &str = "1790000000";
+
 /// A running mock and the runtime that drives it (tests themselves stay synchronous).
 pub struct Mock {
     pub server: MockServer,
@@ -81,6 +84,24 @@ impl Dir {
         cmd
     }
 
+    /// The binary started in the background against `mock` (same environment as
+    /// [`Dir::mailsift`]), its stderr piped, for tests that signal or kill it.
+    pub fn spawn(&self, mock: &Mock, args: &[&str]) -> std::process::Child {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("mailsift"))
+            .current_dir(self.tmp.path())
+            .env_remove("RUST_LOG")
+            .env("LEADMAGIC_BASE_URL", mock.url())
+            .env("LEADMAGIC_API_KEY", "mock-key")
+            .env("MAILSIFT_STATE_DIR", self.state())
+            .env("MAILSIFT_NOW", NOW)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// The binary with no key and no base URL.
     pub fn bare(&self) -> Command {
         let mut cmd = Command::cargo_bin("mailsift").unwrap();
@@ -89,7 +110,7 @@ impl Dir {
             .env_remove("LEADMAGIC_BASE_URL")
             .env("MAILSIFT_STATE_DIR", self.state())
             // Pinned, so two runs of one input are comparable byte for byte.
-            .env("MAILSIFT_NOW", "1790000000")
+            .env("MAILSIFT_NOW", NOW)
             .env_remove("RUST_LOG");
         cmd
     }

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::path::Path;
-use std::process::{Command as StdCommand, Stdio};
+use std::process::Command as StdCommand;
 use std::time::Duration;
 
 use clap::Parser;
@@ -284,13 +284,9 @@ fn sigterm_stops_cleanly_and_the_same_command_resumes_to_the_identical_file() {
         .success();
     let reference = dir.read("ref.csv");
 
-    let child = StdCommand::new(assert_cmd::cargo::cargo_bin("mailsift"))
-        .current_dir(dir.tmp.path())
-        .env("LEADMAGIC_BASE_URL", mock.url())
-        .env("LEADMAGIC_API_KEY", "mock-key")
-        .env("MAILSIFT_STATE_DIR", dir.state())
-        .env("MAILSIFT_NOW", "1790000000")
-        .args([
+    let child = dir.spawn(
+        &mock,
+        &[
             "validate",
             "in.csv",
             "-o",
@@ -299,12 +295,8 @@ fn sigterm_stops_cleanly_and_the_same_command_resumes_to_the_identical_file() {
             "8",
             "--checkpoint-rows",
             "10",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     while mock.stats().validations < 60 {
         std::thread::sleep(Duration::from_millis(2));
     }

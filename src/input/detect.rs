@@ -5,29 +5,7 @@
 //! errors (the caller turns "not found" into a message that lists what was seen).
 
 use crate::address::{self, Checked};
-
-/// Our annotation columns, in the order the output writer appends them.
-pub const ANNOTATION_COLUMNS: [&str; 9] = [
-    "email_status",
-    "email_message",
-    "email_normalized",
-    "mx_provider",
-    "mx_record",
-    "is_catch_all",
-    "credits_consumed",
-    "checked_at",
-    "source",
-];
-
-/// The optional company columns the writer appends after [`ANNOTATION_COLUMNS`].
-pub const COMPANY_COLUMNS: [&str; 6] = [
-    "company_name",
-    "company_industry",
-    "company_size",
-    "company_founded",
-    "company_location",
-    "company_linkedin_url",
-];
+use crate::output::{ANNOTATION_COLUMNS, COMPANY_COLUMNS};
 
 /// Delimiters we sniff, in tie-break order.
 const CANDIDATE_DELIMITERS: [u8; 4] = [b',', b';', b'\t', b'|'];

@@ -25,7 +25,6 @@ use std::fs::File;
 use std::io::{self, Cursor, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
-pub use detect::{ANNOTATION_COLUMNS, COMPANY_COLUMNS};
 pub use rows::Reader;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
