@@ -499,6 +499,10 @@ pub async fn run(
             writer.counters.row_written(&outcome);
             let next = planned.row.resume_after();
             writer.watermark.byte = next.byte;
+            writer
+                .counters
+                .input_done
+                .store(next.byte, std::sync::atomic::Ordering::Relaxed);
             writer.watermark.line = next.line;
             writer.watermark.rows += 1;
             since_checkpoint += 1;

@@ -91,7 +91,7 @@ async fn bar(
     }
     let started = Instant::now();
     loop {
-        let read = counters.bytes_read.load(Ordering::Relaxed);
+        let read = counters.input_done.load(Ordering::Relaxed);
         bar.set_position(read);
         let rows = counters.rows();
         let rate = rows as f64 / started.elapsed().as_secs_f64().max(0.001);
@@ -128,7 +128,7 @@ async fn lines(
         }
         let rows = counters.rows();
         let secs = started.elapsed().as_secs_f64().max(0.001);
-        let read = counters.bytes_read.load(Ordering::Relaxed);
+        let read = counters.input_done.load(Ordering::Relaxed);
         let percent = total
             .filter(|t| *t > 0)
             .map(|t| format!("{:.1}% read, ", read as f64 * 100.0 / t as f64))

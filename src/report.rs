@@ -41,7 +41,9 @@ fn status_index(outcome: &Outcome) -> usize {
 /// Live counters. Credits are kept in millionths so they can be atomics.
 #[derive(Debug, Default)]
 pub struct Counters {
-    pub bytes_read: AtomicU64,
+    /// Input offset up to which rows are written: what the progress bar shows (the reader
+    /// runs ahead by a few thousand rows, so its position would overstate progress).
+    pub input_done: AtomicU64,
     rows: AtomicU64,
     statuses: [AtomicU64; 8],
     sources: [AtomicU64; 5],

@@ -269,6 +269,7 @@ pub async fn run(
     }
 
     let rows_before = watermark.rows;
+    counters.input_done.store(watermark.byte, Ordering::Relaxed);
     let mut record = plan.job.clone();
     if let Some((id, record)) = &mut record {
         record.run = run_id;
@@ -291,8 +292,7 @@ pub async fn run(
     // The reader runs on a blocking thread: file I/O and CSV parsing are synchronous.
     let reader_task = {
         let stop = stop.clone();
-        let counters = counters.clone();
-        tokio::task::spawn_blocking(move || read_rows(reader, rows_tx, stop, counters))
+        tokio::task::spawn_blocking(move || read_rows(reader, rows_tx, stop))
     };
     // What the run can cost, counted from the input (spending nothing): before the first
     // request for a small file, alongside the run for a big one, so it never delays a resume.
@@ -719,23 +719,16 @@ fn cost_note(e: &Estimate, balance: Option<f64>) -> String {
 
 /// Reads rows into the channel. `Ok(true)`: the input ended; `Ok(false)`: stopped early.
 fn read_rows(
-    mut reader: Reader,
+    reader: Reader,
     rows: mpsc::Sender<input::Row>,
     stop: CancellationToken,
-    counters: Arc<Counters>,
 ) -> Result<bool, input::InputError> {
-    while let Some(row) = reader.next() {
+    for row in reader {
         let row = row?;
-        counters
-            .bytes_read
-            .store(reader.bytes_read(), Ordering::Relaxed);
         if stop.is_cancelled() || rows.blocking_send(row).is_err() {
             return Ok(false);
         }
     }
-    counters
-        .bytes_read
-        .store(reader.bytes_read(), Ordering::Relaxed);
     Ok(true)
 }
 
