@@ -131,7 +131,7 @@ impl Config {
                 input: input(&e.input)?,
                 input_options: input_options(&e.format, None),
                 freshness: freshness(&e.cache),
-                state_dir: state_dir(&e.state)?,
+                state_dir: state_dir(&e.state, g.sandbox)?,
                 cost_per_check: e.cost_per_check,
                 json: e.json,
                 api,
@@ -178,19 +178,19 @@ impl Config {
                 }))
             }
             Command::Status { state, json } => Config::Status {
-                state_dir: state_dir(&state)?,
+                state_dir: state_dir(&state, g.sandbox)?,
                 json,
             },
             Command::Cache {
                 action: CacheAction::Stats { state, json },
             } => Config::CacheStats {
-                state_dir: state_dir(&state)?,
+                state_dir: state_dir(&state, g.sandbox)?,
                 json,
             },
             Command::Cache {
                 action: CacheAction::Clear { state, older_than },
             } => Config::CacheClear {
-                state_dir: state_dir(&state)?,
+                state_dir: state_dir(&state, g.sandbox)?,
                 older_than,
             },
         })
@@ -219,7 +219,7 @@ fn job(
             ..RetryPolicy::default()
         },
         freshness: freshness(&j.cache),
-        state_dir: state_dir(&j.state)?,
+        state_dir: state_dir(&j.state, g.sandbox)?,
         restart: false,
         force: false,
         retry_errors: false,
@@ -278,8 +278,10 @@ fn freshness(args: &CacheArgs) -> Freshness {
     }
 }
 
-fn state_dir(args: &StateArgs) -> anyhow::Result<PathBuf> {
-    args.state_dir.clone().or_else(api::default_state_dir).ok_or_else(|| {
+fn state_dir(args: &StateArgs, sandbox: bool) -> anyhow::Result<PathBuf> {
+    let dir = args.state_dir.clone().or_else(api::default_state_dir).ok_or_else(|| {
         usage("cannot find a per-user state directory; give one with --state-dir or MAILSIFT_STATE_DIR")
-    })
+    })?;
+    // The sandbox's made-up answers must never be served from the cache to a real run.
+    Ok(if sandbox { dir.join("sandbox") } else { dir })
 }

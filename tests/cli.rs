@@ -196,3 +196,20 @@ fn an_unreachable_api_is_reported_not_hung_on() {
         .code(1)
         .stderr(predicate::str::contains("cannot connect"));
 }
+
+#[test]
+fn the_sandbox_keeps_its_made_up_answers_out_of_the_real_cache() {
+    let mock = Mock::fast();
+    let dir = Dir::new();
+    dir.write("in.csv", "email\nvalid.jane@acme-corp.com\n");
+    dir.bare()
+        .args(["--sandbox", "validate", "in.csv", "-o", "s.csv", "-q"])
+        .assert()
+        .success();
+    // The real run must ask the API: the sandbox's answer is not in its cache.
+    dir.mailsift(&mock)
+        .args(["validate", "in.csv", "-o", "r.csv", "-q"])
+        .assert()
+        .success();
+    assert_eq!(mock.stats().validations, 1);
+}
