@@ -147,6 +147,32 @@ pub async fn run(
     };
     let run_id = plan.run;
 
+    say(describe_start(
+        &input_name,
+        &config,
+        &layout,
+        plan.resume.as_ref(),
+        left_in_flight,
+    ));
+
+    // Only now, with the input understood, is a key needed; and before any file is created.
+    let api = Api::connect(&config.api, config.concurrency).await?;
+    if api.sandbox.is_some() {
+        say(format!(
+            "mailsift: sandbox mode: answers come from {}",
+            api.describe
+        ));
+    }
+    // The balance, once, for free: a rejected key stops here, before anything is read.
+    let balance_start = match api.client.credits().await {
+        Ok(reply) => Some(reply.body.credits),
+        Err(e @ ApiError::KeyRejected { .. }) => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!("could not read the balance: {e}");
+            None
+        }
+    };
+
     let format = RowFormat::new(
         &layout,
         config.company,
@@ -185,32 +211,6 @@ pub async fn run(
                 sink.header(&format.header(header), &mut mark)?;
             }
             (reader, sink, mark)
-        }
-    };
-
-    say(describe_start(
-        &input_name,
-        &config,
-        &layout,
-        plan.resume.as_ref(),
-        left_in_flight,
-    ));
-
-    // Only now, with the input understood, is a key needed.
-    let api = Api::connect(&config.api, config.concurrency).await?;
-    if api.sandbox.is_some() {
-        say(format!(
-            "mailsift: sandbox mode: answers come from {}",
-            api.describe
-        ));
-    }
-    // The balance, once, for free: a rejected key stops here, before anything is read.
-    let balance_start = match api.client.credits().await {
-        Ok(reply) => Some(reply.body.credits),
-        Err(e @ ApiError::KeyRejected { .. }) => return Err(e.into()),
-        Err(e) => {
-            tracing::warn!("could not read the balance: {e}");
-            None
         }
     };
 
