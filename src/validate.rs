@@ -225,12 +225,11 @@ pub async fn run(
     counters
         .rate
         .store(limiter.rate().per_minute as u64, Ordering::Relaxed);
-    let before = plan.job.as_ref().map(|(_, r)| r.clone());
     let cost = estimate::cost_per_check(&store, config.budget.cost_per_check);
     let ledger = Ledger::new(
         config.budget.max_credits,
         config.budget.min_balance,
-        before.as_ref().map_or(0.0, |r| r.credits_spent),
+        plan.job.as_ref().map_or(0.0, |(_, r)| r.credits_spent),
         cost.0,
     );
 
@@ -259,7 +258,6 @@ pub async fn run(
     ));
     if let (Some(min), Some(balance)) = (config.budget.min_balance, balance_start) {
         if balance < min {
-            stop.cancel();
             pool.halt_with(Halt::Budget(format!(
                 "the balance ({}) is below --min-balance {}",
                 output::format_credits(balance),
@@ -270,7 +268,7 @@ pub async fn run(
 
     let rows_before = watermark.rows;
     counters.input_done.store(watermark.byte, Ordering::Relaxed);
-    let mut record = plan.job.clone();
+    let mut record = plan.job;
     if let Some((id, record)) = &mut record {
         record.run = run_id;
         store.save_job(id, record)?;
