@@ -15,6 +15,10 @@
 //! re-plans from there, the rows in between coming from the cache.
 //!
 //! Workers never write files. The writer writes no row it has not got a verdict for.
+//!
+//! Test hook: `MAILSIFT_TEST_CRASH_AT=<point>:<n>` ends the process on the spot the n-th time
+//! the writer reaches `point` (see [`crash_point`]), so the tests can put a "power cut" exactly
+//! inside a checkpoint. Unset, it costs one atomic load per checkpoint.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -400,17 +404,20 @@ impl Writer {
             Sink::File { file, partial, .. } => {
                 file.flush()
                     .with_context(|| format!("writing {}", partial.display()))?;
+                crash_point("write");
                 let handle = file.get_ref().try_clone()?;
                 let what = partial.display().to_string();
                 tokio::task::spawn_blocking(move || handle.sync_data())
                     .await?
                     .with_context(|| format!("saving {what} to disk"))?;
+                crash_point("fsync");
                 if let Some(cp) = &mut self.checkpoint {
                     cp.record.watermark = self.watermark;
                     cp.record.updated_at = crate::clock::now();
                     cp.record.api_calls = self.counters.api_calls();
                     cp.record.credits_spent = self.counters.credits_spent();
                     cp.store.save_job(&cp.job_id, &cp.record)?;
+                    crash_point("record");
                     let store = cp.store.clone();
                     tokio::task::spawn_blocking(move || store.flush()).await??;
                 }
@@ -441,6 +448,7 @@ impl Writer {
                 std::fs::rename(&partial, &path).with_context(|| {
                     format!("renaming {} to {}", partial.display(), path.display())
                 })?;
+                crash_point("rename");
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     // Make the rename itself durable; not all platforms can open a directory.
                     if let Ok(dir) = File::open(dir) {
@@ -452,6 +460,39 @@ impl Writer {
         }
     }
 }
+
+/// The test hook `MAILSIFT_TEST_CRASH_AT=<point>:<n>`: ends the process at once the n-th time
+/// (1-based) the writer reaches `point`. The points, in the order a checkpoint meets them:
+///
+/// - `write`: the buffered rows were handed to the OS, not yet fsynced (a power cut here loses
+///   them: the tests cut the file back to simulate that);
+/// - `fsync`: the output is durable, the watermark not yet recorded;
+/// - `record`: the watermark is recorded in the store, the store not yet flushed;
+/// - `rename`: at the end, the partial file is renamed into place, the job not yet marked done.
+///
+/// `std::process::exit` runs no destructor and flushes nothing of ours: whatever the process
+/// still held (sled's unflushed writes, the output buffer) is lost, as in a crash. For tests
+/// only; undocumented for users on purpose.
+fn crash_point(point: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PLAN: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static REACHED: AtomicU64 = AtomicU64::new(0);
+    let plan = PLAN.get_or_init(|| {
+        let text = std::env::var("MAILSIFT_TEST_CRASH_AT").ok()?;
+        let (at, n) = text.split_once(':')?;
+        Some((at.to_owned(), n.parse().ok()?))
+    });
+    if let Some((at, n)) = plan {
+        if at == point && REACHED.fetch_add(1, Ordering::Relaxed) + 1 == *n {
+            eprintln!("mailsift: MAILSIFT_TEST_CRASH_AT={point}:{n}: crashing on purpose");
+            std::process::exit(CRASH_EXIT);
+        }
+    }
+}
+
+/// The exit code of a crash on purpose (`MAILSIFT_TEST_CRASH_AT`); no real outcome uses it.
+pub const CRASH_EXIT: i32 = 99;
 
 #[cfg(test)]
 mod tests {
