@@ -1,6 +1,8 @@
 //! Behaviour tests: the real binary and the library against the mock server.
 
 mod cli;
+mod crash;
+mod faults;
 mod mock;
 mod util;
 mod validate;
