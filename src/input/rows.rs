@@ -239,9 +239,17 @@ impl Reader {
     fn finish(&mut self, mut row: Row, last: bool) -> Row {
         let mut content = row.raw.len() - terminator_len(&row.raw);
         // Only the last row can end inside an open quote (at end of input): then its trailing
-        // line ending is data, not a terminator.
-        if last && content < row.raw.len() && !ends_record(&mut self.scanner, &row.raw) {
+        // line ending is data, not a terminator, and every line after the quote is part of one
+        // field. The bytes pass through; the user is told which line to fix.
+        if last && self.ends_in_open_quote(&row.raw) {
             content = row.raw.len();
+            tracing::warn!(
+                "{}: the quote opened in the row at line {} is never closed, so everything from                  there to the end of the file ({} lines) is one field of that row: it is kept as                  it is but not validated. Fix the quoting on line {} and run again with --restart",
+                self.config.file,
+                row.line,
+                line_breaks(&row.raw) + 1,
+                row.line
+            );
         }
         row.keep = match self.config.replace_from {
             Some(0) => 0,
@@ -251,6 +259,35 @@ impl Reader {
             _ => content,
         };
         row
+    }
+
+    /// True when the input ends inside a quoted field of `raw` (the last row): nothing, not even
+    /// an added line ending, would end that record.
+    fn ends_in_open_quote(&mut self, raw: &[u8]) -> bool {
+        let mut probe = Vec::with_capacity(raw.len() + 1);
+        probe.extend_from_slice(raw);
+        probe.push(b'\n');
+        !ends_record(&mut self.scanner, &probe)
+    }
+
+    /// The input changed under us: it ended at another offset than its size when opened (cut
+    /// short or grown while it was read). The rows read so far may end with a torn one, so the
+    /// one held back is dropped and the reader reports the change instead.
+    fn check_length(&mut self) {
+        let (Some(len), None) = (self.source_len, &self.deferred) else {
+            return;
+        };
+        let at = self.bytes_read();
+        if at == len {
+            return;
+        }
+        let line = self.pending.take().map_or(self.line, |row| row.line);
+        self.deferred = Some(InputError::Changed {
+            file: self.config.file.clone(),
+            len,
+            at,
+            line,
+        });
     }
 
     /// At the end of input the parser swallows a final `\n` without starting a record: give it
@@ -332,6 +369,7 @@ impl Iterator for Reader {
                 Ok(false) => {
                     self.done = true;
                     self.complete_last_crlf();
+                    self.check_length();
                 }
                 Err(e) => {
                     self.done = true;
