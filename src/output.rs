@@ -265,10 +265,11 @@ impl Sink {
         }
     }
 
-    fn describe(&self) -> String {
+    /// The context of a failed write: what, and for a file how to carry on.
+    fn write_failed(&self) -> String {
         match self {
-            Sink::File { partial, .. } => partial.display().to_string(),
-            Sink::Stdout(_) => "standard output".to_owned(),
+            Sink::File { partial, .. } => write_failed(partial),
+            Sink::Stdout(_) => "writing standard output".to_owned(),
         }
     }
 }
@@ -336,7 +337,7 @@ pub async fn run(
                 if e.kind() == io::ErrorKind::BrokenPipe {
                     return Ok((WriteEnd::BrokenPipe, writer));
                 }
-                return Err(e).with_context(|| format!("writing {}", writer.sink.describe()));
+                return Err(e).with_context(|| writer.sink.write_failed());
             }
             writer.counters.row_written(&outcome);
             let row = &planned.row;
@@ -377,6 +378,15 @@ pub async fn run(
     Ok((end, writer))
 }
 
+/// "writing PARTIAL", with what to do: the checkpoint before the failure is still good.
+fn write_failed(partial: &Path) -> String {
+    format!(
+        "writing {} (is the disk full?); the last checkpoint is kept: free some space or fix the \
+         cause, then run the same command to resume",
+        partial.display()
+    )
+}
+
 /// Lines a raw row spans (for the line number of the next row).
 fn lines_in(raw: &[u8]) -> u64 {
     let lf = raw.iter().filter(|&&b| b == b'\n').count();
@@ -402,14 +412,13 @@ impl Writer {
                 Ok(())
             }
             Sink::File { file, partial, .. } => {
-                file.flush()
-                    .with_context(|| format!("writing {}", partial.display()))?;
+                file.flush().with_context(|| write_failed(partial))?;
                 crash_point("write");
                 let handle = file.get_ref().try_clone()?;
-                let what = partial.display().to_string();
+                let what = write_failed(partial);
                 tokio::task::spawn_blocking(move || handle.sync_data())
                     .await?
-                    .with_context(|| format!("saving {what} to disk"))?;
+                    .context(what)?;
                 crash_point("fsync");
                 if let Some(cp) = &mut self.checkpoint {
                     cp.record.watermark = self.watermark;

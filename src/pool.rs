@@ -40,6 +40,9 @@ pub enum Halt {
     KeyRejected(ApiError),
     OutOfCredits(ApiError),
     TooManyFailures(String),
+    /// The store cannot be written (a full disk, most often): nothing can be cached, so
+    /// nothing more may be bought.
+    StoreFailed(String),
 }
 
 /// What every worker shares.
@@ -133,9 +136,8 @@ impl Pool {
             };
             let Some(job) = job else { return };
             if let Err(e) = self.ask(&job).await {
-                // The store failed: nothing can be cached, so nothing more may be bought.
-                tracing::error!("{e:#}");
-                self.set_halt(Halt::TooManyFailures(format!("{e:#}")));
+                // Every worker meets the same failure: the first one reports it, at the end.
+                self.set_halt(Halt::StoreFailed(format!("{e:#}")));
                 self.stop.cancel();
                 return;
             }

@@ -403,6 +403,7 @@ pub async fn run(
                 Exit::TooManyFailures,
                 "too_many_failures",
             ),
+            Halt::StoreFailed(_) => (JobState::Failed, Exit::Failed, "failed"),
         }
     } else if write_end == WriteEnd::BrokenPipe {
         (JobState::Interrupted, Exit::Ok, "output_closed")
@@ -470,6 +471,7 @@ pub async fn run(
                 "mailsift: the API seems unavailable: {why}. Run the same command later to resume."
             );
         }
+        Some(Halt::StoreFailed(why)) => anyhow::bail!("{why}"),
         None if interrupted => {
             say("mailsift: interrupted; run the same command to resume.".into());
         }
@@ -535,11 +537,12 @@ fn open_partial(output: &Path, resume_at: Option<u64>) -> anyhow::Result<Sink> {
             file.seek(std::io::SeekFrom::End(0))?;
             file
         }
+        // Before anything is spent: the user's to fix, like an unreadable input (exit 2).
         None => std::fs::File::create(&partial).map_err(|e| {
-            anyhow::anyhow!(
+            usage(format!(
                 "cannot create {}: {e}. Check that the directory exists and is writable, or choose another output with -o",
                 partial.display()
-            )
+            ))
         })?,
     };
     Ok(Sink::File {
