@@ -3,6 +3,7 @@
 mod cli;
 mod crash;
 mod faults;
+mod machine;
 mod mock;
 mod util;
 mod validate;
