@@ -121,13 +121,6 @@ impl Crashes {
             );
         }
         let extra = stats.validations - stats.unique_addresses;
-        eprintln!(
-            "DEBUG crashes {} in_flight {} extra {} repeated {}",
-            self.count,
-            self.in_flight.len(),
-            extra,
-            stats.repeated.len()
-        );
         assert!(
             extra <= self.count * CONCURRENCY,
             "{extra} extra calls after {} crashes",
