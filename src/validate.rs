@@ -149,7 +149,15 @@ pub async fn run(
             credits_spent: 0.0,
         };
         let record = match store.job(&id)? {
-            Some(old) if old.state == JobState::Done && !config.force && !config.restart => {
+            // Done with this very input and these options: nothing to do. A changed input or
+            // other options make it a new job (answers already paid for come from the cache).
+            Some(old)
+                if old.state == JobState::Done
+                    && old.fingerprint == fingerprint
+                    && old.options == options
+                    && !config.force
+                    && !config.restart =>
+            {
                 if Path::new(&old.output).exists() {
                     say(format!(
                         "mailsift: this job is already done: {} (nothing to do; --force runs it again from the cache)",
@@ -235,6 +243,12 @@ pub async fn run(
                 line: 1,
                 ..Watermark::default()
             };
+            if layout.bom {
+                // The input's UTF-8 BOM stays: spreadsheets need it to read the file as UTF-8.
+                const BOM: &[u8] = b"\xEF\xBB\xBF";
+                write_header(&mut sink, BOM)?;
+                mark.output_bytes = BOM.len() as u64;
+            }
             if let Some(header) = &layout.header {
                 let line = format.header(header);
                 write_header(&mut sink, &line)?;
@@ -243,7 +257,7 @@ pub async fn run(
                     byte: next.byte,
                     line: next.line,
                     rows: 0,
-                    output_bytes: line.len() as u64,
+                    output_bytes: mark.output_bytes + line.len() as u64,
                 };
             }
             (reader, sink, mark)
