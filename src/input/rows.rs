@@ -243,11 +243,16 @@ impl Reader {
         // field. The bytes pass through; the user is told which line to fix.
         if last && self.ends_in_open_quote(&row.raw) {
             content = row.raw.len();
+            let last_line =
+                row.line + line_breaks(&row.raw) - u64::from(terminator_len(&row.raw) > 0);
             tracing::warn!(
-                "{}: the quote opened in the row at line {} is never closed, so everything from                  there to the end of the file ({} lines) is one field of that row: it is kept as                  it is but not validated. Fix the quoting on line {} and run again with --restart",
+                "{}: the quote opened in the row at line {} is never closed, so lines {}-{} are \
+                 one field of that row: kept as they are, not validated. Fix the quoting on \
+                 line {} and run the same command again",
                 self.config.file,
                 row.line,
-                line_breaks(&row.raw) + 1,
+                row.line,
+                last_line,
                 row.line
             );
         }
