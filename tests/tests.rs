@@ -6,5 +6,6 @@ mod crash;
 mod faults;
 mod machine;
 mod mock;
+mod secrets;
 mod util;
 mod validate;
