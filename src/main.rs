@@ -66,9 +66,12 @@ fn init_logging(verbosity: u8) {
         3 => tracing::Level::DEBUG,
         _ => tracing::Level::TRACE,
     };
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in cron mail or log files.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }

@@ -15,6 +15,10 @@
 //! re-plans from there, the rows in between coming from the cache.
 //!
 //! Workers never write files. The writer writes no row it has not got a verdict for.
+//!
+//! Test hook: `MAILSIFT_TEST_CRASH_AT=<point>:<n>` ends the process on the spot the n-th time
+//! the writer reaches `point` (see [`crash_point`]), so the tests can put a "power cut" exactly
+//! inside a checkpoint. Unset, it costs one atomic load per checkpoint.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -258,12 +262,13 @@ impl Part {
                 io::Seek::seek(&mut file, io::SeekFrom::End(0))?;
                 file
             }
+            // Before anything is spent: the user's to fix, like an unreadable input (exit 2).
             None => File::create(&partial).map_err(|e| {
-                anyhow::anyhow!(
+                crate::exit::usage(format!(
                     "cannot create {}: {e}. Check that the directory exists and is writable, or \
                      choose another output with -o",
                     partial.display()
-                )
+                ))
             })?,
         };
         Ok(Part {
@@ -276,19 +281,22 @@ impl Part {
     fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         self.file
             .write_all(bytes)
-            .with_context(|| format!("writing {}", self.partial.display()))
+            .with_context(|| write_failed(&self.partial))
     }
 
     /// Flushes and fsyncs (off the async threads).
     async fn sync(&mut self) -> anyhow::Result<()> {
         self.file
             .flush()
-            .with_context(|| format!("writing {}", self.partial.display()))?;
+            .with_context(|| write_failed(&self.partial))?;
+        crash_point("write");
         let handle = self.file.get_ref().try_clone()?;
-        let what = self.partial.display().to_string();
+        let what = write_failed(&self.partial);
         tokio::task::spawn_blocking(move || handle.sync_data())
             .await?
-            .with_context(|| format!("saving {what} to disk"))
+            .context(what)?;
+        crash_point("fsync");
+        Ok(())
     }
 
     /// fsync, then rename into place, then fsync the directory so the rename is durable too.
@@ -307,6 +315,7 @@ impl Part {
         drop(file);
         std::fs::rename(&partial, &path)
             .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
+        crash_point("rename");
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // Not all platforms can open a directory; where they cannot, there is nothing to do.
             if let Ok(dir) = File::open(dir) {
@@ -421,10 +430,11 @@ impl Sink {
         Ok(())
     }
 
-    fn describe(&self) -> String {
+    /// The context of a failed write: what, and for a file how to carry on.
+    fn write_failed(&self) -> String {
         match self {
-            Sink::Files { main, .. } => main.partial.display().to_string(),
-            Sink::Stdout(_) => "standard output".to_owned(),
+            Sink::Files { main, .. } => write_failed(&main.partial),
+            Sink::Stdout(_) => "writing standard output".to_owned(),
         }
     }
 }
@@ -494,7 +504,7 @@ pub async fn run(
                 if e.kind() == io::ErrorKind::BrokenPipe {
                     return Ok((WriteEnd::BrokenPipe, writer));
                 }
-                return Err(e).with_context(|| format!("writing {}", writer.sink.describe()));
+                return Err(e).with_context(|| writer.sink.write_failed());
             }
             writer.counters.row_written(&outcome);
             let next = planned.row.resume_after();
@@ -538,6 +548,15 @@ pub async fn run(
     Ok((end, writer))
 }
 
+/// "writing PARTIAL", with what to do: the checkpoint before the failure is still good.
+fn write_failed(partial: &Path) -> String {
+    format!(
+        "writing {} (is the disk full?); the last checkpoint is kept: free some space or fix the \
+         cause, then run the same command to resume",
+        partial.display()
+    )
+}
+
 impl Writer {
     /// Makes the output durable up to the watermark, then records it (see the module docs
     /// for why this order).
@@ -559,6 +578,7 @@ impl Writer {
                     cp.record.updated_at = crate::clock::now();
                     (cp.update)(&mut cp.record);
                     cp.store.save_job(&cp.job_id, &cp.record)?;
+                    crash_point("record");
                     let store = cp.store.clone();
                     tokio::task::spawn_blocking(move || store.flush()).await??;
                 }
@@ -584,6 +604,39 @@ impl Writer {
         }
     }
 }
+
+/// The test hook `MAILSIFT_TEST_CRASH_AT=<point>:<n>`: ends the process at once the n-th time
+/// (1-based) the writer reaches `point`. The points, in the order a checkpoint meets them:
+///
+/// - `write`: the buffered rows were handed to the OS, not yet fsynced (a power cut here loses
+///   them: the tests cut the file back to simulate that);
+/// - `fsync`: the output is durable, the watermark not yet recorded;
+/// - `record`: the watermark is recorded in the store, the store not yet flushed;
+/// - `rename`: at the end, the partial file is renamed into place, the job not yet marked done.
+///
+/// `std::process::exit` runs no destructor and flushes nothing of ours: whatever the process
+/// still held (sled's unflushed writes, the output buffer) is lost, as in a crash. For tests
+/// only; undocumented for users on purpose.
+fn crash_point(point: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PLAN: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static REACHED: AtomicU64 = AtomicU64::new(0);
+    let plan = PLAN.get_or_init(|| {
+        let text = std::env::var("MAILSIFT_TEST_CRASH_AT").ok()?;
+        let (at, n) = text.split_once(':')?;
+        Some((at.to_owned(), n.parse().ok()?))
+    });
+    if let Some((at, n)) = plan {
+        if at == point && REACHED.fetch_add(1, Ordering::Relaxed) + 1 == *n {
+            eprintln!("mailsift: MAILSIFT_TEST_CRASH_AT={point}:{n}: crashing on purpose");
+            std::process::exit(CRASH_EXIT);
+        }
+    }
+}
+
+/// The exit code of a crash on purpose (`MAILSIFT_TEST_CRASH_AT`); no real outcome uses it.
+pub const CRASH_EXIT: i32 = 99;
 
 #[cfg(test)]
 mod tests {

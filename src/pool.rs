@@ -10,6 +10,11 @@
 //! A worker stops the pool for the cases that concern every request: 401 (abort at once),
 //! 402 (stop sending, let the others finish), and a run of requests that failed for good
 //! (the API looks down). Workers never touch files other than through the store.
+//!
+//! A request that failed for good is not an `error` row at once: it is held until a later
+//! answer shows the API is up (or the work ends normally). If instead the failures go on until
+//! the pool stops, the held ones stay unresolved and the next run asks them again, so an outage
+//! never leaves `error` rows in the resumed file that an uninterrupted run would not have.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::{ApiError, Client, Meta, Reply, Status, Verdict};
 use crate::limiter::Limiter;
-use crate::plan::{Job, Resolved};
+use crate::plan::{Job, Pending, Resolved};
 use crate::report::Counters;
 use crate::retry::RetryPolicy;
 use crate::store::{Answer, Store};
@@ -37,6 +42,9 @@ pub enum Halt {
     /// `--max-credits` or `--min-balance` reached.
     Budget(String),
     TooManyFailures(String),
+    /// The store cannot be written (a full disk, most often): nothing can be cached, so
+    /// nothing more may be bought.
+    StoreFailed(String),
 }
 
 /// What the job may spend, and what it has spent: `--max-credits` counts every credit the
@@ -143,7 +151,16 @@ pub struct Pool {
     pub run: u64,
     pub ledger: Ledger,
     halt: Mutex<Option<Halt>>,
-    failures_in_a_row: AtomicU32,
+    streak: Mutex<Streak>,
+    /// Workers running `work`: the last one out releases the held failures.
+    workers: AtomicU32,
+}
+
+/// The current run of requests that failed for good, and their outcomes held back.
+#[derive(Default)]
+struct Streak {
+    failures: u32,
+    held: Vec<(Arc<Pending>, Arc<str>)>,
 }
 
 impl Pool {
@@ -172,7 +189,8 @@ impl Pool {
             run,
             ledger,
             halt: Mutex::new(None),
-            failures_in_a_row: AtomicU32::new(0),
+            streak: Mutex::new(Streak::default()),
+            workers: AtomicU32::new(0),
         }
     }
 
@@ -198,6 +216,16 @@ impl Pool {
 
     /// One worker: takes jobs until the queue closes or the pool stops.
     pub async fn work(self: Arc<Self>, jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>) {
+        self.workers.fetch_add(1, Ordering::AcqRel);
+        self.take_jobs(jobs).await;
+        if self.workers.fetch_sub(1, Ordering::AcqRel) == 1 && !self.stop.is_cancelled() {
+            // The last worker out, every job done and nothing stopped the pool: the failures
+            // held since the last answer were not an outage. They are `error` rows.
+            self.end_streak();
+        }
+    }
+
+    async fn take_jobs(&self, jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>) {
         loop {
             let job = tokio::select! {
                 biased;
@@ -206,9 +234,8 @@ impl Pool {
             };
             let Some(job) = job else { return };
             if let Err(e) = self.ask(&job).await {
-                // The store failed: nothing can be cached, so nothing more may be bought.
-                tracing::error!("{e:#}");
-                self.set_halt(Halt::TooManyFailures(format!("{e:#}")));
+                // Every worker meets the same failure: the first one reports it, at the end.
+                self.set_halt(Halt::StoreFailed(format!("{e:#}")));
                 self.stop.cancel();
                 return;
             }
@@ -268,7 +295,7 @@ impl Pool {
             let error = match result {
                 Ok(reply) => {
                     self.follow(&reply.meta);
-                    self.failures_in_a_row.store(0, Ordering::Relaxed);
+                    self.end_streak();
                     let answer = self.answer(reply, job);
                     self.store.put(&job.key, &answer)?;
                     self.store.clear_in_flight(&job.key)?;
@@ -306,16 +333,6 @@ impl Pool {
                 .policy
                 .delay(retry, error.retry_after(), &mut rand::rng());
             let Some(delay) = delay else {
-                let failures = self.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
-                if failures >= FAILURES_IN_A_ROW {
-                    // Leave this job unresolved: the next run asks again.
-                    self.set_halt(Halt::TooManyFailures(format!(
-                        "{failures} requests in a row failed after {} attempts each; the last: {error}",
-                        self.policy.max_retries + 1
-                    )));
-                    self.stop.cancel();
-                    return Ok(());
-                }
                 if !error.maybe_charged() {
                     self.store.clear_in_flight(&job.key)?;
                 }
@@ -323,7 +340,16 @@ impl Pool {
                     "{error} (gave up after {} attempts)",
                     self.policy.max_retries + 1
                 );
-                self.resolve(job, Resolved::Failed(message.into()));
+                let halted = self.hold_failure(job, message.into(), |failures| {
+                    format!(
+                        "{failures} requests in a row failed after {} attempts each; the last: {error}",
+                        self.policy.max_retries + 1
+                    )
+                });
+                if halted {
+                    // The held jobs stay unresolved: the next run asks them again.
+                    self.stop.cancel();
+                }
                 return Ok(());
             };
             if let ApiError::RateLimited { .. } = error {
@@ -343,6 +369,40 @@ impl Pool {
 
     fn resolve(&self, job: &Job, resolved: Resolved) {
         job.pending.resolve(resolved);
+        self.wake.notify_one();
+    }
+
+    /// Holds a job that failed for good. True when that makes too many failures in a row:
+    /// the pool halts (decided under the streak's lock, so no answer can release the held jobs
+    /// in between).
+    fn hold_failure(&self, job: &Job, message: Arc<str>, why: impl FnOnce(u32) -> String) -> bool {
+        let mut streak = self.streak.lock().unwrap_or_else(|p| p.into_inner());
+        streak.failures += 1;
+        streak.held.push((job.pending.clone(), message));
+        if streak.failures < FAILURES_IN_A_ROW {
+            return false;
+        }
+        self.set_halt(Halt::TooManyFailures(why(streak.failures)));
+        true
+    }
+
+    /// An answer came (or the work ended normally): the held failures were not an outage, so
+    /// they become `error` rows. Once the pool has halted they stay unresolved instead.
+    fn end_streak(&self) {
+        let held = {
+            let mut streak = self.streak.lock().unwrap_or_else(|p| p.into_inner());
+            if self.halt().is_some() {
+                return;
+            }
+            streak.failures = 0;
+            std::mem::take(&mut streak.held)
+        };
+        if held.is_empty() {
+            return;
+        }
+        for (pending, message) in held {
+            pending.resolve(Resolved::Failed(message));
+        }
         self.wake.notify_one();
     }
 

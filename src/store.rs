@@ -9,6 +9,9 @@
 //!   cut the newest entries may be lost, which only ever means asking again, never a wrong row.
 //! - One process at a time: a lock file is taken before sled is opened, so a second run fails
 //!   at once with a message instead of sled's lock error.
+//! - A damaged store or one from another version is refused with a message naming the
+//!   directory and what to do (exit 2), never a panic: sled can panic on some damaged files,
+//!   so opening it runs under `catch_unwind` with that thread's panic message silenced.
 //!
 //! It knows nothing of CSV, HTTP or freshness rules: callers decide what an entry means.
 
@@ -17,7 +20,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::client::{Company, Status};
@@ -237,48 +240,15 @@ impl Store {
             )
         })?;
         let lock = lock(dir)?;
-        let db = open_db(dir)?;
-        let meta = db
-            .open_tree("meta")
-            .map_err(|e| unusable(dir, &e.to_string()))?;
-        match meta
-            .get("schema")
-            .map_err(|e| unusable(dir, &e.to_string()))?
-        {
-            Some(found) if found.as_ref() != SCHEMA => {
-                bail!(
-                    "the state directory {} was written by another version of mailsift ({}); \
-                     use another --state-dir, or move this one aside to start fresh",
-                    dir.display(),
-                    String::from_utf8_lossy(&found)
-                )
-            }
-            Some(_) => {}
-            None => {
-                meta.insert("schema", SCHEMA)?;
-            }
-        }
-        let salt = match meta.get("salt")? {
-            Some(salt) => salt
-                .as_ref()
-                .try_into()
-                .map_err(|_| unusable(dir, "the salt record is damaged"))?,
-            None => {
-                let salt: [u8; 32] = rand::random();
-                meta.insert("salt", &salt)?;
-                db.flush()?;
-                salt
-            }
-        };
-        let open = |name: &str| {
-            db.open_tree(name)
-                .map_err(|e| unusable(dir, &e.to_string()))
-        };
+        // sled can panic on some damaged files: everything it reads while opening runs here.
+        let opened = quietly_catching_panics(|| open_sled(dir))
+            .map_err(|panic| unusable(dir, &format!("it is damaged: {panic}")))??;
+        let (db, salt, cache, jobs, in_flight, meta) = opened;
         Ok(Store {
             dir: dir.to_owned(),
-            cache: open("cache")?,
-            jobs: open("jobs")?,
-            in_flight: open("in_flight")?,
+            cache,
+            jobs,
+            in_flight,
             meta,
             db,
             salt,
@@ -313,12 +283,15 @@ impl Store {
     }
 
     pub fn get(&self, key: &CacheKey) -> anyhow::Result<Option<Answer>> {
-        Ok(self.cache.get(key)?.and_then(|v| Answer::decode(&v)))
+        let value = self.cache.get(key).with_context(|| self.reading())?;
+        Ok(value.and_then(|v| Answer::decode(&v)))
     }
 
     /// Caches a verdict. Call [`Store::durable`] before relying on it surviving a crash.
     pub fn put(&self, key: &CacheKey, answer: &Answer) -> anyhow::Result<()> {
-        self.cache.insert(key, answer.encode())?;
+        self.cache
+            .insert(key, answer.encode())
+            .with_context(|| writing(&self.dir))?;
         self.puts.fetch_add(1, Ordering::Release);
         Ok(())
     }
@@ -326,21 +299,29 @@ impl Store {
     /// Marks a request as about to be sent; a marker still there after a crash is a request
     /// whose outcome is unknown (it may have been charged).
     pub fn mark_in_flight(&self, key: &CacheKey) -> anyhow::Result<()> {
-        self.in_flight.insert(key, &[])?;
+        self.in_flight
+            .insert(key, &[])
+            .with_context(|| writing(&self.dir))?;
         self.puts.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
     pub fn clear_in_flight(&self, key: &CacheKey) -> anyhow::Result<()> {
-        self.in_flight.remove(key)?;
+        self.in_flight
+            .remove(key)
+            .with_context(|| writing(&self.dir))?;
         Ok(())
     }
 
     /// Counts and clears the markers a crashed run left behind.
     pub fn take_in_flight(&self) -> anyhow::Result<u64> {
         let n = self.in_flight.len() as u64;
-        self.in_flight.clear()?;
+        self.in_flight.clear().with_context(|| writing(&self.dir))?;
         Ok(n)
+    }
+
+    fn reading(&self) -> String {
+        format!("reading the state store in {}", self.dir.display())
     }
 
     /// Returns once every put made before the call has left the process (group commit: one
@@ -359,16 +340,14 @@ impl Store {
         tokio::task::spawn_blocking(move || db.flush())
             .await
             .context("the store's flush task failed")?
-            .with_context(|| format!("writing the state store in {}", self.dir.display()))?;
+            .with_context(|| writing(&self.dir))?;
         self.flushed.fetch_max(target, Ordering::AcqRel);
         Ok(())
     }
 
     /// A blocking flush, for checkpoints taken off the async workers.
     pub fn flush(&self) -> anyhow::Result<()> {
-        self.db
-            .flush()
-            .with_context(|| format!("writing the state store in {}", self.dir.display()))?;
+        self.db.flush().with_context(|| writing(&self.dir))?;
         Ok(())
     }
 
@@ -388,20 +367,26 @@ impl Store {
     }
 
     pub fn job(&self, id: &[u8; 16]) -> anyhow::Result<Option<JobRecord>> {
-        match self.jobs.get(id)? {
+        match self.jobs.get(id).with_context(|| self.reading())? {
             None => Ok(None),
+            // A record this version cannot read (damaged, or another layout) is no record:
+            // the job starts over, answers already paid for still come from the cache.
             Some(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
         }
     }
 
     pub fn save_job(&self, id: &[u8; 16], job: &JobRecord) -> anyhow::Result<()> {
         let json = serde_json::to_vec(job)?;
-        self.jobs.insert(id, json.as_slice())?;
+        self.jobs
+            .insert(id, json.as_slice())
+            .with_context(|| writing(&self.dir))?;
         // A copy outside the database, for `mailsift status` while this process holds the lock.
         let running = self.dir.join(RUNNING);
         let tmp = self.dir.join(format!("{RUNNING}.tmp"));
         if job.state == JobState::Running {
-            std::fs::write(&tmp, &json).and_then(|()| std::fs::rename(&tmp, &running))?;
+            std::fs::write(&tmp, &json)
+                .and_then(|()| std::fs::rename(&tmp, &running))
+                .with_context(|| writing(&self.dir))?;
         } else {
             let _ = std::fs::remove_file(running);
         }
@@ -468,6 +453,71 @@ impl Store {
     }
 }
 
+/// "writing the state store in DIR", the context of every failed write (a full disk, most often).
+fn writing(dir: &Path) -> String {
+    format!(
+        "writing the state store in {} (is the disk full?); the last checkpoint is kept: \
+         fix the cause, then run the same command to resume",
+        dir.display()
+    )
+}
+
+/// The database, its salt and its trees; the schema checked (or written, for a new store).
+type Opened = (
+    sled::Db,
+    [u8; 32],
+    sled::Tree,
+    sled::Tree,
+    sled::Tree,
+    sled::Tree,
+);
+
+fn open_sled(dir: &Path) -> anyhow::Result<Opened> {
+    let db = open_db(dir)?;
+    let meta = db
+        .open_tree("meta")
+        .map_err(|e| unusable(dir, &e.to_string()))?;
+    match meta
+        .get("schema")
+        .map_err(|e| unusable(dir, &e.to_string()))?
+    {
+        Some(found) if found.as_ref() != SCHEMA => {
+            return Err(crate::exit::usage(format!(
+                "the state directory {} was written by another version of mailsift ({}); \
+                 use another --state-dir, or move this one aside to start fresh",
+                dir.display(),
+                String::from_utf8_lossy(&found)
+            )))
+        }
+        Some(_) => {}
+        None => {
+            meta.insert("schema", SCHEMA)
+                .with_context(|| writing(dir))?;
+        }
+    }
+    let salt = match meta
+        .get("salt")
+        .map_err(|e| unusable(dir, &e.to_string()))?
+    {
+        Some(salt) => salt
+            .as_ref()
+            .try_into()
+            .map_err(|_| unusable(dir, "the salt record is damaged"))?,
+        None => {
+            let salt: [u8; 32] = rand::random();
+            meta.insert("salt", &salt).with_context(|| writing(dir))?;
+            db.flush().with_context(|| writing(dir))?;
+            salt
+        }
+    };
+    let open = |name: &str| {
+        db.open_tree(name)
+            .map_err(|e| unusable(dir, &e.to_string()))
+    };
+    let (cache, jobs, in_flight) = (open("cache")?, open("jobs")?, open("in_flight")?);
+    Ok((db, salt, cache, jobs, in_flight, meta))
+}
+
 /// Opens sled. Our lock is already held, so sled's own lock can only be held by a store of this
 /// process that is still shutting down (a flush finishing on a blocking thread): wait for it
 /// briefly rather than fail.
@@ -488,17 +538,61 @@ fn open_db(dir: &Path) -> anyhow::Result<sled::Db> {
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
+            // The disk or the permissions, not the data: exit 1 with the OS's reason.
+            Err(sled::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::PermissionDenied
+                        | std::io::ErrorKind::StorageFull
+                        | std::io::ErrorKind::ReadOnlyFilesystem
+                        | std::io::ErrorKind::QuotaExceeded
+                ) =>
+            {
+                return Err(e)
+                    .with_context(|| format!("cannot open the state store in {}", dir.display()))
+            }
             Err(e) => return Err(unusable(dir, &e.to_string())),
         }
     }
 }
 
+/// A damaged or foreign store: the user has to move it aside (exit 2).
 fn unusable(dir: &Path, why: &str) -> anyhow::Error {
-    anyhow::anyhow!(
+    crate::exit::usage(format!(
         "the state store in {} cannot be used ({why}). Move it aside (mv {0} {0}.broken) to \
          start with an empty cache; finished output files are not affected",
         dir.display()
-    )
+    ))
+}
+
+thread_local! {
+    /// Set while this thread runs code whose panics are caught and reported as errors.
+    static PANICS_ARE_CAUGHT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic into an error message. The panic hook stays silent for this
+/// thread meanwhile (panics of other threads are printed as before), so the user sees one
+/// clear error instead of a panic report.
+fn quietly_catching_panics<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !PANICS_ARE_CAUGHT.with(|caught| caught.get()) {
+                previous(info);
+            }
+        }));
+    });
+    PANICS_ARE_CAUGHT.with(|caught| caught.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    PANICS_ARE_CAUGHT.with(|caught| caught.set(false));
+    result.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "sled panicked".to_owned())
+    })
 }
 
 /// Takes the state directory's lock, or says who holds it and how to run jobs side by side.
@@ -687,6 +781,32 @@ mod tests {
         store.clear_in_flight(&store.key("a@b.co")).unwrap();
         assert_eq!(store.take_in_flight().unwrap(), 1);
         assert_eq!(store.take_in_flight().unwrap(), 0);
+    }
+
+    #[test]
+    fn panics_become_errors_and_only_this_threads_are_silenced() {
+        let caught = quietly_catching_panics(|| -> u32 { panic!("tried to serialize X") });
+        assert_eq!(caught, Err("tried to serialize X".to_owned()));
+        let formatted = quietly_catching_panics(|| -> u32 { panic!("{} {}", "page", 7) });
+        assert_eq!(formatted, Err("page 7".to_owned()));
+        assert_eq!(quietly_catching_panics(|| 5), Ok(5));
+        // Outside, panics are reported as before (the hook delegates).
+        assert!(!PANICS_ARE_CAUGHT.with(|c| c.get()));
+        assert!(std::thread::spawn(|| panic!("elsewhere")).join().is_err());
+    }
+
+    #[test]
+    fn a_damaged_store_is_a_usage_error_naming_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        std::fs::write(dir.path().join("db").join("conf"), [7u8; 62]).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert_eq!(crate::exit::Exit::for_error(&err), crate::exit::Exit::Usage);
+        let text = err.to_string();
+        assert!(
+            text.contains(&dir.path().display().to_string()) && text.contains("Move it aside"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

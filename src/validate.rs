@@ -204,6 +204,11 @@ pub async fn run(
                 line: 1,
                 ..Watermark::default()
             };
+            if layout.bom {
+                // The input's UTF-8 BOM stays: spreadsheets need it to read the file as UTF-8.
+                const BOM: &[u8] = b"\xEF\xBB\xBF";
+                sink.header(BOM, &mut mark)?;
+            }
             if let Some(header) = &layout.header {
                 let next = header.resume_after();
                 mark.byte = next.byte;
@@ -411,6 +416,7 @@ pub async fn run(
             Exit::OutOfCredits,
             "budget_reached",
         ),
+        Some(Halt::StoreFailed(_)) => (JobState::Failed, Exit::Failed, "failed"),
         Some(Halt::TooManyFailures(_)) => (
             JobState::TooManyFailures,
             Exit::TooManyFailures,
@@ -493,6 +499,7 @@ pub async fn run(
                 "mailsift: the API seems unavailable: {why}. Run the same command later to resume."
             ));
         }
+        Some(Halt::StoreFailed(why)) => anyhow::bail!("{why}"),
         None if interrupted => say("mailsift: interrupted; run the same command to resume.".into()),
         None if exit == Exit::Failed => anyhow::bail!(
             "the run ended before every row was written (this is a bug in mailsift); progress is \
@@ -606,6 +613,7 @@ fn plan_job(
         Some(old)
             if old.state == JobState::Done
                 && old.fingerprint == fingerprint
+                && old.options == options
                 && !config.force
                 && !config.restart =>
         {

@@ -1,8 +1,13 @@
 //! Behaviour tests: the real binary and the library against the mock server.
 
+mod badinput;
 mod cli;
+mod crash;
+mod faults;
 mod inbox;
+mod machine;
 mod mock;
+mod secrets;
 mod spend;
 mod util;
 mod validate;

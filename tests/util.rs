@@ -44,6 +44,17 @@ impl Mock {
     pub fn url(&self) -> String {
         self.server.url()
     }
+
+    /// Validation arrivals so far; cheap to poll.
+    pub fn validations(&self) -> u64 {
+        self.server.validations()
+    }
+
+    /// Stops the server and waits until every connection is gone: the API "goes away".
+    pub fn shutdown(self) {
+        let Mock { server, _runtime } = self;
+        _runtime.block_on(server.shutdown());
+    }
 }
 
 /// A scratch directory with a state directory inside.
@@ -84,22 +95,53 @@ impl Dir {
         cmd
     }
 
-    /// The binary started in the background against `mock` (same environment as
-    /// [`Dir::mailsift`]), its stderr piped, for tests that signal or kill it.
+    /// The binary started in the background against `mock`, its stderr piped, for tests
+    /// that signal or kill it.
     pub fn spawn(&self, mock: &Mock, args: &[&str]) -> std::process::Child {
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("mailsift"))
-            .current_dir(self.tmp.path())
+        self.command(mock).args(args).spawn().unwrap()
+    }
+
+    /// The binary as a plain `std` command (to spawn, signal and kill), with the same clean
+    /// environment as [`Dir::mailsift`].
+    pub fn command(&self, mock: &Mock) -> std::process::Command {
+        self.command_at(&mock.url())
+    }
+
+    /// Like [`Dir::command`], for an API at `url` (a mock running as its own process).
+    pub fn command_at(&self, url: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("mailsift"));
+        cmd.current_dir(self.tmp.path())
             .env_remove("RUST_LOG")
-            .env("LEADMAGIC_BASE_URL", mock.url())
+            .env("LEADMAGIC_BASE_URL", url)
             .env("LEADMAGIC_API_KEY", "mock-key")
             .env("MAILSIFT_STATE_DIR", self.state())
             .env("MAILSIFT_NOW", NOW)
-            .args(args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
+            .stderr(std::process::Stdio::piped());
+        cmd
+    }
+
+    /// Opens the state directory's store from the test (the binary must not be running).
+    pub fn store(&self) -> mailsift::store::Store {
+        mailsift::store::Store::open(&self.state()).unwrap()
+    }
+
+    /// Every file under the scratch directory, recursively.
+    pub fn files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.tmp.path(), &mut out);
+        out
     }
 
     /// The binary with no key and no base URL.
@@ -143,4 +185,67 @@ pub fn text(bytes: &[u8]) -> String {
 
 pub fn sample() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/contacts.csv"))
+}
+
+/// Sends a signal (`TERM`, `INT`, `STOP`, `CONT`...) to a process with kill(1): std has no
+/// portable way and the tests take no libc dependency for it.
+pub fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// Waits (polling) until `done()` holds or the child exits; true if `done()` held first.
+pub fn wait_for(child: &mut std::process::Child, mut done: impl FnMut() -> bool) -> bool {
+    loop {
+        if done() {
+            return true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// The child's exit code and stderr, once it ends.
+pub fn finish(child: std::process::Child) -> (Option<i32>, String) {
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), text(&out.stderr))
+}
+
+/// A contacts file of `n` data rows: mostly distinct addresses, plus in-file duplicates (near
+/// and far, other case), syntax rejects, empty cells and quoted fields with commas and line
+/// breaks. Deterministic.
+pub fn contacts(n: usize) -> String {
+    let mut out = String::from("id,name,email,note\n");
+    for i in 0..n {
+        let email = match i % 20 {
+            3 => format!("User{}@Example-{}.com", i - 1, (i - 1) % 7),
+            5 => "not-an-address".to_owned(),
+            7 => String::new(),
+            // Row i - 199 holds a plain address (i - 199 ends in 12): a far duplicate.
+            11 if i > 200 => format!("user{}@example-{}.com", i - 199, (i - 199) % 7),
+            13 => format!("\"Name {i} <user{i}@example-{}.com>\"", i % 7),
+            _ => format!("user{i}@example-{}.com", i % 7),
+        };
+        let note = if i % 9 == 0 {
+            format!("\"a, \"\"quoted\"\"\nnote {i}\"")
+        } else {
+            format!("n{i}")
+        };
+        out.push_str(&format!("{i},\"Name, {i}\",{email},{note}\n"));
+    }
+    out
+}
+
+/// True when the tests run as root, where permission bits do not stop writes.
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let probe = dir.path().join("probe");
+    std::fs::write(&probe, b"").unwrap();
+    std::fs::metadata(&probe).unwrap().uid() == 0
 }

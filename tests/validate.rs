@@ -629,7 +629,10 @@ fn no_key_no_sandbox_is_exit_2_and_the_sandbox_runs_the_sample() {
             predicate::str::contains("LEADMAGIC_API_KEY")
                 .and(predicate::str::contains("--sandbox")),
         );
-    assert!(!dir.path("c.validated.csv.partial").exists(), "nothing is created without a key");
+    assert!(
+        !dir.path("c.validated.csv.partial").exists(),
+        "nothing is created without a key"
+    );
     let out = dir
         .bare()
         .args(["validate", "c.csv", "--sandbox"])

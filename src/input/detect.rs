@@ -320,9 +320,70 @@ pub(super) fn names(record: &csv::ByteRecord) -> Vec<String> {
     record.iter().map(lossy).collect()
 }
 
+/// Bytes looked at to tell text from binary.
+const BINARY_PROBE: usize = 4096;
+
+/// True when the start of the input is mostly not text: more than 1 in 100 of its first bytes
+/// are control characters other than tab, line endings and form feed. Text in any 8-bit
+/// encoding (Latin-1, UTF-8) has none; compressed or binary formats have about one in eight.
+pub(super) fn looks_binary(sample: &[u8]) -> bool {
+    let probe = &sample[..sample.len().min(BINARY_PROBE)];
+    let controls = probe
+        .iter()
+        .filter(|&&b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r' | 0x0c)) || b == 0x7f)
+        .count();
+    controls * 100 > probe.len()
+}
+
+/// What the first bytes of a binary input suggest it is, for the message.
+pub(super) fn binary_kind(sample: &[u8]) -> Option<&'static str> {
+    const MAGIC: &[(&[u8], &str)] = &[
+        (
+            b"PK\x03\x04",
+            "a ZIP archive (an .xlsx or .ods spreadsheet?)",
+        ),
+        (
+            b"\xD0\xCF\x11\xE0",
+            "an old Office document (an .xls spreadsheet?)",
+        ),
+        (b"\x1F\x8B", "a gzip-compressed file"),
+        (b"%PDF", "a PDF document"),
+        (b"SQLite format 3\0", "an SQLite database"),
+    ];
+    MAGIC
+        .iter()
+        .find(|(magic, _)| sample.starts_with(magic))
+        .map(|(_, kind)| *kind)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binary_table() {
+        let random: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let cases: &[(&[u8], bool, Option<&str>)] = &[
+            (b"name,email\njane,jane@acme.com\n", false, None),
+            (b"Jos\xe9;M\xfcnchen;\xff\xfe\r\n", false, None),
+            (b"a\tb\x0cc\r\n", false, None),
+            (b"name\0,email\njane,jane@acme.com\n", true, None),
+            (b"PK\x03\x04\x14\0\x06\0\x08\0\0\0!\0", true, Some("ZIP")),
+            (b"\x1F\x8B\x08\0\0\0\0\0\0\x03", true, Some("gzip")),
+            (&random, true, None),
+            (b"", false, None),
+        ];
+        for (bytes, binary, kind) in cases {
+            assert_eq!(looks_binary(bytes), *binary, "{bytes:?}");
+            match kind {
+                Some(word) => assert!(binary_kind(bytes).unwrap().contains(word), "{bytes:?}"),
+                None if bytes.len() < 100 => assert_eq!(binary_kind(bytes), None, "{bytes:?}"),
+                None => {}
+            }
+        }
+    }
 
     fn records(text: &str, delimiter: u8) -> Vec<csv::ByteRecord> {
         parse_sample(text.as_bytes(), delimiter, true, 200)

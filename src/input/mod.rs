@@ -17,6 +17,13 @@
 //!   ends the stream with [`InputError::RowTooLong`], naming the line where it started.
 //! - An empty input (or only a BOM and blank lines) is not an error: it has no header, one
 //!   column and no rows.
+//! - A quote that is never closed makes the rest of the file one field of its row: the bytes
+//!   pass through and a warning names the line (a row over 16 MiB is the error above).
+//! - A file that ends at another offset than its size when opened (cut short or grown while it
+//!   was read) ends the stream with [`InputError::Changed`]: the output would match neither
+//!   version.
+//! - Without an email column, a sample full of control bytes is reported as "not a CSV"
+//!   ([`InputError::NotText`]) instead of listing binary garbage as column names.
 
 mod detect;
 mod rows;
@@ -192,6 +199,19 @@ pub enum InputError {
     },
     #[error("invalid delimiter {:?}: a delimiter cannot be a quote or a line ending; pick another with --delimiter", char::from(*delimiter))]
     BadDelimiter { delimiter: u8 },
+    #[error("{file} changed while it was being read: it had {len} bytes when the run started, but reading ended at byte {at} (line {line}). Wait until nothing writes to it any more, then run again with --restart")]
+    Changed {
+        file: String,
+        len: u64,
+        at: u64,
+        line: u64,
+    },
+    #[error("{file} does not look like a CSV or text file (line 1 starts with binary bytes{}); export it as CSV and run again", kind.map(|k| format!(": it looks like {k}")).unwrap_or_default())]
+    NotText {
+        file: String,
+        /// What the first bytes suggest, e.g. "a ZIP archive (an .xlsx spreadsheet?)".
+        kind: Option<&'static str>,
+    },
 }
 
 impl InputError {
@@ -275,8 +295,8 @@ pub fn open(
     }
 }
 
-/// Like [`open`] over any reader (stdin, tests): no resume, no known length.
-pub(crate) fn open_stream(
+/// Like [`open`] over any reader (stdin, tests, the fuzz targets): no resume, no known length.
+pub fn open_stream(
     name: &str,
     input: Box<dyn Read + Send>,
     opts: &InputOptions,
@@ -547,6 +567,13 @@ fn decide_layout(file: &str, sample: &Sample, opts: &InputOptions) -> Result<Lay
             let headers = layout.has_header.then_some(&layout.headers[..]);
             let stop = layout.replace_from.unwrap_or(usize::MAX);
             detect::find_email_column(headers, data, width, stop, prefix).ok_or_else(|| {
+                // Say "not a CSV" rather than list garbage as column names.
+                if detect::looks_binary(body) {
+                    return InputError::NotText {
+                        file: file.to_owned(),
+                        kind: detect::binary_kind(body),
+                    };
+                }
                 InputError::NoEmailColumn {
                     file: file.to_owned(),
                     columns: first,

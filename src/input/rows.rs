@@ -239,9 +239,22 @@ impl Reader {
     fn finish(&mut self, mut row: Row, last: bool) -> Row {
         let mut content = row.raw.len() - terminator_len(&row.raw);
         // Only the last row can end inside an open quote (at end of input): then its trailing
-        // line ending is data, not a terminator.
-        if last && content < row.raw.len() && !ends_record(&mut self.scanner, &row.raw) {
+        // line ending is data, not a terminator, and every line after the quote is part of one
+        // field. The bytes pass through; the user is told which line to fix.
+        if last && self.ends_in_open_quote(&row.raw) {
             content = row.raw.len();
+            let last_line =
+                row.line + line_breaks(&row.raw) - u64::from(terminator_len(&row.raw) > 0);
+            tracing::warn!(
+                "{}: the quote opened in the row at line {} is never closed, so lines {}-{} are \
+                 one field of that row: kept as they are, not validated. Fix the quoting on \
+                 line {} and run the same command again",
+                self.config.file,
+                row.line,
+                row.line,
+                last_line,
+                row.line
+            );
         }
         row.keep = match self.config.replace_from {
             Some(0) => 0,
@@ -251,6 +264,35 @@ impl Reader {
             _ => content,
         };
         row
+    }
+
+    /// True when the input ends inside a quoted field of `raw` (the last row): nothing, not even
+    /// an added line ending, would end that record.
+    fn ends_in_open_quote(&mut self, raw: &[u8]) -> bool {
+        let mut probe = Vec::with_capacity(raw.len() + 1);
+        probe.extend_from_slice(raw);
+        probe.push(b'\n');
+        !ends_record(&mut self.scanner, &probe)
+    }
+
+    /// The input changed under us: it ended at another offset than its size when opened (cut
+    /// short or grown while it was read). The rows read so far may end with a torn one, so the
+    /// one held back is dropped and the reader reports the change instead.
+    fn check_length(&mut self) {
+        let (Some(len), None) = (self.source_len, &self.deferred) else {
+            return;
+        };
+        let at = self.bytes_read();
+        if at == len {
+            return;
+        }
+        let line = self.pending.take().map_or(self.line, |row| row.line);
+        self.deferred = Some(InputError::Changed {
+            file: self.config.file.clone(),
+            len,
+            at,
+            line,
+        });
     }
 
     /// At the end of input the parser swallows a final `\n` without starting a record: give it
@@ -332,6 +374,7 @@ impl Iterator for Reader {
                 Ok(false) => {
                     self.done = true;
                     self.complete_last_crlf();
+                    self.check_length();
                 }
                 Err(e) => {
                     self.done = true;

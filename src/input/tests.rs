@@ -752,3 +752,68 @@ fn reader_can_move_to_a_blocking_thread() {
     assert_send::<Layout>();
     assert_send::<InputError>();
 }
+
+#[test]
+fn a_file_cut_short_or_grown_while_read_is_reported_not_taken() {
+    // (what happens to the file after the first row is read, rows that must come out first)
+    let body: String = (0..40_000)
+        .map(|i| format!("{i},user{i}@example.com\n"))
+        .collect();
+    let input = format!("id,email\n{body}");
+    type Change = fn(&std::path::Path, usize);
+    let cases: &[(&str, Change)] = &[
+        ("cut", |path, len| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_len(len as u64 / 3))
+                .expect("truncate");
+        }),
+        ("grown", |path, _| {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .and_then(|mut f| f.write_all(b"99999,late@example.com\n"))
+                .expect("append");
+        }),
+    ];
+    for (name, change) in cases {
+        let (_dir, path) = temp_file(input.as_bytes());
+        let (_, mut reader) = open(&Source::Path(path.clone()), &opts(), None).expect("open");
+        let first = reader.next().expect("a row").expect("row");
+        assert_eq!(first.line, 2);
+        change(&path, input.len());
+        let mut rows = 1;
+        let err = loop {
+            match reader.next() {
+                Some(Ok(row)) => {
+                    // Every row handed out is a whole row of the original.
+                    assert!(row.raw.ends_with(b".com\n"), "{name}: {:?}", row.raw);
+                    rows += 1;
+                }
+                Some(Err(e)) => break e,
+                None => panic!("{name}: the change went unnoticed after {rows} rows"),
+            }
+        };
+        assert!(matches!(err, InputError::Changed { .. }), "{name}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("changed while it was being read") && text.contains("--restart"),
+            "{text}"
+        );
+        assert!(err.is_usage());
+        assert!(reader.next().is_none());
+    }
+}
+
+#[test]
+fn binary_input_without_an_email_column_is_named_as_such() {
+    let mut zip = b"PK\x03\x04\x14\x00\x06\x00".to_vec();
+    zip.extend((0..3000u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8));
+    let err = stream(&zip, &opts()).expect_err("no email column");
+    assert!(matches!(err, InputError::NotText { .. }), "{err}");
+    assert!(err.to_string().contains("ZIP"), "{err}");
+    // A text file without addresses still lists its columns.
+    let err = stream(b"first,last\nJane,Doe\n", &opts()).expect_err("no email column");
+    assert!(matches!(err, InputError::NoEmailColumn { .. }), "{err}");
+}

@@ -217,6 +217,12 @@ impl MockServer {
         self.shared.stats(true)
     }
 
+    /// Validation arrivals so far (as in [`Stats::validations`]), without copying the
+    /// per-address map: cheap enough for a test to poll while it waits for the k-th request.
+    pub fn validations(&self) -> u64 {
+        self.shared.validations()
+    }
+
     /// Sets the credit balance.
     pub fn set_credits(&self, credits: f64) {
         self.shared.lock().set_balance(to_micros(credits));

@@ -394,6 +394,12 @@ impl Shared {
         self.lock().stats(full, in_flight, max)
     }
 
+    /// Validation arrivals so far: `stats().validations` without copying the per-address map,
+    /// cheap enough to poll.
+    pub(crate) fn validations(&self) -> u64 {
+        self.lock().counters.validations
+    }
+
     pub(crate) fn reset_stats(&self) {
         let mut state = self.lock();
         state.reset_stats();
