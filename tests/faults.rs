@@ -35,15 +35,10 @@ fn report(dir: &Dir, name: &str) -> Value {
 
 fn counts(report: &Value, list: &str) -> BTreeMap<String, u64> {
     report[list]
-        .as_array()
+        .as_object()
         .unwrap()
         .iter()
-        .map(|pair| {
-            (
-                pair[0].as_str().unwrap().to_owned(),
-                pair[1].as_u64().unwrap(),
-            )
-        })
+        .map(|(name, n)| (name.clone(), n.as_u64().unwrap()))
         .collect()
 }
 
@@ -77,7 +72,7 @@ fn assert_every_row_accounted(
         }
     }
     let report = report(dir, report_name);
-    let rows_total = report["rows"].as_u64().unwrap();
+    let rows_total = report["rows"]["total"].as_u64().unwrap();
     assert_eq!(rows_total as usize, out.len() - 1);
     let statuses = counts(&report, "statuses");
     assert_eq!(statuses.values().sum::<u64>(), rows_total, "{statuses:?}");
@@ -370,7 +365,7 @@ fn a_key_revoked_halfway_exits_3_keeps_the_checkpoint_and_a_good_key_finishes() 
     let (code, stderr) = finish(child);
     assert_eq!(code, Some(3), "{stderr}");
     assert!(
-        stderr.contains("checkpoint is saved") && stderr.contains("X-API-Key"),
+        stderr.contains("progress is saved") && stderr.contains("X-API-Key"),
         "{stderr}"
     );
     assert!(!stderr.contains("mock-key"), "{stderr}");
@@ -453,7 +448,7 @@ fn the_api_going_away_mid_run_ends_resumably_after_bounded_retries() {
     assert_eq!(report["outcome"], "too_many_failures");
     // Bounded: ten jobs in a row failed for good, each after 1 + 2 attempts, plus what the
     // other workers had started: no busy loop.
-    let after = report["api_calls"].as_u64().unwrap() - before.validations;
+    let after = report["requests"].as_u64().unwrap() - before.validations;
     assert!(
         (10..=(10 + 8) * 3 + 8).contains(&after),
         "{after} attempts after the API went away"
