@@ -30,7 +30,8 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  finished: every row written
   1  failed (I/O or internal error)
-  2  usage or input error (bad flags, unreadable file, no email column, no API key)
+  2  usage or input error (bad flags, unreadable file, no email column, no API key,
+     state directory in use or damaged)
   3  API key rejected (HTTP 401)
   4  out of credits (HTTP 402) or credit budget reached: run the same command again to resume
   5  interrupted by a signal: run the same command again to resume

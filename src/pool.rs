@@ -12,9 +12,10 @@
 //! (the API looks down). Workers never touch files other than through the store.
 //!
 //! A request that failed for good is not an `error` row at once: it is held until a later
-//! answer shows the API is up (or the work ends normally). If instead the failures go on until
-//! the pool stops, the held ones stay unresolved and the next run asks them again, so an outage
-//! never leaves `error` rows in the resumed file that an uninterrupted run would not have.
+//! answer shows the API is up (or the work ends normally, or the pool runs out of requests to
+//! send). If instead the failures go on until the pool stops, the held ones stay unresolved and
+//! the next run asks them again, so an outage does not leave `error` rows in the resumed file
+//! that an uninterrupted run would not have.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -154,6 +155,10 @@ pub struct Pool {
     streak: Mutex<Streak>,
     /// Workers running `work`: the last one out releases the held failures.
     workers: AtomicU32,
+    /// Workers holding a job (taken, not yet finished).
+    busy: AtomicU32,
+    /// Rung when `busy` drops to 0, for the worker waiting on the queue.
+    idle: Notify,
 }
 
 /// The current run of requests that failed for good, and their outcomes held back.
@@ -191,6 +196,8 @@ impl Pool {
             halt: Mutex::new(None),
             streak: Mutex::new(Streak::default()),
             workers: AtomicU32::new(0),
+            busy: AtomicU32::new(0),
+            idle: Notify::new(),
         }
     }
 
@@ -230,14 +237,43 @@ impl Pool {
             let job = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return,
-                job = async { jobs.lock().await.recv().await } => job,
+                job = self.next_job(&jobs) => job,
             };
             let Some(job) = job else { return };
-            if let Err(e) = self.ask(&job).await {
+            let asked = self.ask(&job).await;
+            if self.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+                // Nobody holds a job now: let the worker waiting on the queue look again.
+                self.idle.notify_one();
+            }
+            if let Err(e) = asked {
                 // Every worker meets the same failure: the first one reports it, at the end.
                 self.set_halt(Halt::StoreFailed(format!("{e:#}")));
                 self.stop.cancel();
                 return;
+            }
+        }
+    }
+
+    /// The next job, counted as busy from the moment it is taken (under the queue's lock, so
+    /// the check below is exact). With none queued and none in hand, no answer can come to
+    /// settle the failures held so far, and the rows waiting on them may be what keeps the
+    /// planner from queuing more (the writer's window is full): they are released as `error`
+    /// rows, or the run would wait forever.
+    async fn next_job(&self, jobs: &tokio::sync::Mutex<mpsc::Receiver<Job>>) -> Option<Job> {
+        let mut queue = jobs.lock().await;
+        loop {
+            if queue.is_empty() && self.busy.load(Ordering::Acquire) == 0 {
+                self.end_streak();
+            }
+            tokio::select! {
+                job = queue.recv() => {
+                    if job.is_some() {
+                        self.busy.fetch_add(1, Ordering::AcqRel);
+                    }
+                    return job;
+                }
+                // The last busy worker finished: look again.
+                () = self.idle.notified() => {}
             }
         }
     }

@@ -12,7 +12,7 @@ use predicates::prelude::*;
 use serde_json::Value;
 
 use crate::crash::assert_same_file;
-use crate::util::{contacts, finish, rows, signal, wait_for, Dir, Mock};
+use crate::util::{contacts, finish, rows, signal, text, wait_for, Dir, Mock};
 
 /// The data rows of `contacts(n)` plus addresses the mock always fails (`fail*`: 500 on every
 /// attempt) or refuses (`reject*`: 400), spaced out so they never make ten failures in a row.
@@ -534,4 +534,37 @@ fn a_frozen_api_times_out_and_ends_resumably() {
     );
     let _ = mock.kill();
     let _ = mock.wait();
+}
+
+#[test]
+fn a_request_that_fails_for_good_before_thousands_of_rows_without_requests_does_not_stall() {
+    // The failure is held until an answer shows the API is up; here no other request follows,
+    // and the rows behind it fill the writer's window. The run must still finish.
+    let mock = Mock::fast();
+    let dir = Dir::new();
+    let mut input = String::from("email\nfail.once@example.com\n");
+    // More than the queues between reader and writer hold (about 3 windows of 1,024 rows).
+    for i in 0..8000 {
+        input.push_str(&format!("not-an-address-{i}\n"));
+    }
+    dir.write("in.csv", &input);
+    let out = dir
+        .mailsift(&mock)
+        .args([
+            "validate",
+            "in.csv",
+            "-o",
+            "out.csv",
+            "-q",
+            "--max-retries",
+            "1",
+        ])
+        .args(["--concurrency", "4"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let rows = rows(&dir.read("out.csv"));
+    assert_eq!(rows.len(), 8002);
+    assert_eq!(rows[1][1], "error");
 }

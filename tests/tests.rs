@@ -4,6 +4,9 @@ mod badinput;
 mod cli;
 mod crash;
 mod faults;
+#[path = "../fuzz/checks.rs"]
+mod fuzz_checks;
+mod fuzz_seeds;
 mod inbox;
 mod machine;
 mod mock;
