@@ -79,6 +79,7 @@ pub fn reader_planner(data: &[u8]) {
         let freshness = Freshness {
             max_age: Duration::from_secs(86_400),
             max_age_unknown: Duration::from_secs(3_600),
+            max_age_catch_all: Duration::from_secs(3_600),
             refresh: false,
         };
         let mut planner = Planner::new(store(), 1, freshness, 0, 64);
