@@ -8,7 +8,7 @@
 //!   longer lose it). sled's flush on Linux is `sync_file_range`, not a full fsync: after a power
 //!   cut the newest entries may be lost, which only ever means asking again, never a wrong row.
 //! - One process at a time: a lock file is taken before sled is opened, so a second run fails
-//!   at once with a message instead of sled's lock error.
+//!   within a second with a message instead of sled's lock error.
 //! - A damaged store or one from another version is refused with a message naming the
 //!   directory and what to do (exit 2), never a panic: sled can panic on some damaged files,
 //!   so opening it runs under `catch_unwind` with that thread's panic message silenced.
@@ -605,7 +605,21 @@ fn lock(dir: &Path) -> anyhow::Result<File> {
         .truncate(false)
         .open(&path)
         .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-    match file.try_lock() {
+    // A lock held for an instant is waited for, briefly: a program that had this store open
+    // in-process and spawns children from other threads (the test harness does) leaves the
+    // lock's open file in a child for the instant between fork and exec. Another run holds it
+    // for as long as it runs, and still gets its answer within a second.
+    let mut tries = 0;
+    let locked = loop {
+        match file.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) if tries < 20 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => break other,
+        }
+    };
+    match locked {
         Ok(()) => {
             file.set_len(0)?;
             write!(file, "{}", std::process::id())?;

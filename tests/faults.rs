@@ -122,13 +122,19 @@ fn api_faults_every_row_gets_a_verdict_or_an_error_and_the_rate_holds() {
                 "--max-retries",
                 "3",
                 "--rate",
-                "12000/min",
+                "30000/min",
             ])
             .args(["--report", &format!("{out}.json")])
             .assert()
             .success();
     };
-    run(&mock, "out.csv", "state");
+    // The same job against a calm mock gives the reference; both run at once (the backoffs of
+    // the always-failing addresses dominate either run).
+    let calm = Mock::fast();
+    std::thread::scope(|s| {
+        s.spawn(|| run(&calm, "calm.csv", "calm-state"));
+        run(&mock, "out.csv", "state");
+    });
     let out = assert_every_row_accounted(&dir, &input, "out.csv", "out.csv.json");
 
     let stats = mock.stats();
@@ -155,15 +161,13 @@ fn api_faults_every_row_gets_a_verdict_or_an_error_and_the_rate_holds() {
         stats.repeated
     );
     assert!(
-        stats.max_in_window_1s <= most_in_one_second(12_000),
+        stats.max_in_window_1s <= most_in_one_second(30_000),
         "{} requests in one second",
         stats.max_in_window_1s
     );
-    assert!(stats.max_in_window_60s <= 12_000);
+    assert!(stats.max_in_window_60s <= 30_000);
 
     // Every row that got an answer is the row a fault-free run writes; the rest are `error`.
-    let calm = Mock::fast();
-    run(&calm, "calm.csv", "calm-state");
     let reference = rows(&dir.read("calm.csv"));
     let status = out[0].iter().position(|c| c == "email_status").unwrap();
     for (got, want) in out.iter().zip(&reference) {
@@ -182,10 +186,10 @@ fn api_faults_every_row_gets_a_verdict_or_an_error_and_the_rate_holds() {
 #[test]
 fn hard_429s_with_retry_after_in_seconds_or_as_a_date_pause_the_pool_and_every_row_is_answered() {
     for date in [false, true] {
-        // The server admits 20 requests per second but advertises far more, so the client
+        // The server admits 40 requests per second but advertises far more, so the client
         // overruns it and must obey the Retry-After of each 429.
         let mock = Mock::start(MockConfig {
-            rate_per_min: 20,
+            rate_per_min: 40,
             limit_window: Duration::from_secs(1),
             hard_limit: true,
             retry_after_date: date,
@@ -483,7 +487,15 @@ fn a_frozen_api_times_out_and_ends_resumably() {
     // The mock as its own process, stopped with SIGSTOP: connections are accepted by the
     // kernel and never answered, so every request times out.
     let mut mock = std::process::Command::new(assert_cmd::cargo::cargo_bin("leadmagic-mock"))
-        .args(["--port", "0", "--latency-ms", "3", "-q"])
+        .args([
+            "--port",
+            "0",
+            "--latency-ms",
+            "3",
+            "--rate-per-min",
+            "600000",
+            "-q",
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

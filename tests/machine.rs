@@ -394,7 +394,7 @@ fn copy_dir(from: &Path, to: &Path) {
 fn a_damaged_state_directory_is_refused_with_a_message_never_a_panic() {
     let mock = Mock::fast();
     let dir = Dir::new();
-    dir.write("in.csv", contacts(1500));
+    dir.write("in.csv", contacts(500));
     dir.mailsift(&mock)
         .args(["validate", "in.csv", "-o", "first.csv", "-q"])
         .assert()
