@@ -120,7 +120,7 @@ pub struct ValidateArgs {
     #[arg(long, value_name = "PREFIX")]
     pub column_prefix: Option<String>,
 
-    /// Requests per minute (N/min or N/s) [default: 300/min, then the server's advertised limit]
+    /// Requests per minute (N/min, N/s, or unlimited) [default: 300/min, then the server's advertised limit]
     #[arg(long, value_name = "RATE")]
     pub rate: Option<crate::limiter::Rate>,
 
