@@ -15,7 +15,9 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -48,12 +50,22 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// The full, self-contained form (value format 1): the header, then the details.
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64);
+        let details = self.encode_details();
+        let mut out = Vec::with_capacity(25 + details.len());
         out.push(1); // format version of the value
         out.extend_from_slice(&self.run.to_le_bytes());
         out.extend_from_slice(&self.first_row.to_le_bytes());
         out.extend_from_slice(&self.checked_at.to_le_bytes());
+        out.extend_from_slice(&details);
+        out
+    }
+
+    /// What many addresses share (the verdict, messages, MX, company): everything but the run,
+    /// the row and the time.
+    fn encode_details(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
         out.extend_from_slice(&self.credits.to_le_bytes());
         out.push(match self.is_catch_all {
             None => 0,
@@ -82,20 +94,30 @@ impl Answer {
     }
 
     fn decode(bytes: &[u8]) -> Option<Answer> {
+        if bytes.first() != Some(&1) {
+            return None;
+        }
+        let header = bytes.get(1..25)?;
+        let u64_at = |at: usize| {
+            u64::from_le_bytes(header[at..at + 8].try_into().unwrap_or([0; 8]))
+        };
+        Some(Answer {
+            run: u64_at(0),
+            first_row: u64_at(8),
+            checked_at: u64_at(16) as i64,
+            ..Answer::decode_details(&bytes[25..])?
+        })
+    }
+
+    /// The details of [`Answer::encode_details`]; run, row and time are left at zero.
+    fn decode_details(bytes: &[u8]) -> Option<Answer> {
         let mut r = bytes;
         let mut take = |n: usize| -> Option<&[u8]> {
             let (head, tail) = (r.get(..n)?, r.get(n..)?);
             r = tail;
             Some(head)
         };
-        if take(1)? != [1] {
-            return None;
-        }
-        let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-        let run = u64_at(take(8)?);
-        let first_row = u64_at(take(8)?);
-        let checked_at = u64_at(take(8)?) as i64;
-        let credits = f64::from_bits(u64_at(take(8)?));
+        let credits = f64::from_bits(u64::from_le_bytes(take(8)?.try_into().ok()?));
         let is_catch_all = match take(1)?[0] {
             1 => Some(false),
             2 => Some(true),
@@ -125,11 +147,46 @@ impl Answer {
             mx_record,
             is_catch_all,
             credits,
-            checked_at,
-            run,
-            first_row,
             company,
+            ..Answer::default()
         })
+    }
+}
+
+/// The compact cache value (format 2): 18 bytes, so sled keeps it inline in its node (an
+/// `IVec` of up to 22 bytes needs no allocation of its own). A million answers then cost tens
+/// of megabytes in memory and on disk instead of hundreds: the details that many addresses
+/// share are stored once in the `details` tree, and the run is a small index into `runs`.
+///
+/// `[2] [run index: u16] [first_row: 48 bits] [checked_at: u32] [details id: 40 bits]`, all
+/// little-endian. An answer that does not fit (a row past 2^48, a time outside u32, more than
+/// 65,535 runs) is stored in the full format 1 instead.
+const COMPACT_LEN: usize = 18;
+const DETAILS_ID_BITS: u32 = 40;
+/// Decoded details kept in memory: enough for every distinct verdict of a large file's
+/// domains; past it the memo starts over (the `details` tree still has everything).
+const DETAILS_MEMO: usize = 1 << 16;
+
+/// The in-memory side of the compact format: run indexes, and a bounded memo of the
+/// `details` tree in both directions.
+#[derive(Default)]
+struct Interned {
+    runs: Vec<u64>,
+    run_index: HashMap<u64, u16>,
+    ids: HashMap<Vec<u8>, u64>,
+    details: HashMap<u64, Arc<Answer>>,
+}
+
+impl Interned {
+    fn remember(&mut self, id: u64, bytes: Vec<u8>, details: Option<Arc<Answer>>) {
+        if self.ids.len() >= DETAILS_MEMO || self.details.len() >= DETAILS_MEMO {
+            self.ids.clear();
+            self.details.clear();
+        }
+        if let Some(details) = details {
+            self.details.insert(id, details);
+        }
+        self.ids.insert(bytes, id);
     }
 }
 
@@ -181,6 +238,11 @@ pub struct Store {
     cache: sled::Tree,
     jobs: sled::Tree,
     in_flight: sled::Tree,
+    /// Details shared by many answers, by id (see [`COMPACT_LEN`]).
+    details: sled::Tree,
+    /// Run ids by their index in compact values.
+    runs: sled::Tree,
+    interned: Mutex<Interned>,
     salt: [u8; 32],
     /// Puts so far, and how many of them a finished flush covers (group commit).
     puts: AtomicU64,
@@ -245,11 +307,31 @@ impl Store {
             db.open_tree(name)
                 .map_err(|e| unusable(dir, &e.to_string()))
         };
+        let runs = open("runs")?;
+        let mut interned = Interned::default();
+        for entry in runs.iter() {
+            let (index, run) = entry.map_err(|e| unusable(dir, &e.to_string()))?;
+            let (Ok(index), Ok(run)) = (
+                <[u8; 2]>::try_from(index.as_ref()),
+                <[u8; 8]>::try_from(run.as_ref()),
+            ) else {
+                return Err(unusable(dir, "a run record is damaged"));
+            };
+            let index = u16::from_be_bytes(index);
+            if usize::from(index) != interned.runs.len() {
+                return Err(unusable(dir, "the run records have a gap"));
+            }
+            interned.runs.push(u64::from_le_bytes(run));
+            interned.run_index.insert(u64::from_le_bytes(run), index);
+        }
         Ok(Store {
             dir: dir.to_owned(),
             cache: open("cache")?,
             jobs: open("jobs")?,
             in_flight: open("in_flight")?,
+            details: open("details")?,
+            runs,
+            interned: Mutex::new(interned),
             db,
             salt,
             puts: AtomicU64::new(0),
@@ -282,15 +364,126 @@ impl Store {
         id
     }
 
+    /// A cached verdict; a damaged one (or one whose details are lost) reads as absent, so it
+    /// is asked again rather than written wrong.
     pub fn get(&self, key: &CacheKey) -> anyhow::Result<Option<Answer>> {
-        Ok(self.cache.get(key)?.and_then(|v| Answer::decode(&v)))
+        let Some(value) = self.cache.get(key)? else {
+            return Ok(None);
+        };
+        if value.first() != Some(&2) {
+            return Ok(Answer::decode(&value));
+        }
+        let Some(v) = value.get(..COMPACT_LEN) else {
+            return Ok(None);
+        };
+        let uint = |bytes: &[u8]| {
+            let mut buf = [0; 8];
+            buf[..bytes.len()].copy_from_slice(bytes);
+            u64::from_le_bytes(buf)
+        };
+        let run_index = uint(&v[1..3]) as usize;
+        let first_row = uint(&v[3..9]);
+        let checked_at = uint(&v[9..13]) as i64;
+        let id = uint(&v[13..18]);
+        let mut interned = self.interned();
+        let Some(&run) = interned.runs.get(run_index) else {
+            return Ok(None);
+        };
+        let details = match interned.details.get(&id) {
+            Some(details) => details.clone(),
+            None => {
+                let Some(bytes) = self.details.get(id_key(id))? else {
+                    return Ok(None);
+                };
+                let Some(details) = Answer::decode_details(&bytes) else {
+                    return Ok(None);
+                };
+                let details = Arc::new(details);
+                interned.remember(id, bytes.to_vec(), Some(details.clone()));
+                details
+            }
+        };
+        drop(interned);
+        Ok(Some(Answer {
+            run,
+            first_row,
+            checked_at,
+            ..(*details).clone()
+        }))
     }
 
     /// Caches a verdict. Call [`Store::durable`] before relying on it surviving a crash.
     pub fn put(&self, key: &CacheKey, answer: &Answer) -> anyhow::Result<()> {
-        self.cache.insert(key, answer.encode())?;
+        let value = match self.compact(answer)? {
+            Some(value) => value.to_vec(),
+            None => answer.encode(),
+        };
+        self.cache.insert(key, value)?;
         self.puts.fetch_add(1, Ordering::Release);
         Ok(())
+    }
+
+    /// The compact value of `answer`, storing its details and run index first (so a value on
+    /// disk never points at details that are not); `None` when it does not fit.
+    fn compact(&self, answer: &Answer) -> anyhow::Result<Option<[u8; COMPACT_LEN]>> {
+        let Ok(checked_at) = u32::try_from(answer.checked_at) else {
+            return Ok(None);
+        };
+        if answer.first_row >= 1 << 48 {
+            return Ok(None);
+        }
+        let mut interned = self.interned();
+        let run_index = match interned.run_index.get(&answer.run) {
+            Some(&index) => index,
+            None => {
+                let Ok(index) = u16::try_from(interned.runs.len()) else {
+                    return Ok(None);
+                };
+                self.runs
+                    .insert(index.to_be_bytes(), &answer.run.to_le_bytes())?;
+                interned.runs.push(answer.run);
+                interned.run_index.insert(answer.run, index);
+                index
+            }
+        };
+        let details = answer.encode_details();
+        let id = match interned.ids.get(&details) {
+            Some(&id) => id,
+            None => {
+                // Content-addressed, with linear probing on the (rare) collision of 40 bits.
+                let hash = blake3::hash(&details);
+                let mut id = u64::from_le_bytes(
+                    hash.as_bytes()[..8]
+                        .try_into()
+                        .unwrap_or_default(),
+                ) & ((1 << DETAILS_ID_BITS) - 1);
+                loop {
+                    match self.details.get(id_key(id))? {
+                        None => {
+                            self.details.insert(id_key(id), details.as_slice())?;
+                            break;
+                        }
+                        Some(found) if found.as_ref() == details.as_slice() => break,
+                        Some(_) => id = (id + 1) & ((1 << DETAILS_ID_BITS) - 1),
+                    }
+                }
+                interned.remember(id, details, None);
+                id
+            }
+        };
+        drop(interned);
+        let mut out = [0; COMPACT_LEN];
+        out[0] = 2;
+        out[1..3].copy_from_slice(&run_index.to_le_bytes());
+        out[3..9].copy_from_slice(&answer.first_row.to_le_bytes()[..6]);
+        out[9..13].copy_from_slice(&checked_at.to_le_bytes());
+        out[13..18].copy_from_slice(&id.to_le_bytes()[..5]);
+        Ok(Some(out))
+    }
+
+    fn interned(&self) -> MutexGuard<'_, Interned> {
+        // Every update leaves the memo consistent, so a poisoned lock is simply taken over.
+        self.interned.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Marks a request as about to be sent; a marker still there after a crash is a request
@@ -360,6 +553,13 @@ impl Store {
             .values()
             .filter_map(|v| serde_json::from_slice(&v.ok()?).ok())
     }
+}
+
+/// The `details` tree's key for an id: big-endian, so ids sort as numbers.
+fn id_key(id: u64) -> [u8; 5] {
+    let mut key = [0; 5];
+    key.copy_from_slice(&id.to_be_bytes()[3..]);
+    key
 }
 
 /// Opens sled. Our lock is already held, so sled's own lock can only be held by a store of this
@@ -473,6 +673,59 @@ mod tests {
             assert_eq!(Answer::decode(&good[..cut]), None);
         }
         assert_eq!(Answer::decode(&[9, 9, 9]), None);
+    }
+
+    #[test]
+    fn compact_values_round_trip_and_stay_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            answer(),
+            Answer::default(),
+            Answer {
+                status: Some(Status::Other("new".into())),
+                run: u64::MAX,
+                ..answer()
+            },
+            // Do not fit the compact form: stored whole.
+            Answer {
+                first_row: 1 << 48,
+                ..answer()
+            },
+            Answer {
+                checked_at: -1,
+                ..answer()
+            },
+            Answer {
+                checked_at: i64::from(u32::MAX) + 1,
+                ..answer()
+            },
+        ];
+        let keys: Vec<CacheKey> = (0..cases.len() as u8).map(|i| [i; 16]).collect();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for (key, a) in keys.iter().zip(&cases) {
+                store.put(key, a).unwrap();
+                assert_eq!(store.get(key).unwrap().as_ref(), Some(a));
+            }
+            // (answer, expected value length): 18 fits sled's inline IVec (22 bytes at most).
+            for (i, len) in [(0, COMPACT_LEN), (1, COMPACT_LEN), (2, COMPACT_LEN)] {
+                assert_eq!(store.cache.get(keys[i]).unwrap().unwrap().len(), len);
+            }
+            assert!(store.cache.get(keys[3]).unwrap().unwrap().len() > 22);
+            // Shared details are stored once.
+            store.put(&[99; 16], &Answer { first_row: 1, ..answer() }).unwrap();
+            assert_eq!(store.details.len(), 3);
+            store.flush().unwrap();
+        }
+        // Reopened: runs and details come back from disk, not from the memo.
+        let store = Store::open(dir.path()).unwrap();
+        for (key, a) in keys.iter().zip(&cases) {
+            assert_eq!(store.get(key).unwrap().as_ref(), Some(a));
+        }
+        // Lost details read as absent (asked again), never as a wrong answer.
+        store.details.clear().unwrap();
+        store.interned().details.clear();
+        assert_eq!(store.get(&keys[0]).unwrap(), None);
     }
 
     #[test]
