@@ -569,7 +569,7 @@ fn open_db(dir: &Path) -> anyhow::Result<sled::Db> {
     let config = sled::Config::new()
         .path(dir.join("db"))
         // A small page cache keeps memory flat on huge jobs; the hot set is small.
-        .cache_capacity(32 * 1024 * 1024)
+        .cache_capacity(8 * 1024 * 1024)
         // Durability is ours to decide (group commits and checkpoints), not a timer's.
         .flush_every_ms(None);
     let mut tries = 0;
