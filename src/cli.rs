@@ -157,7 +157,7 @@ pub struct ValidateArgs {
     pub report: Option<PathBuf>,
 
     /// Save progress at least every N rows (and every 2 seconds)
-    #[arg(long, value_name = "N", default_value = "5000", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", default_value = "100000", value_parser = clap::value_parser!(u64).range(1..))]
     pub checkpoint_rows: u64,
 
     /// After Ctrl-C or SIGTERM, how long requests in flight may take to finish
