@@ -12,10 +12,10 @@
 //!
 //! It knows nothing of CSV, HTTP or freshness rules: callers decide what an entry means.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -98,9 +98,8 @@ impl Answer {
             return None;
         }
         let header = bytes.get(1..25)?;
-        let u64_at = |at: usize| {
-            u64::from_le_bytes(header[at..at + 8].try_into().unwrap_or([0; 8]))
-        };
+        let u64_at =
+            |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap_or([0; 8]));
         Some(Answer {
             run: u64_at(0),
             first_row: u64_at(8),
@@ -466,11 +465,9 @@ impl Store {
             None => {
                 // Content-addressed, with linear probing on the (rare) collision of 40 bits.
                 let hash = blake3::hash(&details);
-                let mut id = u64::from_le_bytes(
-                    hash.as_bytes()[..8]
-                        .try_into()
-                        .unwrap_or_default(),
-                ) & ((1 << DETAILS_ID_BITS) - 1);
+                let mut id =
+                    u64::from_le_bytes(hash.as_bytes()[..8].try_into().unwrap_or_default())
+                        & ((1 << DETAILS_ID_BITS) - 1);
                 loop {
                     match self.details.get(id_key(id))? {
                         None => {
@@ -766,7 +763,15 @@ mod tests {
             }
             assert!(store.cache.get(keys[3]).unwrap().unwrap().len() > 22);
             // Shared details are stored once.
-            store.put(&[99; 16], &Answer { first_row: 1, ..answer() }).unwrap();
+            store
+                .put(
+                    &[99; 16],
+                    &Answer {
+                        first_row: 1,
+                        ..answer()
+                    },
+                )
+                .unwrap();
             assert_eq!(store.details.len(), 3);
             store.flush().unwrap();
         }
@@ -889,7 +894,10 @@ mod tests {
         store.mark_in_flight(&store.key("g@h.co")).unwrap();
         store.flush().unwrap();
         store.mark_in_flight(&store.key("i@j.co")).unwrap();
-        store.in_flight.insert(store.key("old@marker.co"), &[]).unwrap();
+        store
+            .in_flight
+            .insert(store.key("old@marker.co"), &[])
+            .unwrap();
         store.flush().unwrap();
         drop(store);
         let store = Store::open(dir.path()).unwrap();

@@ -522,8 +522,7 @@ fn read_rows(
             }
         }
     }
-    if ended && !batch.is_empty() && (stop.is_cancelled() || rows.blocking_send(batch).is_err())
-    {
+    if ended && !batch.is_empty() && (stop.is_cancelled() || rows.blocking_send(batch).is_err()) {
         ended = false;
     }
     counters
