@@ -246,7 +246,8 @@ pub struct JobArgs {
     #[arg(long)]
     pub split: bool,
 
-    /// Requests per minute (N/min or N/s) [default: 300/min, then the server's advertised limit]
+    /// Requests per minute (N/min, N/s, or unlimited) [default: 300/min, then the server's
+    /// advertised limit]
     #[arg(long, value_name = "RATE")]
     pub rate: Option<crate::limiter::Rate>,
 
@@ -272,7 +273,7 @@ pub struct JobArgs {
     pub cost_per_check: Option<f64>,
 
     /// Save progress at least every N rows (and every 2 seconds)
-    #[arg(long, value_name = "N", default_value = "5000", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", default_value = "100000", value_parser = clap::value_parser!(u64).range(1..))]
     pub checkpoint_rows: u64,
 
     /// After Ctrl-C or SIGTERM, how long requests in flight may take to finish

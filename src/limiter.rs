@@ -39,12 +39,29 @@ const MINUTE_NANOS: u64 = 60_000_000_000;
 /// A request rate, always expressed per minute (the unit of the API's limit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Rate {
-    /// Requests per minute; the limiter clamps it to 1..=1,000,000.
+    /// Requests per minute; the limiter clamps it to 1..=1,000,000, except
+    /// [`Rate::UNLIMITED`].
     pub per_minute: u32,
+}
+
+impl Rate {
+    /// `--rate unlimited`: no pacing of our own, for servers without a limit
+    /// (benchmarks against the mock, a private deployment). A lower limit the
+    /// server advertises still wins, and its pauses are still honoured.
+    pub const UNLIMITED: Rate = Rate {
+        per_minute: u32::MAX,
+    };
+
+    pub fn is_unlimited(self) -> bool {
+        self == Rate::UNLIMITED
+    }
 }
 
 impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_unlimited() {
+            return f.write_str("unlimited");
+        }
         write!(f, "{}/min", self.per_minute)
     }
 }
@@ -53,7 +70,7 @@ impl fmt::Display for Rate {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "invalid rate {input:?}: {problem}; write N/min (or N/m), N/s (or N/sec), \
-     or a bare N meaning per minute, between 1/min and {max}/min",
+     or a bare N meaning per minute, between 1/min and {max}/min, or unlimited",
     max = MAX_PER_MINUTE
 )]
 pub struct ParseRateError {
@@ -64,14 +81,18 @@ pub struct ParseRateError {
 impl FromStr for Rate {
     type Err = ParseRateError;
 
-    /// Accepts `300/min`, `300/m`, `50/s`, `50/sec` and a bare `3000` (per
-    /// minute), case-insensitive, with spaces around the parts tolerated.
+    /// Accepts `300/min`, `300/m`, `50/s`, `50/sec`, a bare `3000` (per
+    /// minute) and `unlimited`, case-insensitive, with spaces around the parts
+    /// tolerated.
     fn from_str(input: &str) -> Result<Rate, ParseRateError> {
         let fail = |problem| ParseRateError {
             input: input.to_owned(),
             problem,
         };
         let text = input.trim();
+        if text.eq_ignore_ascii_case("unlimited") {
+            return Ok(Rate::UNLIMITED);
+        }
         let (count, unit) = text.split_once('/').unwrap_or((text, "min"));
         let (count, unit) = (count.trim(), unit.trim());
         let per_unit_to_per_minute: u32 = match unit.to_ascii_lowercase().as_str() {
@@ -167,6 +188,20 @@ fn quota_for(rate: Rate) -> Quota {
         .allow_burst(burst)
 }
 
+/// Cells for `quota` whose burst has just gone out: the next cell comes one interval later.
+///
+/// A full bucket at start would let the first burst out at once: that keeps the window bound
+/// on our clock, but the first requests open new connections and reach the server later than
+/// the ones after them, so the server's 60 s window could see R + 1 (a 429 under a hard limit,
+/// measured by the utilisation bench), and a `RateLimit-Remaining: 0` pause whose refilled
+/// burst then overshoots the 1 s bound. Starting drained costs the burst once (R - b in the
+/// first minute instead of R, still >= 98%).
+fn drained(quota: Quota, clock: TokioClock) -> Cells {
+    let cells = RateLimiter::direct_with_clock(quota, clock);
+    let _drained = cells.check_n(quota.burst_size());
+    cells
+}
+
 /// What the limiter knows right now; guarded by a std mutex because
 /// `observe_limit` and `pause_until` are called from synchronous code.
 struct State {
@@ -192,10 +227,15 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    /// A limiter at `rate` (clamped to 1..=1,000,000 per minute), on tokio's clock.
+    /// A limiter at `rate` (clamped to 1..=1,000,000 per minute unless
+    /// [`Rate::UNLIMITED`]), on tokio's clock.
     pub fn new(rate: Rate, follow_server: FollowServer) -> Limiter {
-        let configured = Rate {
-            per_minute: rate.per_minute.clamp(1, MAX_PER_MINUTE),
+        let configured = if rate.is_unlimited() {
+            rate
+        } else {
+            Rate {
+                per_minute: rate.per_minute.clamp(1, MAX_PER_MINUTE),
+            }
         };
         let clock = TokioClock {
             epoch: Instant::now(),
@@ -208,9 +248,7 @@ impl Limiter {
             rate_changed: Notify::new(),
             state: Mutex::new(State {
                 rate: configured,
-                // Full bucket at start: the first burst helps the first minute
-                // and cannot break the window bound (see `quota_for`).
-                cells: RateLimiter::direct_with_clock(quota_for(configured), clock),
+                cells: drained(quota_for(configured), clock),
                 paused_until: None,
             }),
         }
@@ -245,6 +283,9 @@ impl Limiter {
         let now = Instant::now();
         if let Some(until) = state.paused_until.filter(|until| *until > now) {
             return Some(until);
+        }
+        if state.rate.is_unlimited() {
+            return None;
         }
         match state.cells.check() {
             Ok(()) => None,
@@ -299,10 +340,7 @@ impl Limiter {
         // A fresh GCRA state would grant a full burst on top of what the old
         // one just let through; drain it so the switch looks like a burst
         // has just gone out, and the next cell comes one new interval later.
-        let quota = quota_for(target);
-        let cells = RateLimiter::direct_with_clock(quota, self.clock);
-        let _drained = cells.check_n(quota.burst_size());
-        state.cells = cells;
+        state.cells = drained(quota_for(target), self.clock);
         state.rate = target;
         drop(state);
         self.rate_changed.notify_one();
@@ -642,11 +680,36 @@ mod tests {
 
     #[test]
     fn out_of_range_rates_are_clamped_and_shown() {
-        for (given, used) in [(0, 1), (1, 1), (u32::MAX, MAX_PER_MINUTE)] {
+        // u32::MAX itself is `Rate::UNLIMITED`, tested below.
+        for (given, used) in [(0, 1), (1, 1), (u32::MAX - 1, MAX_PER_MINUTE)] {
             let limiter = Limiter::new(rate(given), FollowServer::Yes);
             assert_eq!(limiter.rate(), rate(used), "{given}");
             let shown = format!("{limiter:?}");
             assert!(shown.contains(&used.to_string()), "{shown}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unlimited_paces_nothing_but_follows_a_lower_server_limit_and_pauses() {
+        for text in ["unlimited", " Unlimited "] {
+            assert_eq!(text.parse::<Rate>(), Ok(Rate::UNLIMITED), "{text:?}");
+        }
+        assert_eq!(Rate::UNLIMITED.to_string(), "unlimited");
+        let limiter = limiter(u32::MAX, FollowServer::CapOnly);
+        assert_eq!(limiter.rate(), Rate::UNLIMITED);
+        let start = Instant::now();
+        for _ in 0..10_000 {
+            limiter.acquire().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "no pacing at all");
+        // A pause still stops everybody.
+        limiter.pause_until(start + SEC, "test");
+        limiter.acquire().await;
+        assert_eq!(start.elapsed(), SEC);
+        // The server's limit still wins when it is lower.
+        limiter.observe_limit(300);
+        assert_eq!(limiter.rate(), rate(300));
+        let times = run(&limiter, 16, MINUTE).await;
+        assert!(times.len() <= 300, "{}", times.len());
     }
 }

@@ -285,25 +285,32 @@ impl Planner {
     }
 }
 
-/// The planner stage: rows in, planned rows to the writer and jobs to the pool, in input
-/// order. Ends when the rows end or a receiver is gone (shutdown).
+/// The planner stage: rows in (in batches, see `validate`), planned rows to the writer and jobs
+/// to the pool, in input order. Ends when the rows end or a receiver is gone (shutdown).
 pub async fn run(
     mut planner: Planner,
     first_seq: u64,
-    mut rows: mpsc::Receiver<Row>,
+    mut rows: mpsc::Receiver<Vec<Row>>,
     planned: mpsc::Sender<Planned>,
     jobs: mpsc::Sender<Job>,
     stop: CancellationToken,
 ) -> anyhow::Result<PlanCounts> {
     let mut seq = first_seq;
+    let mut batch = Vec::new().into_iter();
     loop {
-        let row = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            row = rows.recv() => match row {
-                Some(row) => row,
-                None => break,
-            },
+        let row = match batch.next() {
+            Some(row) => row,
+            None => {
+                batch = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break,
+                    rows = rows.recv() => match rows {
+                        Some(rows) => rows.into_iter(),
+                        None => break,
+                    },
+                };
+                continue;
+            }
         };
         let (plan, job) = planner.plan(seq, row)?;
         seq += 1;

@@ -281,9 +281,12 @@ impl Pool {
     /// Asks for one address until it has an answer, fails for good, or the pool stops. A job
     /// left unresolved is asked again by the next run.
     async fn ask(&self, job: &Job) -> anyhow::Result<()> {
-        // The marker outlives a crash: the next run reports the request as maybe charged.
+        // The marker outlives a crash: the next run reports the request as maybe charged. It
+        // reaches the disk with the next group commit (any worker's answer, moments later)
+        // instead of costing a flush of its own before every request: a `kill -9` in between
+        // can only under-count "maybe charged twice" by the requests sent since that commit.
+        // The answer itself is still durable before its row is written (below).
         self.store.mark_in_flight(&job.key)?;
-        self.store.durable().await?;
         let mut retry = 0;
         loop {
             tokio::select! {

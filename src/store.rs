@@ -15,10 +15,12 @@
 //!
 //! It knows nothing of CSV, HTTP or freshness rules: callers decide what an entry means.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -54,12 +56,22 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// The full, self-contained form (value format 1): the header, then the details.
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64);
+        let details = self.encode_details();
+        let mut out = Vec::with_capacity(25 + details.len());
         out.push(1); // format version of the value
         out.extend_from_slice(&self.run.to_le_bytes());
         out.extend_from_slice(&self.first_row.to_le_bytes());
         out.extend_from_slice(&self.checked_at.to_le_bytes());
+        out.extend_from_slice(&details);
+        out
+    }
+
+    /// What many addresses share (the verdict, messages, MX, company): everything but the run,
+    /// the row and the time.
+    fn encode_details(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
         out.extend_from_slice(&self.credits.to_le_bytes());
         out.push(match self.is_catch_all {
             None => 0,
@@ -88,20 +100,29 @@ impl Answer {
     }
 
     fn decode(bytes: &[u8]) -> Option<Answer> {
+        if bytes.first() != Some(&1) {
+            return None;
+        }
+        let header = bytes.get(1..25)?;
+        let u64_at =
+            |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap_or([0; 8]));
+        Some(Answer {
+            run: u64_at(0),
+            first_row: u64_at(8),
+            checked_at: u64_at(16) as i64,
+            ..Answer::decode_details(&bytes[25..])?
+        })
+    }
+
+    /// The details of [`Answer::encode_details`]; run, row and time are left at zero.
+    fn decode_details(bytes: &[u8]) -> Option<Answer> {
         let mut r = bytes;
         let mut take = |n: usize| -> Option<&[u8]> {
             let (head, tail) = (r.get(..n)?, r.get(n..)?);
             r = tail;
             Some(head)
         };
-        if take(1)? != [1] {
-            return None;
-        }
-        let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-        let run = u64_at(take(8)?);
-        let first_row = u64_at(take(8)?);
-        let checked_at = u64_at(take(8)?) as i64;
-        let credits = f64::from_bits(u64_at(take(8)?));
+        let credits = f64::from_bits(u64::from_le_bytes(take(8)?.try_into().ok()?));
         let is_catch_all = match take(1)?[0] {
             1 => Some(false),
             2 => Some(true),
@@ -131,11 +152,57 @@ impl Answer {
             mx_record,
             is_catch_all,
             credits,
-            checked_at,
-            run,
-            first_row,
             company,
+            ..Answer::default()
         })
+    }
+}
+
+/// The compact cache value (format 2): 18 bytes, so sled keeps it inline in its node (an
+/// `IVec` of up to 22 bytes needs no allocation of its own). A million answers then cost tens
+/// of megabytes in memory and on disk instead of hundreds: the details that many addresses
+/// share are stored once in the `details` tree, and the run is a small index into `runs`.
+///
+/// `[2] [run index: u16] [first_row: 48 bits] [checked_at: u32] [details id: 40 bits]`, all
+/// little-endian. An answer that does not fit (a row past 2^48, a time outside u32, more than
+/// 65,535 runs) is stored in the full format 1 instead.
+const COMPACT_LEN: usize = 18;
+const DETAILS_ID_BITS: u32 = 40;
+/// Decoded details kept in memory: enough for every distinct verdict of a large file's
+/// domains; past it the memo starts over (the `details` tree still has everything).
+const DETAILS_MEMO: usize = 1 << 16;
+
+/// The key of the record holding every in-flight marker (cache keys are 16 bytes, so it
+/// cannot collide with the per-key markers of earlier versions).
+const MARKERS: &[u8] = b"markers";
+
+#[derive(Default)]
+struct Markers {
+    keys: HashSet<CacheKey>,
+    /// Changed since the record was last written.
+    changed: bool,
+}
+
+/// The in-memory side of the compact format: run indexes, and a bounded memo of the
+/// `details` tree in both directions.
+#[derive(Default)]
+struct Interned {
+    runs: Vec<u64>,
+    run_index: HashMap<u64, u16>,
+    ids: HashMap<Vec<u8>, u64>,
+    details: HashMap<u64, Arc<Answer>>,
+}
+
+impl Interned {
+    fn remember(&mut self, id: u64, bytes: Vec<u8>, details: Option<Arc<Answer>>) {
+        if self.ids.len() >= DETAILS_MEMO || self.details.len() >= DETAILS_MEMO {
+            self.ids.clear();
+            self.details.clear();
+        }
+        if let Some(details) = details {
+            self.details.insert(id, details);
+        }
+        self.ids.insert(bytes, id);
     }
 }
 
@@ -213,6 +280,13 @@ pub struct Store {
     jobs: sled::Tree,
     in_flight: sled::Tree,
     meta: sled::Tree,
+    /// Details shared by many answers, by id (see [`COMPACT_LEN`]).
+    details: sled::Tree,
+    /// Run ids by their index in compact values.
+    runs: sled::Tree,
+    interned: Mutex<Interned>,
+    /// Requests in flight now; see [`Store::mark_in_flight`].
+    markers: Mutex<Markers>,
     salt: [u8; 32],
     /// Puts so far, and how many of them a finished flush covers (group commit).
     puts: AtomicU64,
@@ -243,13 +317,42 @@ impl Store {
         // sled can panic on some damaged files: everything it reads while opening runs here.
         let opened = quietly_catching_panics(|| open_sled(dir))
             .map_err(|panic| unusable(dir, &format!("it is damaged: {panic}")))??;
-        let (db, salt, cache, jobs, in_flight, meta) = opened;
+        let mut interned = Interned::default();
+        for entry in opened.runs.iter() {
+            let (index, run) = entry.map_err(|e| unusable(dir, &e.to_string()))?;
+            let (Ok(index), Ok(run)) = (
+                <[u8; 2]>::try_from(index.as_ref()),
+                <[u8; 8]>::try_from(run.as_ref()),
+            ) else {
+                return Err(unusable(dir, "a run record is damaged"));
+            };
+            let index = u16::from_be_bytes(index);
+            if usize::from(index) != interned.runs.len() {
+                return Err(unusable(dir, "the run records have a gap"));
+            }
+            interned.runs.push(u64::from_le_bytes(run));
+            interned.run_index.insert(u64::from_le_bytes(run), index);
+        }
+        let Opened {
+            db,
+            salt,
+            cache,
+            jobs,
+            in_flight,
+            meta,
+            details,
+            runs,
+        } = opened;
         Ok(Store {
             dir: dir.to_owned(),
             cache,
             jobs,
             in_flight,
             meta,
+            details,
+            runs,
+            interned: Mutex::new(interned),
+            markers: Mutex::new(Markers::default()),
             db,
             salt,
             puts: AtomicU64::new(0),
@@ -282,42 +385,190 @@ impl Store {
         id
     }
 
+    /// A cached verdict; a damaged one (or one whose details are lost) reads as absent, so it
+    /// is asked again rather than written wrong.
     pub fn get(&self, key: &CacheKey) -> anyhow::Result<Option<Answer>> {
-        let value = self.cache.get(key).with_context(|| self.reading())?;
-        Ok(value.and_then(|v| Answer::decode(&v)))
+        match self.cache.get(key).with_context(|| self.reading())? {
+            Some(value) => self.decode(&value),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads a cache value in either format; a damaged one reads as absent (asked again).
+    fn decode(&self, value: &[u8]) -> anyhow::Result<Option<Answer>> {
+        if value.first() != Some(&2) {
+            return Ok(Answer::decode(value));
+        }
+        let Some(v) = value.get(..COMPACT_LEN) else {
+            return Ok(None);
+        };
+        let uint = |bytes: &[u8]| {
+            let mut buf = [0; 8];
+            buf[..bytes.len()].copy_from_slice(bytes);
+            u64::from_le_bytes(buf)
+        };
+        let run_index = uint(&v[1..3]) as usize;
+        let first_row = uint(&v[3..9]);
+        let checked_at = uint(&v[9..13]) as i64;
+        let id = uint(&v[13..18]);
+        let mut interned = self.interned();
+        let Some(&run) = interned.runs.get(run_index) else {
+            return Ok(None);
+        };
+        let details = match interned.details.get(&id) {
+            Some(details) => details.clone(),
+            None => {
+                let Some(bytes) = self.details.get(id_key(id))? else {
+                    return Ok(None);
+                };
+                let Some(details) = Answer::decode_details(&bytes) else {
+                    return Ok(None);
+                };
+                let details = Arc::new(details);
+                interned.remember(id, bytes.to_vec(), Some(details.clone()));
+                details
+            }
+        };
+        drop(interned);
+        Ok(Some(Answer {
+            run,
+            first_row,
+            checked_at,
+            ..(*details).clone()
+        }))
     }
 
     /// Caches a verdict. Call [`Store::durable`] before relying on it surviving a crash.
     pub fn put(&self, key: &CacheKey, answer: &Answer) -> anyhow::Result<()> {
+        let value = match self.compact(answer)? {
+            Some(value) => value.to_vec(),
+            None => answer.encode(),
+        };
         self.cache
-            .insert(key, answer.encode())
+            .insert(key, value)
             .with_context(|| writing(&self.dir))?;
         self.puts.fetch_add(1, Ordering::Release);
         Ok(())
+    }
+
+    /// The compact value of `answer`, storing its details and run index first (so a value on
+    /// disk never points at details that are not); `None` when it does not fit.
+    fn compact(&self, answer: &Answer) -> anyhow::Result<Option<[u8; COMPACT_LEN]>> {
+        let Ok(checked_at) = u32::try_from(answer.checked_at) else {
+            return Ok(None);
+        };
+        if answer.first_row >= 1 << 48 {
+            return Ok(None);
+        }
+        let mut interned = self.interned();
+        let run_index = match interned.run_index.get(&answer.run) {
+            Some(&index) => index,
+            None => {
+                let Ok(index) = u16::try_from(interned.runs.len()) else {
+                    return Ok(None);
+                };
+                self.runs
+                    .insert(index.to_be_bytes(), &answer.run.to_le_bytes())?;
+                interned.runs.push(answer.run);
+                interned.run_index.insert(answer.run, index);
+                index
+            }
+        };
+        let details = answer.encode_details();
+        let id = match interned.ids.get(&details) {
+            Some(&id) => id,
+            None => {
+                // Content-addressed, with linear probing on the (rare) collision of 40 bits.
+                let hash = blake3::hash(&details);
+                let mut id =
+                    u64::from_le_bytes(hash.as_bytes()[..8].try_into().unwrap_or_default())
+                        & ((1 << DETAILS_ID_BITS) - 1);
+                loop {
+                    match self.details.get(id_key(id))? {
+                        None => {
+                            self.details.insert(id_key(id), details.as_slice())?;
+                            break;
+                        }
+                        Some(found) if found.as_ref() == details.as_slice() => break,
+                        Some(_) => id = (id + 1) & ((1 << DETAILS_ID_BITS) - 1),
+                    }
+                }
+                interned.remember(id, details, None);
+                id
+            }
+        };
+        drop(interned);
+        let mut out = [0; COMPACT_LEN];
+        out[0] = 2;
+        out[1..3].copy_from_slice(&run_index.to_le_bytes());
+        out[3..9].copy_from_slice(&answer.first_row.to_le_bytes()[..6]);
+        out[9..13].copy_from_slice(&checked_at.to_le_bytes());
+        out[13..18].copy_from_slice(&id.to_le_bytes()[..5]);
+        Ok(Some(out))
+    }
+
+    fn interned(&self) -> MutexGuard<'_, Interned> {
+        // Every update leaves the memo consistent, so a poisoned lock is simply taken over.
+        self.interned.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Marks a request as about to be sent; a marker still there after a crash is a request
     /// whose outcome is unknown (it may have been charged).
+    ///
+    /// Markers live in memory and reach the disk as one record with the next flush (a group
+    /// commit or a checkpoint): two sled writes per request were a tenth of the CPU of a run
+    /// against a fast server. A crash can only lose the markers set since that flush.
     pub fn mark_in_flight(&self, key: &CacheKey) -> anyhow::Result<()> {
-        self.in_flight
-            .insert(key, &[])
-            .with_context(|| writing(&self.dir))?;
-        self.puts.fetch_add(1, Ordering::Release);
+        let mut markers = self.markers();
+        markers.keys.insert(*key);
+        markers.changed = true;
         Ok(())
     }
 
     pub fn clear_in_flight(&self, key: &CacheKey) -> anyhow::Result<()> {
-        self.in_flight
-            .remove(key)
-            .with_context(|| writing(&self.dir))?;
+        let mut markers = self.markers();
+        markers.changed |= markers.keys.remove(key);
         Ok(())
     }
 
-    /// Counts and clears the markers a crashed run left behind.
+    /// Counts and clears the markers a crashed run left behind (and any set by this process).
     pub fn take_in_flight(&self) -> anyhow::Result<u64> {
-        let n = self.in_flight.len() as u64;
+        let mut left: HashSet<CacheKey> = std::mem::take(&mut self.markers().keys);
+        for entry in self.in_flight.iter() {
+            let (key, value) = entry?;
+            if key.as_ref() == MARKERS {
+                left.extend(
+                    value
+                        .chunks_exact(16)
+                        .filter_map(|k| CacheKey::try_from(k).ok()),
+                );
+            } else if let Ok(key) = key.as_ref().try_into() {
+                // One entry per marker: written by earlier versions.
+                left.insert(key);
+            }
+        }
         self.in_flight.clear().with_context(|| writing(&self.dir))?;
-        Ok(n)
+        self.markers().changed = false;
+        Ok(left.len() as u64)
+    }
+
+    /// Writes the markers' record if they changed since the last one; called before a flush.
+    fn save_markers(&self) -> anyhow::Result<()> {
+        let mut markers = self.markers();
+        if !markers.changed {
+            return Ok(());
+        }
+        let record: Vec<u8> = markers.keys.iter().flatten().copied().collect();
+        self.in_flight
+            .insert(MARKERS, record)
+            .with_context(|| writing(&self.dir))?;
+        markers.changed = false;
+        Ok(())
+    }
+
+    fn markers(&self) -> MutexGuard<'_, Markers> {
+        // A set and a flag: consistent after any panic, so a poisoned lock is taken over.
+        self.markers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn reading(&self) -> String {
@@ -336,6 +587,7 @@ impl Store {
             return Ok(());
         }
         let target = self.puts.load(Ordering::Acquire);
+        self.save_markers()?;
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || db.flush())
             .await
@@ -347,6 +599,7 @@ impl Store {
 
     /// A blocking flush, for checkpoints taken off the async workers.
     pub fn flush(&self) -> anyhow::Result<()> {
+        self.save_markers()?;
         self.db.flush().with_context(|| writing(&self.dir))?;
         Ok(())
     }
@@ -403,7 +656,7 @@ impl Store {
         self.cache
             .iter()
             .values()
-            .filter_map(|v| Answer::decode(&v.ok()?))
+            .filter_map(|v| self.decode(&v.ok()?).ok().flatten())
     }
 
     /// Removes cached answers given before `before` (Unix seconds), or all of them. Returns
@@ -412,8 +665,9 @@ impl Store {
         let mut removed = 0;
         for entry in self.cache.iter() {
             let (key, value) = entry?;
-            let old =
-                Answer::decode(&value).is_none_or(|a| before.is_none_or(|t| a.checked_at < t));
+            let old = self
+                .decode(&value)?
+                .is_none_or(|a| before.is_none_or(|t| a.checked_at < t));
             if old {
                 self.cache.remove(key)?;
                 removed += 1;
@@ -463,14 +717,16 @@ fn writing(dir: &Path) -> String {
 }
 
 /// The database, its salt and its trees; the schema checked (or written, for a new store).
-type Opened = (
-    sled::Db,
-    [u8; 32],
-    sled::Tree,
-    sled::Tree,
-    sled::Tree,
-    sled::Tree,
-);
+struct Opened {
+    db: sled::Db,
+    salt: [u8; 32],
+    cache: sled::Tree,
+    jobs: sled::Tree,
+    in_flight: sled::Tree,
+    meta: sled::Tree,
+    details: sled::Tree,
+    runs: sled::Tree,
+}
 
 fn open_sled(dir: &Path) -> anyhow::Result<Opened> {
     let db = open_db(dir)?;
@@ -514,8 +770,23 @@ fn open_sled(dir: &Path) -> anyhow::Result<Opened> {
         db.open_tree(name)
             .map_err(|e| unusable(dir, &e.to_string()))
     };
-    let (cache, jobs, in_flight) = (open("cache")?, open("jobs")?, open("in_flight")?);
-    Ok((db, salt, cache, jobs, in_flight, meta))
+    Ok(Opened {
+        cache: open("cache")?,
+        jobs: open("jobs")?,
+        in_flight: open("in_flight")?,
+        details: open("details")?,
+        runs: open("runs")?,
+        meta,
+        salt,
+        db,
+    })
+}
+
+/// The `details` tree's key for an id: big-endian, so ids sort as numbers.
+fn id_key(id: u64) -> [u8; 5] {
+    let mut key = [0; 5];
+    key.copy_from_slice(&id.to_be_bytes()[3..]);
+    key
 }
 
 /// Opens sled. Our lock is already held, so sled's own lock can only be held by a store of this
@@ -525,7 +796,7 @@ fn open_db(dir: &Path) -> anyhow::Result<sled::Db> {
     let config = sled::Config::new()
         .path(dir.join("db"))
         // A small page cache keeps memory flat on huge jobs; the hot set is small.
-        .cache_capacity(32 * 1024 * 1024)
+        .cache_capacity(8 * 1024 * 1024)
         // Durability is ours to decide (group commits and checkpoints), not a timer's.
         .flush_every_ms(None);
     let mut tries = 0;
@@ -690,6 +961,67 @@ mod tests {
     }
 
     #[test]
+    fn compact_values_round_trip_and_stay_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            answer(),
+            Answer::default(),
+            Answer {
+                status: Some(Status::Other("new".into())),
+                run: u64::MAX,
+                ..answer()
+            },
+            // Do not fit the compact form: stored whole.
+            Answer {
+                first_row: 1 << 48,
+                ..answer()
+            },
+            Answer {
+                checked_at: -1,
+                ..answer()
+            },
+            Answer {
+                checked_at: i64::from(u32::MAX) + 1,
+                ..answer()
+            },
+        ];
+        let keys: Vec<CacheKey> = (0..cases.len() as u8).map(|i| [i; 16]).collect();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for (key, a) in keys.iter().zip(&cases) {
+                store.put(key, a).unwrap();
+                assert_eq!(store.get(key).unwrap().as_ref(), Some(a));
+            }
+            // (answer, expected value length): 18 fits sled's inline IVec (22 bytes at most).
+            for (i, len) in [(0, COMPACT_LEN), (1, COMPACT_LEN), (2, COMPACT_LEN)] {
+                assert_eq!(store.cache.get(keys[i]).unwrap().unwrap().len(), len);
+            }
+            assert!(store.cache.get(keys[3]).unwrap().unwrap().len() > 22);
+            // Shared details are stored once.
+            store
+                .put(
+                    &[99; 16],
+                    &Answer {
+                        first_row: 1,
+                        ..answer()
+                    },
+                )
+                .unwrap();
+            assert_eq!(store.details.len(), 3);
+            store.flush().unwrap();
+        }
+        // Reopened: runs and details come back from disk, not from the memo.
+        let store = Store::open(dir.path()).unwrap();
+        for (key, a) in keys.iter().zip(&cases) {
+            assert_eq!(store.get(key).unwrap().as_ref(), Some(a));
+        }
+        // Lost details read as absent (asked again), never as a wrong answer.
+        store.details.clear().unwrap();
+        store.interned().details.clear();
+        assert_eq!(store.get(&keys[0]).unwrap(), None);
+    }
+
+    #[test]
     fn keys_are_salted_and_addresses_never_stored() {
         let dir = tempfile::tempdir().unwrap();
         let one = Store::open(&dir.path().join("a")).unwrap();
@@ -794,6 +1126,20 @@ mod tests {
         store.mark_in_flight(&store.key("c@d.co")).unwrap();
         store.clear_in_flight(&store.key("a@b.co")).unwrap();
         assert_eq!(store.take_in_flight().unwrap(), 1);
+        assert_eq!(store.take_in_flight().unwrap(), 0);
+        // After a crash: what the last flush saw is what the next run finds.
+        store.mark_in_flight(&store.key("e@f.co")).unwrap();
+        store.mark_in_flight(&store.key("g@h.co")).unwrap();
+        store.flush().unwrap();
+        store.mark_in_flight(&store.key("i@j.co")).unwrap();
+        store
+            .in_flight
+            .insert(store.key("old@marker.co"), &[])
+            .unwrap();
+        store.flush().unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.take_in_flight().unwrap(), 4);
         assert_eq!(store.take_in_flight().unwrap(), 0);
     }
 

@@ -244,7 +244,8 @@ pub async fn run(
     let progress_done = CancellationToken::new();
     let wake = Arc::new(Notify::new());
     let window = (config.concurrency * 16).max(1024);
-    let (rows_tx, rows_rx) = mpsc::channel(1024);
+    // Rows travel in batches: one channel hop (and one thread wake-up) per batch, not per row.
+    let (rows_tx, rows_rx) = mpsc::channel(1024 / ROW_BATCH);
     let (planned_tx, planned_rx) = mpsc::channel(window);
     let (jobs_tx, jobs_rx) = mpsc::channel(config.concurrency);
     let (notes_tx, notes_rx) = mpsc::channel(4);
@@ -723,19 +724,39 @@ fn cost_note(e: &Estimate, balance: Option<f64>) -> String {
     text
 }
 
+/// Rows per message from the reader to the planner.
+const ROW_BATCH: usize = 64;
+
 /// Reads rows into the channel. `Ok(true)`: the input ended; `Ok(false)`: stopped early.
+///
+/// From a regular file rows go in batches of [`ROW_BATCH`]; from a pipe one by one, so rows
+/// trickling in on standard input are not held back waiting for a batch to fill.
 fn read_rows(
     reader: Reader,
-    rows: mpsc::Sender<input::Row>,
+    rows: mpsc::Sender<Vec<input::Row>>,
     stop: CancellationToken,
 ) -> Result<bool, input::InputError> {
+    let size = if reader.source_len().is_some() {
+        ROW_BATCH
+    } else {
+        1
+    };
+    let mut batch = Vec::with_capacity(size);
+    let mut ended = true;
     for row in reader {
-        let row = row?;
-        if stop.is_cancelled() || rows.blocking_send(row).is_err() {
-            return Ok(false);
+        batch.push(row?);
+        if batch.len() >= size {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(size));
+            if stop.is_cancelled() || rows.blocking_send(full).is_err() {
+                ended = false;
+                break;
+            }
         }
     }
-    Ok(true)
+    if ended && !batch.is_empty() && (stop.is_cancelled() || rows.blocking_send(batch).is_err()) {
+        ended = false;
+    }
+    Ok(ended)
 }
 
 fn input_len(source: &input::Source) -> Option<u64> {

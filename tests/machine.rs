@@ -483,10 +483,16 @@ fn two_runs_on_one_state_directory_the_second_fails_fast_and_nothing_is_corrupte
     dir.write("in.csv", contacts(1500));
     dir.write("other.csv", contacts(200));
     let reference = reference(&dir);
-    let mock = slow_mock();
+    // Slow enough (about 100 requests a second) that the first run is surely still going
+    // while the others try.
+    let mock = Mock::start(MockConfig {
+        rate_per_min: 1_000_000,
+        latency: Latency::Fixed(Duration::from_millis(20)),
+        ..MockConfig::default()
+    });
     let mut first = dir
         .command(&mock)
-        .args(["validate", "in.csv", "-o", "out.csv", "--concurrency", "8"])
+        .args(["validate", "in.csv", "-o", "out.csv", "--concurrency", "2"])
         .spawn()
         .unwrap();
     assert!(wait_for(&mut first, || mock.validations() >= 50));
