@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::crash::assert_same_file;
-use crate::util::{contacts, finish, is_root, rows, text, wait_for, Dir, Mock};
+use crate::util::{contacts, finish, is_root, rows, signal, text, wait_for, Dir, Mock};
 
 /// No panic report, whatever happened.
 fn no_panic(stderr: &str) {
@@ -480,7 +480,7 @@ fn a_state_directory_from_another_version_is_refused_and_left_alone() {
 #[test]
 fn two_runs_on_one_state_directory_the_second_fails_fast_and_nothing_is_corrupted() {
     let dir = Dir::new();
-    dir.write("in.csv", contacts(1500));
+    dir.write("in.csv", contacts(800));
     dir.write("other.csv", contacts(200));
     let reference = reference(&dir);
     // Slow enough (about 100 requests a second) that the first run is surely still going
@@ -496,6 +496,9 @@ fn two_runs_on_one_state_directory_the_second_fails_fast_and_nothing_is_corrupte
         .spawn()
         .unwrap();
     assert!(wait_for(&mut first, || mock.validations() >= 50));
+    // Frozen mid-run (SIGSTOP), the first run holds the directory for as long as the test
+    // needs, however slow the machine: the others wait up to a second for the lock, then fail.
+    signal(first.id(), "STOP");
     for args in [
         ["validate", "in.csv", "-o", "out.csv"],
         ["validate", "other.csv", "-o", "other.out.csv"],
@@ -514,6 +517,7 @@ fn two_runs_on_one_state_directory_the_second_fails_fast_and_nothing_is_corrupte
         "the second failed while the first ran"
     );
     assert!(!dir.path("other.out.csv.partial").exists());
+    signal(first.id(), "CONT");
     let (code, stderr) = finish(first);
     assert_eq!(code, Some(0), "{stderr}");
     assert_same_file(
