@@ -483,16 +483,10 @@ fn two_runs_on_one_state_directory_the_second_fails_fast_and_nothing_is_corrupte
     dir.write("in.csv", contacts(800));
     dir.write("other.csv", contacts(200));
     let reference = reference(&dir);
-    // Slow enough (about 100 requests a second) that the first run is surely still going
-    // while the others try.
-    let mock = Mock::start(MockConfig {
-        rate_per_min: 1_000_000,
-        latency: Latency::Fixed(Duration::from_millis(20)),
-        ..MockConfig::default()
-    });
+    let mock = slow_mock();
     let mut first = dir
         .command(&mock)
-        .args(["validate", "in.csv", "-o", "out.csv", "--concurrency", "2"])
+        .args(["validate", "in.csv", "-o", "out.csv", "--concurrency", "8"])
         .spawn()
         .unwrap();
     assert!(wait_for(&mut first, || mock.validations() >= 50));
