@@ -9,6 +9,10 @@
 //!   cut the newest entries may be lost, which only ever means asking again, never a wrong row.
 //! - One process at a time: a lock file is taken before sled is opened, so a second run fails
 //!   at once with a message instead of sled's lock error.
+//! - Memory and disk grow with every cached address (sled keeps ~40 bytes per key in memory,
+//!   benches/RESULTS.md), so a cache value is 18 bytes, inline in sled's node (`COMPACT_LEN`):
+//!   the details many addresses share live once in `details`, the run as an index in `runs`.
+//! - In-flight markers are kept in memory and written as one record by every flush.
 //!
 //! It knows nothing of CSV, HTTP or freshness rules: callers decide what an entry means.
 
