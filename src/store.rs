@@ -12,6 +12,10 @@
 //! - A damaged store or one from another version is refused with a message naming the
 //!   directory and what to do (exit 2), never a panic: sled can panic on some damaged files,
 //!   so opening it runs under `catch_unwind` with that thread's panic message silenced.
+//! - Memory and disk grow with every cached address (sled keeps ~40 bytes per key in memory,
+//!   benches/RESULTS.md), so a cache value is 18 bytes, inline in sled's node (`COMPACT_LEN`):
+//!   the details many addresses share live once in `details`, the run as an index in `runs`.
+//! - In-flight markers are kept in memory and written as one record by every flush.
 //!
 //! It knows nothing of CSV, HTTP or freshness rules: callers decide what an entry means.
 
