@@ -12,7 +12,9 @@ use predicates::prelude::*;
 use serde_json::Value;
 
 use crate::crash::assert_same_file;
-use crate::util::{contacts, finish, rows, signal, text, wait_for, Dir, Mock};
+use crate::util::{
+    assert_only_refused_ones_repeated, contacts, finish, rows, signal, text, wait_for, Dir, Mock,
+};
 
 /// The data rows of `contacts(n)` plus addresses the mock always fails (`fail*`: 500 on every
 /// attempt) or refuses (`reject*`: 400), spaced out so they never make ten failures in a row.
@@ -270,44 +272,11 @@ fn rate_over_60_second_windows() {
     );
 }
 
-/// Requests refused with 402 were not charged and are asked again; nothing else repeats.
-fn assert_only_refused_ones_repeated(stats: &Stats) {
-    let refused = stats.by_status.get(&402).copied().unwrap_or(0);
-    assert!(refused > 0);
-    assert!(
-        stats.repeated.len() as u64 <= refused,
-        "{:?}",
-        stats.repeated
-    );
-    assert!(
-        stats.repeated.values().all(|n| *n == 2),
-        "{:?}",
-        stats.repeated
-    );
-}
-
-fn calm_reference(dir: &Dir) -> Vec<u8> {
-    let calm = Mock::fast();
-    dir.mailsift(&calm)
-        .args([
-            "validate",
-            "in.csv",
-            "-o",
-            "ref.csv",
-            "-q",
-            "--state-dir",
-            "ref-state",
-        ])
-        .assert()
-        .success();
-    dir.read("ref.csv")
-}
-
 #[test]
 fn out_of_credits_halfway_then_a_top_up_resumes_to_the_identical_file() {
     let dir = Dir::new();
     dir.write("in.csv", contacts(800));
-    let reference = calm_reference(&dir);
+    let reference = dir.reference("in.csv", "ref.csv");
     // About 550 charged answers in the file; credits for 250 of them.
     let mock = Mock::start(MockConfig {
         rate_per_min: 1_000_000,
@@ -347,7 +316,7 @@ fn out_of_credits_halfway_then_a_top_up_resumes_to_the_identical_file() {
 fn a_key_revoked_halfway_exits_3_keeps_the_checkpoint_and_a_good_key_finishes() {
     let dir = Dir::new();
     dir.write("in.csv", contacts(800));
-    let reference = calm_reference(&dir);
+    let reference = dir.reference("in.csv", "ref.csv");
     let mock = Mock::start(MockConfig {
         rate_per_min: 1_000_000,
         latency: Latency::Fixed(Duration::from_millis(2)),
@@ -418,7 +387,7 @@ fn http_stats(addr: &str) -> Stats {
 fn the_api_going_away_mid_run_ends_resumably_after_bounded_retries() {
     let dir = Dir::new();
     dir.write("in.csv", contacts(1000));
-    let reference = calm_reference(&dir);
+    let reference = dir.reference("in.csv", "ref.csv");
     let job = [
         "validate",
         "in.csv",

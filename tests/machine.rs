@@ -32,23 +32,6 @@ fn store_still_usable(dir: &Dir, mock: &Mock) {
         .success();
 }
 
-fn reference(dir: &Dir) -> Vec<u8> {
-    let mock = Mock::fast();
-    dir.mailsift(&mock)
-        .args([
-            "validate",
-            "in.csv",
-            "-o",
-            "ref.csv",
-            "-q",
-            "--state-dir",
-            "ref-state",
-        ])
-        .assert()
-        .success();
-    dir.read("ref.csv")
-}
-
 /// A tmpfs mounted for one test, unmounted when dropped. `None` where mounting is not allowed
 /// (not root, or no CAP_SYS_ADMIN in a container): the caller then says what it skipped.
 struct Tmpfs {
@@ -157,7 +140,7 @@ fn a_full_disk_under_the_output_is_exit_1_and_the_same_command_resumes_once_ther
     let mock = Mock::fast();
     let dir = Dir::new();
     dir.write("in.csv", contacts(600));
-    let reference = reference(&dir);
+    let reference = dir.reference("in.csv", "ref.csv");
     std::os::unix::fs::symlink("/dev/full", dir.path("out.csv.partial")).unwrap();
     let job = [
         "validate",
@@ -197,7 +180,7 @@ fn a_disk_that_fills_up_mid_run_then_gets_room_resumes_to_the_identical_file() {
         return;
     };
     dir.write("in.csv", contacts(4000)); // about 1 MB of output
-    let reference = reference(&dir);
+    let reference = dir.reference("in.csv", "ref.csv");
     let mock = Mock::fast();
     let job = [
         "validate",
@@ -234,7 +217,7 @@ fn a_full_disk_under_the_state_directory_is_exit_1_with_a_message_and_resumes_la
         return;
     };
     dir.write("in.csv", contacts(3000));
-    let reference = reference(&dir);
+    let reference = dir.reference("in.csv", "ref.csv");
     let mock = Mock::fast();
     let job = ["validate", "in.csv", "-o", "out.csv"];
     let out = dir.mailsift(&mock).args(job).assert().code(1);
@@ -267,7 +250,7 @@ fn an_input_deleted_during_the_run_is_read_to_the_end() {
     // The open file stays readable after its name is gone (Unix): the job finishes whole.
     let dir = Dir::new();
     dir.write("in.csv", contacts(1500));
-    let reference = reference(&dir);
+    let reference = dir.reference("in.csv", "ref.csv");
     let mock = slow_mock();
     let mut child = dir
         .command(&mock)
@@ -482,7 +465,7 @@ fn two_runs_on_one_state_directory_the_second_fails_fast_and_nothing_is_corrupte
     let dir = Dir::new();
     dir.write("in.csv", contacts(800));
     dir.write("other.csv", contacts(200));
-    let reference = reference(&dir);
+    let reference = dir.reference("in.csv", "ref.csv");
     let mock = slow_mock();
     let mut first = dir
         .command(&mock)

@@ -144,6 +144,26 @@ impl Dir {
         out
     }
 
+    /// An uninterrupted run of `input` into `output`, against a mock of its own with a state
+    /// directory of its own (`ref-state`): what every interrupted run must end up equal to.
+    /// Returns the output's bytes.
+    pub fn reference(&self, input: &str, output: &str) -> Vec<u8> {
+        let mock = Mock::fast();
+        self.mailsift(&mock)
+            .args([
+                "validate",
+                input,
+                "-o",
+                output,
+                "-q",
+                "--state-dir",
+                "ref-state",
+            ])
+            .assert()
+            .success();
+        self.read(output)
+    }
+
     /// The binary with no key and no base URL.
     pub fn bare(&self) -> Command {
         let mut cmd = Command::cargo_bin("mailsift").unwrap();
@@ -156,6 +176,22 @@ impl Dir {
             .env_remove("RUST_LOG");
         cmd
     }
+}
+
+/// Requests refused with 402 were not charged and are asked again; nothing else repeats.
+pub fn assert_only_refused_ones_repeated(stats: &Stats) {
+    let refused = stats.by_status.get(&402).copied().unwrap_or(0);
+    assert!(refused > 0);
+    assert!(
+        stats.repeated.len() as u64 <= refused,
+        "{:?}",
+        stats.repeated
+    );
+    assert!(
+        stats.repeated.values().all(|n| *n == 2),
+        "{:?}",
+        stats.repeated
+    );
 }
 
 /// Parses CSV bytes into rows of strings.

@@ -11,7 +11,7 @@ use mailsift::mock::{Latency, MockConfig, MockServer};
 use mailsift::{Config, Exit};
 use predicates::prelude::*;
 
-use crate::util::{rows, rows_with, sample, text, Dir, Mock};
+use crate::util::{assert_only_refused_ones_repeated, rows, rows_with, sample, text, Dir, Mock};
 
 /// Index of a column in a parsed output.
 fn column(rows: &[Vec<String>], name: &str) -> usize {
@@ -269,20 +269,7 @@ fn sigterm_stops_cleanly_and_the_same_command_resumes_to_the_identical_file() {
     });
     let dir = Dir::new();
     dir.write("in.csv", list(400));
-    let other = Mock::fast();
-    dir.mailsift(&other)
-        .args([
-            "validate",
-            "in.csv",
-            "-o",
-            "ref.csv",
-            "-q",
-            "--state-dir",
-            "ref-state",
-        ])
-        .assert()
-        .success();
-    let reference = dir.read("ref.csv");
+    let reference = dir.reference("in.csv", "ref.csv");
 
     let child = dir.spawn(
         &mock,
@@ -340,19 +327,7 @@ fn sigterm_stops_cleanly_and_the_same_command_resumes_to_the_identical_file() {
 fn out_of_credits_stops_resumably_and_a_top_up_finishes_the_identical_file() {
     let dir = Dir::new();
     dir.write("in.csv", list(200));
-    let rich = Mock::fast();
-    dir.mailsift(&rich)
-        .args([
-            "validate",
-            "in.csv",
-            "-o",
-            "ref.csv",
-            "-q",
-            "--state-dir",
-            "ref-state",
-        ])
-        .assert()
-        .success();
+    dir.reference("in.csv", "ref.csv");
 
     let poor = Mock::start(MockConfig {
         rate_per_min: 600_000,
@@ -373,24 +348,7 @@ fn out_of_credits_stops_resumably_and_a_top_up_finishes_the_identical_file() {
         .assert()
         .success();
     assert_eq!(dir.read("out.csv"), dir.read("ref.csv"));
-    assert_only_refused_ones_repeated(&poor);
-}
-
-/// Requests refused with 402 were not charged and are asked again; nothing else may repeat.
-fn assert_only_refused_ones_repeated(mock: &Mock) {
-    let stats = mock.stats();
-    let refused = stats.by_status.get(&402).copied().unwrap_or(0);
-    assert!(refused > 0);
-    assert!(
-        stats.repeated.len() as u64 <= refused,
-        "{:?}",
-        stats.repeated
-    );
-    assert!(
-        stats.repeated.values().all(|n| *n == 2),
-        "{:?}",
-        stats.repeated
-    );
+    assert_only_refused_ones_repeated(&poor.stats());
 }
 
 #[test]
@@ -601,7 +559,7 @@ fn a_changed_input_is_refused_until_restart() {
         .assert()
         .success();
     assert_eq!(rows(&dir.read("in.validated.csv")).len(), 102);
-    assert_only_refused_ones_repeated(&poor);
+    assert_only_refused_ones_repeated(&poor.stats());
 }
 
 #[test]
