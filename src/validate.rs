@@ -278,6 +278,10 @@ pub async fn run(
     if let Some((id, record)) = &mut record {
         record.run = run_id;
         store.save_job(id, record)?;
+        // On disk before the first answer of this run is: answers are durable the moment
+        // they are put, and a resume tells its own (`api`) from earlier ones (`cache`) by the
+        // run id in this record.
+        store.flush()?;
     }
     let writer = Writer {
         sink,

@@ -1,41 +1,42 @@
-//! The state directory: a `sled` database holding the verdict cache, the job records
-//! (checkpoints) and the requests in flight. The only user of `sled`.
+//! The state directory: a `sled` database holding the job records (checkpoints) and a few
+//! settings, and the answer cache in [`answers`]. The only user of `sled`.
 //!
 //! - Addresses are never stored in the clear: every key is a keyed BLAKE3 hash of the
 //!   normalised address under a salt generated per store.
-//! - A verdict is put the moment it is paid for; [`Store::durable`] is a group commit that
-//!   returns once everything put so far has been written out of the process (a `kill -9` can no
-//!   longer lose it). sled's flush on Linux is `sync_file_range`, not a full fsync: after a power
-//!   cut the newest entries may be lost, which only ever means asking again, never a wrong row.
+//! - A verdict is put the moment it is paid for; once [`Store::put`] returns, a `kill -9` can
+//!   no longer lose it, and the next checkpoint's [`Store::flush`] syncs it to the disk.
+//! - The answer cache is not in sled: sled keeps ~40 bytes per key in memory and replays its
+//!   whole log when opened, so memory and the time to resume grew with every address cached
+//!   (benches/RESULTS.md). [`answers`] needs neither; a store of the earlier layout is moved
+//!   over the first time it is opened.
 //! - One process at a time: a lock file is taken before sled is opened, so a second run fails
 //!   within a second with a message instead of sled's lock error.
 //! - A damaged store or one from another version is refused with a message naming the
 //!   directory and what to do (exit 2), never a panic: sled can panic on some damaged files,
 //!   so opening it runs under `catch_unwind` with that thread's panic message silenced.
-//! - Memory and disk grow with every cached address (sled keeps ~40 bytes per key in memory,
-//!   benches/RESULTS.md), so a cache value is 18 bytes, inline in sled's node (`COMPACT_LEN`):
-//!   the details many addresses share live once in `details`, the run as an index in `runs`.
-//! - In-flight markers are kept in memory and written as one record by every flush.
 //!
 //! It knows nothing of CSV, HTTP or freshness rules: callers decide what an entry means.
 
-use std::collections::{HashMap, HashSet};
+mod answers;
+
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::client::{Company, Status};
 
+use answers::Answers;
+
 /// The running job's last checkpoint, as JSON beside the database.
 const RUNNING: &str = "running-job.json";
 
 /// Bump when the on-disk layout changes; a store of another version is refused with a message.
-const SCHEMA: &[u8] = b"mailsift-store-1";
+const SCHEMA: &[u8] = b"mailsift-store-2";
+/// The layout before: answers in sled, moved over by [`Store::migrate`] when opened.
+const SCHEMA_1: &[u8] = b"mailsift-store-1";
 
 /// A cache key: 16 bytes of keyed BLAKE3 over the normalised, lower-cased address.
 pub type CacheKey = [u8; 16];
@@ -162,52 +163,28 @@ impl Answer {
     }
 }
 
-/// The compact cache value (format 2): 18 bytes, so sled keeps it inline in its node (an
-/// `IVec` of up to 22 bytes needs no allocation of its own). A million answers then cost tens
-/// of megabytes in memory and on disk instead of hundreds: the details that many addresses
-/// share are stored once in the `details` tree, and the run is a small index into `runs`.
-///
-/// `[2] [run index: u16] [first_row: 48 bits] [checked_at: u32] [details id: 40 bits]`, all
-/// little-endian. An answer that does not fit (a row past 2^48, a time outside u32, more than
-/// 65,535 runs) is stored in the full format 1 instead.
-const COMPACT_LEN: usize = 18;
-const DETAILS_ID_BITS: u32 = 40;
-/// Decoded details kept in memory: enough for every distinct verdict of a large file's
-/// domains; past it the memo starts over (the `details` tree still has everything).
-const DETAILS_MEMO: usize = 1 << 16;
-
-/// The key of the record holding every in-flight marker (cache keys are 16 bytes, so it
-/// cannot collide with the per-key markers of earlier versions).
-const MARKERS: &[u8] = b"markers";
-
-#[derive(Default)]
-struct Markers {
-    keys: HashSet<CacheKey>,
-    /// Changed since the record was last written.
-    changed: bool,
-}
-
-/// The in-memory side of the compact format: run indexes, and a bounded memo of the
-/// `details` tree in both directions.
-#[derive(Default)]
-struct Interned {
-    runs: Vec<u64>,
-    run_index: HashMap<u64, u16>,
-    ids: HashMap<Vec<u8>, u64>,
-    details: HashMap<u64, Arc<Answer>>,
-}
-
-impl Interned {
-    fn remember(&mut self, id: u64, bytes: Vec<u8>, details: Option<Arc<Answer>>) {
-        if self.ids.len() >= DETAILS_MEMO || self.details.len() >= DETAILS_MEMO {
-            self.ids.clear();
-            self.details.clear();
-        }
-        if let Some(details) = details {
-            self.details.insert(id, details);
-        }
-        self.ids.insert(bytes, id);
+/// Reads a cache value of the sled layout this version moved away from (see
+/// [`Store::migrate`]): format 1 whole, or format 2 `[2] [run index: u16] [first_row: 48 bits]
+/// [checked_at: u32] [details id: 40 bits]` with the details in the `details` tree under the
+/// id's low five bytes, big-endian.
+fn legacy_answer(value: &[u8], runs: &[u64], details: &sled::Tree) -> Option<Answer> {
+    if value.first() != Some(&2) {
+        return Answer::decode(value);
     }
+    let v = value.get(..18)?;
+    let uint = |bytes: &[u8]| {
+        let mut buf = [0; 8];
+        buf[..bytes.len()].copy_from_slice(bytes);
+        u64::from_le_bytes(buf)
+    };
+    let id = uint(&v[13..18]).to_be_bytes();
+    let bytes = details.get(&id[3..]).ok()??;
+    Some(Answer {
+        run: *runs.get(uint(&v[1..3]) as usize)?,
+        first_row: uint(&v[3..9]),
+        checked_at: uint(&v[9..13]) as i64,
+        ..Answer::decode_details(&bytes)?
+    })
 }
 
 /// Where a job stands, for `resume` and the status report.
@@ -280,22 +257,10 @@ impl JobState {
 pub struct Store {
     dir: PathBuf,
     db: sled::Db,
-    cache: sled::Tree,
     jobs: sled::Tree,
-    in_flight: sled::Tree,
     meta: sled::Tree,
-    /// Details shared by many answers, by id (see [`COMPACT_LEN`]).
-    details: sled::Tree,
-    /// Run ids by their index in compact values.
-    runs: sled::Tree,
-    interned: Mutex<Interned>,
-    /// Requests in flight now; see [`Store::mark_in_flight`].
-    markers: Mutex<Markers>,
+    answers: Answers,
     salt: [u8; 32],
-    /// Puts so far, and how many of them a finished flush covers (group commit).
-    puts: AtomicU64,
-    flushed: AtomicU64,
-    flush_gate: tokio::sync::Mutex<()>,
     _lock: File,
 }
 
@@ -319,51 +284,98 @@ impl Store {
         })?;
         let lock = lock(dir)?;
         // sled can panic on some damaged files: everything it reads while opening runs here.
-        let opened = quietly_catching_panics(|| open_sled(dir))
+        let (db, salt, meta) = quietly_catching_panics(|| open_sled(dir))
             .map_err(|panic| unusable(dir, &format!("it is damaged: {panic}")))??;
-        let mut interned = Interned::default();
-        for entry in opened.runs.iter() {
-            let (index, run) = entry.map_err(|e| unusable(dir, &e.to_string()))?;
-            let (Ok(index), Ok(run)) = (
-                <[u8; 2]>::try_from(index.as_ref()),
-                <[u8; 8]>::try_from(run.as_ref()),
-            ) else {
-                return Err(unusable(dir, "a run record is damaged"));
-            };
-            let index = u16::from_be_bytes(index);
-            if usize::from(index) != interned.runs.len() {
-                return Err(unusable(dir, "the run records have a gap"));
-            }
-            interned.runs.push(u64::from_le_bytes(run));
-            interned.run_index.insert(u64::from_le_bytes(run), index);
-        }
-        let Opened {
-            db,
-            salt,
-            cache,
-            jobs,
-            in_flight,
-            meta,
-            details,
-            runs,
-        } = opened;
-        Ok(Store {
+        let answers = Answers::open(dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => unusable(dir, &e.to_string()),
+            _ => anyhow::Error::new(e)
+                .context(format!("cannot open the state store in {}", dir.display())),
+        })?;
+        let store = Store {
             dir: dir.to_owned(),
-            cache,
-            jobs,
-            in_flight,
+            jobs: db
+                .open_tree("jobs")
+                .map_err(|e| unusable(dir, &e.to_string()))?,
             meta,
-            details,
-            runs,
-            interned: Mutex::new(interned),
-            markers: Mutex::new(Markers::default()),
+            answers,
             db,
             salt,
-            puts: AtomicU64::new(0),
-            flushed: AtomicU64::new(0),
-            flush_gate: tokio::sync::Mutex::new(()),
             _lock: lock,
-        })
+        };
+        quietly_catching_panics(|| store.migrate())
+            .map_err(|panic| unusable(dir, &format!("it is damaged: {panic}")))??;
+        Ok(store)
+    }
+
+    /// Moves what the earlier layout kept in sled (answers and in-flight markers) into
+    /// [`Answers`], once, so an upgrade never asks again what was paid for.
+    fn migrate(&self) -> anyhow::Result<()> {
+        let names = ["cache", "details", "runs", "in_flight"];
+        if !self
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| names.iter().any(|m| m.as_bytes() == &n[..]))
+        {
+            return Ok(());
+        }
+        let tree = |name: &str| {
+            self.db
+                .open_tree(name)
+                .map_err(|e| unusable(&self.dir, &e.to_string()))
+        };
+        let (cache, details, runs, in_flight) = (
+            tree("cache")?,
+            tree("details")?,
+            tree("runs")?,
+            tree("in_flight")?,
+        );
+        let runs: Vec<u64> = runs
+            .iter()
+            .values()
+            .filter_map(|v| Some(u64::from_le_bytes(v.ok()?.as_ref().try_into().ok()?)))
+            .collect();
+        let mut moved = 0u64;
+        for entry in cache.iter() {
+            let (key, value) = entry.with_context(|| self.reading())?;
+            let (Ok(key), Some(answer)) = (
+                CacheKey::try_from(key.as_ref()),
+                legacy_answer(&value, &runs, &details),
+            ) else {
+                continue;
+            };
+            self.answers
+                .put(&key, &answer)
+                .with_context(|| writing(&self.dir))?;
+            moved += 1;
+        }
+        for entry in in_flight.iter() {
+            let (key, value) = entry.with_context(|| self.reading())?;
+            let keys = if key.as_ref() == b"markers" {
+                &value[..]
+            } else {
+                &key[..]
+            };
+            for key in keys
+                .chunks_exact(16)
+                .filter_map(|k| CacheKey::try_from(k).ok())
+            {
+                self.answers
+                    .mark(&key)
+                    .with_context(|| writing(&self.dir))?;
+            }
+        }
+        self.answers.sync().with_context(|| writing(&self.dir))?;
+        for name in names {
+            self.db
+                .drop_tree(name)
+                .with_context(|| writing(&self.dir))?;
+        }
+        self.db.flush().with_context(|| writing(&self.dir))?;
+        if moved > 0 {
+            tracing::info!("moved {moved} cached answers to the new cache layout");
+        }
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -392,218 +404,44 @@ impl Store {
     /// A cached verdict; a damaged one (or one whose details are lost) reads as absent, so it
     /// is asked again rather than written wrong.
     pub fn get(&self, key: &CacheKey) -> anyhow::Result<Option<Answer>> {
-        match self.cache.get(key).with_context(|| self.reading())? {
-            Some(value) => self.decode(&value),
-            None => Ok(None),
-        }
+        self.answers.get(key).with_context(|| self.reading())
     }
 
-    /// Reads a cache value in either format; a damaged one reads as absent (asked again).
-    fn decode(&self, value: &[u8]) -> anyhow::Result<Option<Answer>> {
-        if value.first() != Some(&2) {
-            return Ok(Answer::decode(value));
-        }
-        let Some(v) = value.get(..COMPACT_LEN) else {
-            return Ok(None);
-        };
-        let uint = |bytes: &[u8]| {
-            let mut buf = [0; 8];
-            buf[..bytes.len()].copy_from_slice(bytes);
-            u64::from_le_bytes(buf)
-        };
-        let run_index = uint(&v[1..3]) as usize;
-        let first_row = uint(&v[3..9]);
-        let checked_at = uint(&v[9..13]) as i64;
-        let id = uint(&v[13..18]);
-        let mut interned = self.interned();
-        let Some(&run) = interned.runs.get(run_index) else {
-            return Ok(None);
-        };
-        let details = match interned.details.get(&id) {
-            Some(details) => details.clone(),
-            None => {
-                let Some(bytes) = self.details.get(id_key(id))? else {
-                    return Ok(None);
-                };
-                let Some(details) = Answer::decode_details(&bytes) else {
-                    return Ok(None);
-                };
-                let details = Arc::new(details);
-                interned.remember(id, bytes.to_vec(), Some(details.clone()));
-                details
-            }
-        };
-        drop(interned);
-        Ok(Some(Answer {
-            run,
-            first_row,
-            checked_at,
-            ..(*details).clone()
-        }))
-    }
-
-    /// Caches a verdict. Call [`Store::durable`] before relying on it surviving a crash.
+    /// Caches a verdict. Once this returns, the answer survives the process (`kill -9`); the
+    /// next [`Store::flush`] makes it survive a power cut.
     pub fn put(&self, key: &CacheKey, answer: &Answer) -> anyhow::Result<()> {
-        let value = match self.compact(answer)? {
-            Some(value) => value.to_vec(),
-            None => answer.encode(),
-        };
-        self.cache
-            .insert(key, value)
-            .with_context(|| writing(&self.dir))?;
-        self.puts.fetch_add(1, Ordering::Release);
-        Ok(())
-    }
-
-    /// The compact value of `answer`, storing its details and run index first (so a value on
-    /// disk never points at details that are not); `None` when it does not fit.
-    fn compact(&self, answer: &Answer) -> anyhow::Result<Option<[u8; COMPACT_LEN]>> {
-        let Ok(checked_at) = u32::try_from(answer.checked_at) else {
-            return Ok(None);
-        };
-        if answer.first_row >= 1 << 48 {
-            return Ok(None);
-        }
-        let mut interned = self.interned();
-        let run_index = match interned.run_index.get(&answer.run) {
-            Some(&index) => index,
-            None => {
-                let Ok(index) = u16::try_from(interned.runs.len()) else {
-                    return Ok(None);
-                };
-                self.runs
-                    .insert(index.to_be_bytes(), &answer.run.to_le_bytes())?;
-                interned.runs.push(answer.run);
-                interned.run_index.insert(answer.run, index);
-                index
-            }
-        };
-        let details = answer.encode_details();
-        let id = match interned.ids.get(&details) {
-            Some(&id) => id,
-            None => {
-                // Content-addressed, with linear probing on the (rare) collision of 40 bits.
-                let hash = blake3::hash(&details);
-                let mut id =
-                    u64::from_le_bytes(hash.as_bytes()[..8].try_into().unwrap_or_default())
-                        & ((1 << DETAILS_ID_BITS) - 1);
-                loop {
-                    match self.details.get(id_key(id))? {
-                        None => {
-                            self.details.insert(id_key(id), details.as_slice())?;
-                            break;
-                        }
-                        Some(found) if found.as_ref() == details.as_slice() => break,
-                        Some(_) => id = (id + 1) & ((1 << DETAILS_ID_BITS) - 1),
-                    }
-                }
-                interned.remember(id, details, None);
-                id
-            }
-        };
-        drop(interned);
-        let mut out = [0; COMPACT_LEN];
-        out[0] = 2;
-        out[1..3].copy_from_slice(&run_index.to_le_bytes());
-        out[3..9].copy_from_slice(&answer.first_row.to_le_bytes()[..6]);
-        out[9..13].copy_from_slice(&checked_at.to_le_bytes());
-        out[13..18].copy_from_slice(&id.to_le_bytes()[..5]);
-        Ok(Some(out))
-    }
-
-    fn interned(&self) -> MutexGuard<'_, Interned> {
-        // Every update leaves the memo consistent, so a poisoned lock is simply taken over.
-        self.interned.lock().unwrap_or_else(PoisonError::into_inner)
+        self.answers
+            .put(key, answer)
+            .with_context(|| writing(&self.dir))
     }
 
     /// Marks a request as about to be sent; a marker still there after a crash is a request
-    /// whose outcome is unknown (it may have been charged).
-    ///
-    /// Markers live in memory and reach the disk as one record with the next flush (a group
-    /// commit or a checkpoint): two sled writes per request were a tenth of the CPU of a run
-    /// against a fast server. A crash can only lose the markers set since that flush.
+    /// whose outcome is unknown (it may have been charged). Written at once (16 bytes).
     pub fn mark_in_flight(&self, key: &CacheKey) -> anyhow::Result<()> {
-        let mut markers = self.markers();
-        markers.keys.insert(*key);
-        markers.changed = true;
-        Ok(())
+        self.answers.mark(key).with_context(|| writing(&self.dir))
     }
 
     pub fn clear_in_flight(&self, key: &CacheKey) -> anyhow::Result<()> {
-        let mut markers = self.markers();
-        markers.changed |= markers.keys.remove(key);
-        Ok(())
+        self.answers.unmark(key).with_context(|| writing(&self.dir))
     }
 
     /// Counts and clears the markers a crashed run left behind (and any set by this process).
     pub fn take_in_flight(&self) -> anyhow::Result<u64> {
-        let mut left: HashSet<CacheKey> = std::mem::take(&mut self.markers().keys);
-        for entry in self.in_flight.iter() {
-            let (key, value) = entry?;
-            if key.as_ref() == MARKERS {
-                left.extend(
-                    value
-                        .chunks_exact(16)
-                        .filter_map(|k| CacheKey::try_from(k).ok()),
-                );
-            } else if let Ok(key) = key.as_ref().try_into() {
-                // One entry per marker: written by earlier versions.
-                left.insert(key);
-            }
-        }
-        self.in_flight.clear().with_context(|| writing(&self.dir))?;
-        self.markers().changed = false;
-        Ok(left.len() as u64)
-    }
-
-    /// Writes the markers' record if they changed since the last one; called before a flush.
-    fn save_markers(&self) -> anyhow::Result<()> {
-        let mut markers = self.markers();
-        if !markers.changed {
-            return Ok(());
-        }
-        let record: Vec<u8> = markers.keys.iter().flatten().copied().collect();
-        self.in_flight
-            .insert(MARKERS, record)
+        let keys = self
+            .answers
+            .take_marked()
             .with_context(|| writing(&self.dir))?;
-        markers.changed = false;
-        Ok(())
-    }
-
-    fn markers(&self) -> MutexGuard<'_, Markers> {
-        // A set and a flag: consistent after any panic, so a poisoned lock is taken over.
-        self.markers.lock().unwrap_or_else(PoisonError::into_inner)
+        Ok(keys.len() as u64)
     }
 
     fn reading(&self) -> String {
         format!("reading the state store in {}", self.dir.display())
     }
 
-    /// Returns once every put made before the call has left the process (group commit: one
-    /// flush covers every caller waiting at the time).
-    pub async fn durable(&self) -> anyhow::Result<()> {
-        let mine = self.puts.load(Ordering::Acquire);
-        if self.flushed.load(Ordering::Acquire) >= mine {
-            return Ok(());
-        }
-        let _gate = self.flush_gate.lock().await;
-        if self.flushed.load(Ordering::Acquire) >= mine {
-            return Ok(());
-        }
-        let target = self.puts.load(Ordering::Acquire);
-        self.save_markers()?;
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .context("the store's flush task failed")?
-            .with_context(|| writing(&self.dir))?;
-        self.flushed.fetch_max(target, Ordering::AcqRel);
-        Ok(())
-    }
-
-    /// A blocking flush, for checkpoints taken off the async workers.
+    /// Makes every answer and the job records survive a power cut (blocking: checkpoints run
+    /// it off the async workers).
     pub fn flush(&self) -> anyhow::Result<()> {
-        self.save_markers()?;
+        self.answers.sync().with_context(|| writing(&self.dir))?;
         self.db.flush().with_context(|| writing(&self.dir))?;
         Ok(())
     }
@@ -657,32 +495,22 @@ impl Store {
 
     /// Every cached answer (decodable ones).
     pub fn answers(&self) -> impl Iterator<Item = Answer> + '_ {
-        self.cache
-            .iter()
-            .values()
-            .filter_map(|v| self.decode(&v.ok()?).ok().flatten())
+        self.answers.all()
     }
 
     /// Removes cached answers given before `before` (Unix seconds), or all of them. Returns
     /// how many were removed.
     pub fn clear_cache(&self, before: Option<i64>) -> anyhow::Result<u64> {
-        let mut removed = 0;
-        for entry in self.cache.iter() {
-            let (key, value) = entry?;
-            let old = self
-                .decode(&value)?
-                .is_none_or(|a| before.is_none_or(|t| a.checked_at < t));
-            if old {
-                self.cache.remove(key)?;
-                removed += 1;
-            }
-        }
-        self.db.flush()?;
+        let removed = self
+            .answers
+            .retain(|a| before.is_none_or(|t| a.checked_at < t))
+            .with_context(|| writing(&self.dir))?;
+        self.flush()?;
         Ok(removed)
     }
 
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.db.size_on_disk().unwrap_or(0) + self.answers.size()
     }
 
     /// The pid of the process using the state directory, if one is.
@@ -720,19 +548,8 @@ fn writing(dir: &Path) -> String {
     )
 }
 
-/// The database, its salt and its trees; the schema checked (or written, for a new store).
-struct Opened {
-    db: sled::Db,
-    salt: [u8; 32],
-    cache: sled::Tree,
-    jobs: sled::Tree,
-    in_flight: sled::Tree,
-    meta: sled::Tree,
-    details: sled::Tree,
-    runs: sled::Tree,
-}
-
-fn open_sled(dir: &Path) -> anyhow::Result<Opened> {
+/// The database, its salt and its `meta` tree; the schema checked (or written, for a new store).
+fn open_sled(dir: &Path) -> anyhow::Result<(sled::Db, [u8; 32], sled::Tree)> {
     let db = open_db(dir)?;
     let meta = db
         .open_tree("meta")
@@ -741,6 +558,10 @@ fn open_sled(dir: &Path) -> anyhow::Result<Opened> {
         .get("schema")
         .map_err(|e| unusable(dir, &e.to_string()))?
     {
+        Some(found) if found.as_ref() == SCHEMA_1 => {
+            meta.insert("schema", SCHEMA)
+                .with_context(|| writing(dir))?;
+        }
         Some(found) if found.as_ref() != SCHEMA => {
             return Err(crate::exit::usage(format!(
                 "the state directory {} was written by another version of mailsift ({}); \
@@ -770,27 +591,7 @@ fn open_sled(dir: &Path) -> anyhow::Result<Opened> {
             salt
         }
     };
-    let open = |name: &str| {
-        db.open_tree(name)
-            .map_err(|e| unusable(dir, &e.to_string()))
-    };
-    Ok(Opened {
-        cache: open("cache")?,
-        jobs: open("jobs")?,
-        in_flight: open("in_flight")?,
-        details: open("details")?,
-        runs: open("runs")?,
-        meta,
-        salt,
-        db,
-    })
-}
-
-/// The `details` tree's key for an id: big-endian, so ids sort as numbers.
-fn id_key(id: u64) -> [u8; 5] {
-    let mut key = [0; 5];
-    key.copy_from_slice(&id.to_be_bytes()[3..]);
-    key
+    Ok((db, salt, meta))
 }
 
 /// Opens sled. Our lock is already held, so sled's own lock can only be held by a store of this
@@ -965,7 +766,7 @@ mod tests {
     }
 
     #[test]
-    fn compact_values_round_trip_and_stay_inline() {
+    fn answers_round_trip_compact_or_whole_and_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let cases = [
             answer(),
@@ -990,39 +791,107 @@ mod tests {
             },
         ];
         let keys: Vec<CacheKey> = (0..cases.len() as u8).map(|i| [i; 16]).collect();
+        let details = dir.path().join("answers").join("details");
         {
             let store = Store::open(dir.path()).unwrap();
             for (key, a) in keys.iter().zip(&cases) {
                 store.put(key, a).unwrap();
                 assert_eq!(store.get(key).unwrap().as_ref(), Some(a));
             }
-            // (answer, expected value length): 18 fits sled's inline IVec (22 bytes at most).
-            for (i, len) in [(0, COMPACT_LEN), (1, COMPACT_LEN), (2, COMPACT_LEN)] {
-                assert_eq!(store.cache.get(keys[i]).unwrap().unwrap().len(), len);
-            }
-            assert!(store.cache.get(keys[3]).unwrap().unwrap().len() > 22);
             // Shared details are stored once.
-            store
-                .put(
-                    &[99; 16],
-                    &Answer {
-                        first_row: 1,
-                        ..answer()
-                    },
-                )
-                .unwrap();
-            assert_eq!(store.details.len(), 3);
-            store.flush().unwrap();
+            let len = std::fs::metadata(&details).unwrap().len();
+            for row in 100..200 {
+                let a = Answer {
+                    first_row: row,
+                    ..answer()
+                };
+                store.put(&store.key(&format!("{row}@x.co")), &a).unwrap();
+            }
+            assert_eq!(std::fs::metadata(&details).unwrap().len(), len);
+            // A new answer for the same key replaces the old one.
+            let newer = Answer {
+                checked_at: 1_800_000_000,
+                ..answer()
+            };
+            store.put(&keys[0], &newer).unwrap();
+            assert_eq!(store.get(&keys[0]).unwrap(), Some(newer));
+            store.put(&keys[0], &cases[0]).unwrap();
         }
-        // Reopened: runs and details come back from disk, not from the memo.
+        // Reopened: runs and details come back from disk, not from the memo; no flush
+        // needed (what a `kill -9` leaves).
         let store = Store::open(dir.path()).unwrap();
         for (key, a) in keys.iter().zip(&cases) {
             assert_eq!(store.get(key).unwrap().as_ref(), Some(a));
         }
-        // Lost details read as absent (asked again), never as a wrong answer.
-        store.details.clear().unwrap();
-        store.interned().details.clear();
+        assert_eq!(store.answers().count(), cases.len() + 100);
+        drop(store);
+        // Lost or damaged details read as absent (asked again), never as a wrong answer.
+        let mut bytes = std::fs::read(&details).unwrap();
+        for b in &mut bytes[12..] {
+            *b ^= 0x55;
+        }
+        std::fs::write(&details, bytes).unwrap();
+        let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.get(&keys[0]).unwrap(), None);
+        std::fs::write(&details, b"").unwrap();
+        assert_eq!(store.get(&keys[3]).unwrap(), None);
+    }
+
+    #[test]
+    fn a_store_of_the_sled_layout_is_moved_over_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = answer();
+        let compact_key = [1; 16];
+        let whole_key = [2; 16];
+        let marker = [3; 16];
+        {
+            // What version 1 wrote: the answers, their details and runs in sled trees.
+            let db = sled::open(dir.path().join("db")).unwrap();
+            let meta = db.open_tree("meta").unwrap();
+            meta.insert("schema", SCHEMA_1).unwrap();
+            meta.insert("salt", &[7u8; 32]).unwrap();
+            db.open_tree("runs")
+                .unwrap()
+                .insert(0u16.to_be_bytes(), &a.run.to_le_bytes())
+                .unwrap();
+            let id: u64 = 0x01_0203_0405;
+            db.open_tree("details")
+                .unwrap()
+                .insert(&id.to_be_bytes()[3..], a.encode_details())
+                .unwrap();
+            let mut value = vec![2, 0, 0];
+            value.extend_from_slice(&a.first_row.to_le_bytes()[..6]);
+            value.extend_from_slice(&(a.checked_at as u32).to_le_bytes());
+            value.extend_from_slice(&id.to_le_bytes()[..5]);
+            let cache = db.open_tree("cache").unwrap();
+            cache.insert(compact_key, value).unwrap();
+            let whole = Answer {
+                first_row: 1 << 50,
+                ..a.clone()
+            };
+            cache.insert(whole_key, whole.encode()).unwrap();
+            cache.insert([4; 16], &[2, 9, 9][..]).unwrap(); // damaged: dropped
+            db.open_tree("in_flight")
+                .unwrap()
+                .insert("markers", &marker[..])
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.get(&compact_key).unwrap(), Some(a.clone()));
+        assert_eq!(store.get(&whole_key).unwrap().unwrap().first_row, 1 << 50);
+        assert_eq!(store.answers().count(), 2);
+        assert_eq!(store.key("x@y.co"), {
+            let h = blake3::keyed_hash(&[7; 32], b"x@y.co");
+            <[u8; 16]>::try_from(&h.as_bytes()[..16]).unwrap()
+        });
+        assert_eq!(store.take_in_flight().unwrap(), 1);
+        assert!(!store.db.tree_names().iter().any(|n| &n[..] == b"cache"));
+        assert_eq!(&store.meta.get("schema").unwrap().unwrap()[..], SCHEMA);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.get(&compact_key).unwrap(), Some(a));
+        assert_eq!(store.answers().count(), 2);
     }
 
     #[test]
@@ -1131,19 +1000,15 @@ mod tests {
         store.clear_in_flight(&store.key("a@b.co")).unwrap();
         assert_eq!(store.take_in_flight().unwrap(), 1);
         assert_eq!(store.take_in_flight().unwrap(), 0);
-        // After a crash: what the last flush saw is what the next run finds.
+        // After a crash (no flush): every marker set and not cleared is found.
         store.mark_in_flight(&store.key("e@f.co")).unwrap();
         store.mark_in_flight(&store.key("g@h.co")).unwrap();
         store.flush().unwrap();
+        store.clear_in_flight(&store.key("g@h.co")).unwrap();
         store.mark_in_flight(&store.key("i@j.co")).unwrap();
-        store
-            .in_flight
-            .insert(store.key("old@marker.co"), &[])
-            .unwrap();
-        store.flush().unwrap();
         drop(store);
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.take_in_flight().unwrap(), 4);
+        assert_eq!(store.take_in_flight().unwrap(), 2);
         assert_eq!(store.take_in_flight().unwrap(), 0);
     }
 
@@ -1171,24 +1036,5 @@ mod tests {
             text.contains(&dir.path().display().to_string()) && text.contains("Move it aside"),
             "{text}"
         );
-    }
-
-    #[tokio::test]
-    async fn durable_covers_every_earlier_put() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
-        let mut tasks = Vec::new();
-        for i in 0..32 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                let key = store.key(&format!("user{i}@example.com"));
-                store.put(&key, &answer()).unwrap();
-                store.durable().await.unwrap();
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-        assert!(store.flushed.load(Ordering::Acquire) >= 32);
     }
 }

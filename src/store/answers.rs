@@ -1,0 +1,795 @@
+//! The answer cache on disk, built so that neither memory nor the time to open grows with
+//! the number of answers: sled kept ~40 bytes per key in memory and replayed its whole log
+//! when opened (benches/RESULTS.md), which a 10-million-row list cannot afford.
+//!
+//! `<state>/answers/` holds:
+//! - `NN.tbl`, one per partition (NN = 00..63, from the key's first byte): a hash table of
+//!   4 KiB buckets, each four groups of 32 slots of 32 bytes (14 of key, 18 of value). A key
+//!   goes into its home group, or when that is full into the next group of the same bucket
+//!   with room. A group's used slots come first; an empty slot is zeros (a value's first byte,
+//!   its format, is never 0). A lookup is one 1 KiB read, the home group, unless that group
+//!   is full (rare below 70% load): then the whole bucket. When a bucket is full its
+//!   partition doubles: written whole to `NN.tbl.tmp`, synced, renamed over the old one.
+//! - `details`: append-only records `[len: u32][BLAKE3 of the bytes: 8][bytes]`. What many
+//!   answers share (verdict, messages, MX, company) is written once; a value points at it by
+//!   offset. A record that fails its hash reads as absent: the address is asked again.
+//! - `runs`: the run ids, 8 bytes each; a value holds the index of its run.
+//! - `in-flight`: one 16-byte slot per request in flight, zeros when free.
+//!
+//! Every write is a positioned write into a file sized beforehand (a slot never straddles a
+//! page): once it returns the data is the kernel's and survives a `kill -9`. [`Answers::sync`],
+//! at every checkpoint, makes it survive a power cut too.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use super::{Answer, CacheKey};
+
+const PARTS: usize = 64;
+const BUCKET: usize = 4096;
+const GROUP: usize = 1024;
+const SLOT: usize = 32;
+const KEY: usize = 14;
+/// A value: `[2] [run index: u16] [first_row: 48 bits] [checked_at: u32] [details: 40 bits]`,
+/// or, for an answer that does not fit (a row past 2^48, a time outside u32, more than 65,535
+/// runs), `[1] [offset of its whole encoding in `details`: 40 bits]`. Little-endian.
+pub(super) const VALUE: usize = SLOT - KEY;
+const OFFSET_BITS: u32 = 40;
+/// Decoded details kept in memory: enough for every distinct verdict of a large file's
+/// domains; past it the memo starts over (the file still has everything).
+const MEMO: usize = 1 << 16;
+/// No record is this long (ten texts of at most 64 KiB); a longer length is damage.
+const MAX_RECORD: usize = 1 << 20;
+
+pub(super) struct Answers {
+    dir: PathBuf,
+    parts: Vec<RwLock<Part>>,
+    shared: Mutex<Shared>,
+    markers: Mutex<Markers>,
+}
+
+/// One partition's table; no file until its first answer.
+struct Part {
+    file: Option<File>,
+    buckets: u64,
+    dirty: bool,
+}
+
+/// The `details` and `runs` files, and what of them is in memory.
+struct Shared {
+    details: File,
+    details_len: u64,
+    details_dirty: bool,
+    runs_file: File,
+    runs: Vec<u64>,
+    run_index: HashMap<u64, u16>,
+    /// Memo in both directions, bounded by [`MEMO`].
+    offsets: HashMap<Vec<u8>, u64>,
+    decoded: HashMap<u64, Arc<Answer>>,
+}
+
+struct Markers {
+    file: File,
+    slots: HashMap<CacheKey, u64>,
+    free: Vec<u64>,
+    next: u64,
+}
+
+impl Answers {
+    pub(super) fn open(dir: &Path) -> io::Result<Answers> {
+        let dir = dir.join("answers");
+        std::fs::create_dir_all(&dir)?;
+        let mut parts = Vec::with_capacity(PARTS);
+        for part in 0..PARTS {
+            let path = table(&dir, part);
+            let _ = std::fs::remove_file(path.with_extension("tbl.tmp"));
+            let file = match open_rw(&path, false) {
+                Ok(file) => Some(file),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            };
+            let mut buckets = 0;
+            if let Some(file) = &file {
+                let len = file.metadata()?.len();
+                buckets = len / BUCKET as u64;
+                if len % BUCKET as u64 != 0 || !buckets.is_power_of_two() {
+                    return Err(damaged(&path, "its length is not a whole table"));
+                }
+            }
+            parts.push(RwLock::new(Part {
+                file,
+                buckets,
+                dirty: false,
+            }));
+        }
+        let details = open_rw(&dir.join("details"), true)?;
+        let details_len = details.metadata()?.len();
+        let runs_file = open_rw(&dir.join("runs"), true)?;
+        let mut bytes = vec![0; runs_file.metadata()?.len() as usize / 8 * 8];
+        read_at(&runs_file, &mut bytes, 0)?;
+        // A run id torn by a power cut is dropped: the next one goes in its place.
+        runs_file.set_len(bytes.len() as u64)?;
+        let runs: Vec<u64> = bytes
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+            .collect();
+        let run_index = runs
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| (r, i as u16))
+            .collect();
+        let markers = open_rw(&dir.join("in-flight"), true)?;
+        let next = markers.metadata()?.len() / 16;
+        Ok(Answers {
+            parts,
+            shared: Mutex::new(Shared {
+                details,
+                details_len,
+                details_dirty: false,
+                runs_file,
+                runs,
+                run_index,
+                offsets: HashMap::new(),
+                decoded: HashMap::new(),
+            }),
+            markers: Mutex::new(Markers {
+                file: markers,
+                slots: HashMap::new(),
+                free: Vec::new(),
+                next,
+            }),
+            dir,
+        })
+    }
+
+    /// The cached answer; a damaged one (or one whose details are lost) reads as absent, so it
+    /// is asked again rather than written wrong.
+    pub(super) fn get(&self, key: &CacheKey) -> io::Result<Option<Answer>> {
+        match self.value(key)? {
+            Some(value) => Ok(self.decode(&value)),
+            None => Ok(None),
+        }
+    }
+
+    fn value(&self, key: &CacheKey) -> io::Result<Option<[u8; VALUE]>> {
+        let (part, stored) = split(key);
+        let part = read(&self.parts[part]);
+        let Some(file) = &part.file else {
+            return Ok(None);
+        };
+        let at = bucket_of(&stored, part.buckets) * BUCKET as u64;
+        let mut group = [0; GROUP];
+        read_at(file, &mut group, at + (home(&stored) * GROUP) as u64)?;
+        let used = group.chunks_exact(SLOT).take_while(|s| s[KEY] != 0);
+        if let Some(slot) = used.clone().find(|s| s[..KEY] == stored) {
+            return Ok(slot[KEY..].try_into().ok());
+        }
+        if used.count() < GROUP / SLOT {
+            return Ok(None);
+        }
+        let mut page = [0; BUCKET];
+        read_at(file, &mut page, at)?;
+        Ok(page
+            .chunks_exact(SLOT)
+            .find(|s| s[KEY] != 0 && s[..KEY] == stored)
+            .and_then(|slot| slot[KEY..].try_into().ok()))
+    }
+
+    /// Caches an answer; once this returns it survives the process (see the module docs).
+    pub(super) fn put(&self, key: &CacheKey, answer: &Answer) -> io::Result<()> {
+        let value = self.encode(answer)?;
+        let (part, stored) = split(key);
+        let path = table(&self.dir, part);
+        let mut part = write(&self.parts[part]);
+        let mut slot = [0; SLOT];
+        slot[..KEY].copy_from_slice(&stored);
+        slot[KEY..].copy_from_slice(&value);
+        loop {
+            if part.file.is_none() {
+                let file = open_rw(&path, true)?;
+                file.set_len(BUCKET as u64)?;
+                *part = Part {
+                    file: Some(file),
+                    buckets: 1,
+                    dirty: true,
+                };
+            }
+            let file = part.file.as_ref().expect("opened above");
+            let bucket = bucket_of(&stored, part.buckets);
+            let mut page = [0; BUCKET];
+            read_at(file, &mut page, bucket * BUCKET as u64)?;
+            let same = page
+                .chunks_exact(SLOT)
+                .position(|s| s[KEY] != 0 && s[..KEY] == stored);
+            if let Some(i) = same.or_else(|| free_slot(&page, &stored)) {
+                write_at(file, &slot, bucket * BUCKET as u64 + (i * SLOT) as u64)?;
+                part.dirty = true;
+                return Ok(());
+            }
+            grow(&mut part, &path)?;
+        }
+    }
+
+    /// Every cached answer that decodes.
+    pub(super) fn all(&self) -> impl Iterator<Item = Answer> + '_ {
+        (0..PARTS).flat_map(move |part| {
+            let mut found = Vec::new();
+            let _ = self.each_page(part, |page| {
+                for slot in page.chunks_exact(SLOT).filter(|s| s[KEY] != 0) {
+                    if let Some(answer) = slot[KEY..].try_into().ok().and_then(|v| self.decode(&v))
+                    {
+                        found.push(answer);
+                    }
+                }
+                false
+            });
+            found
+        })
+    }
+
+    /// Removes the answers for which `remove` says so (and any that no longer decode);
+    /// returns how many.
+    pub(super) fn retain(&self, remove: impl Fn(&Answer) -> bool) -> io::Result<u64> {
+        let mut removed = 0;
+        for part in 0..PARTS {
+            self.each_page(part, |page| {
+                let used: Vec<[u8; SLOT]> = page
+                    .chunks_exact(SLOT)
+                    .filter(|s| s[KEY] != 0)
+                    .filter_map(|s| s.try_into().ok())
+                    .collect();
+                let kept: Vec<&[u8; SLOT]> = used
+                    .iter()
+                    .filter(|s| {
+                        let answer = s[KEY..].try_into().ok().and_then(|v| self.decode(&v));
+                        answer.is_some_and(|a| !remove(&a))
+                    })
+                    .collect();
+                if kept.len() == used.len() {
+                    return false;
+                }
+                removed += (used.len() - kept.len()) as u64;
+                // Placed again from scratch, so every key is in its home group if it fits.
+                page.fill(0);
+                for slot in kept {
+                    place(page, slot);
+                }
+                true
+            })?;
+        }
+        Ok(removed)
+    }
+
+    /// Calls `f` on every bucket of a partition; writes the page back when `f` says it changed.
+    fn each_page(
+        &self,
+        part: usize,
+        mut f: impl FnMut(&mut [u8; BUCKET]) -> bool,
+    ) -> io::Result<()> {
+        let mut part = write(&self.parts[part]);
+        let Some(file) = &part.file else {
+            return Ok(());
+        };
+        let mut changed = false;
+        let mut page = [0; BUCKET];
+        for bucket in 0..part.buckets {
+            let at = bucket * BUCKET as u64;
+            read_at(file, &mut page, at)?;
+            if f(&mut page) {
+                write_at(file, &page, at)?;
+                changed = true;
+            }
+        }
+        part.dirty |= changed;
+        Ok(())
+    }
+
+    /// Makes every answer written so far survive a power cut.
+    pub(super) fn sync(&self) -> io::Result<()> {
+        for part in &self.parts {
+            let mut part = write(part);
+            if let (true, Some(file)) = (part.dirty, &part.file) {
+                file.sync_data()?;
+                part.dirty = false;
+            }
+        }
+        let mut shared = lock(&self.shared);
+        if shared.details_dirty {
+            shared.details.sync_data()?;
+            shared.runs_file.sync_data()?;
+            shared.details_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Bytes on disk.
+    pub(super) fn size(&self) -> u64 {
+        std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Marks a request as in flight: its key goes into a slot of `in-flight`, so a crash
+    /// leaves it there and the next run counts it as maybe charged.
+    pub(super) fn mark(&self, key: &CacheKey) -> io::Result<()> {
+        let mut markers = lock(&self.markers);
+        if markers.slots.contains_key(key) {
+            return Ok(());
+        }
+        let slot = match markers.free.pop() {
+            Some(slot) => slot,
+            None => {
+                markers.next += 1;
+                markers.next - 1
+            }
+        };
+        write_at(&markers.file, key, slot * 16)?;
+        markers.slots.insert(*key, slot);
+        Ok(())
+    }
+
+    pub(super) fn unmark(&self, key: &CacheKey) -> io::Result<()> {
+        let mut markers = lock(&self.markers);
+        if let Some(slot) = markers.slots.remove(key) {
+            write_at(&markers.file, &[0; 16], slot * 16)?;
+            markers.free.push(slot);
+        }
+        Ok(())
+    }
+
+    /// The requests marked in flight (by a crashed run, or this one), cleared.
+    pub(super) fn take_marked(&self) -> io::Result<Vec<CacheKey>> {
+        let mut markers = lock(&self.markers);
+        let mut bytes = vec![0; markers.file.metadata()?.len() as usize / 16 * 16];
+        read_at(&markers.file, &mut bytes, 0)?;
+        markers.file.set_len(0)?;
+        markers.slots.clear();
+        markers.free.clear();
+        markers.next = 0;
+        Ok(bytes
+            .chunks_exact(16)
+            .filter(|k| k.iter().any(|&b| b != 0))
+            .filter_map(|k| k.try_into().ok())
+            .collect())
+    }
+
+    fn encode(&self, answer: &Answer) -> io::Result<[u8; VALUE]> {
+        let mut shared = lock(&self.shared);
+        let mut out = [0; VALUE];
+        let run_index = shared.run_index(answer.run)?;
+        let (Some(run_index), Ok(checked_at), true) = (
+            run_index,
+            u32::try_from(answer.checked_at),
+            answer.first_row < 1 << 48,
+        ) else {
+            let offset = shared.append(&answer.encode())?;
+            out[0] = 1;
+            out[1..6].copy_from_slice(&offset.to_le_bytes()[..5]);
+            return Ok(out);
+        };
+        let details = answer.encode_details();
+        let offset = match shared.offsets.get(&details) {
+            Some(&offset) => offset,
+            None => {
+                let offset = shared.append(&details)?;
+                shared.remember(offset, details, None);
+                offset
+            }
+        };
+        out[0] = 2;
+        out[1..3].copy_from_slice(&run_index.to_le_bytes());
+        out[3..9].copy_from_slice(&answer.first_row.to_le_bytes()[..6]);
+        out[9..13].copy_from_slice(&checked_at.to_le_bytes());
+        out[13..18].copy_from_slice(&offset.to_le_bytes()[..5]);
+        Ok(out)
+    }
+
+    fn decode(&self, value: &[u8; VALUE]) -> Option<Answer> {
+        let uint = |bytes: &[u8]| {
+            let mut buf = [0; 8];
+            buf[..bytes.len()].copy_from_slice(bytes);
+            u64::from_le_bytes(buf)
+        };
+        let mut shared = lock(&self.shared);
+        match value[0] {
+            1 => Answer::decode(&shared.read(uint(&value[1..6]))?),
+            2 => {
+                let run = *shared.runs.get(uint(&value[1..3]) as usize)?;
+                let offset = uint(&value[13..18]);
+                let details = match shared.decoded.get(&offset) {
+                    Some(details) => details.clone(),
+                    None => {
+                        let bytes = shared.read(offset)?;
+                        let details = Arc::new(Answer::decode_details(&bytes)?);
+                        shared.remember(offset, bytes, Some(details.clone()));
+                        details
+                    }
+                };
+                drop(shared);
+                Some(Answer {
+                    run,
+                    first_row: uint(&value[3..9]),
+                    checked_at: uint(&value[9..13]) as i64,
+                    ..(*details).clone()
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Shared {
+    /// The index of a run, recording a new one; `None` past 65,535 runs.
+    fn run_index(&mut self, run: u64) -> io::Result<Option<u16>> {
+        if let Some(&index) = self.run_index.get(&run) {
+            return Ok(Some(index));
+        }
+        let Ok(index) = u16::try_from(self.runs.len()) else {
+            return Ok(None);
+        };
+        write_at(&self.runs_file, &run.to_le_bytes(), u64::from(index) * 8)?;
+        self.runs.push(run);
+        self.run_index.insert(run, index);
+        self.details_dirty = true;
+        Ok(Some(index))
+    }
+
+    /// Appends a record; returns its offset.
+    fn append(&mut self, bytes: &[u8]) -> io::Result<u64> {
+        let offset = self.details_len;
+        if offset >= 1 << OFFSET_BITS || bytes.len() > MAX_RECORD {
+            return Err(io::Error::other("the answer cache's details file is full"));
+        }
+        let mut record = Vec::with_capacity(12 + bytes.len());
+        record.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        record.extend_from_slice(&blake3::hash(bytes).as_bytes()[..8]);
+        record.extend_from_slice(bytes);
+        write_at(&self.details, &record, offset)?;
+        self.details_len += record.len() as u64;
+        self.details_dirty = true;
+        Ok(offset)
+    }
+
+    /// The record at `offset`, if it is whole and its hash matches.
+    fn read(&self, offset: u64) -> Option<Vec<u8>> {
+        let mut head = [0; 12];
+        read_at(&self.details, &mut head, offset).ok()?;
+        let len = u32::from_le_bytes(head[..4].try_into().ok()?) as usize;
+        if len > MAX_RECORD {
+            return None;
+        }
+        let mut bytes = vec![0; len];
+        read_at(&self.details, &mut bytes, offset + 12).ok()?;
+        (blake3::hash(&bytes).as_bytes()[..8] == head[4..]).then_some(bytes)
+    }
+
+    fn remember(&mut self, offset: u64, bytes: Vec<u8>, details: Option<Arc<Answer>>) {
+        if self.offsets.len() >= MEMO || self.decoded.len() >= MEMO {
+            self.offsets.clear();
+            self.decoded.clear();
+        }
+        if let Some(details) = details {
+            self.decoded.insert(offset, details);
+        }
+        self.offsets.insert(bytes, offset);
+    }
+}
+
+/// Doubles a partition until every bucket has room: rewritten whole beside the old table,
+/// synced, then renamed over it, so a crash leaves one or the other.
+fn grow(part: &mut Part, path: &Path) -> io::Result<()> {
+    let file = part
+        .file
+        .as_ref()
+        .expect("only a table that exists is full");
+    let mut old = vec![0; part.buckets as usize * BUCKET];
+    read_at(file, &mut old, 0)?;
+    let mut buckets = part.buckets * 2;
+    let new = loop {
+        let mut new = vec![0; buckets as usize * BUCKET];
+        let fits = old
+            .chunks_exact(SLOT)
+            .filter(|s| s[KEY] != 0)
+            .filter_map(|s| <&[u8; SLOT]>::try_from(s).ok())
+            .all(|slot| {
+                let stored: [u8; KEY] = slot[..KEY].try_into().unwrap_or_default();
+                let at = bucket_of(&stored, buckets) as usize * BUCKET;
+                let page: &mut [u8; BUCKET] = (&mut new[at..at + BUCKET])
+                    .try_into()
+                    .expect("a whole bucket");
+                place(page, slot)
+            });
+        if fits {
+            break new;
+        }
+        buckets *= 2;
+    };
+    let tmp = path.with_extension("tbl.tmp");
+    {
+        let file = open_rw(&tmp, true)?;
+        file.set_len(0)?;
+        write_at(&file, &new, 0)?;
+        file.sync_data()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    part.file = Some(open_rw(path, false)?);
+    part.buckets = buckets;
+    part.dirty = true;
+    Ok(())
+}
+
+/// The first free slot for a key in a bucket: in its home group, else in the next group with
+/// room.
+fn free_slot(page: &[u8; BUCKET], stored: &[u8; KEY]) -> Option<usize> {
+    let per_group = GROUP / SLOT;
+    let groups = BUCKET / GROUP;
+    (0..groups)
+        .map(|g| (home(stored) + g) % groups)
+        .find_map(|g| (g * per_group..(g + 1) * per_group).find(|&i| page[i * SLOT + KEY] == 0))
+}
+
+/// Puts a slot into a bucket that does not hold its key; false when the bucket is full.
+fn place(page: &mut [u8; BUCKET], slot: &[u8; SLOT]) -> bool {
+    let stored: [u8; KEY] = slot[..KEY].try_into().unwrap_or_default();
+    match free_slot(page, &stored) {
+        Some(i) => {
+            page[i * SLOT..(i + 1) * SLOT].copy_from_slice(slot);
+            true
+        }
+        None => false,
+    }
+}
+
+/// A key's home group within its bucket (bits the bucket index does not use).
+fn home(stored: &[u8; KEY]) -> usize {
+    usize::from(stored[0]) % (BUCKET / GROUP)
+}
+
+fn table(dir: &Path, part: usize) -> PathBuf {
+    dir.join(format!("{part:02}.tbl"))
+}
+
+/// The partition of a key and the bytes of it a slot keeps.
+fn split(key: &CacheKey) -> (usize, [u8; KEY]) {
+    let mut stored = [0; KEY];
+    stored.copy_from_slice(&key[16 - KEY..]);
+    (usize::from(key[0]) % PARTS, stored)
+}
+
+fn bucket_of(stored: &[u8; KEY], buckets: u64) -> u64 {
+    let mut bits = [0; 8];
+    bits.copy_from_slice(&stored[KEY - 8..]);
+    u64::from_le_bytes(bits) & (buckets - 1)
+}
+
+fn open_rw(path: &Path, create: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+}
+
+fn damaged(path: &Path, why: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{} is damaged: {why}", path.display()),
+    )
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    // Every update leaves the state consistent, so a poisoned lock is simply taken over.
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], at: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, at)
+}
+
+#[cfg(unix)]
+fn write_at(file: &File, buf: &[u8], at: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, buf, at)
+}
+
+#[cfg(windows)]
+fn read_at(file: &File, mut buf: &mut [u8], mut at: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match std::os::windows::fs::FileExt::seek_read(file, buf, at)? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut std::mem::take(&mut buf)[n..];
+                at += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(windows)]
+fn write_at(file: &File, mut buf: &[u8], mut at: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        let n = std::os::windows::fs::FileExt::seek_write(file, buf, at)?;
+        buf = &buf[n..];
+        at += n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(row: u64, checked_at: i64) -> Answer {
+        Answer {
+            status: Some(crate::client::Status::Valid),
+            credits: 1.0,
+            checked_at,
+            run: 9,
+            first_row: row,
+            ..Answer::default()
+        }
+    }
+
+    fn key(i: u64) -> CacheKey {
+        let mut key = [0; 16];
+        key.copy_from_slice(&blake3::hash(&i.to_le_bytes()).as_bytes()[..16]);
+        key
+    }
+
+    #[test]
+    fn tables_grow_and_keep_every_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 40_000;
+        {
+            let answers = Answers::open(dir.path()).unwrap();
+            for i in 0..n {
+                answers.put(&key(i), &answer(i, 1_000 + i as i64)).unwrap();
+            }
+            for i in (0..n).step_by(97) {
+                assert_eq!(
+                    answers.get(&key(i)).unwrap(),
+                    Some(answer(i, 1_000 + i as i64))
+                );
+            }
+            assert_eq!(answers.get(&key(n)).unwrap(), None);
+        }
+        let tables = dir.path().join("answers");
+        // 40,000 answers over 64 partitions: grown from one bucket each, by doubling.
+        let sizes: Vec<u64> = (0..PARTS)
+            .map(|p| std::fs::metadata(table(&tables, p)).unwrap().len())
+            .collect();
+        assert!(sizes.iter().all(|&s| s >= 4 * BUCKET as u64), "{sizes:?}");
+        assert!(sizes.iter().sum::<u64>() < 40 * 1024 * 1024, "{sizes:?}");
+        // A table doubled but not yet renamed (a crash in between) is dropped on opening.
+        std::fs::write(table(&tables, 3).with_extension("tbl.tmp"), b"half").unwrap();
+        let answers = Answers::open(dir.path()).unwrap();
+        assert!(!table(&tables, 3).with_extension("tbl.tmp").exists());
+        for i in 0..n {
+            assert_eq!(answers.get(&key(i)).unwrap().map(|a| a.first_row), Some(i));
+        }
+        assert_eq!(answers.all().count(), n as usize);
+        // Removal keeps the rest findable (used slots stay first in their bucket).
+        assert_eq!(
+            answers
+                .retain(|a| a.checked_at < 1_000 + n as i64 / 2)
+                .unwrap(),
+            n / 2
+        );
+        for i in 0..n {
+            let found = answers.get(&key(i)).unwrap().is_some();
+            assert_eq!(found, i >= n / 2, "{i}");
+        }
+        answers.put(&key(1), &answer(1, 5)).unwrap();
+        assert_eq!(answers.get(&key(1)).unwrap(), Some(answer(1, 5)));
+    }
+
+    #[test]
+    fn a_full_home_group_overflows_into_the_rest_of_its_bucket() {
+        let dir = tempfile::tempdir().unwrap();
+        let answers = Answers::open(dir.path()).unwrap();
+        // Partition 0, home group 0: one bucket holds them all until it has 128.
+        let crowded = |i: u64| {
+            let mut k = key(i);
+            k[0] = 0;
+            k[2] = 0;
+            k
+        };
+        for i in 0..100 {
+            answers.put(&crowded(i), &answer(i, i as i64)).unwrap();
+        }
+        let tables = dir.path().join("answers");
+        assert_eq!(
+            std::fs::metadata(table(&tables, 0)).unwrap().len(),
+            BUCKET as u64
+        );
+        for i in 0..100 {
+            assert_eq!(
+                answers.get(&crowded(i)).unwrap().map(|a| a.first_row),
+                Some(i)
+            );
+        }
+        assert_eq!(answers.get(&crowded(100)).unwrap(), None);
+        // Removing some places the rest again, home first: all still found.
+        assert_eq!(answers.retain(|a| a.first_row % 3 == 0).unwrap(), 34);
+        for i in 0..100 {
+            assert_eq!(
+                answers.get(&crowded(i)).unwrap().is_some(),
+                i % 3 != 0,
+                "{i}"
+            );
+        }
+        // Past 128 the table doubles; keys that share 64 more bits may need more.
+        for i in 100..400 {
+            answers.put(&crowded(i), &answer(i, i as i64)).unwrap();
+        }
+        for i in 100..400 {
+            assert_eq!(
+                answers.get(&crowded(i)).unwrap().map(|a| a.first_row),
+                Some(i)
+            );
+        }
+    }
+
+    #[test]
+    fn a_table_of_a_damaged_length_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let answers = Answers::open(dir.path()).unwrap();
+            for i in 0..200 {
+                answers.put(&key(i), &answer(i, 1)).unwrap();
+            }
+        }
+        let path = table(&dir.path().join("answers"), 0);
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(3 * BUCKET as u64).unwrap();
+        let err = Answers::open(dir.path()).err().unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("00.tbl"), "{err}");
+    }
+
+    #[test]
+    fn markers_use_slots_and_survive_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let answers = Answers::open(dir.path()).unwrap();
+            for i in 0..10 {
+                answers.mark(&key(i)).unwrap();
+            }
+            for i in 0..8 {
+                answers.unmark(&key(i)).unwrap();
+            }
+            answers.mark(&key(20)).unwrap(); // reuses a freed slot
+            answers.mark(&key(20)).unwrap();
+            assert_eq!(
+                std::fs::metadata(dir.path().join("answers").join("in-flight"))
+                    .unwrap()
+                    .len(),
+                10 * 16
+            );
+        }
+        let answers = Answers::open(dir.path()).unwrap();
+        answers.mark(&key(30)).unwrap(); // never over a slot the crashed run left
+        let mut left = answers.take_marked().unwrap();
+        left.sort();
+        let mut want = vec![key(8), key(9), key(20), key(30)];
+        want.sort();
+        assert_eq!(left, want);
+        assert!(answers.take_marked().unwrap().is_empty());
+    }
+}
