@@ -7,6 +7,11 @@ use clap::Parser;
 use mailsift::cli::Args;
 use mailsift::{Config, Exit};
 
+/// glibc's allocator spent a seventh of a fast run's CPU in its arena locks and free-list
+/// upkeep (perf, benches/RESULTS.md); mimalloc's thread-local heaps do not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let verbosity = mailsift::config::verbosity(&args.global);
