@@ -74,33 +74,49 @@ impl Answer {
     }
 
     /// What many addresses share (the verdict, messages, MX, company): everything but the run,
-    /// the row and the time.
+    /// the row and the time. The verdict's part, then the domain's.
     fn encode_details(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64);
+        let mut out = self.encode_verdict();
+        out.extend_from_slice(&self.encode_domain());
+        out
+    }
+
+    /// The verdict proper: charge, catch-all, status and message (a handful of distinct ones).
+    fn encode_verdict(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(48);
         out.extend_from_slice(&self.credits.to_le_bytes());
         out.push(match self.is_catch_all {
             None => 0,
             Some(false) => 1,
             Some(true) => 2,
         });
+        put_texts(
+            &mut out,
+            &[
+                self.status.as_ref().map(Status::as_str),
+                self.message.as_deref(),
+            ],
+        );
+        out
+    }
+
+    /// What every address of a domain shares: MX and company.
+    fn encode_domain(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
         let c = &self.company;
-        for text in [
-            self.status.as_ref().map(Status::as_str),
-            self.message.as_deref(),
-            self.mx_provider.as_deref(),
-            self.mx_record.as_deref(),
-            c.name.as_deref(),
-            c.industry.as_deref(),
-            c.size.as_deref(),
-            c.founded.as_deref(),
-            c.location.as_deref(),
-            c.linkedin_url.as_deref(),
-        ] {
-            let bytes = text.unwrap_or("").as_bytes();
-            let len = bytes.len().min(u16::MAX as usize);
-            out.extend_from_slice(&(len as u16).to_le_bytes());
-            out.extend_from_slice(&bytes[..len]);
-        }
+        put_texts(
+            &mut out,
+            &[
+                self.mx_provider.as_deref(),
+                self.mx_record.as_deref(),
+                c.name.as_deref(),
+                c.industry.as_deref(),
+                c.size.as_deref(),
+                c.founded.as_deref(),
+                c.location.as_deref(),
+                c.linkedin_url.as_deref(),
+            ],
+        );
         out
     }
 
@@ -121,45 +137,97 @@ impl Answer {
 
     /// The details of [`Answer::encode_details`]; run, row and time are left at zero.
     fn decode_details(bytes: &[u8]) -> Option<Answer> {
-        let mut r = bytes;
-        let mut take = |n: usize| -> Option<&[u8]> {
-            let (head, tail) = (r.get(..n)?, r.get(n..)?);
-            r = tail;
-            Some(head)
-        };
-        let credits = f64::from_bits(u64::from_le_bytes(take(8)?.try_into().ok()?));
-        let is_catch_all = match take(1)?[0] {
+        let mut r = Bytes(bytes);
+        let verdict = Answer::read_verdict(&mut r)?;
+        let domain = Answer::read_domain(&mut r)?;
+        Some(verdict.with_domain(&domain))
+    }
+
+    /// The parts of [`Answer::encode_verdict`] (the rest left empty).
+    fn decode_verdict(bytes: &[u8]) -> Option<Answer> {
+        let mut r = Bytes(bytes);
+        let verdict = Answer::read_verdict(&mut r)?;
+        r.0.is_empty().then_some(verdict)
+    }
+
+    /// The parts of [`Answer::encode_domain`] (the rest left empty).
+    fn decode_domain(bytes: &[u8]) -> Option<Answer> {
+        let mut r = Bytes(bytes);
+        let domain = Answer::read_domain(&mut r)?;
+        r.0.is_empty().then_some(domain)
+    }
+
+    fn read_verdict(r: &mut Bytes<'_>) -> Option<Answer> {
+        let credits = f64::from_bits(u64::from_le_bytes(r.take(8)?.try_into().ok()?));
+        let is_catch_all = match r.take(1)?[0] {
             1 => Some(false),
             2 => Some(true),
             _ => None,
         };
-        let mut text = || -> Option<Option<String>> {
-            let len = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
-            let s = std::str::from_utf8(take(len)?).ok()?;
-            Some((!s.is_empty()).then(|| s.to_owned()))
-        };
-        let status = text()?.map(|s| Status::parse(&s));
-        let message = text()?;
-        let mx_provider = text()?;
-        let mx_record = text()?;
-        let company = Company {
-            name: text()?,
-            industry: text()?,
-            size: text()?,
-            founded: text()?,
-            location: text()?,
-            linkedin_url: text()?,
-        };
         Some(Answer {
-            status,
-            message,
-            mx_provider,
-            mx_record,
+            status: r.text()?.map(|s| Status::parse(&s)),
+            message: r.text()?,
             is_catch_all,
             credits,
-            company,
             ..Answer::default()
         })
+    }
+
+    fn read_domain(r: &mut Bytes<'_>) -> Option<Answer> {
+        Some(Answer {
+            mx_provider: r.text()?,
+            mx_record: r.text()?,
+            company: Company {
+                name: r.text()?,
+                industry: r.text()?,
+                size: r.text()?,
+                founded: r.text()?,
+                location: r.text()?,
+                linkedin_url: r.text()?,
+            },
+            ..Answer::default()
+        })
+    }
+
+    /// This verdict with the MX and company of `domain`.
+    fn with_domain(&self, domain: &Answer) -> Answer {
+        Answer {
+            status: self.status.clone(),
+            message: self.message.clone(),
+            is_catch_all: self.is_catch_all,
+            credits: self.credits,
+            mx_provider: domain.mx_provider.clone(),
+            mx_record: domain.mx_record.clone(),
+            company: domain.company.clone(),
+            ..Answer::default()
+        }
+    }
+}
+
+/// Texts as `[len: u16][UTF-8]`, an absent one as empty.
+fn put_texts(out: &mut Vec<u8>, texts: &[Option<&str>]) {
+    for text in texts {
+        let bytes = text.unwrap_or("").as_bytes();
+        let len = bytes.len().min(u16::MAX as usize);
+        out.extend_from_slice(&(len as u16).to_le_bytes());
+        out.extend_from_slice(&bytes[..len]);
+    }
+}
+
+/// A reader over encoded bytes; every read is `None` past the end.
+struct Bytes<'a>(&'a [u8]);
+
+impl<'a> Bytes<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = tail;
+        Some(head)
+    }
+
+    fn text(&mut self) -> Option<Option<String>> {
+        let len = u16::from_le_bytes(self.take(2)?.try_into().ok()?) as usize;
+        let s = std::str::from_utf8(self.take(len)?).ok()?;
+        Some((!s.is_empty()).then(|| s.to_owned()))
     }
 }
 
