@@ -220,7 +220,7 @@ async fn write_reordered(
                 row,
                 slot: Slot::Wait(pending),
             };
-            tx.send(planned).await.unwrap();
+            tx.send(vec![planned]).await.unwrap();
         }
         if block.is_empty() {
             break;

@@ -481,7 +481,7 @@ pub struct Writer {
 /// (the pool has stopped) leaves the head of the queue without a verdict.
 pub async fn run(
     mut writer: Writer,
-    mut planned: mpsc::Receiver<Planned>,
+    mut planned: mpsc::Receiver<Vec<Planned>>,
     wake: Arc<Notify>,
     pool_done: CancellationToken,
     window: usize,
@@ -537,7 +537,7 @@ pub async fn run(
             biased;
             _ = wake.notified() => {}
             next = planned.recv(), if input_open && queue.len() < window => match next {
-                Some(p) => queue.push_back(p),
+                Some(batch) => queue.extend(batch),
                 None => input_open = false,
             },
             _ = pool_done.cancelled(), if !queue.is_empty() => {}

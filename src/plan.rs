@@ -285,53 +285,53 @@ impl Planner {
     }
 }
 
-/// The planner stage: rows in (in batches, see `validate`), planned rows to the writer and jobs
-/// to the pool, in input order. Ends when the rows end or a receiver is gone (shutdown).
+/// The planner stage: rows in (in batches, see `validate`), planned rows to the writer (in
+/// the same batches) and jobs to the pool, in input order. Ends when the rows end or a
+/// receiver is gone (shutdown).
 pub async fn run(
     mut planner: Planner,
     first_seq: u64,
     mut rows: mpsc::Receiver<Vec<Row>>,
-    planned: mpsc::Sender<Planned>,
+    planned: mpsc::Sender<Vec<Planned>>,
     jobs: mpsc::Sender<Job>,
     stop: CancellationToken,
 ) -> anyhow::Result<PlanCounts> {
     let mut seq = first_seq;
-    let mut batch = Vec::new().into_iter();
+    let mut batch_jobs = Vec::new();
     loop {
-        let row = match batch.next() {
-            Some(row) => row,
-            None => {
-                batch = tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => break,
-                    rows = rows.recv() => match rows {
-                        Some(rows) => rows.into_iter(),
-                        None => break,
-                    },
-                };
-                continue;
-            }
+        let batch = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            rows = rows.recv() => match rows {
+                Some(rows) => rows,
+                None => break,
+            },
         };
-        let (plan, job) = planner.plan(seq, row)?;
-        seq += 1;
-        // The writer gets the row first, so it can hold its place while the job waits for a
-        // worker; both queues are bounded, so a slow API slows the reader down.
+        let mut plans = Vec::with_capacity(batch.len());
+        for row in batch {
+            let (plan, job) = planner.plan(seq, row)?;
+            seq += 1;
+            plans.push(plan);
+            batch_jobs.extend(job);
+        }
+        // The writer gets the rows first, so they hold their places while their jobs wait for
+        // a worker; both queues are bounded, so a slow API slows the reader down.
         let sent = tokio::select! {
             biased;
             _ = stop.cancelled() => false,
-            sent = planned.send(plan) => sent.is_ok(),
+            sent = planned.send(plans) => sent.is_ok(),
         };
         if !sent {
             break;
         }
-        if let Some(job) = job {
+        for job in batch_jobs.drain(..) {
             let sent = tokio::select! {
                 biased;
                 _ = stop.cancelled() => false,
                 sent = jobs.send(job) => sent.is_ok(),
             };
             if !sent {
-                break;
+                return Ok(planner.counts);
             }
         }
     }

@@ -246,7 +246,7 @@ pub async fn run(
     let window = (config.concurrency * 16).max(1024);
     // Rows travel in batches: one channel hop (and one thread wake-up) per batch, not per row.
     let (rows_tx, rows_rx) = mpsc::channel(1024 / ROW_BATCH);
-    let (planned_tx, planned_rx) = mpsc::channel(window);
+    let (planned_tx, planned_rx) = mpsc::channel(window / ROW_BATCH);
     let (jobs_tx, jobs_rx) = mpsc::channel(config.concurrency);
     let (notes_tx, notes_rx) = mpsc::channel(4);
 
@@ -315,9 +315,9 @@ pub async fn run(
             line: m.line,
         });
         let freshness = plan.freshness;
-        // Its own thread at the lowest priority: it only informs, so it takes the CPU the run
-        // leaves idle (all of it against the real API's rate limit) instead of half of what a
-        // run from the cache needs.
+        // Its own thread, run only when the CPU is idle: it only informs, so it takes what
+        // the run leaves (all of it against the real API's rate limit) instead of half of what
+        // a run from the cache needs.
         let (done, counting) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("cost-note".into())
@@ -717,13 +717,14 @@ fn totals(
 }
 
 /// The line about cost that appears once the input has been counted.
-/// Lowers the calling thread's scheduling priority to the least (Linux: `nice` 19 for this
-/// thread only).
+/// Lets the calling thread run only when the CPU would otherwise be idle (Linux:
+/// `SCHED_IDLE`, for this thread only).
 fn background_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: two syscalls about the calling thread; no memory is passed.
+    // SAFETY: one syscall about the calling thread, given a valid `sched_param`.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
+        let param = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
     }
 }
 
