@@ -4,12 +4,13 @@
 //!
 //! `<state>/answers/` holds:
 //! - `NN.tbl`, one per partition (NN = 00..63, from the key's first byte): a hash table of
-//!   4 KiB buckets, each four groups of 32 slots of 32 bytes (14 of key, 18 of value). A key
-//!   goes into its home group, or when that is full into the next group of the same bucket
-//!   with room. A group's used slots come first; an empty slot is zeros (a value's first byte,
-//!   its format, is never 0). A lookup is one 1 KiB read, the home group, unless that group
-//!   is full (rare below 70% load): then the whole bucket. When a bucket is full its
-//!   partition doubles: written whole to `NN.tbl.tmp`, synced, renamed over the old one.
+//!   4 KiB buckets, each four groups of 32 slots of 32 bytes (12 of key, 18 of value, 2 of
+//!   checksum: a damaged slot reads as absent). A key goes into its home group, or when that
+//!   is full into the next group of the same bucket with room. A group's used slots come
+//!   first; an empty slot is zeros (a value's first byte, its format, is never 0). A lookup is
+//!   one 1 KiB read, the home group, unless that group is full (rare below 70% load): then
+//!   the whole bucket. When a bucket is full its partition doubles: written whole to
+//!   `NN.tbl.tmp`, synced, renamed over the old one.
 //! - `details`: append-only records `[len: u32][BLAKE3 of the bytes: 8][bytes]` of what
 //!   every address of a domain shares (MX, company), written once per domain; a value points
 //!   at one by offset and keeps the first byte of its hash. A record that fails either check
@@ -35,14 +36,14 @@ const PARTS: usize = 64;
 const BUCKET: usize = 4096;
 const GROUP: usize = 1024;
 const SLOT: usize = 32;
-const KEY: usize = 14;
+const KEY: usize = 12;
 /// A value: `[3] [run index: u16] [first_row: u32] [checked_at: u32] [domain record: 40 bits]
 /// [verdict index: u8] [check: u8]`, or, for an answer that does not fit (a row past 2^32, a
 /// time outside u32, more than 65,535 runs or 255 verdicts), `[1] [offset of its whole
 /// encoding in `details`: 40 bits] [check: u8]`. Little-endian; the check is the first byte of
 /// the record's hash, so a value never reads another record than the one it was written with
 /// (after a power cut, records lost with the file's tail may be written anew at their offset).
-pub(super) const VALUE: usize = SLOT - KEY;
+pub(super) const VALUE: usize = 18;
 const OFFSET_BITS: u32 = 40;
 /// Decoded domain records kept in memory; past it the memo starts over (the file still has
 /// everything).
@@ -221,7 +222,7 @@ impl Answers {
         read_at(file, &mut group, at + (home(&stored) * GROUP) as u64)?;
         let used = group.chunks_exact(SLOT).take_while(|s| s[KEY] != 0);
         if let Some(slot) = used.clone().find(|s| s[..KEY] == stored) {
-            return Ok(slot[KEY..].try_into().ok());
+            return Ok(value_of(slot));
         }
         if used.count() < GROUP / SLOT {
             return Ok(None);
@@ -231,7 +232,7 @@ impl Answers {
         Ok(page
             .chunks_exact(SLOT)
             .find(|s| s[KEY] != 0 && s[..KEY] == stored)
-            .and_then(|slot| slot[KEY..].try_into().ok()))
+            .and_then(value_of))
     }
 
     /// Caches an answer; once this returns it survives the process (see the module docs).
@@ -242,7 +243,9 @@ impl Answers {
         let mut part = write(&self.parts[part]);
         let mut slot = [0; SLOT];
         slot[..KEY].copy_from_slice(&stored);
-        slot[KEY..].copy_from_slice(&value);
+        slot[KEY..KEY + VALUE].copy_from_slice(&value);
+        let check = checksum(&slot[..KEY + VALUE]);
+        slot[KEY + VALUE..].copy_from_slice(&check);
         loop {
             if part.file.is_none() {
                 let file = open_rw(&path, true)?;
@@ -275,8 +278,7 @@ impl Answers {
             let mut found = Vec::new();
             let _ = self.each_page(part, |page| {
                 for slot in page.chunks_exact(SLOT).filter(|s| s[KEY] != 0) {
-                    if let Some(answer) = slot[KEY..].try_into().ok().and_then(|v| self.decode(&v))
-                    {
+                    if let Some(answer) = value_of(slot).and_then(|v| self.decode(&v)) {
                         found.push(answer);
                     }
                 }
@@ -300,7 +302,7 @@ impl Answers {
                 let kept: Vec<&[u8; SLOT]> = used
                     .iter()
                     .filter(|s| {
-                        let answer = s[KEY..].try_into().ok().and_then(|v| self.decode(&v));
+                        let answer = value_of(&s[..]).and_then(|v| self.decode(&v));
                         answer.is_some_and(|a| !remove(&a))
                     })
                     .collect();
@@ -658,6 +660,20 @@ fn home(stored: &[u8; KEY]) -> usize {
 
 fn table(dir: &Path, part: usize) -> PathBuf {
     dir.join(format!("{part:02}.tbl"))
+}
+
+/// A slot's value, if its checksum holds (damage reads as absent: asked again).
+fn value_of(slot: &[u8]) -> Option<[u8; VALUE]> {
+    let (body, check) = slot.split_at(KEY + VALUE);
+    (checksum(body) == check).then(|| body[KEY..].try_into().ok())?
+}
+
+/// 16 bits of FNV-1a: catches damaged slots (a flipped byte, a torn page), not attacks.
+fn checksum(bytes: &[u8]) -> [u8; 2] {
+    let hash = bytes.iter().fold(0x811c_9dc5_u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    ((hash >> 16) as u16 ^ hash as u16).to_le_bytes()
 }
 
 /// The partition of a key and the bytes of it a slot keeps.
