@@ -114,6 +114,8 @@ impl Answers {
             let path = table(&dir, part);
             let _ = std::fs::remove_file(path.with_extension("tbl.tmp"));
             let file = match open_rw(&path, false) {
+                // Empty: created by a process that died before sizing it (see `put`).
+                Ok(file) if file.metadata()?.len() == 0 => None,
                 Ok(file) => Some(file),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                 Err(e) => return Err(e),
@@ -133,7 +135,7 @@ impl Answers {
             }));
         }
         let details = Log::open(&dir.join("details"))?;
-        let verdicts = Log::open(&dir.join("verdicts"))?;
+        let mut verdicts = Log::open(&dir.join("verdicts"))?;
         let runs_file = open_rw(&dir.join("runs"), true)?;
         let mut bytes = vec![0; runs_file.metadata()?.len() as usize / 8 * 8];
         read_at(&runs_file, &mut bytes, 0)?;
@@ -152,14 +154,23 @@ impl Answers {
             .enumerate()
             .map(|(i, &r)| (r, i as u16))
             .collect();
-        // Every verdict record, in order; each says its index. Damage ends the scan, and then
-        // no index is handed out again (values may point at the ones lost).
+        // Every verdict record, in order; each says its index. A record cut off by the end of
+        // the file was never synced, so no value holds its index: it is dropped. Other damage
+        // ends the scan, and then no index is handed out again (values may hold lost ones).
         let mut verdict_index = HashMap::new();
         let mut at = 0;
         let mut verdicts_full = false;
         while at < verdicts.len {
             let Some(record) = read_record(&verdicts.file, at) else {
-                verdicts_full = true;
+                let mut head = [0; 4];
+                let torn = read_at(&verdicts.file, &mut head, at).is_err()
+                    || at + 12 + u64::from(u32::from_le_bytes(head)) > verdicts.len;
+                if torn {
+                    verdicts.file.set_len(at)?;
+                    verdicts.len = at;
+                } else {
+                    verdicts_full = true;
+                }
                 break;
             };
             at += 12 + record.len() as u64;
@@ -248,6 +259,7 @@ impl Answers {
         slot[KEY + VALUE..].copy_from_slice(&check);
         loop {
             if part.file.is_none() {
+                // A `kill -9` before `set_len` leaves it empty: opening takes that as no table.
                 let file = open_rw(&path, true)?;
                 file.set_len(BUCKET as u64)?;
                 *part = Part {
@@ -887,9 +899,19 @@ mod tests {
             assert_eq!(answers.get(&key(i)).unwrap(), Some(distinct(i)), "{i}");
         }
         assert_eq!(read(&answers.known).verdicts.len(), MAX_VERDICTS);
-        // A damaged verdicts file: the intact ones still read, and no index is given twice.
-        drop(answers);
+        // A record cut short at the end (a crash while adding it): dropped, and the index
+        // given to the next new verdict.
         let path = dir.path().join("answers").join("verdicts");
+        let intact = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &intact[..intact.len() - 5]).unwrap();
+        let answers = Answers::open(dir.path()).unwrap();
+        assert_eq!(answers.get(&key(0)).unwrap(), Some(distinct(0)));
+        assert_eq!(answers.get(&key(254)).unwrap(), None);
+        assert_eq!(read(&answers.known).verdicts.len(), MAX_VERDICTS - 1);
+        answers.put(&key(254), &distinct(254)).unwrap();
+        assert_eq!(answers.get(&key(254)).unwrap(), Some(distinct(254)));
+        drop(answers);
+        // A damaged verdicts file: the intact ones still read, and no index is given twice.
         let mut bytes = std::fs::read(&path).unwrap();
         let len = bytes.len();
         bytes[len - 3] ^= 1;
@@ -937,6 +959,16 @@ mod tests {
             for i in 0..200 {
                 answers.put(&key(i), &answer(i, 1)).unwrap();
             }
+        }
+        // Empty (a `kill -9` between creating and sizing it): no table yet, and usable.
+        let empty = table(&dir.path().join("answers"), 1);
+        std::fs::write(&empty, b"").unwrap();
+        {
+            let answers = Answers::open(dir.path()).unwrap();
+            let mut k = key(7);
+            k[0] = 1;
+            answers.put(&k, &answer(7, 1)).unwrap();
+            assert_eq!(answers.get(&k).unwrap(), Some(answer(7, 1)));
         }
         let path = table(&dir.path().join("answers"), 0);
         let file = OpenOptions::new().write(true).open(&path).unwrap();
