@@ -320,7 +320,7 @@ fn big(dir: &Path) -> String {
     let first = run_mailsift(&mock, dir, &args);
     drop(mock);
     let report = std::fs::read_to_string(dir.join("report.json")).unwrap_or_default();
-    let rows_first = json_number(&report, "rows").unwrap_or(0.0) as u64;
+    let rows_first = json_number(&report, "/rows/total").unwrap_or(0.0) as u64;
     let state = dir_size(&dir.join("state"));
 
     // The resume: the mock logs one line per request; the first one marks the first request.
@@ -633,10 +633,10 @@ fn dir_size(path: &Path) -> u64 {
         .sum()
 }
 
-/// A top-level number field of a JSON text, without a schema.
-fn json_number(text: &str, field: &str) -> Option<f64> {
+/// A number in a JSON text, by JSON pointer (`/rows/total`).
+fn json_number(text: &str, pointer: &str) -> Option<f64> {
     let value: serde_json::Value = serde_json::from_str(text).ok()?;
-    value.get(field)?.as_f64()
+    value.pointer(pointer)?.as_f64()
 }
 
 fn code(status: ExitStatus) -> String {
