@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! input ──► plan ──► validate ──► store ──► output
-//! (csv rows) (normalise,  (rate-limited   (sled: verdict   (ordered annotated CSV,
-//!            syntax,      worker pool,    cache + job      checkpoint, atomic finish,
+//! (csv rows) (normalise,  (rate-limited   (answer tables;  (ordered annotated CSV,
+//!            syntax,      worker pool,    sled: job        checkpoint, atomic finish,
 //!            dedupe,      retries)        checkpoints)     report, progress)
 //!            cache hit)
 //! ```

@@ -615,7 +615,7 @@ impl Writer {
 /// - `rename`: at the end, the partial file is renamed into place, the job not yet marked done.
 ///
 /// `std::process::exit` runs no destructor and flushes nothing of ours: whatever the process
-/// still held (sled's unflushed writes, the output buffer) is lost, as in a crash. For tests
+/// still held (the output buffer, the store's unflushed job record) is lost, as in a crash. For tests
 /// only; undocumented for users on purpose.
 fn crash_point(point: &str) {
     use std::sync::atomic::{AtomicU64, Ordering};
