@@ -60,20 +60,21 @@ pub(super) struct Answers {
     /// What reading answers needs: runs and verdicts (all of them), domains (a memo).
     known: RwLock<Known>,
     /// `details`, for reading records without taking `logs`.
-    details: File,
+    details: Arc<File>,
     markers: Mutex<Markers>,
 }
 
 /// One partition's table; no file until its first answer.
 struct Part {
-    file: Option<File>,
+    /// Shared with a sync in progress, which runs without the lock.
+    file: Option<Arc<File>>,
     buckets: u64,
     dirty: bool,
 }
 
 /// An append-only file of records.
 struct Log {
-    file: File,
+    file: Arc<File>,
     len: u64,
     dirty: bool,
 }
@@ -116,7 +117,7 @@ impl Answers {
             let file = match open_rw(&path, false) {
                 // Empty: created by a process that died before sizing it (see `put`).
                 Ok(file) if file.metadata()?.len() == 0 => None,
-                Ok(file) => Some(file),
+                Ok(file) => Some(Arc::new(file)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                 Err(e) => return Err(e),
             };
@@ -192,7 +193,7 @@ impl Answers {
         let next = markers.metadata()?.len() / 16;
         Ok(Answers {
             parts,
-            details: details.file.try_clone()?,
+            details: details.file.clone(),
             logs: Mutex::new(Logs {
                 details,
                 verdicts,
@@ -263,7 +264,7 @@ impl Answers {
                 let file = open_rw(&path, true)?;
                 file.set_len(BUCKET as u64)?;
                 *part = Part {
-                    file: Some(file),
+                    file: Some(Arc::new(file)),
                     buckets: 1,
                     dirty: true,
                 };
@@ -357,15 +358,27 @@ impl Answers {
         Ok(())
     }
 
-    /// Makes every answer written so far survive a power cut.
+    /// Makes every answer written so far survive a power cut. The files are synced without
+    /// their locks held (a sync can take long), so lookups and answers go on meanwhile.
     pub(super) fn sync(&self) -> io::Result<()> {
         // The records first, so a table synced never points past them.
-        lock(&self.logs).details.sync()?;
+        let details = {
+            let mut logs = lock(&self.logs);
+            std::mem::take(&mut logs.details.dirty).then(|| logs.details.file.clone())
+        };
+        if let Some(file) = details {
+            file.sync_data()
+                .inspect_err(|_| lock(&self.logs).details.dirty = true)?;
+        }
         for part in &self.parts {
-            let mut part = write(part);
-            if let (true, Some(file)) = (part.dirty, &part.file) {
-                file.sync_data()?;
-                part.dirty = false;
+            let file = {
+                let mut part = write(part);
+                std::mem::take(&mut part.dirty)
+                    .then(|| part.file.clone())
+                    .flatten()
+            };
+            if let Some(file) = file {
+                file.sync_data().inspect_err(|_| write(part).dirty = true)?;
             }
         }
         Ok(())
@@ -556,7 +569,7 @@ impl Log {
         let file = open_rw(path, true)?;
         Ok(Log {
             len: file.metadata()?.len(),
-            file,
+            file: Arc::new(file),
             dirty: false,
         })
     }
@@ -637,7 +650,7 @@ fn grow(part: &mut Part, path: &Path) -> io::Result<()> {
         file.sync_data()?;
     }
     std::fs::rename(&tmp, path)?;
-    part.file = Some(open_rw(path, false)?);
+    part.file = Some(Arc::new(open_rw(path, false)?));
     part.buckets = buckets;
     part.dirty = true;
     Ok(())
