@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use serde::Serialize;
 
 use crate::address::{self, Checked};
-use crate::input::Reader;
+use crate::input::{InputError, Row};
 use crate::plan::Freshness;
 use crate::store::Store;
 
@@ -55,7 +55,7 @@ pub fn cost_per_check(store: &Store, flag: Option<f64>) -> (f64, &'static str) {
 /// still gives a true maximum. Answers paid for by `run` (the current run) count as requests:
 /// that run is paying for them.
 pub fn count(
-    reader: Reader,
+    reader: impl Iterator<Item = Result<Row, InputError>>,
     store: &Store,
     freshness: &Freshness,
     now: i64,

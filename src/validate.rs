@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -304,6 +304,7 @@ pub async fn run(
     };
     // What the run can cost, counted from the input (spending nothing): before the first
     // request for a small file, alongside the run for a big one, so it never delays a resume.
+    let mut _counting = None;
     if let (input::Source::Path(path), false) = (&config.input, stop.is_cancelled()) {
         let (source, opts, store) = (
             config.input.clone(),
@@ -315,28 +316,38 @@ pub async fn run(
             line: m.line,
         });
         let freshness = plan.freshness;
-        // Its own thread, run only when the CPU is idle: it only informs, so it takes what
-        // the run leaves (all of it against the real API's rate limit) instead of half of what
-        // a run from the cache needs.
-        let (done, counting) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("cost-note".into())
-            .spawn(move || {
-                background_priority();
-                let count = || -> anyhow::Result<Estimate> {
-                    let (_, reader) = input::open(&source, &opts, resume)?;
-                    estimate::count(
-                        reader,
-                        &store,
-                        &freshness,
-                        crate::clock::now(),
-                        Some(run_id),
-                        false,
-                    )
-                };
-                let _ = done.send(count());
-            })?;
         let small = std::fs::metadata(path).is_ok_and(|m| m.len() <= 8 << 20);
+        let ended = Arc::new(AtomicBool::new(false));
+        let (done, counting) = tokio::sync::oneshot::channel();
+        let thread = {
+            let ended = ended.clone();
+            std::thread::Builder::new()
+                .name("cost-note".into())
+                .spawn(move || {
+                    if !small {
+                        // Alongside the run it only informs: it takes the CPU the run leaves
+                        // (all of it against the real API's rate limit), not half of what a
+                        // run from the cache needs.
+                        background_priority();
+                    }
+                    let count = || -> anyhow::Result<Estimate> {
+                        let (_, reader) = input::open(&source, &opts, resume)?;
+                        estimate::count(
+                            reader.take_while(|_| !ended.load(Ordering::Relaxed)),
+                            &store,
+                            &freshness,
+                            crate::clock::now(),
+                            Some(run_id),
+                            false,
+                        )
+                    };
+                    let _ = done.send(count());
+                })?
+        };
+        _counting = Some(Counting {
+            ended,
+            thread: Some(thread),
+        });
         if small {
             if let Ok(Ok(estimate)) = counting.await {
                 say(cost_note(&estimate.priced(cost), balance_start));
@@ -716,7 +727,22 @@ fn totals(
     })
 }
 
-/// The line about cost that appears once the input has been counted.
+/// The cost note's count running alongside the run. It holds the store, so when the run ends
+/// it is stopped and waited for (the next file of an inbox opens the store again).
+struct Counting {
+    ended: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Counting {
+    fn drop(&mut self) {
+        self.ended.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Lets the calling thread run only when the CPU would otherwise be idle (Linux:
 /// `SCHED_IDLE`, for this thread only).
 fn background_priority() {
@@ -728,6 +754,7 @@ fn background_priority() {
     }
 }
 
+/// The line about cost that appears once the input has been counted.
 fn cost_note(e: &Estimate, balance: Option<f64>) -> String {
     let f = output::format_credits;
     let mut text = format!(
