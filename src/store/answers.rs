@@ -625,9 +625,10 @@ fn grow(part: &mut Part, path: &Path) -> io::Result<()> {
     let mut buckets = part.buckets * 2;
     let new = loop {
         let mut new = vec![0; buckets as usize * BUCKET];
+        // Damaged slots are left behind: they would read as absent anyway.
         let fits = old
             .chunks_exact(SLOT)
-            .filter(|s| s[KEY] != 0)
+            .filter(|s| s[KEY] != 0 && value_of(s).is_some())
             .filter_map(|s| <&[u8; SLOT]>::try_from(s).ok())
             .all(|slot| {
                 let stored: [u8; KEY] = slot[..KEY].try_into().unwrap_or_default();
@@ -639,6 +640,10 @@ fn grow(part: &mut Part, path: &Path) -> io::Result<()> {
             });
         if fits {
             break new;
+        }
+        // 128 keys alike in 64 bits do not happen by chance.
+        if buckets >= part.buckets << 8 {
+            return Err(damaged(path, "too many keys alike to place"));
         }
         buckets *= 2;
     };
@@ -962,6 +967,39 @@ mod tests {
         answers.put(&key(2), &other).unwrap();
         assert_eq!(answers.get(&key(2)).unwrap(), Some(other));
         assert_eq!(answers.get(&key(1)).unwrap(), None);
+    }
+
+    #[test]
+    fn a_damaged_slot_reads_as_absent_and_growing_leaves_it_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let answers = Answers::open(dir.path()).unwrap();
+        let crowded = |i: u64| {
+            let mut k = key(i);
+            k[0] = 0;
+            k
+        };
+        for i in 0..100 {
+            answers.put(&crowded(i), &answer(i, 1)).unwrap();
+        }
+        // One bit of one stored value flips on disk.
+        let path = table(&dir.path().join("answers"), 0);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[KEY + 5] ^= 0x10;
+        std::fs::write(&path, bytes).unwrap();
+        let lost: Vec<u64> = (0..100)
+            .filter(|&i| answers.get(&crowded(i)).unwrap().is_none())
+            .collect();
+        assert_eq!(lost.len(), 1);
+        // More answers double the table (one bucket holds 128): the damaged slot stays behind.
+        for i in 100..300 {
+            answers.put(&crowded(i), &answer(i, 1)).unwrap();
+        }
+        assert!(std::fs::metadata(&path).unwrap().len() > BUCKET as u64);
+        assert_eq!(answers.all().count(), 299);
+        assert_eq!(answers.get(&crowded(lost[0])).unwrap(), None);
+        // Asked again, it is stored again.
+        answers.put(&crowded(lost[0]), &answer(lost[0], 1)).unwrap();
+        assert_eq!(answers.all().count(), 300);
     }
 
     #[test]
