@@ -28,9 +28,9 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
-use super::{Answer, CacheKey};
+use super::{le_uint, locked, read, write, Answer, CacheKey};
 
 const PARTS: usize = 64;
 const BUCKET: usize = 4096;
@@ -363,12 +363,12 @@ impl Answers {
     pub(super) fn sync(&self) -> io::Result<()> {
         // The records first, so a table synced never points past them.
         let details = {
-            let mut logs = lock(&self.logs);
+            let mut logs = locked(&self.logs);
             std::mem::take(&mut logs.details.dirty).then(|| logs.details.file.clone())
         };
         if let Some(file) = details {
             file.sync_data()
-                .inspect_err(|_| lock(&self.logs).details.dirty = true)?;
+                .inspect_err(|_| locked(&self.logs).details.dirty = true)?;
         }
         for part in &self.parts {
             let file = {
@@ -397,7 +397,7 @@ impl Answers {
     /// Marks a request as in flight: its key goes into a slot of `in-flight`, so a crash
     /// leaves it there and the next run counts it as maybe charged.
     pub(super) fn mark(&self, key: &CacheKey) -> io::Result<()> {
-        let mut markers = lock(&self.markers);
+        let mut markers = locked(&self.markers);
         if markers.slots.contains_key(key) {
             return Ok(());
         }
@@ -414,7 +414,7 @@ impl Answers {
     }
 
     pub(super) fn unmark(&self, key: &CacheKey) -> io::Result<()> {
-        let mut markers = lock(&self.markers);
+        let mut markers = locked(&self.markers);
         if let Some(slot) = markers.slots.remove(key) {
             write_at(&markers.file, &[0; 16], slot * 16)?;
             markers.free.push(slot);
@@ -424,7 +424,7 @@ impl Answers {
 
     /// The requests marked in flight (by a crashed run, or this one), cleared.
     pub(super) fn take_marked(&self) -> io::Result<Vec<CacheKey>> {
-        let mut markers = lock(&self.markers);
+        let mut markers = locked(&self.markers);
         let mut bytes = vec![0; markers.file.metadata()?.len() as usize / 16 * 16];
         read_at(&markers.file, &mut bytes, 0)?;
         markers.file.set_len(0)?;
@@ -439,7 +439,7 @@ impl Answers {
     }
 
     fn encode(&self, answer: &Answer) -> io::Result<[u8; VALUE]> {
-        let mut logs = lock(&self.logs);
+        let mut logs = locked(&self.logs);
         let mut out = [0; VALUE];
         let run = self.run_index(&mut logs, answer.run)?;
         let verdict = self.verdict_index(&mut logs, answer)?;
@@ -517,19 +517,14 @@ impl Answers {
     }
 
     fn decode(&self, value: &[u8; VALUE]) -> Option<Answer> {
-        let uint = |bytes: &[u8]| {
-            let mut buf = [0; 8];
-            buf[..bytes.len()].copy_from_slice(bytes);
-            u64::from_le_bytes(buf)
-        };
         match value[0] {
-            1 => Answer::decode(&self.record(uint(&value[1..6]), value[6])?),
+            1 => Answer::decode(&self.record(le_uint(&value[1..6]), value[6])?),
             3 => {
-                let offset = uint(&value[11..16]);
+                let offset = le_uint(&value[11..16]);
                 let (run, verdict, domain) = {
                     let known = read(&self.known);
                     (
-                        *known.runs.get(uint(&value[1..3]) as usize)?,
+                        *known.runs.get(le_uint(&value[1..3]) as usize)?,
                         known.verdicts.get(usize::from(value[16]))?.clone()?,
                         known.domains.get(&(offset, value[17])).cloned(),
                     )
@@ -549,8 +544,8 @@ impl Answers {
                 };
                 Some(Answer {
                     run,
-                    first_row: uint(&value[3..7]),
-                    checked_at: uint(&value[7..11]) as i64,
+                    first_row: le_uint(&value[3..7]),
+                    checked_at: le_uint(&value[7..11]) as i64,
                     ..verdict.with_domain(&domain)
                 })
             }
@@ -733,19 +728,6 @@ fn damaged(path: &Path, why: &str) -> io::Error {
         io::ErrorKind::InvalidData,
         format!("{} is damaged: {why}", path.display()),
     )
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    // Every update leaves the state consistent, so a poisoned lock is simply taken over.
-    lock.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
-    lock.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(unix)]

@@ -22,7 +22,9 @@ mod answers;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{
+    Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -126,12 +128,10 @@ impl Answer {
             return None;
         }
         let header = bytes.get(1..25)?;
-        let u64_at =
-            |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap_or([0; 8]));
         Some(Answer {
-            run: u64_at(0),
-            first_row: u64_at(8),
-            checked_at: u64_at(16) as i64,
+            run: le_uint(&header[..8]),
+            first_row: le_uint(&header[8..16]),
+            checked_at: le_uint(&header[16..]) as i64,
             ..Answer::decode_details(&bytes[25..])?
         })
     }
@@ -241,19 +241,35 @@ fn legacy_answer(value: &[u8], runs: &[u64], details: &sled::Tree) -> Option<Ans
         return Answer::decode(value);
     }
     let v = value.get(..18)?;
-    let uint = |bytes: &[u8]| {
-        let mut buf = [0; 8];
-        buf[..bytes.len()].copy_from_slice(bytes);
-        u64::from_le_bytes(buf)
-    };
-    let id = uint(&v[13..18]).to_be_bytes();
+    let id = le_uint(&v[13..18]).to_be_bytes();
     let bytes = details.get(&id[3..]).ok()??;
     Some(Answer {
-        run: *runs.get(uint(&v[1..3]) as usize)?,
-        first_row: uint(&v[3..9]),
-        checked_at: uint(&v[9..13]) as i64,
+        run: *runs.get(le_uint(&v[1..3]) as usize)?,
+        first_row: le_uint(&v[3..9]),
+        checked_at: le_uint(&v[9..13]) as i64,
         ..Answer::decode_details(&bytes)?
     })
+}
+
+/// A little-endian unsigned integer of up to 8 bytes.
+fn le_uint(bytes: &[u8]) -> u64 {
+    let mut buf = [0; 8];
+    buf[..bytes.len()].copy_from_slice(bytes);
+    u64::from_le_bytes(buf)
+}
+
+/// Takes a lock. Every update under the store's locks leaves its state consistent, so a
+/// poisoned lock is simply taken over.
+fn locked<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Where a job stands, for `resume` and the status report.
@@ -649,9 +665,8 @@ impl Syncer {
             .name("store-sync".into())
             .spawn(move || {
                 let (lock, wake) = &*state;
-                let take = || lock.lock().unwrap_or_else(PoisonError::into_inner);
                 loop {
-                    let mut s = take();
+                    let mut s = locked(lock);
                     while !s.requested && !s.stopping {
                         s = wake.wait(s).unwrap_or_else(PoisonError::into_inner);
                     }
@@ -659,7 +674,7 @@ impl Syncer {
                     s.requested = false;
                     drop(s);
                     if let Err(e) = answers.sync() {
-                        take().failed = Some(e);
+                        locked(lock).failed = Some(e);
                     }
                     if last {
                         return;
@@ -675,7 +690,7 @@ impl Syncer {
     /// Asks for a sync; reports the previous one's failure.
     fn request(&self) -> std::io::Result<()> {
         let (lock, wake) = &*self.shared;
-        let mut s = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut s = locked(lock);
         if let Some(e) = s.failed.take() {
             return Err(e);
         }
@@ -689,7 +704,7 @@ impl Drop for Syncer {
     /// Waits for a last sync of everything written.
     fn drop(&mut self) {
         let (lock, wake) = &*self.shared;
-        lock.lock().unwrap_or_else(PoisonError::into_inner).stopping = true;
+        locked(lock).stopping = true;
         wake.notify_one();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
