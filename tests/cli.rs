@@ -3,7 +3,7 @@
 use predicates::prelude::*;
 use serde_json::Value;
 
-use crate::util::{Dir, Mock};
+use crate::util::{assert_none_sent_twice, Dir, Mock};
 
 #[test]
 fn credits_prints_the_balance() {
@@ -68,7 +68,7 @@ fn check_prints_each_verdict_and_sends_each_address_once() {
         stats.validations, 3,
         "duplicate and syntax-invalid addresses are not sent"
     );
-    assert!(stats.repeated.is_empty(), "{:?}", stats.repeated);
+    assert_none_sent_twice(&stats, "validate");
 
     let plain = dir
         .mailsift(&mock)

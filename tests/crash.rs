@@ -12,7 +12,7 @@ use mailsift::mock::{Latency, MockConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::util::{contacts, finish, signal, wait_for, Dir, Mock};
+use crate::util::{assert_none_sent_twice, contacts, finish, signal, wait_for, Dir, Mock};
 
 /// Requests the binary keeps in flight in these tests: the most a crash can leave unanswered.
 const CONCURRENCY: u64 = 16;
@@ -52,7 +52,7 @@ fn reference(dir: &Dir) -> (Vec<u8>, u64) {
         .assert()
         .success();
     let stats = mock.stats();
-    assert!(stats.repeated.is_empty());
+    assert_none_sent_twice(&stats, "the uninterrupted run");
     (dir.read("ref.csv"), stats.unique_addresses)
 }
 
@@ -220,11 +220,7 @@ fn sigterm_and_sigint_stop_cleanly_and_cost_zero_extra_calls() {
     assert!(stopped >= 3, "only {stopped} stops landed");
     resume_to_the_end(&dir, &mock, &reference, "after SIGTERM/SIGINT");
     let stats = mock.stats();
-    assert!(
-        stats.repeated.is_empty(),
-        "sent twice: {:?}",
-        stats.repeated
-    );
+    assert_none_sent_twice(&stats, "after SIGTERM/SIGINT");
     assert_eq!(stats.validations, unique, "zero extra calls");
 }
 

@@ -13,7 +13,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::crash::assert_same_file;
-use crate::util::{contacts, finish, is_root, rows, signal, text, wait_for, Dir, Mock};
+use crate::util::{
+    assert_none_sent_twice, contacts, finish, is_root, rows, signal, text, wait_for, Dir, Mock,
+};
 
 /// No panic report, whatever happened.
 fn no_panic(stderr: &str) {
@@ -164,11 +166,7 @@ fn a_full_disk_under_the_output_is_exit_1_and_the_same_command_resumes_once_ther
     dir.mailsift(&mock).args(job).arg("-q").assert().success();
     assert_same_file(&dir.read("out.csv"), &reference, "after the disk was full");
     let stats = mock.stats();
-    assert!(
-        stats.repeated.is_empty(),
-        "paid twice: {:?}",
-        stats.repeated
-    );
+    assert_none_sent_twice(&stats, "after the disk was full");
     assert!(stats.validations >= asked);
 }
 
@@ -202,11 +200,7 @@ fn a_disk_that_fills_up_mid_run_then_gets_room_resumes_to_the_identical_file() {
         &reference,
         "after room was made",
     );
-    assert!(
-        mock.stats().repeated.is_empty(),
-        "{:?}",
-        mock.stats().repeated
-    );
+    assert_none_sent_twice(&mock.stats(), "after room was made");
 }
 
 #[test]
@@ -546,7 +540,7 @@ fn two_runs_on_one_state_directory_the_second_fails_fast_and_nothing_is_corrupte
         &reference,
         "with a second run refused",
     );
-    assert!(mock.stats().repeated.is_empty());
+    assert_none_sent_twice(&mock.stats(), "with a second run refused");
     dir.mailsift(&mock)
         .args(["validate", "other.csv", "-o", "other.out.csv", "-q"])
         .assert()

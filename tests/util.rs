@@ -178,6 +178,15 @@ impl Dir {
     }
 }
 
+/// No address went out twice.
+pub fn assert_none_sent_twice(stats: &Stats, what: &str) {
+    assert!(
+        stats.repeated.is_empty(),
+        "{what}: sent twice: {:?}",
+        stats.repeated
+    );
+}
+
 /// Requests refused with 402 were not charged and are asked again; nothing else repeats.
 pub fn assert_only_refused_ones_repeated(stats: &Stats) {
     let refused = stats.by_status.get(&402).copied().unwrap_or(0);

@@ -11,7 +11,10 @@ use mailsift::mock::{Latency, MockConfig, MockServer};
 use mailsift::{Config, Exit};
 use predicates::prelude::*;
 
-use crate::util::{assert_only_refused_ones_repeated, rows, rows_with, sample, text, Dir, Mock};
+use crate::util::{
+    assert_none_sent_twice, assert_only_refused_ones_repeated, rows, rows_with, sample, text, Dir,
+    Mock,
+};
 
 /// Index of a column in a parsed output.
 fn column(rows: &[Vec<String>], name: &str) -> usize {
@@ -87,11 +90,7 @@ fn the_sample_comes_back_whole_in_order_and_each_address_is_paid_once() {
         }
     }
     let stats = mock.stats();
-    assert!(
-        stats.repeated.is_empty(),
-        "sent twice: {:?}",
-        stats.repeated
-    );
+    assert_none_sent_twice(&stats, "one run");
     assert_eq!(stats.validations as usize, api.len());
     let sent = stats.per_address.unwrap();
     for address in never_sent.iter().filter(|a| !a.is_empty()) {
@@ -152,7 +151,7 @@ fn order_is_kept_under_random_latency() {
         assert_eq!(row[0], i.to_string(), "row {i} out of order");
     }
     assert!(mock.stats().max_in_flight > 1, "requests really overlapped");
-    assert!(mock.stats().repeated.is_empty());
+    assert_none_sent_twice(&mock.stats(), "overlapping requests");
 }
 
 /// Parses a command line into the config the binary would use.
@@ -239,12 +238,7 @@ async fn interrupted_at_many_points_then_resumed_gives_the_same_file_and_pays_on
             without_times(&dir.read(&out)) == reference,
             "stopped after {stop_after}: files differ"
         );
-        let stats = mock.stats();
-        assert!(
-            stats.repeated.is_empty(),
-            "stopped after {stop_after}: {:?}",
-            stats.repeated
-        );
+        assert_none_sent_twice(&mock.stats(), &format!("stopped after {stop_after}"));
     }
 }
 
@@ -316,11 +310,7 @@ fn sigterm_stops_cleanly_and_the_same_command_resumes_to_the_identical_file() {
         reference,
         "byte-identical to the uninterrupted run"
     );
-    assert!(
-        mock.stats().repeated.is_empty(),
-        "sent twice: {:?}",
-        mock.stats().repeated
-    );
+    assert_none_sent_twice(&mock.stats(), "interrupted and resumed");
 }
 
 #[test]
