@@ -1,23 +1,29 @@
 //! `mailsift credits` and `mailsift check`: the small commands a user tries a key with.
 //!
-//! `check` goes through the same steps as a bulk run, on a handful of addresses: the local
-//! syntax check first (nothing is paid for an address that fails it), one request per distinct
-//! address, retries for what is worth retrying.
+//! `check` goes through the same steps as a bulk run, on a handful of addresses: the same
+//! normalisation and local syntax check (nothing is paid for an address that fails it), the
+//! same dedupe key (Unicode case folded), the same answer cache as `validate` (an address
+//! answered earlier and still fresh is not paid for again; what `check` pays for is cached for
+//! later runs), one request per distinct address, retries for what is worth retrying.
 
+use std::collections::HashMap;
 use std::io::Write;
+use std::path::Path;
 
 use serde::Serialize;
 
 use crate::address::{self, Checked};
 use crate::api::Api;
-use crate::client::ApiError;
+use crate::client::{ApiError, Status};
 use crate::exit::Exit;
 use crate::output::format_credits;
+use crate::plan::Freshness;
 use crate::retry::RetryPolicy;
+use crate::store::{Answer, Store};
 
 /// Prints the balance.
 pub async fn credits(api: &Api, json: bool) -> anyhow::Result<Exit> {
-    let reply = api.client.credits().await?;
+    let reply = api.client.first_contact().await?;
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&reply.body.raw)?)?;
@@ -37,8 +43,22 @@ pub struct CheckLine {
     pub credits_consumed: Option<f64>,
     pub mx_provider: Option<String>,
     pub mx_record: Option<String>,
-    /// api, syntax, empty or duplicate.
+    /// api, cache, duplicate, syntax or empty.
     pub source: &'static str,
+}
+
+/// Where `check` keeps and finds answers: the state directory `validate` uses. A directory in
+/// use by a running job is not waited for: the check goes on without the cache, and says so.
+pub fn open_cache(dir: &Path) -> anyhow::Result<Option<Store>> {
+    if let Some(pid) = Store::holder(dir) {
+        tracing::warn!(
+            "the state directory {} is in use (pid {pid}): this check neither reads nor fills \
+             the answer cache",
+            dir.display()
+        );
+        return Ok(None);
+    }
+    Store::open(dir).map(Some)
 }
 
 /// Validates a few addresses and prints each verdict.
@@ -47,8 +67,15 @@ pub async fn check(
     addresses: &[String],
     json: bool,
     retry: RetryPolicy,
+    cache: Option<&Store>,
+    freshness: &Freshness,
 ) -> anyhow::Result<Exit> {
     let mut results: Vec<CheckLine> = Vec::new();
+    // Dedupe key -> the line that answered it.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut contacted = false;
+    let run: u64 = rand::random();
+    let now = crate::clock::now();
     for raw in addresses {
         let line = |normalized: String, status: &str, message: String, source| CheckLine {
             address: raw.clone(),
@@ -60,47 +87,101 @@ pub async fn check(
             mx_record: None,
             source,
         };
-        let result = match address::check(raw.as_bytes()) {
-            Checked::Empty => line(String::new(), "missing", "no address given".into(), "empty"),
+        let addr = match address::check(raw.as_bytes()) {
+            Checked::Empty => {
+                results.push(line(
+                    String::new(),
+                    "missing",
+                    "no address given".into(),
+                    "empty",
+                ));
+                continue;
+            }
             Checked::Invalid { normalized, reason } => {
-                line(normalized, "invalid", reason.to_owned(), "syntax")
+                results.push(line(normalized, "invalid", reason.to_owned(), "syntax"));
+                continue;
             }
-            Checked::Valid(addr) => {
-                let earlier = results.iter().find(|r| {
-                    r.source == "api" && r.normalized.eq_ignore_ascii_case(&addr.normalized)
-                });
-                if let Some(earlier) = earlier {
-                    CheckLine {
-                        address: raw.clone(),
-                        credits_consumed: Some(0.0),
-                        source: "duplicate",
-                        normalized: earlier.normalized.clone(),
-                        status: earlier.status.clone(),
-                        message: earlier.message.clone(),
-                        mx_provider: earlier.mx_provider.clone(),
-                        mx_record: earlier.mx_record.clone(),
-                    }
-                } else {
-                    match ask(api, &addr.normalized, retry).await {
-                        Ok(verdict) => CheckLine {
-                            address: raw.clone(),
-                            normalized: addr.normalized,
-                            status: verdict.status.map_or("unknown".into(), |s| s.to_string()),
-                            message: verdict.message.unwrap_or_default(),
-                            credits_consumed: verdict.credits_consumed,
-                            mx_provider: verdict.mx_provider,
-                            mx_record: verdict.mx_record,
-                            source: "api",
-                        },
-                        // The key or the balance concerns every address: stop here.
-                        Err(e @ (ApiError::KeyRejected { .. } | ApiError::OutOfCredits { .. })) => {
-                            print(&results, json)?;
-                            return Err(e.into());
-                        }
-                        Err(e) => line(addr.normalized, "error", e.to_string(), "api"),
-                    }
+            Checked::Valid(addr) => addr,
+        };
+        if let Some(&earlier) = seen.get(&addr.key) {
+            let earlier = &results[earlier];
+            results.push(CheckLine {
+                address: raw.clone(),
+                credits_consumed: Some(0.0),
+                source: "duplicate",
+                normalized: earlier.normalized.clone(),
+                status: earlier.status.clone(),
+                message: earlier.message.clone(),
+                mx_provider: earlier.mx_provider.clone(),
+                mx_record: earlier.mx_record.clone(),
+            });
+            continue;
+        }
+        seen.insert(addr.key.clone(), results.len());
+        let key = cache.map(|store| store.key(&addr.key));
+        let cached = match (cache, &key) {
+            (Some(store), Some(key)) => store
+                .get(key)?
+                .filter(|answer| freshness.is_fresh(answer, now)),
+            _ => None,
+        };
+        if let Some(answer) = cached {
+            results.push(from_answer(
+                raw,
+                addr.normalized,
+                answer,
+                "cache",
+                Some(0.0),
+            ));
+            continue;
+        }
+        if !contacted {
+            contacted = true;
+            // Free, and it finds a dead base URL, a redirect or a rejected key in seconds.
+            if let Err(
+                e @ (ApiError::KeyRejected { .. }
+                | ApiError::Refused { .. }
+                | ApiError::Unreachable { .. }),
+            ) = api.client.first_contact().await
+            {
+                print(&results, json)?;
+                return Err(e.into());
+            }
+        }
+        let result = match ask(api, &addr.normalized, retry).await {
+            Ok((verdict, charged)) => {
+                let answer = Answer {
+                    message: verdict.message.or_else(|| {
+                        verdict
+                            .status
+                            .is_none()
+                            .then(|| "the API's answer had no email_status".to_owned())
+                    }),
+                    status: Some(verdict.status.unwrap_or(Status::Unknown)),
+                    mx_provider: verdict.mx_provider,
+                    mx_record: verdict.mx_record,
+                    is_catch_all: verdict.is_domain_catch_all,
+                    credits: charged.unwrap_or(0.0),
+                    checked_at: now,
+                    run,
+                    first_row: 0,
+                    company: verdict.company,
+                };
+                if let (Some(store), Some(key)) = (cache, &key) {
+                    store.put(key, &answer)?;
                 }
+                from_answer(raw, addr.normalized, answer, "api", charged)
             }
+            // The key, the balance or the endpoint concerns every address: stop here.
+            Err(
+                e @ (ApiError::KeyRejected { .. }
+                | ApiError::OutOfCredits { .. }
+                | ApiError::Refused { .. }),
+            ) => {
+                print(&results, json)?;
+                return Err(e.into());
+            }
+            Err(e) => line(addr.normalized, "error", e.to_string(), "api"),
         };
         results.push(result);
     }
@@ -108,15 +189,40 @@ pub async fn check(
     Ok(Exit::Ok)
 }
 
+fn from_answer(
+    raw: &str,
+    normalized: String,
+    answer: Answer,
+    source: &'static str,
+    credits: Option<f64>,
+) -> CheckLine {
+    CheckLine {
+        address: raw.to_owned(),
+        normalized,
+        status: answer
+            .status
+            .map_or_else(|| "unknown".to_owned(), |s| s.to_string()),
+        message: answer.message.unwrap_or_default(),
+        credits_consumed: credits,
+        mx_provider: answer.mx_provider,
+        mx_record: answer.mx_record,
+        source,
+    }
+}
+
+/// The verdict and what it cost (`None`: the answer did not say).
 async fn ask(
     api: &Api,
     address: &str,
     retry: RetryPolicy,
-) -> Result<crate::client::Verdict, ApiError> {
+) -> Result<(crate::client::Verdict, Option<f64>), ApiError> {
     let mut attempt = 0;
     loop {
         match api.client.validate(address).await {
-            Ok(reply) => return Ok(reply.body),
+            Ok(reply) => {
+                let charged = reply.body.credits_consumed.or(reply.meta.credits_cost);
+                return Ok((reply.body, charged));
+            }
             Err(e) if e.is_retryable() => {
                 attempt += 1;
                 match retry.delay(attempt, e.retry_after(), &mut rand::rng()) {

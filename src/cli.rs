@@ -83,6 +83,10 @@ pub enum Command {
         /// Print the verdicts as JSON
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        cache: CacheArgs,
+        #[command(flatten)]
+        state: StateArgs,
     },
     /// Validate every address of a CSV file and write it back with the verdicts appended
     Validate(Box<ValidateArgs>),
@@ -240,6 +244,12 @@ pub struct JobArgs {
     /// Prefix for the annotation column names (e.g. lm_)
     #[arg(long, value_name = "PREFIX")]
     pub column_prefix: Option<String>,
+
+    /// Write the API's text (email_message, mx_*, company_*) as it came, even when it starts
+    /// with = + - @ tab or CR (by default such a cell gets a leading ' so a spreadsheet does
+    /// not run it as a formula)
+    #[arg(long)]
+    pub raw_fields: bool,
 
     /// Also write STEM.deliverable.csv (valid), STEM.risky.csv (valid_catch_all, catch_all,
     /// unknown) and STEM.undeliverable.csv (invalid, missing) beside the output

@@ -9,7 +9,10 @@
 //! It does not retry, pace or cache: that is the pool's job, which sees the
 //! [`ApiError::is_retryable`] verdict and the rate-limit headers in [`Meta`].
 
+use std::collections::HashSet;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
@@ -22,6 +25,15 @@ pub const DEFAULT_BASE_URL: &str = "https://api.leadmagic.io";
 pub const VALIDATE_PATH: &str = "/v1/people/email-validation";
 /// Path of the balance endpoint.
 pub const CREDITS_PATH: &str = "/v1/credits";
+
+/// The longest a command's first contact with the API may take before the base URL is called
+/// unreachable (exit 6): a typo or a closed port is reported in seconds, not after minutes of
+/// every worker retrying.
+pub const FIRST_CONTACT_LIMIT: Duration = Duration::from_secs(12);
+/// Attempts of the first contact while nothing answers: at 0, 0.5, 1.5, 3.5 and 7.5 s.
+const FIRST_CONTACT_ATTEMPTS: u32 = 5;
+/// Redirects followed within the base URL's origin before giving up.
+const MAX_REDIRECTS: usize = 5;
 
 /// An API key. It can be sent, but never shown: `Debug` prints a redaction and there is no
 /// `Display`, so a key cannot end up in a log line, an error or a report by accident.
@@ -63,9 +75,15 @@ pub struct ClientConfig {
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// The base URL as given (no trailing `/`), for messages.
+    base: String,
     validate_url: String,
     credits_url: String,
     key: HeaderValue,
+    /// Every text that comes from the server passes through it before it goes anywhere.
+    scrub: Arc<Scrubber>,
+    /// Some HTTP answer (any status) has come back: the endpoint exists. Shared by clones.
+    answered: Arc<AtomicBool>,
 }
 
 /// A parsed answer with the headers that came with it.
@@ -255,6 +273,17 @@ pub enum ApiError {
     /// 400 and other 4xx: this request will not succeed as sent.
     #[error("rejected by the API (HTTP {status}: {message})")]
     Rejected { status: u16, message: String },
+    /// A redirect out of the base URL's origin (another host or port, or https to http): not
+    /// followed, since the request carries the key. Every request would meet it: stop.
+    #[error("{message}")]
+    Refused { message: String },
+    /// Nothing at the base URL ever answered the first contact (see [`Client::first_contact`]).
+    #[error(
+        "cannot reach the API at {url}: {message}. Check --base-url (or LEADMAGIC_BASE_URL) \
+         for a typo and that the server is up and reachable from here, then run the same \
+         command again"
+    )]
+    Unreachable { url: String, message: String },
 }
 
 impl ApiError {
@@ -303,18 +332,23 @@ impl Client {
         })?;
         key.set_sensitive(true);
         let http = reqwest::Client::builder()
-            .user_agent(concat!("mailsift/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(config.max_idle)
             .tcp_nodelay(true)
+            // reqwest strips only Authorization and cookies across origins, not X-API-Key.
+            .redirect(redirect_policy())
             .build()
             .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {e}"))?;
         Ok(Client {
             http,
+            base: base.to_owned(),
             validate_url: format!("{base}{VALIDATE_PATH}"),
             credits_url: format!("{base}{CREDITS_PATH}"),
             key,
+            scrub: Arc::new(Scrubber::new(config.api_key.expose(), &[USER_AGENT])),
+            answered: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -334,9 +368,28 @@ impl Client {
                 retry_after: None,
             })?;
         Ok(Reply {
-            body: Credits { credits, raw: body },
+            body: Credits {
+                credits,
+                raw: self.scrub.json(body),
+            },
             meta,
         })
+    }
+
+    /// `GET /v1/credits` as a command's first call. Until the endpoint has answered once (any
+    /// HTTP status), a call that got no answer at all (refused, reset, no such host, TLS) is
+    /// tried again, up to [`FIRST_CONTACT_ATTEMPTS`] times within [`FIRST_CONTACT_LIMIT`];
+    /// then the base URL is [`ApiError::Unreachable`]. Once anything has answered, an error is
+    /// returned as it is: an API that goes away mid-run gets the pool's bounded retries.
+    pub async fn first_contact(&self) -> Result<Reply<Credits>, ApiError> {
+        let limit = tokio::time::Instant::now() + FIRST_CONTACT_LIMIT;
+        until_answered(
+            || self.credits(),
+            || self.answered.load(Ordering::Acquire),
+            limit,
+            &self.base,
+        )
+        .await
     }
 
     /// `POST /v1/people/email-validation` for one address (charged for some verdicts).
@@ -348,13 +401,17 @@ impl Client {
             .json(&serde_json::json!({ "email": email }));
         let (body, meta) = self.send(request).await?;
         Ok(Reply {
-            body: parse_verdict(&body),
+            body: parse_verdict(&body).scrubbed(&self.scrub),
             meta,
         })
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<(Value, Meta), ApiError> {
-        let response = request.send().await.map_err(transport_error)?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(e, &self.scrub))?;
+        self.answered.store(true, Ordering::Release);
         let status = response.status();
         let meta = Meta::from_headers(response.headers());
         // A 200 whose body breaks off was processed by the server: it may have been charged.
@@ -362,18 +419,108 @@ impl Client {
             message: format!(
                 "the answer (HTTP {}) broke off: {}",
                 status.as_u16(),
-                chain(&e)
+                self.scrub.text(&chain(&e))
             ),
             maybe_charged: status.is_success(),
             retry_after: None,
         })?;
-        classify(status, &bytes, meta)
+        classify(status, &bytes, meta, &self.scrub)
     }
 }
 
+/// What mailsift calls itself in the `User-Agent` header.
+const USER_AGENT: &str = concat!("mailsift/", env!("CARGO_PKG_VERSION"));
+
+/// Calls `call` until the endpoint has given any answer; see [`Client::first_contact`].
+/// `answered` says whether any HTTP answer has come back so far.
+async fn until_answered<T, F, Fut>(
+    mut call: F,
+    answered: impl Fn() -> bool,
+    limit: tokio::time::Instant,
+    url: &str,
+) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let unreachable = |message: String| ApiError::Unreachable {
+        url: url.to_owned(),
+        message,
+    };
+    let mut delay = Duration::from_millis(500);
+    for attempt in 1.. {
+        let error = match tokio::time::timeout_at(limit, call()).await {
+            Ok(Ok(reply)) => return Ok(reply),
+            Ok(Err(e)) if answered() || matches!(e, ApiError::Refused { .. }) => return Err(e),
+            Ok(Err(e)) => e,
+            Err(_) => {
+                return Err(unreachable(format!(
+                    "no answer within {}s",
+                    FIRST_CONTACT_LIMIT.as_secs()
+                )))
+            }
+        };
+        let now = tokio::time::Instant::now();
+        if attempt >= FIRST_CONTACT_ATTEMPTS || now + delay >= limit {
+            return Err(unreachable(format!("{error} ({attempt} attempts)")));
+        }
+        tracing::debug!("no answer from {url} yet ({error}); trying again in {delay:?}");
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+    }
+    unreachable!("the attempts loop returns")
+}
+
+/// Follows a redirect only within the origin (scheme, host and port) the request was sent to:
+/// anything else would carry the key where the user never pointed it.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let Some(from) = attempt.previous().first().map(|u| u.origin()) else {
+            return attempt.stop();
+        };
+        let to = attempt.url().origin();
+        let origin = from.ascii_serialization();
+        if from == to {
+            return if attempt.previous().len() > MAX_REDIRECTS {
+                attempt.error(RedirectRefused(format!(
+                    "the API at {origin} redirected more than {MAX_REDIRECTS} times"
+                )))
+            } else {
+                attempt.follow()
+            };
+        }
+        let message = format!(
+            "the API at {origin} answered HTTP {} with a redirect to {}: mailsift follows \
+             redirects only within the base URL's origin, so the request (and the API key it \
+             carries) was not sent there. If that address really is the API, use --base-url {}",
+            attempt.status().as_u16(),
+            attempt.url(),
+            to.ascii_serialization(),
+        );
+        attempt.error(RedirectRefused(message))
+    })
+}
+
+/// The redirect policy's refusal, found again in reqwest's error by [`transport_error`].
+#[derive(Debug)]
+struct RedirectRefused(String);
+
+impl fmt::Display for RedirectRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RedirectRefused {}
+
 /// Maps a status and body to an answer or an error. Pure, so every documented shape is tested
 /// without a server.
-fn classify(status: StatusCode, body: &[u8], meta: Meta) -> Result<(Value, Meta), ApiError> {
+fn classify(
+    status: StatusCode,
+    body: &[u8],
+    meta: Meta,
+    scrub: &Scrubber,
+) -> Result<(Value, Meta), ApiError> {
     if status.is_success() {
         return match serde_json::from_slice::<Value>(body) {
             Ok(value @ Value::Object(_)) => Ok((value, meta)),
@@ -381,14 +528,14 @@ fn classify(status: StatusCode, body: &[u8], meta: Meta) -> Result<(Value, Meta)
                 message: format!(
                     "the API answered HTTP {} with a body that is not a JSON object: {}",
                     status.as_u16(),
-                    snippet(body)
+                    scrub.text(&snippet(body))
                 ),
                 maybe_charged: true,
                 retry_after: None,
             }),
         };
     }
-    let message = error_message(body);
+    let message = scrub.text(&error_message(body));
     match status.as_u16() {
         401 => Err(ApiError::KeyRejected { message }),
         402 => Err(ApiError::OutOfCredits { message }),
@@ -410,7 +557,14 @@ fn classify(status: StatusCode, body: &[u8], meta: Meta) -> Result<(Value, Meta)
     }
 }
 
-fn transport_error(e: reqwest::Error) -> ApiError {
+fn transport_error(e: reqwest::Error, scrub: &Scrubber) -> ApiError {
+    let refused =
+        std::error::Error::source(&e).and_then(|source| source.downcast_ref::<RedirectRefused>());
+    if let Some(refused) = refused {
+        return ApiError::Refused {
+            message: scrub.text(&refused.0),
+        };
+    }
     // A failure to connect means nothing was sent. Anything later (a timeout while waiting, a
     // reset after the request went out) leaves the outcome unknown.
     let maybe_charged = !e.is_connect() && !e.is_builder();
@@ -422,7 +576,7 @@ fn transport_error(e: reqwest::Error) -> ApiError {
         "the connection failed"
     };
     ApiError::Transient {
-        message: format!("{what}: {}", chain(&e)),
+        message: format!("{what}: {}", scrub.text(&chain(&e))),
         maybe_charged,
         retry_after: None,
     }
@@ -493,6 +647,145 @@ fn snippet(body: &[u8]) -> String {
         Some((cut, _)) => format!("{}…", &flat[..cut]),
         None if flat.is_empty() => "(empty)".into(),
         None => flat,
+    }
+}
+
+/// Makes server text safe to print, log or write: removes the key (and any piece of it of
+/// [`Scrubber::MIN_RUN`] characters or more, so a key cut short by a debug page goes too) and
+/// the other values mailsift sends in its headers. A server that echoes the request (some
+/// proxies and debug pages do) must not turn an error message into a leak.
+pub struct Scrubber {
+    /// The key's bytes and every window of `MIN_RUN` bytes of it.
+    key: Vec<u8>,
+    windows: HashSet<Vec<u8>>,
+    /// Other header values, removed where they appear whole.
+    others: Vec<String>,
+}
+
+impl fmt::Debug for Scrubber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Scrubber(<redacted>)")
+    }
+}
+
+impl Scrubber {
+    /// What replaces a secret.
+    pub const REDACTED: &'static str = "[redacted]";
+    /// The shortest piece of the key that is removed on its own.
+    pub const MIN_RUN: usize = 8;
+
+    /// Keys shorter than 4 bytes are not real keys (and would shred every text): not scrubbed.
+    pub fn new(key: &str, others: &[&str]) -> Scrubber {
+        let key = if key.len() >= 4 { key.as_bytes() } else { b"" };
+        let windows = key.windows(Self::MIN_RUN).map(<[u8]>::to_vec).collect();
+        Scrubber {
+            key: key.to_vec(),
+            windows,
+            others: others
+                .iter()
+                .filter(|o| o.len() >= 4)
+                .map(|o| (*o).to_owned())
+                .collect(),
+        }
+    }
+
+    /// `text` without the secrets.
+    pub fn text(&self, text: &str) -> String {
+        let mut out = self.without_key(text);
+        for other in &self.others {
+            if out.contains(other.as_str()) {
+                out = out.replace(other.as_str(), Self::REDACTED);
+            }
+        }
+        out
+    }
+
+    fn without_key(&self, text: &str) -> String {
+        if self.key.is_empty() {
+            return text.to_owned();
+        }
+        let (bytes, min) = (text.as_bytes(), Self::MIN_RUN.min(self.key.len()));
+        let mut out = String::with_capacity(text.len());
+        let (mut at, mut copied) = (0, 0);
+        while at + min <= bytes.len() {
+            let window = &bytes[at..at + min];
+            let hit = if min == self.key.len() {
+                window == self.key.as_slice()
+            } else {
+                self.windows.contains(window)
+            };
+            if !hit {
+                at += 1;
+                continue;
+            }
+            // The longest piece of the key that starts here.
+            let len = (0..=self.key.len() - min)
+                .filter(|&j| &self.key[j..j + min] == window)
+                .map(|j| {
+                    let rest = bytes[at + min..].iter().zip(&self.key[j + min..]);
+                    min + rest.take_while(|(a, b)| a == b).count()
+                })
+                .max()
+                .unwrap_or(min);
+            let mut start = at;
+            while !text.is_char_boundary(start) {
+                start -= 1;
+            }
+            let mut end = at + len;
+            while !text.is_char_boundary(end) {
+                end += 1;
+            }
+            out.push_str(&text[copied..start]);
+            out.push_str(Self::REDACTED);
+            (at, copied) = (end, end);
+        }
+        out.push_str(&text[copied..]);
+        out
+    }
+
+    fn option(&self, text: Option<String>) -> Option<String> {
+        text.map(|t| self.text(&t))
+    }
+
+    /// A JSON value with every string (and object key) scrubbed.
+    pub fn json(&self, value: Value) -> Value {
+        match value {
+            Value::String(s) => Value::String(self.text(&s)),
+            Value::Array(items) => Value::Array(items.into_iter().map(|v| self.json(v)).collect()),
+            Value::Object(map) => Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| (self.text(&k), self.json(v)))
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+}
+
+impl Verdict {
+    /// The verdict with every text field scrubbed (see [`Scrubber`]).
+    pub fn scrubbed(self, scrub: &Scrubber) -> Verdict {
+        let status = self.status.map(|s| match s {
+            Status::Other(text) => Status::Other(scrub.text(&text)),
+            known => known,
+        });
+        let c = self.company;
+        Verdict {
+            email: scrub.option(self.email),
+            status,
+            message: scrub.option(self.message),
+            mx_record: scrub.option(self.mx_record),
+            mx_provider: scrub.option(self.mx_provider),
+            company: Company {
+                name: scrub.option(c.name),
+                industry: scrub.option(c.industry),
+                size: scrub.option(c.size),
+                founded: scrub.option(c.founded),
+                location: scrub.option(c.location),
+                linkedin_url: scrub.option(c.linkedin_url),
+            },
+            ..self
+        }
     }
 }
 
@@ -737,7 +1030,13 @@ mod tests {
             ..Meta::default()
         };
         let err = |code: u16, body: &str| {
-            classify(StatusCode::from_u16(code).unwrap(), body.as_bytes(), meta()).unwrap_err()
+            classify(
+                StatusCode::from_u16(code).unwrap(),
+                body.as_bytes(),
+                meta(),
+                &Scrubber::new("", &[]),
+            )
+            .unwrap_err()
         };
         assert!(matches!(err(401, "{}"), ApiError::KeyRejected { .. }));
         assert!(matches!(err(402, "{}"), ApiError::OutOfCredits { .. }));
@@ -766,10 +1065,22 @@ mod tests {
         }
         // A 200 that is not a JSON object may have been charged and is worth a retry.
         for body in ["", "{\"email_status\": \"val", "<html>", "[]", "null"] {
-            let e = classify(StatusCode::OK, body.as_bytes(), Meta::default()).unwrap_err();
+            let e = classify(
+                StatusCode::OK,
+                body.as_bytes(),
+                Meta::default(),
+                &Scrubber::new("", &[]),
+            )
+            .unwrap_err();
             assert!(e.is_retryable() && e.maybe_charged(), "{body:?}");
         }
-        assert!(classify(StatusCode::OK, b"{}", Meta::default()).is_ok());
+        assert!(classify(
+            StatusCode::OK,
+            b"{}",
+            Meta::default(),
+            &Scrubber::new("", &[])
+        )
+        .is_ok());
     }
 
     #[test]
@@ -855,6 +1166,154 @@ mod tests {
         for (value, want) in cases {
             assert_eq!(parse_retry_after(value, now), *want, "{value:?}");
         }
+    }
+
+    #[test]
+    fn the_scrubber_removes_the_key_its_pieces_and_the_header_values() {
+        const KEY: &str = "lmk-7Q2x9SECRETw4Zr8pV1nB6tY3hJ5";
+        let scrub = Scrubber::new(KEY, &["mailsift/0.1.0"]);
+        let r = Scrubber::REDACTED;
+        let cases: Vec<(String, String)> = vec![
+            (format!("x-api-key: {KEY}"), format!("x-api-key: {r}")),
+            (format!("{KEY}{KEY}"), format!("{r}{r}")),
+            // A debug page that cut the key short, or showed only its end.
+            (format!("key={}...", &KEY[..12]), format!("key={r}...")),
+            (format!("…{}", &KEY[20..]), format!("…{r}")),
+            // Under 8 characters of the key is not the key.
+            (format!("{} ok", &KEY[..7]), format!("{} ok", &KEY[..7])),
+            (
+                "user-agent: mailsift/0.1.0".into(),
+                format!("user-agent: {r}"),
+            ),
+            ("Email is valid.".into(), "Email is valid.".into()),
+            // Multi-byte text around a hit stays valid UTF-8.
+            (format!("é{KEY}é"), format!("é{r}é")),
+        ];
+        for (text, want) in cases {
+            assert_eq!(scrub.text(&text), want, "{text}");
+        }
+        let json = serde_json::json!({"headers": {KEY: [KEY, 1]}, "credits": 5});
+        assert!(!scrub.json(json).to_string().contains(&KEY[4..16]));
+        // A key too short to be real is not scrubbed: it would shred every message.
+        assert_eq!(Scrubber::new("k", &[]).text("keep"), "keep");
+        assert!(!format!("{scrub:?}").contains("SECRET"));
+    }
+
+    #[test]
+    fn server_text_in_errors_and_verdicts_is_scrubbed() {
+        let scrub = Scrubber::new("sk_live_0123456789abcdef", &[]);
+        let echo = r#"{"error": {"message": "bad key sk_live_0123456789abcdef"}}"#;
+        for code in [400, 401, 402, 429, 500] {
+            let e = classify(
+                StatusCode::from_u16(code).unwrap(),
+                echo.as_bytes(),
+                Meta::default(),
+                &scrub,
+            )
+            .unwrap_err();
+            assert!(!e.to_string().contains("0123456789"), "{code}: {e}");
+        }
+        let html = b"<pre>X-API-Key: sk_live_0123456789abcdef</pre>";
+        let e = classify(StatusCode::OK, html, Meta::default(), &scrub).unwrap_err();
+        assert!(!e.to_string().contains("0123456789"), "{e}");
+        let verdict = parse_verdict(&serde_json::json!({
+            "email_status": "sk_live_0123456789abcdef",
+            "message": "sk_live_0123456789abcdef", "mx_provider": "sk_live_0123456789abcdef",
+            "company_name": "sk_live_0123456789abcdef"}))
+        .scrubbed(&scrub);
+        assert!(
+            !format!("{verdict:?}").contains("0123456789"),
+            "{verdict:?}"
+        );
+    }
+
+    fn no_answer() -> ApiError {
+        ApiError::Transient {
+            message: "cannot connect to the API: connection refused".into(),
+            maybe_charged: false,
+            retry_after: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_url_that_never_answers_is_given_up_on_within_15_seconds() {
+        use std::cell::Cell;
+        let start = tokio::time::Instant::now();
+        let limit = start + FIRST_CONTACT_LIMIT;
+        // Refused at once, every time.
+        let attempts = Cell::new(0);
+        let call = || {
+            attempts.set(attempts.get() + 1);
+            async { Err::<(), _>(no_answer()) }
+        };
+        let e = until_answered(call, || false, limit, "http://typo.example")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, ApiError::Unreachable { url, .. } if url == "http://typo.example"),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("connection refused"), "{e}");
+        assert_eq!(attempts.get(), FIRST_CONTACT_ATTEMPTS);
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{:?}",
+            start.elapsed()
+        );
+
+        // Each attempt hangs (a black hole): the limit cuts it.
+        let start = tokio::time::Instant::now();
+        let hang = || std::future::pending::<Result<(), ApiError>>();
+        let e = until_answered(hang, || false, start + FIRST_CONTACT_LIMIT, "http://x")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ApiError::Unreachable { .. }), "{e:?}");
+        assert_eq!(start.elapsed(), FIRST_CONTACT_LIMIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn once_anything_answered_errors_are_returned_as_they_are() {
+        use std::cell::Cell;
+        let limit = tokio::time::Instant::now() + FIRST_CONTACT_LIMIT;
+        // Down twice, then up: the first contact succeeds.
+        let attempts = Cell::new(0);
+        let flaky = || {
+            attempts.set(attempts.get() + 1);
+            let n = attempts.get();
+            async move {
+                if n < 3 {
+                    Err(no_answer())
+                } else {
+                    Ok(n)
+                }
+            }
+        };
+        assert_eq!(
+            until_answered(flaky, || false, limit, "u").await.unwrap(),
+            3
+        );
+        // The endpoint answered before (a 5xx, say): no retry here, the pool's policy applies.
+        attempts.set(0);
+        let down = || {
+            attempts.set(attempts.get() + 1);
+            async { Err::<(), _>(no_answer()) }
+        };
+        let e = until_answered(down, || true, limit, "u").await.unwrap_err();
+        assert!(matches!(e, ApiError::Transient { .. }) && attempts.get() == 1);
+        // A refused redirect is an answer: no retry.
+        attempts.set(0);
+        let redirect = || {
+            attempts.set(attempts.get() + 1);
+            async {
+                Err::<(), _>(ApiError::Refused {
+                    message: "r".into(),
+                })
+            }
+        };
+        let e = until_answered(redirect, || false, limit, "u")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ApiError::Refused { .. }) && attempts.get() == 1);
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub enum Config {
         addresses: Vec<String>,
         json: bool,
         retry: RetryPolicy,
+        /// The answer cache `validate` uses (`sandbox/` inside it with --sandbox).
+        state_dir: PathBuf,
+        freshness: Freshness,
     },
     Validate(Box<ValidateConfig>),
     Estimate(Box<EstimateConfig>),
@@ -101,11 +104,18 @@ impl Config {
         )?;
         Ok(match args.command {
             Command::Credits { json } => Config::Credits { api, json },
-            Command::Check { addresses, json } => Config::Check {
+            Command::Check {
+                addresses,
+                json,
+                cache,
+                state,
+            } => Config::Check {
                 api,
                 addresses,
                 json,
                 retry: RetryPolicy::default(),
+                state_dir: state_dir(&state, g.sandbox)?,
+                freshness: freshness(&cache),
             },
             Command::Validate(v) => {
                 let input = input(&v.input)?;
@@ -211,6 +221,7 @@ fn job(
         output,
         input_options: input_options(format, j.column_prefix.clone()),
         company: j.columns == "all",
+        raw_fields: j.raw_fields,
         split: j.split,
         rate: j.rate,
         concurrency: j.concurrency as usize,

@@ -115,8 +115,6 @@ fn round(credits: f64) -> f64 {
 /// `mailsift estimate`: counts, prices, and (with a key) compares with the balance.
 pub async fn run(config: crate::config::EstimateConfig) -> anyhow::Result<crate::exit::Exit> {
     use crate::api::{Api, Endpoint};
-    use crate::output::format_credits as f;
-    use std::io::Write;
 
     let store = std::sync::Arc::new(Store::open(&config.state_dir)?);
     let (source, opts, freshness) = (
@@ -139,25 +137,50 @@ pub async fn run(config: crate::config::EstimateConfig) -> anyhow::Result<crate:
     .await??
     .priced(cost_per_check(&store, config.cost_per_check));
 
-    // The balance is free; without a key, the estimate simply goes without it.
+    // The balance is free; without a key, the estimate simply goes without it. When it cannot
+    // be read (a rejected key, a dead URL), the estimate is still printed, then the error
+    // decides the exit code.
     let has_key = !matches!(config.api.endpoint, Endpoint::Remote { key: None, .. });
+    let mut failure = None;
     let balance = if has_key {
         let api = Api::connect(&config.api, 1).await?;
-        Some(api.client.credits().await?.body.credits)
+        match api.client.first_contact().await {
+            Ok(reply) => Some(reply.body.credits),
+            Err(e) => {
+                failure = Some(e);
+                None
+            }
+        }
     } else {
         None
     };
     let covered = balance.map(|b| b >= estimate.max_cost);
+    print(&config, &estimate, balance, covered, failure.is_some())?;
+    match failure {
+        Some(e) => Err(anyhow::Error::new(e).context("the estimate is above; the balance is not")),
+        None => Ok(crate::exit::Exit::Ok),
+    }
+}
+
+fn print(
+    config: &crate::config::EstimateConfig,
+    estimate: &Estimate,
+    balance: Option<f64>,
+    covered: Option<bool>,
+    failed: bool,
+) -> anyhow::Result<()> {
+    use crate::output::format_credits as f;
+    use std::io::Write;
 
     let mut out = std::io::stdout().lock();
     if config.json {
-        let mut value = serde_json::to_value(&estimate)?;
+        let mut value = serde_json::to_value(estimate)?;
         value["balance"] = serde_json::json!(balance);
         value["balance_covers_max"] = serde_json::json!(covered);
         writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
-        return Ok(crate::exit::Exit::Ok);
+        return Ok(());
     }
-    let e = &estimate;
+    let e = estimate;
     writeln!(out, "{} rows", e.rows)?;
     writeln!(out, "  {} without an address", e.empty)?;
     writeln!(
@@ -194,10 +217,11 @@ pub async fn run(config: crate::config::EstimateConfig) -> anyhow::Result<crate:
              (top up, then run the same command to resume)",
             f(b)
         )?,
+        (None, _) if failed => writeln!(out, "balance: unknown (it could not be read: see below)")?,
         (None, _) => writeln!(
             out,
             "balance: unknown (no API key; set LEADMAGIC_API_KEY to compare)"
         )?,
     }
-    Ok(crate::exit::Exit::Ok)
+    Ok(())
 }

@@ -66,6 +66,7 @@ impl Exit {
             match cause.downcast_ref::<ApiError>() {
                 Some(ApiError::KeyRejected { .. }) => return Exit::KeyRejected,
                 Some(ApiError::OutOfCredits { .. }) => return Exit::OutOfCredits,
+                Some(ApiError::Unreachable { .. }) => return Exit::TooManyFailures,
                 _ => {}
             }
         }

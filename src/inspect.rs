@@ -201,9 +201,11 @@ pub fn cache_clear(dir: &Path, older_than: Option<Duration>) -> anyhow::Result<E
         Some(age) => format!(" older than {}", humantime::format_duration(age)),
         None => String::new(),
     };
-    println!(
+    // Not println!: it panics when standard output is closed (`| head`).
+    writeln!(
+        std::io::stdout(),
         "removed {removed} cached answers{what} from {}",
         dir.display()
-    );
+    )?;
     Ok(Exit::Ok)
 }

@@ -58,9 +58,12 @@ pub async fn run(
             addresses,
             json,
             retry,
+            state_dir,
+            freshness,
         } => {
             let api = api::Api::connect(&api, 1).await?;
-            check::check(&api, &addresses, json, retry).await
+            let cache = check::open_cache(&state_dir)?;
+            check::check(&api, &addresses, json, retry, cache.as_ref(), &freshness).await
         }
         Config::Validate(config) => validate::run(*config, shutdown).await,
         Config::Estimate(config) => estimate::run(*config).await,

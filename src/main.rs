@@ -18,12 +18,25 @@ fn main() -> ExitCode {
     init_logging(verbosity);
     let code = match run(args) {
         Ok(exit) => exit,
+        // Whoever read the output has stopped (`mailsift status | head -1`): as ripgrep does,
+        // that is success, not an error to shout about.
+        Err(error) if stdout_closed(&error) => Exit::Ok,
         Err(error) => {
             eprintln!("mailsift: error: {error:#}");
             Exit::for_error(&error)
         }
     };
     ExitCode::from(code.code())
+}
+
+/// A broken pipe anywhere in the chain. Only writes to standard output can meet one: API
+/// errors carry text, not the I/O errors beneath them, and everything else writes files.
+fn stdout_closed(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn run(args: Args) -> anyhow::Result<Exit> {

@@ -70,6 +70,8 @@ pub struct RowFormat {
     pub pad_to: Option<usize>,
     pub company: bool,
     pub prefix: String,
+    /// Write the API's text as it came (`--raw-fields`), without neutralising formulas.
+    pub raw_fields: bool,
 }
 
 impl RowFormat {
@@ -83,6 +85,7 @@ impl RowFormat {
             pad_to,
             company,
             prefix: prefix.unwrap_or("").to_owned(),
+            raw_fields: false,
         }
     }
 
@@ -122,6 +125,18 @@ impl RowFormat {
             out.push(d);
             field(out, value.as_bytes(), d);
         };
+        // Text that came from the API: a spreadsheet must not run it as a formula.
+        let api = |out: &mut Vec<u8>, value: &str| {
+            out.push(d);
+            if !self.raw_fields && value.starts_with(FORMULA_STARTS) {
+                let mut quoted = Vec::with_capacity(value.len() + 1);
+                quoted.push(b'\'');
+                quoted.extend_from_slice(value.as_bytes());
+                field(out, &quoted, d);
+            } else {
+                field(out, value.as_bytes(), d);
+            }
+        };
         let (status, message): (&str, &str) = match outcome {
             Outcome::Empty => ("missing", "no email address in this row"),
             Outcome::Syntax(reason) => ("invalid", reason),
@@ -131,8 +146,8 @@ impl RowFormat {
             ),
             Outcome::Error { message } => ("error", message),
         };
-        put(out, status);
-        put(out, message);
+        api(out, status);
+        api(out, message);
         put(out, &planned.normalized);
         let answer = match outcome {
             Outcome::Answer { answer, .. } => Some(answer),
@@ -140,8 +155,8 @@ impl RowFormat {
         };
         let text =
             |f: fn(&crate::store::Answer) -> Option<&str>| answer.and_then(|a| f(a)).unwrap_or("");
-        put(out, text(|a| a.mx_provider.as_deref()));
-        put(out, text(|a| a.mx_record.as_deref()));
+        api(out, text(|a| a.mx_provider.as_deref()));
+        api(out, text(|a| a.mx_record.as_deref()));
         put(
             out,
             match answer.and_then(|a| a.is_catch_all) {
@@ -179,7 +194,7 @@ impl RowFormat {
                 c.and_then(|c| c.location.as_deref()),
                 c.and_then(|c| c.linkedin_url.as_deref()),
             ] {
-                put(out, value.unwrap_or(""));
+                api(out, value.unwrap_or(""));
             }
         }
         out.extend_from_slice(terminator(&row.raw).unwrap_or(&self.terminator));
@@ -205,6 +220,10 @@ fn terminator(raw: &[u8]) -> Option<&[u8]> {
         None
     }
 }
+
+/// What a spreadsheet may take for the start of a formula (OWASP's CSV injection list). A
+/// cell of API text starting with one gets a leading `'`, which spreadsheets show as text.
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
 
 /// Writes one CSV field, quoted only when it must be.
 fn field(out: &mut Vec<u8>, value: &[u8], delimiter: u8) {
@@ -664,6 +683,7 @@ mod tests {
             pad_to: Some(3),
             company,
             prefix: String::new(),
+            raw_fields: false,
         }
     }
 

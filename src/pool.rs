@@ -39,6 +39,8 @@ const FAILURES_IN_A_ROW: u32 = 10;
 #[derive(Debug, Clone)]
 pub enum Halt {
     KeyRejected(ApiError),
+    /// A redirect out of the base URL's origin: nothing more is sent.
+    Refused(ApiError),
     OutOfCredits(ApiError),
     /// `--max-credits` or `--min-balance` reached.
     Budget(String),
@@ -215,7 +217,7 @@ impl Pool {
     fn set_halt(&self, halt: Halt) {
         if let Ok(mut slot) = self.halt.lock() {
             // A rejected key outranks everything: nothing more can be done with it.
-            if slot.is_none() || matches!(halt, Halt::KeyRejected(_)) {
+            if slot.is_none() || matches!(halt, Halt::KeyRejected(_) | Halt::Refused(_)) {
                 *slot = Some(halt);
             }
         }
@@ -347,6 +349,12 @@ impl Pool {
                     self.stop.cancel();
                     return self.store.clear_in_flight(&job.key);
                 }
+                ApiError::Refused { .. } => {
+                    self.set_halt(Halt::Refused(error.clone()));
+                    self.abort.cancel();
+                    self.stop.cancel();
+                    return self.store.clear_in_flight(&job.key);
+                }
                 ApiError::OutOfCredits { .. } => {
                     self.set_halt(Halt::OutOfCredits(error.clone()));
                     self.stop.cancel();
@@ -358,7 +366,8 @@ impl Pool {
                     return Ok(());
                 }
                 ApiError::RateLimited { meta, .. } => self.follow(meta),
-                ApiError::Transient { .. } => {}
+                // Only a command's first contact says Unreachable; here it is one more failure.
+                ApiError::Transient { .. } | ApiError::Unreachable { .. } => {}
             }
             if error.maybe_charged() {
                 self.counters.maybe_charged.fetch_add(1, Ordering::Relaxed);

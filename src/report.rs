@@ -66,6 +66,7 @@ impl Counters {
     pub fn new() -> Counters {
         Counters {
             balance_bits: AtomicU64::new(u64::MAX),
+            daily_left: AtomicU64::new(u64::MAX),
             ..Counters::default()
         }
     }

@@ -62,6 +62,8 @@ pub struct ValidateConfig {
     pub output: Option<PathBuf>,
     pub input_options: InputOptions,
     pub company: bool,
+    /// `--raw-fields`: API text is written without neutralising formulas.
+    pub raw_fields: bool,
     pub split: bool,
     pub rate: Option<Rate>,
     pub concurrency: usize,
@@ -163,21 +165,27 @@ pub async fn run(
             api.describe
         ));
     }
-    // The balance, once, for free: a rejected key stops here, before anything is read.
-    let balance_start = match api.client.credits().await {
+    // The balance, once, for free: a rejected key, a refused redirect or a base URL where
+    // nothing answers stops here, before anything is read.
+    let balance_start = match api.client.first_contact().await {
         Ok(reply) => Some(reply.body.credits),
-        Err(e @ ApiError::KeyRejected { .. }) => return Err(e.into()),
+        Err(
+            e @ (ApiError::KeyRejected { .. }
+            | ApiError::Refused { .. }
+            | ApiError::Unreachable { .. }),
+        ) => return Err(e.into()),
         Err(e) => {
             tracing::warn!("could not read the balance: {e}");
             None
         }
     };
 
-    let format = RowFormat::new(
+    let mut format = RowFormat::new(
         &layout,
         config.company,
         config.input_options.column_prefix.as_deref(),
     );
+    format.raw_fields = config.raw_fields;
     let (reader, sink, watermark) = match (&plan.resume, &config.output) {
         (Some(mark), Some(output)) => {
             let source = config.input.clone();
@@ -434,6 +442,7 @@ pub async fn run(
         && planned.is_ok();
     let (state, exit, outcome) = match &halt {
         Some(Halt::KeyRejected(_)) => (JobState::KeyRejected, Exit::KeyRejected, "key_rejected"),
+        Some(Halt::Refused(_)) => (JobState::Failed, Exit::Failed, "redirect_refused"),
         Some(Halt::OutOfCredits(_)) => {
             (JobState::OutOfCredits, Exit::OutOfCredits, "out_of_credits")
         }
@@ -506,7 +515,7 @@ pub async fn run(
     read_end?;
     planned?;
     match halt {
-        Some(Halt::KeyRejected(e)) => {
+        Some(Halt::KeyRejected(e) | Halt::Refused(e)) => {
             return Err(anyhow::Error::new(e).context("stopped at once; progress is saved"))
         }
         Some(Halt::OutOfCredits(e)) => {
@@ -831,7 +840,11 @@ fn describe_options(layout: &Layout, config: &ValidateConfig) -> String {
         if config.company { "all" } else { "basic" },
         config.input_options.column_prefix.as_deref().unwrap_or(""),
         if config.split { "yes" } else { "no" },
-    )
+    ) + if config.raw_fields {
+        ", raw fields"
+    } else {
+        ""
+    }
 }
 
 fn describe_start(
