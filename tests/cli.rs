@@ -3,7 +3,7 @@
 use predicates::prelude::*;
 use serde_json::Value;
 
-use crate::util::{assert_none_sent_twice, Dir, Mock};
+use crate::util::{assert_none_sent_twice, text, Dir, Mock};
 
 #[test]
 fn credits_prints_the_balance() {
@@ -193,8 +193,141 @@ fn an_unreachable_api_is_reported_not_hung_on() {
         .env("LEADMAGIC_API_KEY", "k")
         .args(["credits", "--base-url", &url])
         .assert()
-        .code(1)
+        .code(6)
+        .stderr(predicate::str::contains(format!(
+            "cannot reach the API at {url}"
+        )))
         .stderr(predicate::str::contains("cannot connect"));
+}
+
+/// `check`'s verdicts as JSON, and the mock's validation count after it.
+fn check_json(dir: &Dir, mock: &Mock, args: &[&str]) -> Vec<Value> {
+    let out = dir
+        .mailsift(mock)
+        .arg("check")
+        .args(args)
+        .arg("--json")
+        .assert()
+        .success();
+    serde_json::from_slice(&out.get_output().stdout).unwrap()
+}
+
+#[test]
+fn check_reads_and_fills_the_answer_cache_validate_uses() {
+    let mock = Mock::fast();
+    let dir = Dir::new();
+    dir.write("in.csv", "email\nvalid.jane@acme-corp.com\n");
+    dir.mailsift(&mock)
+        .args(["validate", "in.csv", "-o", "out.csv", "-q"])
+        .assert()
+        .success();
+    assert_eq!(mock.stats().validations, 1);
+    // Validated a minute ago: not paid for again, whatever the case.
+    let lines = check_json(&dir, &mock, &["VALID.JANE@acme-corp.com"]);
+    assert_eq!(
+        (lines[0]["status"].as_str(), lines[0]["source"].as_str()),
+        (Some("valid"), Some("cache"))
+    );
+    assert_eq!(lines[0]["credits_consumed"], 0.0);
+    assert_eq!(mock.stats().validations, 1);
+    // --refresh asks again; another state directory has its own cache.
+    check_json(&dir, &mock, &["valid.jane@acme-corp.com", "--refresh"]);
+    assert_eq!(mock.stats().validations, 2);
+    check_json(
+        &dir,
+        &mock,
+        &["valid.jane@acme-corp.com", "--state-dir", "other"],
+    );
+    assert_eq!(mock.stats().validations, 3);
+
+    // What check paid for, validate finds in the cache.
+    check_json(&dir, &mock, &["valid.bob@acme-corp.com"]);
+    assert_eq!(mock.stats().validations, 4);
+    dir.write("two.csv", "email\nValid.Bob@acme-corp.com\n");
+    dir.mailsift(&mock)
+        .args(["validate", "two.csv", "-o", "two.out.csv", "-q"])
+        .assert()
+        .success();
+    assert_eq!(mock.stats().validations, 4);
+    let rows = crate::util::rows(&dir.read("two.out.csv"));
+    assert_eq!(
+        rows[1].last().map(String::as_str),
+        Some("cache"),
+        "{rows:?}"
+    );
+}
+
+#[test]
+fn check_folds_unicode_case_like_validate() {
+    let mock = Mock::fast();
+    let dir = Dir::new();
+    let lines = check_json(&dir, &mock, &["José@example.com", "JOSÉ@EXAMPLE.COM"]);
+    assert_eq!(lines[1]["source"], "duplicate", "{lines:?}");
+    assert_eq!(mock.stats().validations, 1);
+}
+
+#[test]
+fn estimate_with_a_rejected_key_prints_the_estimate_warns_and_exits_3() {
+    let mock = Mock::fast();
+    let dir = Dir::new();
+    dir.write("in.csv", "email\nvalid.jane@acme-corp.com\nnope\n");
+    let out = dir
+        .mailsift(&mock)
+        .env("LEADMAGIC_API_KEY", "revoked-key")
+        .args(["estimate", "in.csv"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stdout.contains("2 rows") && stdout.contains("1 requests to send"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("balance: unknown"), "{stdout}");
+    assert!(stderr.contains("API key was rejected"), "{stderr}");
+    assert!(!stderr.contains("revoked-key") && !stdout.contains("revoked-key"));
+}
+
+#[test]
+fn a_reader_that_stops_early_is_not_an_error_for_any_command() {
+    let mock = Mock::fast();
+    let dir = Dir::new();
+    dir.write("in.csv", "email\nvalid.jane@acme-corp.com\n");
+    dir.mailsift(&mock)
+        .args(["validate", "in.csv", "-o", "out.csv", "-q"])
+        .assert()
+        .success();
+    let commands: &[&[&str]] = &[
+        &["status"],
+        &["status", "--json"],
+        &["cache", "stats"],
+        &["credits"],
+        &["check", "valid.jane@acme-corp.com"],
+        &["estimate", "in.csv"],
+        &["validate", "in.csv", "-o", "-", "-q"],
+        &["cache", "clear", "--older-than", "3650d"],
+    ];
+    for args in commands {
+        // `| head -0`: the reading end is gone before the first byte is written.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("mailsift"))
+            .current_dir(dir.tmp.path())
+            .env("LEADMAGIC_BASE_URL", mock.url())
+            .env("LEADMAGIC_API_KEY", "mock-key")
+            .env("MAILSIFT_STATE_DIR", dir.state())
+            .env("MAILSIFT_NOW", crate::util::NOW)
+            .args(*args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(
+            !stderr.to_lowercase().contains("broken pipe") && !stderr.contains("error"),
+            "{args:?}: {stderr}"
+        );
+    }
 }
 
 #[test]

@@ -7,6 +7,7 @@ mod faults;
 #[path = "../fuzz/checks.rs"]
 mod fuzz_checks;
 mod fuzz_seeds;
+mod hostile;
 mod inbox;
 mod machine;
 mod mock;
