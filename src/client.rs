@@ -475,12 +475,11 @@ where
 /// anything else would carry the key where the user never pointed it.
 fn redirect_policy() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
-        let Some(from) = attempt.previous().first().map(|u| u.origin()) else {
+        let Some(first) = attempt.previous().first().cloned() else {
             return attempt.stop();
         };
-        let to = attempt.url().origin();
-        let origin = from.ascii_serialization();
-        if from == to {
+        let origin = first.origin().ascii_serialization();
+        if same_origin(first, attempt.url()) {
             return if attempt.previous().len() > MAX_REDIRECTS {
                 attempt.error(RedirectRefused(format!(
                     "the API at {origin} redirected more than {MAX_REDIRECTS} times"
@@ -495,10 +494,15 @@ fn redirect_policy() -> reqwest::redirect::Policy {
              carries) was not sent there. If that address really is the API, use --base-url {}",
             attempt.status().as_u16(),
             attempt.url(),
-            to.ascii_serialization(),
+            attempt.url().origin().ascii_serialization(),
         );
         attempt.error(RedirectRefused(message))
     })
+}
+
+/// Scheme, host and port (the scheme's default when not written) all equal.
+fn same_origin(from: reqwest::Url, to: &reqwest::Url) -> bool {
+    from.origin() == to.origin()
 }
 
 /// The redirect policy's refusal, found again in reqwest's error by [`transport_error`].
@@ -1314,6 +1318,40 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, ApiError::Refused { .. }) && attempts.get() == 1);
+    }
+
+    #[test]
+    fn only_redirects_within_the_origin_may_be_followed() {
+        let url = |u: &str| reqwest::Url::parse(u).unwrap();
+        let cases = [
+            (
+                "https://api.x.io/v1/credits",
+                "https://api.x.io/v2/credits",
+                true,
+            ),
+            (
+                "https://api.x.io/v1/credits",
+                "https://api.x.io:443/v1",
+                true,
+            ),
+            ("http://127.0.0.1:80/a", "http://127.0.0.1/b", true),
+            (
+                "https://api.x.io/v1/credits",
+                "http://api.x.io/v1/credits",
+                false,
+            ),
+            (
+                "http://api.x.io/v1/credits",
+                "https://api.x.io/v1/credits",
+                false,
+            ),
+            ("http://127.0.0.1:8080/a", "http://127.0.0.1:8081/a", false),
+            ("https://api.x.io/a", "https://evil.x.io/a", false),
+            ("https://api.x.io/a", "https://api.x.io.evil.com/a", false),
+        ];
+        for (from, to, want) in cases {
+            assert_eq!(same_origin(url(from), &url(to)), want, "{from} -> {to}");
+        }
     }
 
     #[test]

@@ -346,3 +346,19 @@ fn the_sandbox_keeps_its_made_up_answers_out_of_the_real_cache() {
         .success();
     assert_eq!(mock.stats().validations, 1);
 }
+
+#[test]
+fn check_goes_without_the_cache_while_a_job_holds_the_state_directory() {
+    let mock = Mock::fast();
+    let dir = Dir::new();
+    let held = dir.store();
+    let out = dir
+        .mailsift(&mock)
+        .args(["check", "valid.jane@acme-corp.com"])
+        .assert()
+        .success();
+    let stderr = text(&out.get_output().stderr);
+    assert!(stderr.contains("is in use"), "{stderr}");
+    drop(held);
+    assert!(dir.store().answers().next().is_none(), "nothing was cached");
+}
