@@ -29,16 +29,6 @@ fn main() -> ExitCode {
     ExitCode::from(code.code())
 }
 
-/// A broken pipe anywhere in the chain. Only writes to standard output can meet one: API
-/// errors carry text, not the I/O errors beneath them, and everything else writes files.
-fn stdout_closed(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-    })
-}
-
 fn run(args: Args) -> anyhow::Result<Exit> {
     let config = Config::from_args(args, std::env::var(mailsift::api::KEY_VAR).ok())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -92,4 +82,14 @@ fn init_logging(verbosity: u8) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
+}
+
+/// A broken pipe anywhere in the chain. Only writes to standard output can meet one: API
+/// errors carry text, not the I/O errors beneath them, and everything else writes files.
+fn stdout_closed(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
