@@ -21,7 +21,7 @@ pub enum Exit {
     OutOfCredits = 4,
     /// Interrupted by a signal: resumable.
     Interrupted = 5,
-    /// Too many failed requests: resumable.
+    /// Too many failed requests, or the base URL never answered: resumable.
     TooManyFailures = 6,
 }
 
@@ -35,7 +35,8 @@ Exit codes:
   3  API key rejected (HTTP 401)
   4  out of credits (HTTP 402) or credit budget reached: run the same command again to resume
   5  interrupted by a signal: run the same command again to resume
-  6  too many failed requests: run the same command again to resume";
+  6  too many failed requests, or nothing answered at the base URL: run the same command
+     again to resume";
 
 /// An error that is the user's to fix: bad flags or input (exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -101,5 +102,16 @@ mod tests {
         let io = anyhow::Error::from(std::io::Error::other("disk"));
         assert_eq!(Exit::for_error(&io), Exit::Failed);
         assert_eq!(Exit::TooManyFailures.code(), 6);
+        let dead: anyhow::Error = ApiError::Unreachable {
+            url: "http://x".into(),
+            message: "refused".into(),
+        }
+        .into();
+        assert_eq!(Exit::for_error(&dead), Exit::TooManyFailures);
+        let redirect: anyhow::Error = ApiError::Refused {
+            message: "x".into(),
+        }
+        .into();
+        assert_eq!(Exit::for_error(&redirect), Exit::Failed);
     }
 }
