@@ -118,14 +118,12 @@ pub async fn check(
             continue;
         }
         seen.insert(addr.key.clone(), results.len());
-        let key = cache.map(|store| store.key(&addr.key));
-        let cached = match (cache, &key) {
-            (Some(store), Some(key)) => store
-                .get(key)?
-                .filter(|answer| freshness.is_fresh(answer, now)),
-            _ => None,
+        let slot = cache.map(|store| (store, store.key(&addr.key)));
+        let cached = match &slot {
+            Some((store, key)) => store.get(key)?,
+            None => None,
         };
-        if let Some(answer) = cached {
+        if let Some(answer) = cached.filter(|answer| freshness.is_fresh(answer, now)) {
             results.push(from_answer(
                 raw,
                 addr.normalized,
@@ -167,7 +165,7 @@ pub async fn check(
                     first_row: 0,
                     company: verdict.company,
                 };
-                if let (Some(store), Some(key)) = (cache, &key) {
+                if let Some((store, key)) = &slot {
                     store.put(key, &answer)?;
                 }
                 from_answer(raw, addr.normalized, answer, "api", charged)

@@ -157,7 +157,8 @@ pub async fn run(config: crate::config::EstimateConfig) -> anyhow::Result<crate:
     let covered = balance.map(|b| b >= estimate.max_cost);
     print(&config, &estimate, balance, covered, failure.is_some())?;
     match failure {
-        Some(e) => Err(anyhow::Error::new(e).context("the estimate is above; the balance is not")),
+        Some(e) => Err(anyhow::Error::new(e)
+            .context("the estimate is printed above, but the balance could not be read")),
         None => Ok(crate::exit::Exit::Ok),
     }
 }

@@ -216,7 +216,8 @@ impl Pool {
 
     fn set_halt(&self, halt: Halt) {
         if let Ok(mut slot) = self.halt.lock() {
-            // A rejected key outranks everything: nothing more can be done with it.
+            // A rejected key (or a refused redirect) outranks everything: nothing more can be
+            // done with it.
             if slot.is_none() || matches!(halt, Halt::KeyRejected(_) | Halt::Refused(_)) {
                 *slot = Some(halt);
             }
