@@ -82,7 +82,8 @@ pub struct Client {
     key: HeaderValue,
     /// Every text that comes from the server passes through it before it goes anywhere.
     scrub: Arc<Scrubber>,
-    /// Some HTTP answer (any status) has come back: the endpoint exists. Shared by clones.
+    /// Some HTTP answer (any status but a gateway's 502-504) has come back: the API exists.
+    /// Shared by clones.
     answered: Arc<AtomicBool>,
 }
 
@@ -376,9 +377,9 @@ impl Client {
         })
     }
 
-    /// `GET /v1/credits` as a command's first call. Until the endpoint has answered once (any
-    /// HTTP status), a call that got no answer at all (refused, reset, no such host, TLS) is
-    /// tried again, up to [`FIRST_CONTACT_ATTEMPTS`] times within [`FIRST_CONTACT_LIMIT`];
+    /// `GET /v1/credits` as a command's first call. Until the API has answered once (any HTTP
+    /// status but a gateway's 502-504), a call that got no answer from it (refused, reset, no
+    /// such host, TLS, a gateway error) is tried again, up to [`FIRST_CONTACT_ATTEMPTS`] times within [`FIRST_CONTACT_LIMIT`];
     /// then the base URL is [`ApiError::Unreachable`]. Once anything has answered, an error is
     /// returned as it is: an API that goes away mid-run gets the pool's bounded retries.
     pub async fn first_contact(&self) -> Result<Reply<Credits>, ApiError> {
@@ -411,8 +412,11 @@ impl Client {
             .send()
             .await
             .map_err(|e| transport_error(e, &self.scrub))?;
-        self.answered.store(true, Ordering::Release);
         let status = response.status();
+        // A gateway's 502-504 says the API behind it did not answer either.
+        if !matches!(status.as_u16(), 502..=504) {
+            self.answered.store(true, Ordering::Release);
+        }
         let meta = Meta::from_headers(response.headers());
         // A 200 whose body breaks off was processed by the server: it may have been charged.
         let bytes = response.bytes().await.map_err(|e| ApiError::Transient {

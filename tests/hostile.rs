@@ -456,6 +456,38 @@ fn a_base_url_that_never_answered_fails_fast_with_exit_6_naming_it() {
 }
 
 #[test]
+fn a_gateway_whose_api_never_answered_fails_fast_too() {
+    let gateway = Tiny::start(|_| {
+        response(
+            502,
+            &[("Content-Type", "text/html")],
+            "<h1>502 Bad Gateway</h1>",
+        )
+    });
+    let dir = Dir::new();
+    dir.write("in.csv", crate::util::contacts(300));
+    let out = at(&dir, &gateway.url())
+        .args([
+            "validate",
+            "in.csv",
+            "-o",
+            "out.csv",
+            "--concurrency",
+            "256",
+        ])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(
+        stderr.contains("HTTP 502") && stderr.contains(&gateway.url()),
+        "{stderr}"
+    );
+    assert_eq!(gateway.requests().len(), 5, "only the balance, 5 times");
+    assert!(gateway.requests().iter().all(|r| r.method == "GET"));
+}
+
+#[test]
 fn daily_quota_left_is_null_when_the_server_never_sent_it() {
     let quiet = Tiny::start(|r| match r.method.as_str() {
         "GET" => ok_json(json!({"credits": 100})),
