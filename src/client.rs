@@ -31,7 +31,7 @@ pub const CREDITS_PATH: &str = "/v1/credits";
 /// every worker retrying.
 pub const FIRST_CONTACT_LIMIT: Duration = Duration::from_secs(12);
 /// Attempts of the first contact while nothing answers: at 0, 0.5, 1.5, 3.5 and 7.5 s.
-const FIRST_CONTACT_ATTEMPTS: u32 = 5;
+pub const FIRST_CONTACT_ATTEMPTS: u32 = 5;
 /// Redirects followed within the base URL's origin before giving up.
 const MAX_REDIRECTS: usize = 5;
 
@@ -662,7 +662,7 @@ fn snippet(body: &[u8]) -> String {
 /// [`Scrubber::MIN_RUN`] characters or more, so a key cut short by a debug page goes too) and
 /// the other values mailsift sends in its headers. A server that echoes the request (some
 /// proxies and debug pages do) must not turn an error message into a leak.
-pub struct Scrubber {
+pub(crate) struct Scrubber {
     /// The key's bytes and every window of `MIN_RUN` bytes of it.
     key: Vec<u8>,
     windows: HashSet<Vec<u8>>,
@@ -772,7 +772,7 @@ impl Scrubber {
 
 impl Verdict {
     /// The verdict with every text field scrubbed (see [`Scrubber`]).
-    pub fn scrubbed(self, scrub: &Scrubber) -> Verdict {
+    pub(crate) fn scrubbed(self, scrub: &Scrubber) -> Verdict {
         let status = self.status.map(|s| match s {
             Status::Other(text) => Status::Other(scrub.text(&text)),
             known => known,
