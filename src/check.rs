@@ -48,17 +48,21 @@ pub struct CheckLine {
 }
 
 /// Where `check` keeps and finds answers: the state directory `validate` uses. A directory in
-/// use by a running job is not waited for: the check goes on without the cache, and says so.
-pub fn open_cache(dir: &Path) -> anyhow::Result<Option<Store>> {
-    if let Some(pid) = Store::holder(dir) {
-        tracing::warn!(
-            "the state directory {} is in use (pid {pid}): this check neither reads nor fills \
-             the answer cache",
-            dir.display()
-        );
-        return Ok(None);
-    }
-    Store::open(dir).map(Some)
+/// use by a running job is not waited for, and one that cannot be opened does not stop a key
+/// from being tried: the check goes on without the cache, and says why.
+pub fn open_cache(dir: &Path) -> Option<Store> {
+    let why = match Store::holder(dir) {
+        Some(pid) => format!("it is in use (pid {pid})"),
+        None => match Store::open(dir) {
+            Ok(store) => return Some(store),
+            Err(e) => format!("{e:#}"),
+        },
+    };
+    tracing::warn!(
+        "this check neither reads nor fills the answer cache in {}: {why}",
+        dir.display()
+    );
+    None
 }
 
 /// Validates a few addresses and prints each verdict.

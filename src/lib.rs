@@ -62,7 +62,7 @@ pub async fn run(
             freshness,
         } => {
             let api = api::Api::connect(&api, 1).await?;
-            let cache = check::open_cache(&state_dir)?;
+            let cache = check::open_cache(&state_dir);
             check::check(&api, &addresses, json, retry, cache.as_ref(), &freshness).await
         }
         Config::Validate(config) => validate::run(*config, shutdown).await,
