@@ -193,6 +193,9 @@ impl Config {
                 state_dir: state_dir(&state, g.sandbox)?,
                 older_than,
             },
+            Command::Completions { .. } | Command::Man { .. } => {
+                anyhow::bail!("completions and man are printed by cli::generated, not run")
+            }
         })
     }
 }
