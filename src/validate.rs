@@ -249,6 +249,9 @@ pub async fn run(
     let (planned_tx, planned_rx) = mpsc::channel(window / ROW_BATCH);
     let (jobs_tx, jobs_rx) = mpsc::channel(config.concurrency);
     let (notes_tx, notes_rx) = mpsc::channel(4);
+    // The first Ctrl-C is acknowledged through the display, above the bar: a line printed
+    // beside a live bar is drawn over by its next tick.
+    let stop_notes = notes_tx.clone();
 
     let pool = Arc::new(Pool::new(
         api.client.clone(),
@@ -405,12 +408,15 @@ pub async fn run(
             next = workers.join_next() => if next.is_none() { break },
             _ = &mut shutdown, if !interrupted => {
                 interrupted = true;
-                say(format!(
+                let note = format!(
                     "mailsift: stopping: no new requests; waiting up to {} for {} in flight \
                      (press Ctrl-C again to quit at once)",
                     humantime::format_duration(config.grace),
                     counters.in_flight.load(Ordering::Relaxed)
-                ));
+                );
+                if let Err(full) = stop_notes.try_send(note) {
+                    say(full.into_inner());
+                }
                 stop.cancel();
                 let (abort, grace) = (abort.clone(), config.grace);
                 tokio::spawn(async move {
