@@ -134,6 +134,12 @@ pub enum CacheAction {
         /// Remove only answers older than this (e.g. 30d)
         #[arg(long, value_name = "AGE", value_parser = parse_duration)]
         older_than: Option<Duration>,
+        /// Say how many answers would be removed, and remove none
+        #[arg(long)]
+        dry_run: bool,
+        /// Remove without asking (needed when no terminal can be asked: scripts and cron)
+        #[arg(long, short = 'y', conflicts_with = "dry_run")]
+        yes: bool,
     },
 }
 

@@ -70,6 +70,8 @@ pub async fn run(
         Config::CacheClear {
             state_dir,
             older_than,
-        } => inspect::cache_clear(&state_dir, older_than),
+            dry_run,
+            yes,
+        } => inspect::cache_clear(&state_dir, older_than, dry_run, yes),
     }
 }

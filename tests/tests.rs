@@ -8,6 +8,7 @@ mod faults;
 mod fuzz_checks;
 mod fuzz_seeds;
 mod inbox;
+mod inspect;
 mod install;
 mod machine;
 mod mock;
