@@ -10,6 +10,7 @@ mod fuzz_seeds;
 mod inbox;
 mod machine;
 mod mock;
+mod ownership;
 mod secrets;
 mod spend;
 mod util;
