@@ -425,3 +425,45 @@ fn a_row_over_16_mib_is_exit_2_and_leaves_nothing_that_breaks_the_next_run() {
     assert_eq!(statuses(&dir.read("out.csv")), statuses(&reference));
     assert_none_sent_twice(&mock.stats(), "after the row too long");
 }
+
+#[test]
+fn a_report_that_cannot_be_written_at_the_end_is_written_by_the_same_command() {
+    // Checked before the first request, the report's directory can still go away during the
+    // run. The output is complete and the job done; the same command writes the report from
+    // the job record, asking nothing.
+    let dir = Dir::new();
+    dir.write("in.csv", contacts(1500));
+    std::fs::create_dir(dir.path("reports")).unwrap();
+    let mock = slow_mock();
+    let job = [
+        "validate",
+        "in.csv",
+        "-o",
+        "out.csv",
+        "--report",
+        "reports/rep.json",
+        "--concurrency",
+        "8",
+    ];
+    let mut child = dir.command(&mock).args(job).spawn().unwrap();
+    assert!(wait_for(&mut child, || mock.validations() >= 50));
+    std::fs::remove_dir_all(dir.path("reports")).unwrap();
+    let (code, stderr) = finish(child);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the output is complete, but its report could not be written")
+            && stderr.contains("reports/rep.json"),
+        "{stderr}"
+    );
+    assert_eq!(rows(&dir.read("out.csv")).len(), 1501);
+    std::fs::create_dir(dir.path("reports")).unwrap();
+    let asked = mock.validations();
+    let out = dir.mailsift(&mock).args(job).assert().success();
+    assert!(text(&out.get_output().stderr).contains("already done"));
+    assert_eq!(mock.validations(), asked);
+    let rep = report(&dir, "reports/rep.json");
+    assert_eq!(
+        (rep["outcome"].as_str(), rep["rows"]["total"].as_u64()),
+        (Some("done"), Some(1500))
+    );
+}
