@@ -14,6 +14,10 @@
 //! still covered by the fsynced bytes: resume truncates the partial file back to it and
 //! re-plans from there, the rows in between coming from the cache.
 //!
+//! At the end ([`Writer::finish`]) every file is fsynced, hashed (the job record keeps its size
+//! and hash, so a rerun can tell the file is still the job's), renamed into place, and its
+//! directory fsynced; `validate` then writes the report, and only then marks the job done.
+//!
 //! Workers never write files. The writer writes no row it has not got a verdict for.
 //!
 //! Test hook: `MAILSIFT_TEST_CRASH_AT=<point>:<n>` ends the process on the spot the n-th time
