@@ -9,9 +9,8 @@ use serde_json::Value;
 
 use crate::crash::assert_same_file;
 use crate::util::{
-    assert_none_sent_twice, contacts, finish, is_root, rows, signal, text, wait_for,
+    assert_none_sent_twice, contacts, finish, is_root, rows, signal, text, wait_for, Dir, Mock,
 };
-use crate::util::{Dir, Mock};
 
 /// A mock slow enough that a 3,000-row job is still running when the test acts on it.
 fn slow_mock() -> Mock {
