@@ -263,7 +263,7 @@ pub struct ValidateArgs {
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
 
-    /// Write the summary as JSON to this file (schema in the README)
+    /// Write the summary as JSON to this file (schema in the README); - writes standard output
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
 

@@ -21,6 +21,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod durable;
 pub mod estimate;
 pub mod exit;
 pub mod inbox;

@@ -12,6 +12,7 @@ mod inspect;
 mod install;
 mod machine;
 mod mock;
+mod ownership;
 mod secrets;
 mod spend;
 mod util;
