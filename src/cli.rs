@@ -107,6 +107,18 @@ pub enum Command {
         #[command(subcommand)]
         action: CacheAction,
     },
+    /// Print a shell completion script (e.g. `mailsift completions bash > ~/.local/share/bash-completion/completions/mailsift`)
+    Completions {
+        /// The shell to complete for
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print a manual page in roff (e.g. `mailsift man | man -l -`, `mailsift man validate`)
+    Man {
+        /// The command whose page to print [default: the main page, listing every command]
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,7 +138,55 @@ pub enum CacheAction {
         /// Remove only answers older than this (e.g. 30d)
         #[arg(long, value_name = "AGE", value_parser = parse_duration)]
         older_than: Option<Duration>,
+        /// Say how many answers would be removed, and remove none
+        #[arg(long)]
+        dry_run: bool,
+        /// Remove without asking (needed when no terminal can be asked: scripts and cron)
+        #[arg(long, short = 'y', conflicts_with = "dry_run")]
+        yes: bool,
     },
+}
+
+/// What `completions` and `man` print, generated from these very types so they never drift
+/// from the flags; `None` for the commands that do real work.
+pub fn generated(command: &Command) -> Option<anyhow::Result<Vec<u8>>> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    match command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Args::command(), "mailsift", &mut out);
+            Some(Ok(out))
+        }
+        Command::Man { command } => Some(man_page(command.as_deref()).and_then(|man| {
+            man.render(&mut out)?;
+            Ok(out)
+        })),
+        _ => None,
+    }
+}
+
+/// The page of `mailsift` itself, or of one of its commands (`mailsift-validate(1)`).
+fn man_page(command: Option<&str>) -> anyhow::Result<clap_mangen::Man> {
+    use clap::CommandFactory;
+    let mut main = Args::command();
+    let Some(name) = command else {
+        return Ok(clap_mangen::Man::new(main));
+    };
+    // Building propagates the global flags to every command, so its page lists them too.
+    main.build();
+    let Some(sub) = main.find_subcommand(name) else {
+        let names: Vec<&str> = main.get_subcommands().map(|c| c.get_name()).collect();
+        return Err(crate::exit::usage(format!(
+            "there is no command '{name}'; pages exist for: {}",
+            names.join(", ")
+        )));
+    };
+    let page = sub
+        .clone()
+        .name(format!("mailsift-{name}"))
+        .bin_name(format!("mailsift {name}"))
+        .version(env!("CARGO_PKG_VERSION"));
+    Ok(clap_mangen::Man::new(page))
 }
 
 /// Where the state lives.
@@ -207,7 +267,7 @@ pub struct ValidateArgs {
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
 
-    /// Write the summary as JSON to this file (schema in the README)
+    /// Write the summary as JSON to this file (schema in the README); - writes standard output
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
 

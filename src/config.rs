@@ -46,6 +46,8 @@ pub enum Config {
     CacheClear {
         state_dir: PathBuf,
         older_than: Option<Duration>,
+        dry_run: bool,
+        yes: bool,
     },
 }
 
@@ -198,11 +200,22 @@ impl Config {
                 json,
             },
             Command::Cache {
-                action: CacheAction::Clear { state, older_than },
+                action:
+                    CacheAction::Clear {
+                        state,
+                        older_than,
+                        dry_run,
+                        yes,
+                    },
             } => Config::CacheClear {
                 state_dir: state_dir(&state, g.sandbox)?,
                 older_than,
+                dry_run,
+                yes,
             },
+            Command::Completions { .. } | Command::Man { .. } => {
+                anyhow::bail!("completions and man are printed by cli::generated, not run")
+            }
         })
     }
 }
@@ -289,10 +302,13 @@ fn freshness(args: &CacheArgs) -> Freshness {
     }
 }
 
+/// Where `--sandbox` keeps its state, inside the state directory.
+pub const SANDBOX_DIR: &str = "sandbox";
+
 fn state_dir(args: &StateArgs, sandbox: bool) -> anyhow::Result<PathBuf> {
     let dir = args.state_dir.clone().or_else(api::default_state_dir).ok_or_else(|| {
         usage("cannot find a per-user state directory; give one with --state-dir or MAILSIFT_STATE_DIR")
     })?;
     // The sandbox's made-up answers must never be served from the cache to a real run.
-    Ok(if sandbox { dir.join("sandbox") } else { dir })
+    Ok(if sandbox { dir.join(SANDBOX_DIR) } else { dir })
 }

@@ -8,7 +8,6 @@
 //!
 //! It owns no CSV, HTTP or store logic: all of that is `validate`'s.
 
-use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -18,6 +17,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::InboxConfig;
+use crate::durable::{write_atomic, Lock};
 use crate::exit::Exit;
 use crate::input::Source;
 use crate::validate;
@@ -193,7 +193,7 @@ async fn process(
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default()
             ));
-            std::fs::write(&note, format!("{why}\n"))
+            write_atomic(&note, format!("{why}\n").as_bytes())
                 .with_context(|| format!("writing {}", note.display()))?;
             let _ = std::fs::remove_file(marker(path));
             log.event(
@@ -240,21 +240,11 @@ async fn lock(
     config: &InboxConfig,
     log: &Log,
     cancel: &CancellationToken,
-) -> anyhow::Result<Option<File>> {
+) -> anyhow::Result<Option<Lock>> {
     let path = config.inbox.join(LOCK);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => return Ok(Some(file)),
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(e).with_context(|| format!("cannot lock {}", path.display()))
-        }
-        Err(std::fs::TryLockError::WouldBlock) => {}
+    let cannot = || format!("cannot lock {}", path.display());
+    if let Ok(lock) = Lock::try_take(&path).with_context(cannot)? {
+        return Ok(Some(lock));
     }
     if !config.wait {
         log.event(
@@ -274,9 +264,12 @@ async fn lock(
         "another mailsift inbox run holds the folder; waiting for it",
         json!({}),
     );
-    let waiting = tokio::task::spawn_blocking(move || file.lock().map(|()| file));
+    let waiting = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || Lock::wait(&path))
+    };
     tokio::select! {
-        locked = waiting => Ok(Some(locked??)),
+        locked = waiting => Ok(Some(locked?.with_context(cannot)?)),
         _ = cancel.cancelled() => Ok(None),
     }
 }

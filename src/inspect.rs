@@ -45,7 +45,8 @@ impl JobView {
             }),
             counts: record.counts.clone(),
             api_calls: record.api_calls,
-            credits_spent: record.credits_spent,
+            // Sums of prices such as 0.05 pick up binary noise (67.6499999999983).
+            credits_spent: (record.credits_spent * 1e6).round() / 1e6,
             started: rfc3339(record.started_at),
             updated: rfc3339(record.updated_at),
         }
@@ -79,6 +80,12 @@ pub fn status(dir: &Path, json: bool) -> anyhow::Result<Exit> {
             };
             views.push(JobView::new(record, state));
         }
+    }
+    if views.is_empty() && dir.join(crate::config::SANDBOX_DIR).join("db").exists() {
+        note = Some(
+            "jobs run with --sandbox are kept apart: see them with `mailsift --sandbox status`"
+                .to_owned(),
+        );
     }
     let mut out = std::io::stdout().lock();
     if json {
@@ -140,10 +147,11 @@ const AGES: [(&str, u64); 4] = [
 ];
 
 pub fn cache_stats(dir: &Path, json: bool) -> anyhow::Result<Exit> {
-    let store = Store::open(dir)?;
+    // Looking must not create a state directory where there is none (a mistyped path).
+    let store = existing(dir)?;
     let now = crate::clock::now();
     let mut stats = CacheStats::default();
-    for answer in store.answers() {
+    for answer in store.iter().flat_map(|s| s.answers()) {
         stats.entries += 1;
         let status = answer
             .status
@@ -158,7 +166,7 @@ pub fn cache_stats(dir: &Path, json: bool) -> anyhow::Result<Exit> {
             .map_or("older", |(name, _)| name);
         *stats.by_age.entry(bucket).or_default() += 1;
     }
-    stats.size_on_disk_bytes = store.size_on_disk();
+    stats.size_on_disk_bytes = store.as_ref().map_or(0, Store::size_on_disk);
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&stats)?)?;
@@ -185,27 +193,151 @@ pub fn cache_stats(dir: &Path, json: bool) -> anyhow::Result<Exit> {
     }
     writeln!(
         out,
-        "  size on disk: {:.1} MiB",
-        stats.size_on_disk_bytes as f64 / (1024.0 * 1024.0)
+        "  size on disk: {}",
+        human_size(stats.size_on_disk_bytes)
     )?;
     Ok(Exit::Ok)
 }
 
-/// `mailsift cache clear [--older-than AGE]`.
-pub fn cache_clear(dir: &Path, older_than: Option<Duration>) -> anyhow::Result<Exit> {
-    let store = Store::open(dir)?;
-    let before =
-        older_than.map(|age| crate::clock::now() - age.as_secs().min(i64::MAX as u64) as i64);
-    let removed = store.clear_cache(before)?;
+/// `mailsift cache clear [--older-than AGE] [--dry-run] [--yes]`. Every cached answer was
+/// paid for, so removing them is confirmed: by a person at a terminal, or by `--yes`.
+pub fn cache_clear(
+    dir: &Path,
+    older_than: Option<Duration>,
+    dry_run: bool,
+    yes: bool,
+) -> anyhow::Result<Exit> {
     let what = match older_than {
-        Some(age) => format!(" older than {}", humantime::format_duration(age)),
+        Some(age) => format!(" older than {}", human_age(age)),
         None => String::new(),
     };
     // Not println!: it panics when standard output is closed (`| head`).
+    let Some(store) = existing(dir)? else {
+        writeln!(
+            std::io::stdout(),
+            "no cached answers{what} in {} (there is no state there)",
+            dir.display()
+        )?;
+        return Ok(Exit::Ok);
+    };
+    let before =
+        older_than.map(|age| crate::clock::now() - age.as_secs().min(i64::MAX as u64) as i64);
+    let doomed = store
+        .answers()
+        .filter(|a| before.is_none_or(|t| a.checked_at < t))
+        .count();
+    if doomed == 0 || dry_run {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        writeln!(
+            std::io::stdout(),
+            "{verb} {doomed} cached answers{what} from {}",
+            dir.display()
+        )?;
+        return Ok(Exit::Ok);
+    }
+    let question = format!(
+        "remove {doomed} cached answers{what} from {}? They were paid for; an unfinished job \
+         asks for them again. [y/N] ",
+        dir.display()
+    );
+    if !yes && !confirm(&question)? {
+        writeln!(std::io::stdout(), "removed nothing")?;
+        return Ok(Exit::Ok);
+    }
+    let removed = store.clear_cache(before)?;
     writeln!(
         std::io::stdout(),
         "removed {removed} cached answers{what} from {}",
         dir.display()
     )?;
     Ok(Exit::Ok)
+}
+
+/// Asks a person at a terminal; without one (a script, cron) there is nobody to ask, and
+/// paid answers are not removed on nobody's word.
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Err(crate::exit::usage(
+            "cache clear removes answers that were paid for, and there is no terminal to \
+             confirm it: add --yes to remove them (or --dry-run to count them)",
+        ));
+    }
+    eprint!("{question}");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES"))
+}
+
+/// The store in `dir`, or `None` when `dir` holds none: read-only commands create nothing.
+fn existing(dir: &Path) -> anyhow::Result<Option<Store>> {
+    if dir.join("db").exists() {
+        Store::open(dir).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Bytes the way `du -h` and `ls -lh` print them: 512 B, 4.0 KiB, 1.3 MiB, 2.0 GiB.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut size = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while size >= 1024.0 && unit < UNITS.len() - 1 {
+        size /= 1024.0;
+        unit += 1;
+    }
+    format!("{size:.1} {}", UNITS[unit])
+}
+
+/// An age the way a person says it: `1 day`, `36 hours`, `2 weeks`, `90 minutes`.
+fn human_age(age: Duration) -> String {
+    const WEEK: u64 = 7 * 86_400;
+    let (n, unit) = match age.as_secs() {
+        s if s >= WEEK && s % WEEK == 0 && s / WEEK < 5 => (s / WEEK, "week"),
+        s if s >= 86_400 && s % 86_400 == 0 => (s / 86_400, "day"),
+        s if s >= 3_600 && s % 3_600 == 0 => (s / 3_600, "hour"),
+        s if s >= 60 && s % 60 == 0 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{human_age, human_size};
+
+    #[test]
+    fn sizes_read_as_du_prints_them() {
+        for (bytes, text) in [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (1536, "1.5 KiB"),
+            (9 * 1024 * 1024 + 300_000, "9.3 MiB"),
+            (3 << 30, "3.0 GiB"),
+        ] {
+            assert_eq!(human_size(bytes), text, "{bytes}");
+        }
+    }
+
+    #[test]
+    fn ages_read_as_a_person_says_them() {
+        for (secs, text) in [
+            (86_400, "1 day"),
+            (3 * 86_400, "3 days"),
+            (14 * 86_400, "2 weeks"),
+            (30 * 86_400, "30 days"),
+            (36 * 3_600, "36 hours"),
+            (90 * 60, "90 minutes"),
+            (45, "45 seconds"),
+        ] {
+            assert_eq!(human_age(Duration::from_secs(secs)), text, "{secs}");
+        }
+    }
 }

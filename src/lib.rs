@@ -21,6 +21,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod durable;
 pub mod estimate;
 pub mod exit;
 pub mod inbox;
@@ -73,6 +74,8 @@ pub async fn run(
         Config::CacheClear {
             state_dir,
             older_than,
-        } => inspect::cache_clear(&state_dir, older_than),
+            dry_run,
+            yes,
+        } => inspect::cache_clear(&state_dir, older_than, dry_run, yes),
     }
 }

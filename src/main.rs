@@ -14,6 +14,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(text) = mailsift::cli::generated(&args.command) {
+        return print_generated(text);
+    }
     let verbosity = mailsift::config::verbosity(&args.global);
     init_logging(verbosity);
     let code = match run(args) {
@@ -27,6 +30,25 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(code.code())
+}
+
+/// Prints a completion script or the manual page; a closed pipe (`| head`) is no failure.
+fn print_generated(text: anyhow::Result<Vec<u8>>) -> ExitCode {
+    use std::io::Write;
+    let bytes = match text {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            eprintln!("mailsift: error: {error:#}");
+            return ExitCode::from(Exit::for_error(&error).code());
+        }
+    };
+    match std::io::stdout().lock().write_all(&bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("mailsift: error: writing to standard output: {e}");
+            ExitCode::from(Exit::Failed.code())
+        }
+        _ => ExitCode::SUCCESS,
+    }
 }
 
 fn run(args: Args) -> anyhow::Result<Exit> {

@@ -14,6 +14,10 @@
 //! still covered by the fsynced bytes: resume truncates the partial file back to it and
 //! re-plans from there, the rows in between coming from the cache.
 //!
+//! At the end ([`Writer::finish`]) every file is fsynced, hashed (the job record keeps its size
+//! and hash, so a rerun can tell the file is still the job's), renamed into place, and its
+//! directory fsynced; `validate` then writes the report, and only then marks the job done.
+//!
 //! Workers never write files. The writer writes no row it has not got a verdict for.
 //!
 //! Test hook: `MAILSIFT_TEST_CRASH_AT=<point>:<n>` ends the process on the spot the n-th time
@@ -31,6 +35,7 @@ use anyhow::Context;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::durable::{self, FileSum};
 use crate::input::{Layout, Row};
 use crate::plan::{Outcome, Planned, Source};
 use crate::report::Counters;
@@ -319,7 +324,8 @@ impl Part {
     }
 
     /// fsync, then rename into place, then fsync the directory so the rename is durable too.
-    fn finish(self) -> anyhow::Result<PathBuf> {
+    /// Returns the finished file's size and hash, for the job record.
+    fn finish(self) -> anyhow::Result<FileSum> {
         let Part {
             file,
             partial,
@@ -332,16 +338,13 @@ impl Part {
         file.sync_all()
             .with_context(|| format!("saving {} to disk", partial.display()))?;
         drop(file);
+        let sum =
+            FileSum::of(&partial).with_context(|| format!("reading {}", partial.display()))?;
         std::fs::rename(&partial, &path)
             .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
         crash_point("rename");
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // Not all platforms can open a directory; where they cannot, there is nothing to do.
-            if let Ok(dir) = File::open(dir) {
-                let _ = dir.sync_all();
-            }
-        }
-        Ok(path)
+        durable::sync_dir(&path).with_context(|| format!("saving {} to disk", path.display()))?;
+        Ok(sum)
     }
 }
 
@@ -607,18 +610,22 @@ impl Writer {
     }
 
     /// Ends a complete run: every file fsynced and renamed into place. Returns the output's
-    /// path (none for standard output).
-    pub fn finish(self) -> anyhow::Result<Option<PathBuf>> {
+    /// path and the finished files' sums, the output's first, then the split files' (nothing
+    /// for standard output).
+    pub fn finish(self) -> anyhow::Result<Option<(PathBuf, Vec<FileSum>)>> {
         match self.sink {
             Sink::Stdout(mut out) => {
                 let _ = out.flush();
                 Ok(None)
             }
             Sink::Files { main, splits } => {
+                let path = main.path.clone();
+                let mut sums = Vec::with_capacity(4);
                 for part in splits.into_iter().flat_map(|p| *p) {
-                    part.finish()?;
+                    sums.push(part.finish()?);
                 }
-                main.finish().map(Some)
+                sums.insert(0, main.finish()?);
+                Ok(Some((path, sums)))
             }
         }
     }
@@ -631,12 +638,14 @@ impl Writer {
 ///   them: the tests cut the file back to simulate that);
 /// - `fsync`: the output is durable, the watermark not yet recorded;
 /// - `record`: the watermark is recorded in the store, the store not yet flushed;
-/// - `rename`: at the end, the partial file is renamed into place, the job not yet marked done.
+/// - `rename`: at the end, a partial file is renamed into place, the job not yet marked done;
+/// - `report`: at the end, every file is in place and the report written, the job not yet
+///   marked done.
 ///
 /// `std::process::exit` runs no destructor and flushes nothing of ours: whatever the process
 /// still held (the output buffer, the store's unflushed job record) is lost, as in a crash. For tests
 /// only; undocumented for users on purpose.
-fn crash_point(point: &str) {
+pub(crate) fn crash_point(point: &str) {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::OnceLock;
     static PLAN: OnceLock<Option<(String, u64)>> = OnceLock::new();

@@ -89,16 +89,19 @@ async fn bar(
     if let Ok(style) = ProgressStyle::with_template(template) {
         bar.set_style(style.progress_chars("=> "));
     }
+    // A resumed run starts part of the way in: the ETA must come from this run's pace, not
+    // from a jump from 0 to the resume point in its first tick.
+    let resumed_at = counters.input_done.load(Ordering::Relaxed);
+    bar.set_position(resumed_at);
+    bar.reset_eta();
     let started = Instant::now();
     loop {
-        let read = counters.input_done.load(Ordering::Relaxed);
+        let read = counters.input_done.load(Ordering::Relaxed).max(resumed_at);
         bar.set_position(read);
         let rows = counters.rows();
         let rate = rows as f64 / started.elapsed().as_secs_f64().max(0.001);
-        bar.set_message(format!(
-            "{rows} rows · {rate:.0} rows/s · {}",
-            counts(&counters)
-        ));
+        let line = format!("{rows} rows · {rate:.0} rows/s · {}", counts(&counters));
+        bar.set_message(fit(&line, message_width()));
         tokio::select! {
             _ = done.cancelled() => break,
             Some(note) = notes.recv() => bar.println(note),
@@ -106,6 +109,26 @@ async fn bar(
         }
     }
     bar.finish_and_clear();
+}
+
+/// Room for the message line under the bar: the terminal's width (read on every tick, so a
+/// resized window is followed) less the indent, and less two columns for the `^C` a terminal
+/// echoes at the cursor. A last line that reaches the margin wraps when anything more is
+/// written, the bar is then redrawn one line too low, and every redraw leaves a stale copy.
+fn message_width() -> usize {
+    let columns = terminal_size::terminal_size_of(std::io::stderr())
+        .map_or(80, |(terminal_size::Width(w), _)| usize::from(w));
+    columns.saturating_sub(5).max(10)
+}
+
+/// `text` cut to `width` characters, with an ellipsis where it was cut.
+fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }
 
 async fn lines(
@@ -139,5 +162,24 @@ async fn lines(
             counters.in_flight.load(Ordering::Relaxed),
             counts(&counters)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit;
+
+    #[test]
+    fn a_message_is_cut_to_the_width_it_is_given() {
+        for (text, width, expected) in [
+            ("12 rows · 3 rows/s", 40, "12 rows · 3 rows/s"),
+            ("12 rows · 3 rows/s", 18, "12 rows · 3 rows/s"),
+            ("12 rows · 3 rows/s", 10, "12 rows ·…"),
+            ("", 10, ""),
+        ] {
+            let fitted = fit(text, width);
+            assert_eq!(fitted, expected, "{text:?} in {width}");
+            assert!(fitted.chars().count() <= width);
+        }
     }
 }

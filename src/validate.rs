@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -129,6 +130,8 @@ pub async fn run(
     };
 
     let store = Arc::new(Store::open(&config.state_dir)?);
+    // Before anything of the job's is read or written: its files are this process's alone.
+    let _locks = lock_outputs(&config)?;
     let left_in_flight = store.take_in_flight()?;
 
     // The layout, read once from the start of the input.
@@ -257,6 +260,9 @@ pub async fn run(
     let (planned_tx, planned_rx) = mpsc::channel(window / ROW_BATCH);
     let (jobs_tx, jobs_rx) = mpsc::channel(config.concurrency);
     let (notes_tx, notes_rx) = mpsc::channel(4);
+    // The first Ctrl-C is acknowledged through the display, above the bar: a line printed
+    // beside a live bar is drawn over by its next tick.
+    let stop_notes = notes_tx.clone();
 
     let pool = Arc::new(Pool::new(
         api.client.clone(),
@@ -413,12 +419,15 @@ pub async fn run(
             next = workers.join_next() => if next.is_none() { break },
             _ = &mut shutdown, if !interrupted => {
                 interrupted = true;
-                say(format!(
+                let note = format!(
                     "mailsift: stopping: no new requests; waiting up to {} for {} in flight \
                      (press Ctrl-C again to quit at once)",
                     humantime::format_duration(config.grace),
                     counters.in_flight.load(Ordering::Relaxed)
-                ));
+                );
+                if let Err(full) = stop_notes.try_send(note) {
+                    say(full.into_inner());
+                }
                 stop.cancel();
                 let (abort, grace) = (abort.clone(), config.grace);
                 tokio::spawn(async move {
@@ -466,30 +475,29 @@ pub async fn run(
     };
 
     let checkpoint = writer.checkpoint.take();
-    let final_path = if state == JobState::Done {
+    let finished = if state == JobState::Done {
         writer.finish()?
     } else {
         None
     };
-    if let Some(mut cp) = checkpoint {
-        cp.record.state = state;
-        cp.record.updated_at = crate::clock::now();
-        (cp.update)(&mut cp.record);
-        cp.store.save_job(&cp.job_id, &cp.record)?;
-        cp.store.flush()?;
-    } else {
-        store.flush()?;
+    // A row too long is the input's own fault, and fixing it changes the input: the job is
+    // forgotten and its partial files removed, so the fixed file starts afresh (answers already
+    // paid for come from the cache) rather than being refused as changed, and nothing half
+    // written is left beside the output.
+    let discard = matches!(read_end, Err(input::InputError::RowTooLong { .. }));
+    if let (true, Some(output)) = (discard, &config.output) {
+        for part in std::iter::once(output.clone()).chain(output::split_paths(output)) {
+            let _ = std::fs::remove_file(output::partial_path(&part));
+        }
     }
 
-    let output_name = final_path
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .or_else(|| {
-            config
-                .output
-                .as_ref()
-                .map(|o| output::partial_path(o).display().to_string())
-        });
+    let output_name = match (&finished, &config.output) {
+        (Some((path, _)), _) => Some(path.display().to_string()),
+        (None, Some(output)) if !discard => {
+            Some(output::partial_path(output).display().to_string())
+        }
+        _ => None,
+    };
     let summary = Summary::new(
         &counters,
         input_name,
@@ -504,12 +512,45 @@ pub async fn run(
         balance_start,
         started.elapsed(),
     );
-    if let Some(path) = &config.report {
-        let json = serde_json::to_vec_pretty(&summary)?;
-        std::fs::write(path, json)
-            .with_context(|| format!("writing the report {}", path.display()))?;
+    // The report comes before the job is marked done: a job found done has its report. Should
+    // writing it fail, the job is marked done all the same (its files are complete) and keeps
+    // the report, for the same command to write it.
+    let report = String::from_utf8(serde_json::to_vec_pretty(&summary)?)?;
+    let reported = match &config.report {
+        Some(path) => write_report(path, &report),
+        None => Ok(()),
+    };
+    if state == JobState::Done {
+        output::crash_point("report");
+    }
+    if let Some(mut cp) = checkpoint {
+        if discard {
+            cp.store.remove_job(&cp.job_id)?;
+        } else {
+            cp.record.state = state;
+            cp.record.updated_at = crate::clock::now();
+            (cp.update)(&mut cp.record);
+            if let Some((_, files)) = finished {
+                cp.record.files = files;
+                cp.record.report = Some(report);
+            }
+            cp.store.save_job(&cp.job_id, &cp.record)?;
+        }
+        cp.store.flush()?;
+    } else {
+        store.flush()?;
     }
     say(summary.text());
+    if let Err(e) = reported {
+        return Err(if state == JobState::Done {
+            e.context(
+                "the output is complete, but its report could not be written; fix the cause \
+                 and run the same command to write it (nothing is asked again)",
+            )
+        } else {
+            e
+        });
+    }
 
     // Errors that end the run come after the summary, so the last line says what to do.
     read_end?;
@@ -545,8 +586,11 @@ pub async fn run(
     Ok(exit)
 }
 
-/// Refuses outputs that cannot work before anything is opened.
+/// Refuses outputs that cannot work before anything is opened (or paid for).
 fn check_paths(config: &ValidateConfig) -> anyhow::Result<()> {
+    if let Some(report) = &config.report {
+        check_report(report, config)?;
+    }
     let Some(output) = &config.output else {
         return Ok(());
     };
@@ -565,6 +609,111 @@ fn check_paths(config: &ValidateConfig) -> anyhow::Result<()> {
         )));
     }
     Ok(())
+}
+
+/// `--report PATH` must be writable before the first request, not found broken after the
+/// money is spent: its directory must exist and take a file (the temporary one the report
+/// is written through).
+fn check_report(report: &Path, config: &ValidateConfig) -> anyhow::Result<()> {
+    if report.as_os_str() == "-" {
+        return match config.output {
+            None => Err(usage(
+                "--report - and the output both go to standard output; give the output a file \
+                 with -o PATH, or the report a file with --report PATH",
+            )),
+            Some(_) => Ok(()),
+        };
+    }
+    let is_input = matches!(&config.input, input::Source::Path(i) if same_file(i, report));
+    let is_output = config
+        .output
+        .as_ref()
+        .is_some_and(|o| absolute(o) == absolute(report));
+    if is_input || is_output {
+        return Err(usage(format!(
+            "--report {} is the {}; choose another path for the report",
+            report.display(),
+            if is_input { "input file" } else { "output" }
+        )));
+    }
+    if report.is_dir() {
+        return Err(usage(format!(
+            "--report {} is a directory; give --report a file name",
+            report.display()
+        )));
+    }
+    let probe = crate::durable::temporary(report);
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(usage(format!(
+            "cannot write the report {}: {e}. Check that its directory exists and is writable, \
+             or choose another --report",
+            report.display()
+        ))),
+    }
+}
+
+/// Locks every file the job writes (the output with its `.partial`, the split files, the
+/// report) through a lock file beside each, `.<name>.lock`, so that two jobs, even with
+/// separate state directories, never write one file. The locks are released (and their files
+/// removed) when dropped; a killed process's are freed by the OS.
+fn lock_outputs(config: &ValidateConfig) -> anyhow::Result<Vec<crate::durable::Lock>> {
+    let Some(output) = &config.output else {
+        return Ok(Vec::new());
+    };
+    let mut paths = vec![output.clone()];
+    if config.split {
+        paths.extend(output::split_paths(output));
+    }
+    if let Some(report) = config.report.as_ref().filter(|r| r.as_os_str() != "-") {
+        paths.push(report.clone());
+    }
+    let mut locks = Vec::with_capacity(paths.len());
+    for path in paths {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let lock_path = path.with_file_name(format!(".{name}.lock"));
+        let what = if config.report.as_ref() == Some(&path) {
+            "--report"
+        } else {
+            "output with -o"
+        };
+        match crate::durable::Lock::try_take(&lock_path) {
+            Ok(Ok(lock)) => locks.push(lock.removed_when_released()),
+            Ok(Err(holder)) => {
+                return Err(usage(format!(
+                    "{} is being written by another job: {holder}. Wait for it to finish, or \
+                     choose another {what}",
+                    path.display(),
+                )))
+            }
+            // Where no lock file can be made, the file itself cannot be either: said before
+            // anything is spent (exit 2), naming the file the user knows.
+            Err(e) => {
+                let file = if what == "--report" {
+                    path.clone()
+                } else {
+                    output::partial_path(&path)
+                };
+                return Err(usage(format!(
+                    "cannot create {} (nor its lock file {}): {e}. Check that the directory \
+                     exists and is writable, or choose another {what}",
+                    file.display(),
+                    lock_path.display()
+                )));
+            }
+        }
+    }
+    Ok(locks)
 }
 
 /// Finds the job's record and decides how this run starts: fresh, resumed, or nothing to do
@@ -605,6 +754,8 @@ fn plan_job(
         credits_spent: 0.0,
         counts: BTreeMap::new(),
         input_bytes: std::fs::metadata(input_path).map_or(0, |m| m.len()),
+        files: Vec::new(),
+        report: None,
     };
     let old = store.job(&id)?;
     let record = match old {
@@ -652,14 +803,31 @@ fn plan_job(
                 && !config.force
                 && !config.restart =>
         {
-            if Path::new(&old.output).exists() {
+            if still_written(&old, output_path, config.split) {
                 say(format!(
                     "mailsift: this job is already done: {} (nothing to do; --force runs it \
                      again from the cache, --retry-errors asks again for rows with errors)",
                     output_path.display()
                 ));
+                if let Some(path) = &config.report {
+                    match &old.report {
+                        Some(report) => write_report(path, report)?,
+                        None => say(format!(
+                            "mailsift: no report was kept for this job (an older mailsift \
+                             finished it), so {} is not written; --force runs the job again \
+                             from the cache and writes it",
+                            path.display()
+                        )),
+                    }
+                }
                 return Ok(None);
             }
+            say(format!(
+                "mailsift: {} is not the file this job wrote (it was changed, replaced or \
+                 removed since): writing it again (answers already paid for come from the \
+                 cache)",
+                output_path.display()
+            ));
             fresh
         }
         Some(old) if old.state != JobState::Done && !config.restart => {
@@ -715,6 +883,31 @@ fn parts_cover(output: &Path, split: bool, mark: &Watermark) -> bool {
                 .iter()
                 .zip(mark.split_bytes)
                 .all(|(p, want)| len(p) >= want))
+}
+
+/// Whether a done job's files still hold the bytes it wrote. A record of a version that kept
+/// no sums has only the output's existence to go on.
+fn still_written(job: &JobRecord, output: &Path, split: bool) -> bool {
+    if job.files.is_empty() {
+        return output.exists();
+    }
+    let mut paths = vec![output.to_owned()];
+    if split {
+        paths.extend(output::split_paths(output));
+    }
+    paths.len() == job.files.len() && job.files.iter().zip(&paths).all(|(f, p)| f.matches(p))
+}
+
+/// Writes the report: to standard output for `-`, else atomically to the file.
+fn write_report(path: &Path, report: &str) -> anyhow::Result<()> {
+    if path.as_os_str() == "-" {
+        let mut out = std::io::stdout().lock();
+        return writeln!(out, "{report}")
+            .and_then(|()| out.flush())
+            .context("writing the report to standard output");
+    }
+    crate::durable::write_atomic(path, report.as_bytes())
+        .with_context(|| format!("writing the report {}", path.display()))
 }
 
 /// Keeps a job record's totals (all runs together) up to date at every checkpoint.

@@ -438,13 +438,13 @@ fn cache_stats_and_clear() {
     // Answers given at the pinned time are a day old a day later.
     dir.bare()
         .env("MAILSIFT_NOW", (1_790_000_000 + 2 * 86_400).to_string())
-        .args(["cache", "clear", "--older-than", "3d"])
+        .args(["cache", "clear", "--older-than", "3d", "--yes"])
         .assert()
         .success()
         .stdout(predicate::str::contains("removed 0 cached answers"));
     dir.bare()
         .env("MAILSIFT_NOW", (1_790_000_000 + 2 * 86_400).to_string())
-        .args(["cache", "clear", "--older-than", "1d"])
+        .args(["cache", "clear", "--older-than", "1d", "--yes"])
         .assert()
         .success()
         .stdout(predicate::str::contains("removed 28 cached answers"));

@@ -19,8 +19,6 @@
 
 mod answers;
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{
     Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
@@ -30,6 +28,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::client::{Company, Status};
+use crate::durable::Lock;
 
 use answers::Answers;
 
@@ -321,6 +320,15 @@ pub struct JobRecord {
     /// The input's size, for progress in `mailsift status`.
     #[serde(default)]
     pub input_bytes: u64,
+    /// The finished files as the job wrote them, the output's first, then the split files': a
+    /// rerun finds the job done only while the files still hold these bytes. Empty until the
+    /// job is done (and in records of versions that kept none).
+    #[serde(default)]
+    pub files: Vec<crate::durable::FileSum>,
+    /// The report (the `--report` JSON) of the run that finished the job, so a rerun can
+    /// write it again.
+    #[serde(default)]
+    pub report: Option<String>,
 }
 
 impl JobState {
@@ -348,7 +356,7 @@ pub struct Store {
     /// Syncs the answers to disk off the checkpoint's path; see [`Store::flush`].
     syncer: Syncer,
     salt: [u8; 32],
-    _lock: File,
+    _lock: Lock,
 }
 
 impl std::fmt::Debug for Store {
@@ -580,14 +588,18 @@ impl Store {
             .with_context(|| writing(&self.dir))?;
         // A copy outside the database, for `mailsift status` while this process holds the lock.
         let running = self.dir.join(RUNNING);
-        let tmp = self.dir.join(format!("{RUNNING}.tmp"));
         if job.state == JobState::Running {
-            std::fs::write(&tmp, &json)
-                .and_then(|()| std::fs::rename(&tmp, &running))
-                .with_context(|| writing(&self.dir))?;
+            crate::durable::write_atomic(&running, &json).with_context(|| writing(&self.dir))?;
         } else {
             let _ = std::fs::remove_file(running);
         }
+        Ok(())
+    }
+
+    /// Forgets a job (its answers stay cached).
+    pub fn remove_job(&self, id: &[u8; 16]) -> anyhow::Result<()> {
+        self.jobs.remove(id).with_context(|| writing(&self.dir))?;
+        let _ = std::fs::remove_file(self.dir.join(RUNNING));
         Ok(())
     }
 
@@ -618,20 +630,7 @@ impl Store {
 
     /// The pid of the process using the state directory, if one is.
     pub fn holder(dir: &Path) -> Option<String> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(dir.join("lock"))
-            .ok()?;
-        match file.try_lock() {
-            Ok(()) => None,
-            Err(_) => Some(
-                std::fs::read_to_string(dir.join("lock"))
-                    .unwrap_or_default()
-                    .trim()
-                    .to_owned(),
-            ),
-        }
+        Lock::holder(&dir.join("lock")).map(|h| h.0.unwrap_or_default())
     }
 
     pub fn jobs(&self) -> impl Iterator<Item = JobRecord> + '_ {
@@ -845,53 +844,16 @@ fn quietly_catching_panics<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 }
 
 /// Takes the state directory's lock, or says who holds it and how to run jobs side by side.
-fn lock(dir: &Path) -> anyhow::Result<File> {
+fn lock(dir: &Path) -> anyhow::Result<Lock> {
     let path = dir.join("lock");
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-    // A lock held for an instant is waited for, briefly: a program that had this store open
-    // in-process and spawns children from other threads (the test harness does) leaves the
-    // lock's open file in a child for the instant between fork and exec. Another run holds it
-    // for as long as it runs, and still gets its answer within a second.
-    let mut tries = 0;
-    let locked = loop {
-        match file.try_lock() {
-            Err(std::fs::TryLockError::WouldBlock) if tries < 20 => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            other => break other,
-        }
-    };
-    match locked {
-        Ok(()) => {
-            file.set_len(0)?;
-            write!(file, "{}", std::process::id())?;
-            Ok(file)
-        }
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let holder = std::fs::read_to_string(&path).unwrap_or_default();
-            let holder = holder.trim();
-            let who = if holder.is_empty() {
-                "another mailsift process".to_owned()
-            } else {
-                format!("another mailsift process (pid {holder})")
-            };
-            Err(crate::exit::usage(format!(
-                "the state directory {} is in use by {who}. Wait for it to finish, or run the \
-                 other job with its own state directory (--state-dir DIR or MAILSIFT_STATE_DIR); \
-                 separate state directories do not share the cache",
-                dir.display()
-            )))
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("cannot lock {}", path.display()))
-        }
+    match Lock::try_take(&path).with_context(|| format!("cannot lock {}", path.display()))? {
+        Ok(lock) => Ok(lock),
+        Err(holder) => Err(crate::exit::usage(format!(
+            "the state directory {} is in use by {holder}. Wait for it to finish, or run the \
+             other job with its own state directory (--state-dir DIR or MAILSIFT_STATE_DIR); \
+             separate state directories do not share the cache",
+            dir.display()
+        ))),
     }
 }
 
@@ -1163,10 +1125,23 @@ mod tests {
             credits_spent: 0.1,
             counts: [("valid".to_owned(), 1)].into_iter().collect(),
             input_bytes: 30,
+            files: vec![crate::durable::FileSum {
+                size: 20,
+                blake3: "h".into(),
+            }],
+            report: Some("{}".into()),
         };
         store.save_job(&id, &job).unwrap();
         assert_eq!(store.job(&id).unwrap(), Some(job.clone()));
-        assert_eq!(store.jobs().collect::<Vec<_>>(), vec![job]);
+        assert_eq!(store.jobs().collect::<Vec<_>>(), vec![job.clone()]);
+        // A record of a version that kept no sums and no report still loads.
+        let mut old = serde_json::to_value(&job).unwrap();
+        old.as_object_mut().unwrap().remove("files");
+        old.as_object_mut().unwrap().remove("report");
+        let old: JobRecord = serde_json::from_value(old).unwrap();
+        assert_eq!((old.files.len(), old.report), (0, None));
+        store.remove_job(&id).unwrap();
+        assert_eq!(store.job(&id).unwrap(), None);
 
         store.mark_in_flight(&store.key("a@b.co")).unwrap();
         store.mark_in_flight(&store.key("c@d.co")).unwrap();
