@@ -134,6 +134,12 @@ pub async fn run(
     let opts = config.input_options.clone();
     let (layout, reader) =
         tokio::task::spawn_blocking(move || input::open(&source, &opts, None)).await??;
+    // Later opens of the input (resume, the cost note) read it the same way without detecting
+    // the encoding again.
+    let mut input_options = config.input_options.clone();
+    if let input::Format::Decoded { encoding, .. } = &layout.format {
+        input_options.encoding = Some(encoding);
+    }
 
     if matches!(config.input, input::Source::Stdin) {
         say(
@@ -181,7 +187,7 @@ pub async fn run(
     let (reader, sink, watermark) = match (&plan.resume, &config.output) {
         (Some(mark), Some(output)) => {
             let source = config.input.clone();
-            let opts = config.input_options.clone();
+            let opts = input_options.clone();
             let at = Resume {
                 byte: mark.byte,
                 line: mark.line,
@@ -204,8 +210,9 @@ pub async fn run(
                 line: 1,
                 ..Watermark::default()
             };
-            if layout.bom {
-                // The input's UTF-8 BOM stays: spreadsheets need it to read the file as UTF-8.
+            if layout.bom || layout.format.converted() {
+                // The input's UTF-8 BOM stays, and text converted to UTF-8 (from another
+                // encoding or a workbook) gets one: spreadsheets need it to read it as UTF-8.
                 const BOM: &[u8] = b"\xEF\xBB\xBF";
                 sink.header(BOM, &mut mark)?;
             }
@@ -306,11 +313,7 @@ pub async fn run(
     // request for a small file, alongside the run for a big one, so it never delays a resume.
     let mut _counting = None;
     if let (input::Source::Path(path), false) = (&config.input, stop.is_cancelled()) {
-        let (source, opts, store) = (
-            config.input.clone(),
-            config.input_options.clone(),
-            store.clone(),
-        );
+        let (source, opts, store) = (config.input.clone(), input_options.clone(), store.clone());
         let resume = plan.resume.map(|m| Resume {
             byte: m.byte,
             line: m.line,
@@ -392,7 +395,8 @@ pub async fn run(
     let progress_task = tokio::spawn(progress::run(
         config.display,
         counters.clone(),
-        input_len(&config.input),
+        // Converted text has no known length: the bar shows what was read.
+        input_len(&config.input).filter(|_| !layout.format.converted()),
         notes_rx,
         progress_done.clone(),
     ));
@@ -831,7 +835,7 @@ fn describe_options(layout: &Layout, config: &ValidateConfig) -> String {
         if config.company { "all" } else { "basic" },
         config.input_options.column_prefix.as_deref().unwrap_or(""),
         if config.split { "yes" } else { "no" },
-    )
+    ) + &layout.format.option()
 }
 
 fn describe_start(
@@ -858,6 +862,10 @@ fn describe_start(
         layout.how_found,
         if layout.has_header { "header row kept" } else { "no header row" },
     );
+    text.push_str(&format!("\n  {}", layout.format.describe()));
+    if layout.format.converted() && config.output.is_some() {
+        text.push_str("; the output is UTF-8 text with a byte order mark");
+    }
     if let Some(mark) = resume {
         text.push_str(&format!(
             "\n  resuming after {} rows written (input line {})",
