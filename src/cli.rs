@@ -209,7 +209,8 @@ pub struct ValidateArgs {
     pub input: PathBuf,
 
     /// Where to write the annotated CSV [default: INPUT_STEM.validated.csv beside the input;
-    /// standard output when reading standard input]; - writes standard output
+    /// standard output when reading standard input]; - writes standard output; a name ending
+    /// in .xlsx writes a workbook
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
 

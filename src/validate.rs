@@ -466,6 +466,20 @@ pub async fn run(
     } else {
         None
     };
+    if let Some(path) = final_path.clone().filter(|p| crate::xlsx::is_xlsx(p)) {
+        // Before the job is marked done: a kill here leaves it to be finished again.
+        let cells = crate::xlsx::Cells {
+            delimiter: layout.delimiter,
+            typed: matches!(layout.format, input::Format::Sheet(_)),
+            annotations: output::ANNOTATION_COLUMNS.len()
+                + if config.company {
+                    output::COMPANY_COLUMNS.len()
+                } else {
+                    0
+                },
+        };
+        tokio::task::spawn_blocking(move || crate::xlsx::convert(&path, cells)).await??;
+    }
     if let Some(mut cp) = checkpoint {
         cp.record.state = state;
         cp.record.updated_at = crate::clock::now();

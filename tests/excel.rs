@@ -236,12 +236,12 @@ fn slow_mock() -> Mock {
 
 /// Kills the job with SIGKILL at three moments, resumes it, and compares with an uninterrupted
 /// run: resume skips converted text by offset, so it must convert exactly the same text again.
-fn killed_and_resumed_gives_the_same_file(dir: &Dir, input: &str) {
+fn killed_and_resumed_gives_the_same_file(dir: &Dir, input: &str, output: &str) {
     let job = [
         "validate",
         input,
         "-o",
-        "out.csv",
+        output,
         "--concurrency",
         "16",
         "--checkpoint-rows",
@@ -249,7 +249,8 @@ fn killed_and_resumed_gives_the_same_file(dir: &Dir, input: &str) {
         "--rate",
         "600000/min",
     ];
-    let reference = dir.reference(input, "ref.csv");
+    let reference_name = format!("ref.{}", output.rsplit('.').next().unwrap());
+    let reference = dir.reference(input, &reference_name);
     let mock = slow_mock();
     for point in [150, 700, 1400] {
         let mut child = dir.command(&mock).args(job).spawn().unwrap();
@@ -263,7 +264,17 @@ fn killed_and_resumed_gives_the_same_file(dir: &Dir, input: &str) {
     let out = dir.mailsift(&mock).args(job).assert().success();
     let stderr = text(&out.get_output().stderr);
     assert!(stderr.contains("resuming after"), "{stderr}");
-    assert_same_file(&dir.read("out.csv"), &reference, input);
+    if output.ends_with(".xlsx") {
+        // A workbook's bytes carry its creation time: compare the cells.
+        assert_eq!(
+            sheet_cells(&dir.path(output)),
+            sheet_cells(&dir.path(&reference_name)),
+            "{input}"
+        );
+        assert!(!dir.path(&format!("{output}.partial")).exists());
+    } else {
+        assert_same_file(&dir.read(output), &reference, input);
+    }
     let stats = mock.stats();
     // Only requests in flight at a kill may repeat: at most 16 per kill.
     assert!(
@@ -291,7 +302,7 @@ fn accented_contacts(n: usize) -> String {
 fn a_utf16_input_killed_three_times_resumes_to_the_identical_file() {
     let dir = Dir::new();
     dir.write("in.txt", utf16(&accented_contacts(2000), true));
-    killed_and_resumed_gives_the_same_file(&dir, "in.txt");
+    killed_and_resumed_gives_the_same_file(&dir, "in.txt", "out.csv");
 }
 
 #[test]
@@ -301,11 +312,19 @@ fn a_windows_1252_input_killed_three_times_resumes_to_the_identical_file() {
     let (bytes, _, unmappable) = encoding_rs::WINDOWS_1252.encode(&text);
     assert!(!unmappable);
     dir.write("in.csv", bytes);
-    killed_and_resumed_gives_the_same_file(&dir, "in.csv");
+    killed_and_resumed_gives_the_same_file(&dir, "in.csv", "out.csv");
+}
+
+/// The first sheet of a workbook, every cell as calamine reads it.
+fn sheet_cells(path: &std::path::Path) -> Vec<Vec<calamine::Data>> {
+    use calamine::Reader;
+    let mut book = calamine::open_workbook_auto(path).unwrap();
+    let range = book.worksheet_range_at(0).unwrap().unwrap();
+    range.rows().map(<[calamine::Data]>::to_vec).collect()
 }
 
 #[test]
-fn an_xlsx_input_killed_three_times_resumes_to_the_identical_file() {
+fn an_xlsx_to_xlsx_job_killed_three_times_resumes_to_the_same_workbook() {
     let dir = Dir::new();
     let mut book = rust_xlsxwriter::Workbook::new();
     let sheet = book.add_worksheet();
@@ -319,7 +338,7 @@ fn an_xlsx_input_killed_three_times_resumes_to_the_identical_file() {
         }
     }
     book.save(dir.path("in.xlsx")).unwrap();
-    killed_and_resumed_gives_the_same_file(&dir, "in.xlsx");
+    killed_and_resumed_gives_the_same_file(&dir, "in.xlsx", "out.xlsx");
 }
 
 /// A workbook as Excel writes one: a first sheet of notes, then the contacts with a number
@@ -691,4 +710,64 @@ fn a_workbook_on_standard_input_is_refused_with_what_to_do() {
         text(&out.stderr)
     );
     assert_eq!(mock.stats().validations, 0);
+}
+
+#[test]
+fn an_xlsx_output_is_a_real_workbook_with_the_original_cells_and_ours() {
+    use calamine::Data;
+    let dir = Dir::new();
+    xlsx_workbook(&dir.path("leads.xlsx"));
+    let run = validate(&dir, &["leads.xlsx", "-o", "out.xlsx", "--sheet", "Leads"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(!dir.path("out.xlsx.partial").exists());
+    let cells = sheet_cells(&dir.path("out.xlsx"));
+    let header: Vec<String> = cells[0].iter().map(|c| c.to_string()).collect();
+    assert_eq!(
+        header[..6],
+        ["Name", "Email", "Phone", "Since", "Opt-in", "email_status"]
+    );
+    let at = |name: &str| header.iter().position(|h| h == name).unwrap();
+    // Types come back as they were; the blank row is not a row (as a blank line in a CSV).
+    assert_eq!(cells.len(), PEOPLE.len() + 1);
+    let jose = &cells[1];
+    assert_eq!(jose[0], Data::String("José".into()));
+    assert_eq!(jose[2], Data::Float(4915112345678.0));
+    // A date again (2024-03-01 is Excel's day 45352), not the text it was read as.
+    match &jose[3] {
+        Data::DateTime(d) => assert_eq!(d.as_f64(), 45352.0),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(jose[4], Data::Bool(true));
+    assert_eq!(jose[at("source")], Data::String("api".into()));
+    assert_eq!(
+        jose[at("email_normalized")],
+        Data::String("josé@acme-corp.com".into())
+    );
+    assert_eq!(cells[2][0], Data::String("Zoë".into()));
+    assert_eq!(run.mock.stats().validations, PEOPLE.len() as u64);
+}
+
+#[test]
+fn a_csv_to_xlsx_output_keeps_every_field_as_text() {
+    use calamine::Data;
+    let dir = Dir::new();
+    dir.write(
+        "in.csv",
+        "name,email,zip,phone\nJosé,josé@acme-corp.com,01234,+49 151 1234\nBob,=cmd|' /C calc'!A0,1234,5\n",
+    );
+    let run = validate(&dir, &["in.csv", "-o", "out.xlsx"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let cells = sheet_cells(&dir.path("out.xlsx"));
+    assert_eq!(
+        cells[1][..4],
+        [
+            Data::String("José".into()),
+            Data::String("josé@acme-corp.com".into()),
+            Data::String("01234".into()),
+            Data::String("+49 151 1234".into()),
+        ]
+    );
+    // Text that looks like a formula stays text in the workbook.
+    assert_eq!(cells[2][1], Data::String("=cmd|' /C calc'!A0".into()));
+    assert_eq!(cells[2][2], Data::String("1234".into()));
 }
