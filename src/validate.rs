@@ -137,8 +137,10 @@ pub async fn run(
     // Later opens of the input (resume, the cost note) read it the same way without detecting
     // the encoding again.
     let mut input_options = config.input_options.clone();
-    if let input::Format::Decoded { encoding, .. } = &layout.format {
-        input_options.encoding = Some(encoding);
+    match &layout.format {
+        input::Format::Decoded { encoding, .. } => input_options.encoding = Some(encoding),
+        input::Format::Utf8 { .. } => input_options.encoding = Some(encoding_rs::UTF_8),
+        input::Format::Sheet(_) => {}
     }
 
     if matches!(config.input, input::Source::Stdin) {
@@ -877,8 +879,12 @@ fn describe_start(
         if layout.has_header { "header row kept" } else { "no header row" },
     );
     text.push_str(&format!("\n  {}", layout.format.describe()));
-    if layout.format.converted() && config.output.is_some() {
-        text.push_str("; the output is UTF-8 text with a byte order mark");
+    match &config.output {
+        Some(out) if crate::xlsx::is_xlsx(out) => text.push_str("; the output is a workbook"),
+        Some(_) if layout.format.converted() => {
+            text.push_str("; the output is UTF-8 text with a byte order mark")
+        }
+        _ => {}
     }
     if let Some(mark) = resume {
         text.push_str(&format!(

@@ -5,6 +5,11 @@
 //! finding the email column, spotting our own annotation columns in a re-validated file, and
 //! streaming rows whose `raw` bytes are exactly the input's.
 //!
+//! Before any of that, what the file is: a workbook by its first bytes (`sheet`: read with
+//! calamine as CSV text), or text in some encoding (`decode`: UTF-8 is read as bytes, anything
+//! else is decoded to UTF-8). For converted text, `raw` and offsets are of that text, and a
+//! resume converts again and skips to the offset.
+//!
 //! Must not: validate or normalise addresses beyond calling [`crate::address::check`] for
 //! column detection, hold more than one row (plus a 64 KiB sample and one read chunk) in memory,
 //! or use async I/O: the reader is blocking and is meant to run on a `spawn_blocking` thread
@@ -92,7 +97,7 @@ pub enum Format {
         encoding: &'static Encoding,
         how: &'static str,
     },
-    /// A sheet of a workbook, read as the CSV text [`sheet`] makes of it.
+    /// A sheet of a workbook, read as the CSV text `sheet` makes of it.
     Sheet(SheetInfo),
 }
 
@@ -347,7 +352,7 @@ const LIMITS: Limits = Limits {
 /// the start; a `resume.byte` at or before the first data row just starts there).
 ///
 /// What the file is comes first, from its first bytes: a workbook (ZIP or OLE magic, whatever
-/// its name) is read with calamine; text is read as UTF-8 or decoded (see [`decode`]).
+/// its name) is read with calamine; text is read as UTF-8 or decoded (see `decode`).
 pub fn open(
     source: &Source,
     opts: &InputOptions,
