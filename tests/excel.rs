@@ -4,11 +4,8 @@
 //! were sent (the mock's counters), not rejected by the local syntax check.
 
 use std::io::Write;
-use std::time::Duration;
 
-use mailsift::mock::{Latency, MockConfig};
-
-use crate::crash::assert_same_file;
+use crate::crash::{assert_same_file, slow_mock};
 use crate::util::{finish, rows_with, text, wait_for, Dir, Mock};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -221,17 +218,6 @@ fn a_utf8_file_with_a_few_bad_bytes_stays_utf8_and_passes_them_through() {
         assert!(b.starts_with(a), "{} vs {}", text(a), text(b));
     }
     assert_eq!(run.mock.stats().validations, 4);
-}
-
-fn slow_mock() -> Mock {
-    Mock::start(MockConfig {
-        rate_per_min: 1_000_000,
-        latency: Latency::LogNormal {
-            median: Duration::from_millis(3),
-            p99: Duration::from_millis(40),
-        },
-        ..MockConfig::default()
-    })
 }
 
 /// Kills the job with SIGKILL at three moments, resumes it, and compares with an uninterrupted
