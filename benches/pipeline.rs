@@ -7,6 +7,7 @@
 //! cargo bench --bench pipeline -- overhead         # 1M unique rows, then the cache path
 //! cargo bench --bench pipeline -- utilisation adaptive side-by-side
 //! MAILSIFT_BENCH_10M=1 cargo bench --bench pipeline -- big   # 10M rows: memory, resume start
+//! cargo bench --bench pipeline -- xlsx             # a 1M-row .xlsx in, then .xlsx out
 //! ```
 //!
 //! Rate-limited scenarios (utilisation, adaptive, side-by-side) mostly wait, so they run side by
@@ -25,7 +26,14 @@ use mailsift::mock::Stats;
 
 const MAILSIFT: &str = env!("CARGO_BIN_EXE_mailsift");
 const MOCK: &str = env!("CARGO_BIN_EXE_leadmagic-mock");
-const SCENARIOS: [&str; 5] = ["utilisation", "adaptive", "side-by-side", "overhead", "big"];
+const SCENARIOS: [&str; 6] = [
+    "utilisation",
+    "adaptive",
+    "side-by-side",
+    "overhead",
+    "xlsx",
+    "big",
+];
 
 fn main() {
     // cargo passes `--bench`; everything else not starting with '-' names a scenario.
@@ -34,7 +42,7 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     if chosen.is_empty() {
-        chosen = SCENARIOS[..4].iter().map(|s| s.to_string()).collect();
+        chosen = SCENARIOS[..5].iter().map(|s| s.to_string()).collect();
         if std::env::var_os("MAILSIFT_BENCH_10M").is_some() {
             chosen.push("big".into());
         }
@@ -68,6 +76,9 @@ fn main() {
     });
     if has("overhead") {
         print_block(overhead(&scratch.sub("overhead")));
+    }
+    if has("xlsx") {
+        print_block(xlsx(&scratch.sub("xlsx")));
     }
     if has("big") {
         if std::env::var_os("MAILSIFT_BENCH_10M").is_none() {
@@ -294,6 +305,85 @@ fn overhead(dir: &Path) -> String {
         second.peak_rss_kb as f64 / 1024.0,
         state as f64 / 1e6,
     )
+}
+
+/// Issue 12: a workbook of 1,000,000 unique rows (`MAILSIFT_BENCH_XLSX_ROWS` to change), written
+/// as Excel writes one (shared strings), validated to CSV against a zero-latency mock; then the
+/// same workbook to an .xlsx output (answers from the store).
+fn xlsx(dir: &Path) -> String {
+    let rows: u64 = std::env::var("MAILSIFT_BENCH_XLSX_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let input = dir.join("in.xlsx");
+    let made = Instant::now();
+    let input_bytes = write_xlsx(&input, rows);
+    let made = made.elapsed();
+    let mock = Mock::start(&unlimited_mock(1e12));
+    let run = |output: &str| {
+        let args = [
+            "validate".to_owned(),
+            input.display().to_string(),
+            "-o".into(),
+            dir.join(output).display().to_string(),
+            "--rate".into(),
+            "unlimited".into(),
+        ];
+        run_mailsift(&mock, dir, &args)
+    };
+    let load_before = load();
+    let first = run("out.csv");
+    let calls = mock.stats().validations;
+    let out_rows = count_lines(&dir.join("out.csv")).saturating_sub(1);
+    let second = run("out.xlsx");
+    let calls_again = mock.stats().validations - calls;
+    let load_after = load();
+    let out_xlsx = std::fs::metadata(dir.join("out.xlsx")).map_or(0, |m| m.len());
+    format!(
+        "## xlsx: a workbook of {rows} unique rows ({:.1} MB, shared strings, made in {:.1} s), zero-latency mock, no rate limit\n\
+         command: `cargo bench --bench pipeline -- xlsx`: `mailsift validate in.xlsx -o out.csv --rate unlimited`, then `-o out.xlsx`\n\
+         load average before / after: {load_before} / {load_after}\n\
+         .xlsx -> .csv: exit {}, {:.1} s, {:.0} rows/s, {calls} requests, {out_rows} rows written; mailsift CPU {:.1} s; peak RSS {:.1} MB\n\
+         .xlsx -> .xlsx (answers from the store): exit {}, {:.1} s, {calls_again} requests, output {:.1} MB; mailsift CPU {:.1} s; peak RSS {:.1} MB",
+        input_bytes as f64 / 1e6,
+        made.as_secs_f64(),
+        code(first.status),
+        first.wall.as_secs_f64(),
+        rows as f64 / first.wall.as_secs_f64(),
+        first.cpu_secs,
+        first.peak_rss_kb as f64 / 1024.0,
+        code(second.status),
+        second.wall.as_secs_f64(),
+        out_xlsx as f64 / 1e6,
+        second.cpu_secs,
+        second.peak_rss_kb as f64 / 1024.0,
+    )
+}
+
+/// The bench's contacts as a workbook: the same columns as [`write_input`], numbers as numbers,
+/// strings shared (Excel's own layout). Returns its size.
+fn write_xlsx(path: &Path, rows: u64) -> u64 {
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let sheet = book.add_worksheet_with_low_memory();
+    for (c, name) in ["id", "first_name", "company", "email"].iter().enumerate() {
+        sheet
+            .write_string(0, c as u16, *name)
+            .expect("writing the bench input");
+    }
+    for i in 0..rows {
+        let r = i as u32 + 1;
+        let write =
+            |sheet: &mut rust_xlsxwriter::Worksheet| -> Result<(), rust_xlsxwriter::XlsxError> {
+                sheet.write_number(r, 0, i as f64)?;
+                sheet.write_string(r, 1, format!("Name{}", i % 977))?;
+                sheet.write_string(r, 2, format!("Company {}", i % 5003))?;
+                sheet.write_string(r, 3, address(i, ""))?;
+                Ok(())
+            };
+        write(sheet).expect("writing the bench input");
+    }
+    book.save(path).expect("saving the bench input");
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
 /// 6 (10M) and 7: 10,000,000 unique rows, every one charged; the mock's credits run out after

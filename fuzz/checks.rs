@@ -5,12 +5,13 @@
 //! Each function takes arbitrary bytes and panics only when a property of mailsift breaks:
 //! never on input mailsift is allowed to refuse.
 
-use std::io::Cursor;
+use std::borrow::Cow;
+use std::io::{Cursor, Read};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use mailsift::address::{self, Checked};
-use mailsift::input::{self, ColumnSpec, InputOptions, Row};
+use mailsift::input::{self, Charset, ColumnSpec, Format, InputOptions, Row, Source};
 use mailsift::output::RowFormat;
 use mailsift::plan::{Freshness, Outcome, Planner, Resolved};
 use mailsift::store::{Answer, Store};
@@ -107,7 +108,79 @@ pub fn reader_planner(data: &[u8]) {
             );
             rows.push(row);
         }
-        assert_rows_cover(data, layout.bom, &rows);
+        assert_rows_cover(&text_of(data, &layout.format), layout.bom, &rows);
+    }
+}
+
+/// The text rows are cut from: the bytes themselves, or their decoding.
+fn text_of<'a>(data: &'a [u8], format: &Format) -> Cow<'a, [u8]> {
+    match format {
+        Format::Decoded { encoding, .. } => Cow::Owned(
+            encoding
+                .decode_with_bom_removal(data)
+                .0
+                .into_owned()
+                .into_bytes(),
+        ),
+        _ => Cow::Borrowed(data),
+    }
+}
+
+/// The encoding detection and the streaming decoder: total; UTF-8 text is never decoded as
+/// something else; the stream gives the same text as decoding at once, whatever the read
+/// sizes; and resuming a decoded file after any row gives the same rows as reading on.
+pub fn decoder(data: &[u8]) {
+    let detection = input::detect_charset(data, true, None).expect("reading a slice");
+    let has_bom = data.starts_with(b"\xFF\xFE") || data.starts_with(b"\xFE\xFF");
+    if std::str::from_utf8(data).is_ok() && !data.contains(&0) && !has_bom {
+        assert_eq!(
+            detection.charset,
+            Charset::Utf8,
+            "valid UTF-8 stays as it is"
+        );
+    }
+    let Charset::Decoded(encoding) = detection.charset else {
+        return;
+    };
+    let (whole, _) = encoding.decode_with_bom_removal(data);
+    for size in [1, 3, 4096] {
+        let len = data.len() as u64;
+        let mut stream =
+            input::Transcode::new(Box::new(Cursor::new(data.to_vec())), encoding, Some(len));
+        let mut got = Vec::new();
+        let mut buf = vec![0; size];
+        loop {
+            let n = stream
+                .read(&mut buf)
+                .expect("decoding never fails on bytes");
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, whole.as_bytes(), "read size {size}");
+    }
+    // Through a file, as a run reads it: rows, then a resume after one of them.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("input.txt");
+    std::fs::write(&path, data).expect("writing the input");
+    let source = Source::Path(path);
+    let opts = InputOptions {
+        email_column: Some(ColumnSpec::Index(1)),
+        no_header: true,
+        ..InputOptions::default()
+    };
+    let Ok((layout, reader)) = input::open(&source, &opts, None) else {
+        return;
+    };
+    let rows: Vec<Row> = reader.map_while(Result::ok).collect();
+    assert_rows_cover(&text_of(data, &layout.format), layout.bom, &rows);
+    if rows.len() > 1 {
+        let i = rows.len() / 2;
+        let (_, again) = input::open(&source, &opts, Some(rows[i - 1].resume_after()))
+            .expect("resuming where a row ended");
+        let rest: Vec<Row> = again.map_while(Result::ok).collect();
+        assert_eq!(rest, rows[i..], "resume after row {i}");
     }
 }
 

@@ -211,6 +211,16 @@ pub struct FormatArgs {
     /// The column holding the addresses, by header name or 1-based number [default: detected]
     #[arg(long, value_name = "NAME|INDEX")]
     pub email_column: Option<String>,
+
+    /// The text encoding of the input, e.g. utf-8, utf-16le, windows-1252, latin1, shift_jis
+    /// [default: detected]
+    #[arg(long, value_name = "LABEL", value_parser = parse_encoding)]
+    pub encoding: Option<&'static encoding_rs::Encoding>,
+
+    /// The sheet of a spreadsheet input (.xlsx, .xls, .ods), by name or 1-based number
+    /// [default: the first]
+    #[arg(long, value_name = "NAME|N")]
+    pub sheet: Option<String>,
 }
 
 /// How long earlier answers are reused.
@@ -263,7 +273,8 @@ pub struct ValidateArgs {
     pub input: PathBuf,
 
     /// Where to write the annotated CSV [default: INPUT_STEM.validated.csv beside the input;
-    /// standard output when reading standard input]; - writes standard output
+    /// standard output when reading standard input]; - writes standard output; a name ending
+    /// in .xlsx writes a workbook
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
 
@@ -425,6 +436,15 @@ fn non_negative(text: &str) -> Result<f64, String> {
         Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
         _ => Err(format!("{text:?} is not a number of credits (0 or more)")),
     }
+}
+
+fn parse_encoding(text: &str) -> Result<&'static encoding_rs::Encoding, String> {
+    encoding_rs::Encoding::for_label(text.trim().as_bytes()).ok_or_else(|| {
+        format!(
+            "{text:?} is not an encoding name mailsift knows; use a label such as utf-8, \
+             utf-16le, utf-16be, windows-1252, latin1, iso-8859-15, windows-1250, shift_jis"
+        )
+    })
 }
 
 fn parse_delimiter(text: &str) -> Result<u8, String> {

@@ -290,6 +290,8 @@ fn input_options(args: &FormatArgs, column_prefix: Option<String>) -> InputOptio
         no_header: args.no_header,
         email_column,
         column_prefix: column_prefix.filter(|p| !p.is_empty()),
+        encoding: args.encoding,
+        sheet: args.sheet.clone(),
     }
 }
 

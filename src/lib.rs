@@ -37,6 +37,7 @@ pub mod report;
 pub mod retry;
 pub mod store;
 pub mod validate;
+pub mod xlsx;
 
 use std::future::Future;
 

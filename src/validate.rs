@@ -139,6 +139,14 @@ pub async fn run(
     let opts = config.input_options.clone();
     let (layout, reader) =
         tokio::task::spawn_blocking(move || input::open(&source, &opts, None)).await??;
+    // Later opens of the input (resume, the cost note) read it the same way without detecting
+    // the encoding again.
+    let mut input_options = config.input_options.clone();
+    match &layout.format {
+        input::Format::Decoded { encoding, .. } => input_options.encoding = Some(encoding),
+        input::Format::Utf8 { .. } => input_options.encoding = Some(encoding_rs::UTF_8),
+        input::Format::Sheet(_) => {}
+    }
 
     if matches!(config.input, input::Source::Stdin) {
         say(
@@ -192,7 +200,7 @@ pub async fn run(
     let (reader, sink, watermark) = match (&plan.resume, &config.output) {
         (Some(mark), Some(output)) => {
             let source = config.input.clone();
-            let opts = config.input_options.clone();
+            let opts = input_options.clone();
             let at = Resume {
                 byte: mark.byte,
                 line: mark.line,
@@ -215,8 +223,9 @@ pub async fn run(
                 line: 1,
                 ..Watermark::default()
             };
-            if layout.bom {
-                // The input's UTF-8 BOM stays: spreadsheets need it to read the file as UTF-8.
+            if layout.bom || layout.format.converted() {
+                // The input's UTF-8 BOM stays, and text converted to UTF-8 (from another
+                // encoding or a workbook) gets one: spreadsheets need it to read it as UTF-8.
                 const BOM: &[u8] = b"\xEF\xBB\xBF";
                 sink.header(BOM, &mut mark)?;
             }
@@ -320,11 +329,7 @@ pub async fn run(
     // request for a small file, alongside the run for a big one, so it never delays a resume.
     let mut _counting = None;
     if let (input::Source::Path(path), false) = (&config.input, stop.is_cancelled()) {
-        let (source, opts, store) = (
-            config.input.clone(),
-            config.input_options.clone(),
-            store.clone(),
-        );
+        let (source, opts, store) = (config.input.clone(), input_options.clone(), store.clone());
         let resume = plan.resume.map(|m| Resume {
             byte: m.byte,
             line: m.line,
@@ -406,7 +411,8 @@ pub async fn run(
     let progress_task = tokio::spawn(progress::run(
         config.display,
         counters.clone(),
-        input_len(&config.input),
+        // Converted text has no known length: the bar shows what was read.
+        input_len(&config.input).filter(|_| !layout.format.converted()),
         notes_rx,
         progress_done.clone(),
     ));
@@ -475,11 +481,29 @@ pub async fn run(
     };
 
     let checkpoint = writer.checkpoint.take();
-    let finished = if state == JobState::Done {
+    let mut finished = if state == JobState::Done {
         writer.finish()?
     } else {
         None
     };
+    // A workbook output was checkpointed as CSV: it becomes a workbook here, before its size
+    // and hash are kept and the job is marked done (a kill here leaves it to be finished again).
+    if let Some((path, files)) = finished.as_mut().filter(|(p, _)| crate::xlsx::is_xlsx(p)) {
+        let cells = crate::xlsx::Cells {
+            delimiter: layout.delimiter,
+            typed: matches!(layout.format, input::Format::Sheet(_)),
+            annotations: output::ANNOTATION_COLUMNS.len()
+                + if config.company {
+                    output::COMPANY_COLUMNS.len()
+                } else {
+                    0
+                },
+        };
+        let workbook = path.clone();
+        tokio::task::spawn_blocking(move || crate::xlsx::convert(&workbook, cells)).await??;
+        files[0] = crate::durable::FileSum::of(path)
+            .with_context(|| format!("reading {}", path.display()))?;
+    }
     // A row too long is the input's own fault, and fixing it changes the input: the job is
     // forgotten and its partial files removed, so the fixed file starts afresh (answers already
     // paid for come from the cache) rather than being refused as changed, and nothing half
@@ -1037,7 +1061,7 @@ fn describe_options(layout: &Layout, config: &ValidateConfig) -> String {
         ", raw fields"
     } else {
         ""
-    }
+    } + &layout.format.option()
 }
 
 fn describe_start(
@@ -1064,6 +1088,14 @@ fn describe_start(
         layout.how_found,
         if layout.has_header { "header row kept" } else { "no header row" },
     );
+    text.push_str(&format!("\n  {}", layout.format.describe()));
+    match &config.output {
+        Some(out) if crate::xlsx::is_xlsx(out) => text.push_str("; the output is a workbook"),
+        Some(_) if layout.format.converted() => {
+            text.push_str("; the output is UTF-8 text with a byte order mark")
+        }
+        _ => {}
+    }
     if let Some(mark) = resume {
         text.push_str(&format!(
             "\n  resuming after {} rows written (input line {})",

@@ -183,16 +183,23 @@ fn nul_bytes_pass_through_and_an_address_with_one_is_never_sent() {
     assert_eq!(r.stats.validations, 1, "only jane was sent");
 }
 
+/// Issue 12: a Latin-1 (Windows-1252) file used to pass through as bytes, its accented
+/// addresses rejected as "not valid UTF-8" and never asked. It is now decoded: the output is the
+/// same text in UTF-8 (with a byte order mark) and every address is sent.
 #[test]
-fn latin1_bytes_pass_through_and_a_latin1_address_is_a_syntax_reject() {
+fn a_latin1_file_is_decoded_and_its_accented_address_sent() {
     let input = b"name;email;city\r\nJos\xe9;jose@acme.com;M\xfcnchen\r\nB\xf6b;b\xf6b@acme.com;K\xf6ln\r\n";
     let r = run("latin1.csv", input);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    assert_rows_kept(input, &r.out, b'\n', "latin1");
-    let rows = rows_with(&r.out, b';');
-    let message = column(&rows, "email_message");
-    assert_eq!(rows[2][message], "not valid UTF-8");
-    assert_eq!(r.stats.validations, 1);
+    assert!(r.stderr.contains("read as windows-1252"), "{}", r.stderr);
+    let text = std::str::from_utf8(r.out.strip_prefix(b"\xEF\xBB\xBF").expect("BOM")).unwrap();
+    let (decoded, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(input);
+    assert_rows_kept(decoded.as_bytes(), text.as_bytes(), b'\n', "latin1");
+    let rows = rows_with(text.as_bytes(), b';');
+    let source = column(&rows, "source");
+    assert_eq!(rows[2][..2], ["Böb", "böb@acme.com"]);
+    assert_eq!(rows[2][source], "api");
+    assert_eq!(r.stats.validations, 2);
 }
 
 #[test]

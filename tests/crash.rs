@@ -18,7 +18,7 @@ use crate::util::{assert_none_sent_twice, contacts, finish, signal, wait_for, Di
 const CONCURRENCY: u64 = 16;
 
 /// A mock whose answers take a few milliseconds, so requests really are in flight at a kill.
-fn slow_mock() -> Mock {
+pub fn slow_mock() -> Mock {
     Mock::start(MockConfig {
         rate_per_min: 1_000_000,
         latency: Latency::LogNormal {

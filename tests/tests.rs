@@ -3,6 +3,7 @@
 mod badinput;
 mod cli;
 mod crash;
+mod excel;
 mod faults;
 #[path = "../fuzz/checks.rs"]
 mod fuzz_checks;

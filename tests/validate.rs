@@ -419,9 +419,12 @@ fn odd_bytes_and_ragged_rows_pass_through_unchanged() {
         .assert()
         .success();
     let out = dir.read("odd.validated.csv");
+    // Issue 12: the Latin-1 bytes make it a Windows-1252 file, decoded: the same text comes out
+    // in UTF-8, after a byte order mark; every other byte is as it was.
+    let out = out.strip_prefix(b"\xEF\xBB\xBF").expect("a BOM").to_vec();
     let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').collect();
     assert!(
-        lines[1].starts_with(b"Jos\xe9;valid.jose@example.com;M\xfcnchen;valid;"),
+        lines[1].starts_with("José;valid.jose@example.com;München;valid;".as_bytes()),
         "{}",
         text(lines[1])
     );

@@ -5,6 +5,11 @@
 //! finding the email column, spotting our own annotation columns in a re-validated file, and
 //! streaming rows whose `raw` bytes are exactly the input's.
 //!
+//! Before any of that, what the file is: a workbook by its first bytes (`sheet`: read with
+//! calamine as CSV text), or text in some encoding (`decode`: UTF-8 is read as bytes, anything
+//! else is decoded to UTF-8). For converted text, `raw` and offsets are of that text, and a
+//! resume converts again and skips to the offset.
+//!
 //! Must not: validate or normalise addresses beyond calling [`crate::address::check`] for
 //! column detection, hold more than one row (plus a 64 KiB sample and one read chunk) in memory,
 //! or use async I/O: the reader is blocking and is meant to run on a `spawn_blocking` thread
@@ -25,14 +30,20 @@
 //! - Without an email column, a sample full of control bytes is reported as "not a CSV"
 //!   ([`InputError::NotText`]) instead of listing binary garbage as column names.
 
+mod decode;
 mod detect;
 mod rows;
+mod sheet;
 
 use std::fs::File;
 use std::io::{self, Cursor, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
+use encoding_rs::Encoding;
+
+pub use decode::{detect as detect_charset, Charset, Transcode};
 pub use rows::Reader;
+pub use sheet::SheetInfo;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// The sample `open` reads (and keeps) to decide the layout.
@@ -70,6 +81,58 @@ pub struct InputOptions {
     pub email_column: Option<ColumnSpec>,
     /// Prefix of our annotation column names, to recognise them in an annotated input.
     pub column_prefix: Option<String>,
+    /// The text encoding (`--encoding`); detected when `None`. UTF-8 means "bytes as they are".
+    pub encoding: Option<&'static Encoding>,
+    /// The sheet of a workbook (`--sheet`): a name, or a 1-based number; the first when `None`.
+    pub sheet: Option<String>,
+}
+
+/// How the file's bytes became the CSV text that rows, and their offsets, are cut from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Format {
+    /// Text read as bytes: UTF-8, or mostly UTF-8 (an invalid byte passes through unchanged).
+    Utf8 { how: &'static str },
+    /// Text decoded to UTF-8 from another encoding.
+    Decoded {
+        encoding: &'static Encoding,
+        how: &'static str,
+    },
+    /// A sheet of a workbook, read as the CSV text `sheet` makes of it.
+    Sheet(SheetInfo),
+}
+
+impl Format {
+    /// Rows are converted text, not the file's bytes: offsets count bytes of that text, and the
+    /// output gets a UTF-8 byte order mark so that spreadsheets read it as UTF-8.
+    pub fn converted(&self) -> bool {
+        !matches!(self, Format::Utf8 { .. })
+    }
+
+    /// For the opening lines, e.g. "read as UTF-16LE (byte order mark)".
+    pub fn describe(&self) -> String {
+        match self {
+            Format::Utf8 { how } => format!("read as UTF-8 ({how})"),
+            Format::Decoded { encoding, how } => {
+                format!(
+                    "read as {} ({how}; --encoding to override)",
+                    encoding.name()
+                )
+            }
+            Format::Sheet(info) => format!(
+                "sheet {:?} ({} of {}) of an {} workbook",
+                info.name, info.index, info.count, info.kind
+            ),
+        }
+    }
+
+    /// What must be the same for a run to resume: empty for UTF-8 text, as before.
+    pub fn option(&self) -> String {
+        match self {
+            Format::Utf8 { .. } => String::new(),
+            Format::Decoded { encoding, .. } => format!(", encoding {}", encoding.name()),
+            Format::Sheet(info) => format!(", sheet {:?}", info.name),
+        }
+    }
 }
 
 /// The input's shape, decided once by [`open`] from a sample at its start.
@@ -94,6 +157,8 @@ pub struct Layout {
     pub terminator: Vec<u8>,
     /// The input started with a UTF-8 BOM (not part of any row's `raw`).
     pub bom: bool,
+    /// How the text was obtained (encoding, or the sheet of a workbook).
+    pub format: Format,
 }
 
 /// One CSV record and the exact bytes it came from.
@@ -206,6 +271,21 @@ pub enum InputError {
         at: u64,
         line: u64,
     },
+    #[error("{file} is protected with a password: open it in your spreadsheet program, remove the password (save it without one), or export the list as CSV, and run again")]
+    Password { file: String },
+    #[error("{file} is a spreadsheet that cannot be read ({problem}); open it in your spreadsheet program and save it again, or export the list as CSV")]
+    Workbook { file: String, problem: String },
+    #[error(
+        "{file} has no sheet {name:?}; it has {}; pass one of these names or a 1-based number to --sheet",
+        list_columns(sheets).replace("column", "sheet")
+    )]
+    UnknownSheet {
+        file: String,
+        name: String,
+        sheets: Vec<String>,
+    },
+    #[error("{file} looks like a spreadsheet ({kind}); mailsift reads a spreadsheet only from a file path: pass it as a path, or export the list as CSV")]
+    SheetNotAFile { file: String, kind: &'static str },
     #[error("{file} does not look like a CSV or text file (line 1 starts with binary bytes{}); export it as CSV and run again", kind.map(|k| format!(": it looks like {k}")).unwrap_or_default())]
     NotText {
         file: String,
@@ -270,65 +350,160 @@ const LIMITS: Limits = Limits {
 /// Opens the input, decides its layout from a sample at its start, and returns a reader
 /// positioned at the first data row, or at `resume` when given (the layout is still read from
 /// the start; a `resume.byte` at or before the first data row just starts there).
+///
+/// What the file is comes first, from its first bytes: a workbook (ZIP or OLE magic, whatever
+/// its name) is read with calamine; text is read as UTF-8 or decoded (see `decode`).
 pub fn open(
     source: &Source,
     opts: &InputOptions,
     resume: Option<Resume>,
 ) -> Result<(Layout, Reader), InputError> {
-    match source {
+    let path = match source {
         Source::Stdin => {
             if resume.is_some() {
                 return Err(InputError::StdinResume);
             }
-            open_stream(STDIN_NAME, Box::new(io::stdin()), opts)
+            return open_stream(STDIN_NAME, Box::new(io::stdin()), opts);
         }
-        Source::Path(path) => {
-            let file = path.display().to_string();
-            let opened = File::open(path).and_then(|f| Ok((f.metadata()?, f)));
-            let (meta, handle) = opened.map_err(|source| InputError::Open {
-                file: file.clone(),
-                source,
-            })?;
-            let len = meta.is_file().then_some(meta.len());
-            open_input(file, Input::File(handle), len, opts, resume, LIMITS)
+        Source::Path(path) => path,
+    };
+    let file = path.display().to_string();
+    let open_error = |source| InputError::Open {
+        file: file.clone(),
+        source,
+    };
+    let mut handle = File::open(path).map_err(open_error)?;
+    let meta = handle.metadata().map_err(open_error)?;
+    let len = meta.is_file().then_some(meta.len());
+    let (head, eof) = read_head(&mut handle, LIMITS.sample).map_err(open_error)?;
+    if let Some(magic) = sheet::magic(&head) {
+        if len.is_none() {
+            return Err(InputError::SheetNotAFile {
+                file,
+                kind: "a ZIP or Office file",
+            });
         }
+        let mut opts = opts.clone();
+        let delimiter = *opts.delimiter.get_or_insert(b',');
+        let (chunks, info) =
+            sheet::open(path, &file, &head, magic, opts.sheet.as_deref(), delimiter)?;
+        let input = Input::Converted(Box::new(chunks));
+        return open_input(file, input, len, &opts, resume, LIMITS, Format::Sheet(info));
     }
+    let detection = match opts.encoding {
+        Some(encoding) if encoding == encoding_rs::UTF_8 => decode::Detection {
+            charset: Charset::Utf8,
+            how: "--encoding",
+        },
+        Some(encoding) => decode::Detection {
+            charset: Charset::Decoded(encoding),
+            how: "--encoding",
+        },
+        None => {
+            // A regular file is looked at past its start when that is plain ASCII.
+            let mut rest = len
+                .map(|_| {
+                    let mut f = File::open(path)?;
+                    f.seek(SeekFrom::Start(head.len() as u64))?;
+                    Ok(f)
+                })
+                .transpose()
+                .map_err(open_error)?;
+            decode::detect(&head, eof, rest.as_mut().map(|f| f as &mut dyn Read))
+                .map_err(open_error)?
+        }
+    };
+    // Put the head back in front of the rest: seek for a regular file, chain for a pipe.
+    let input = if len.is_some() {
+        handle.seek(SeekFrom::Start(0)).map_err(open_error)?;
+        Input::File(handle)
+    } else {
+        Input::Stream(Box::new(Cursor::new(head).chain(handle)))
+    };
+    let (input, format) = match detection.charset {
+        Charset::Utf8 => (input, Format::Utf8 { how: detection.how }),
+        Charset::Decoded(encoding) => (
+            Input::Converted(Box::new(Transcode::new(input.into_read(), encoding, len))),
+            Format::Decoded {
+                encoding,
+                how: detection.how,
+            },
+        ),
+    };
+    open_input(file, input, len, opts, resume, LIMITS, format)
 }
 
 /// Like [`open`] over any reader (stdin, tests, the fuzz targets): no resume, no known length.
 pub fn open_stream(
     name: &str,
-    input: Box<dyn Read + Send>,
+    mut input: Box<dyn Read + Send>,
     opts: &InputOptions,
 ) -> Result<(Layout, Reader), InputError> {
-    open_input(
-        name.to_owned(),
-        Input::Stream(input),
-        None,
-        opts,
-        None,
-        LIMITS,
-    )
+    let open_error = |source| InputError::Open {
+        file: name.to_owned(),
+        source,
+    };
+    let (head, eof) = read_head(&mut input, LIMITS.sample).map_err(open_error)?;
+    if sheet::magic(&head).is_some() {
+        return Err(InputError::SheetNotAFile {
+            file: name.to_owned(),
+            kind: "a ZIP or Office file",
+        });
+    }
+    let detection = match opts.encoding {
+        Some(encoding) if encoding != encoding_rs::UTF_8 => decode::Detection {
+            charset: Charset::Decoded(encoding),
+            how: "--encoding",
+        },
+        Some(_) => decode::Detection {
+            charset: Charset::Utf8,
+            how: "--encoding",
+        },
+        None => decode::detect(&head, eof, None).map_err(open_error)?,
+    };
+    let whole: Box<dyn Read + Send> = Box::new(Cursor::new(head).chain(input));
+    let (input, format) = match detection.charset {
+        Charset::Utf8 => (Input::Stream(whole), Format::Utf8 { how: detection.how }),
+        Charset::Decoded(encoding) => (
+            Input::Converted(Box::new(Transcode::new(whole, encoding, None))),
+            Format::Decoded {
+                encoding,
+                how: detection.how,
+            },
+        ),
+    };
+    open_input(name.to_owned(), input, None, opts, None, LIMITS, format)
+}
+
+/// Reads up to `limit` bytes; `true` when that is the whole input.
+fn read_head(input: &mut dyn Read, limit: usize) -> io::Result<(Vec<u8>, bool)> {
+    let mut head = Vec::with_capacity(limit);
+    input.take(limit as u64).read_to_end(&mut head)?;
+    let eof = head.len() < limit;
+    Ok((head, eof))
 }
 
 enum Input {
-    /// A file we may seek in to resume.
+    /// A regular file of text read as it is, which we may seek in to resume.
     File(File),
+    /// Text read as it is from a pipe: no resume.
     Stream(Box<dyn Read + Send>),
+    /// Text converted from a regular file (decoded, or a sheet): resume skips converted bytes.
+    Converted(Box<dyn Read + Send>),
 }
 
 impl Input {
     fn as_read(&mut self) -> &mut dyn Read {
         match self {
             Input::File(f) => f,
-            Input::Stream(r) => r,
+            Input::Stream(r) | Input::Converted(r) => r,
         }
     }
 
     fn into_read(self) -> Box<dyn Read + Send> {
         match self {
             Input::File(f) => Box::new(f),
-            Input::Stream(r) => r,
+            Input::Stream(r) | Input::Converted(r) => r,
         }
     }
 }
@@ -418,6 +593,7 @@ fn open_input(
     opts: &InputOptions,
     resume: Option<Resume>,
     limits: Limits,
+    format: Format,
 ) -> Result<(Layout, Reader), InputError> {
     if let Some(d) = opts.delimiter {
         if matches!(d, b'"' | b'\r' | b'\n') {
@@ -431,7 +607,8 @@ fn open_input(
         });
     }
     let sample = read_sample(&file, input.as_read(), opts, limits)?;
-    let mut layout = decide_layout(&file, &sample, opts)?;
+    let converted = format.converted();
+    let mut layout = decide_layout(&file, &sample, opts, format)?;
 
     let bom_len = sample.bom_len() as u64;
     let (delimiter, email_column, replace_from) =
@@ -442,6 +619,7 @@ fn open_input(
         email_column,
         replace_from,
         row_limit: limits.row,
+        converted,
     };
     let (data_start, data_line) = if layout.has_header {
         // The sample holds the whole header row (read_sample made sure of it).
@@ -483,7 +661,38 @@ fn open_input(
                 })?;
             Reader::new(Box::new(handle), at.byte, at.line, config(&file), Some(len))
         }
-        (Some(_), Input::Stream(_)) => return Err(InputError::StdinResume),
+        (Some(at), Input::Converted(mut stream)) if at.byte > data_start => {
+            // Converted text cannot be sought in: convert again and skip what was done. The
+            // sample already holds its first bytes.
+            let have = sample.bytes.len() as u64;
+            if at.byte <= have {
+                let mut cursor = Cursor::new(sample.bytes);
+                cursor.set_position(at.byte);
+                let stream = Box::new(cursor.chain(stream));
+                Reader::new(stream, at.byte, at.line, config(&file), len)
+            } else {
+                let skip = at.byte - have;
+                let skipped =
+                    io::copy(&mut (&mut stream).take(skip), &mut io::sink()).map_err(|source| {
+                        InputError::Read {
+                            file: file.clone(),
+                            line: at.line,
+                            source,
+                        }
+                    })?;
+                if skipped < skip {
+                    return Err(InputError::ResumePastEnd {
+                        file,
+                        byte: at.byte,
+                        line: at.line,
+                        len: have + skipped,
+                    });
+                }
+                Reader::new(stream, at.byte, at.line, config(&file), len)
+            }
+        }
+        (Some(_), Input::Stream(_)) if file == STDIN_NAME => return Err(InputError::StdinResume),
+        (Some(_), Input::Stream(_)) => return Err(InputError::NotSeekable { file }),
         (_, input) => {
             // Chain the sample back in front of the rest so nothing read is lost.
             let mut cursor = Cursor::new(sample.bytes);
@@ -496,7 +705,12 @@ fn open_input(
 }
 
 /// Header, email column and annotation block from the sampled records.
-fn decide_layout(file: &str, sample: &Sample, opts: &InputOptions) -> Result<Layout, InputError> {
+fn decide_layout(
+    file: &str,
+    sample: &Sample,
+    opts: &InputOptions,
+    format: Format,
+) -> Result<Layout, InputError> {
     let prefix = opts.column_prefix.as_deref();
     let records = &sample.records;
     let body = &sample.bytes[sample.bom_len()..];
@@ -511,6 +725,7 @@ fn decide_layout(file: &str, sample: &Sample, opts: &InputOptions) -> Result<Lay
         replace_from: None,
         terminator: detect::dominant_terminator(body),
         bom: sample.bom,
+        format,
     };
     if records.is_empty() {
         // Nothing to read: any column will do, but a bad index is still a mistake.

@@ -107,6 +107,9 @@ pub(super) struct RowConfig {
     pub(super) email_column: usize,
     pub(super) replace_from: Option<usize>,
     pub(super) row_limit: usize,
+    /// The text is converted from the file (decoded, or a sheet): its length is not the file's,
+    /// and the converter checks the file's length itself.
+    pub(super) converted: bool,
 }
 
 /// Streams the rows of a CSV input; see [`super::open`].
@@ -279,7 +282,8 @@ impl Reader {
     /// short or grown while it was read). The rows read so far may end with a torn one, so the
     /// one held back is dropped and the reader reports the change instead.
     fn check_length(&mut self) {
-        let (Some(len), None) = (self.source_len, &self.deferred) else {
+        let (Some(len), None, false) = (self.source_len, &self.deferred, self.config.converted)
+        else {
             return;
         };
         let at = self.bytes_read();
