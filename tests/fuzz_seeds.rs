@@ -62,3 +62,8 @@ fn address_seeds_and_mutations_keep_the_fuzzed_properties() {
 fn reader_planner_seeds_and_mutations_keep_the_fuzzed_properties() {
     replay("reader_planner", checks::reader_planner, 40);
 }
+
+#[test]
+fn cells_seeds_and_mutations_keep_the_fuzzed_properties() {
+    replay("cells", checks::cells, 300);
+}
