@@ -131,9 +131,7 @@ impl Estimate {
         }
         Ok(())
     }
-}
 
-impl Estimate {
     /// Fills in the cost range.
     pub fn priced(mut self, cost: (f64, &'static str)) -> Estimate {
         self.cost_per_check = cost.0;
