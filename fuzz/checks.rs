@@ -14,7 +14,7 @@ use mailsift::cell;
 use mailsift::client::Status;
 use mailsift::input::{self, ColumnSpec, InputOptions, Row};
 use mailsift::output::RowFormat;
-use mailsift::plan::{Freshness, Outcome, Planner, Resolved};
+use mailsift::plan::{Freshness, Job, Outcome, Planned, Planner, Resolved};
 use mailsift::store::{Answer, Store};
 
 /// The normaliser and syntax check: total (no panic), and what it accepts is what it sends.
@@ -145,7 +145,8 @@ fn assert_rows_cover(data: &[u8], bom: bool, rows: &[Row]) {
 }
 
 /// The cell splitter (a cell holding several addresses) and the row planned from it: no
-/// panic; a cell left whole is planned exactly as one address; a cut cell gives at least two
+/// panic; a cell left whole (also in a row whose quote never closes) is planned exactly as one
+/// address; a cut cell gives at least two
 /// pieces, each a slice of the cell, in order, with an `@`, and no `@` outside double quotes
 /// is left out; the row waits for each of its first addresses once, shows the best verdict,
 /// and its `email_others` splits back into one `ADDRESS:STATUS` item per other address.
@@ -160,8 +161,8 @@ pub fn cells(data: &[u8]) {
     };
     let mut planner = Planner::new(store(), 1, freshness(), 0, 64);
     let mut jobs = Vec::new();
-    let planned = planner.plan(0, row, &mut jobs).expect("planning");
-    let Some(pieces) = cell::several(data) else {
+    let planned = planner.plan(0, row.clone(), &mut jobs).expect("planning");
+    let whole = |planned: &Planned, jobs: &[Job]| {
         let want = match address::check(data) {
             Checked::Empty => String::new(),
             Checked::Invalid { normalized, .. } => normalized,
@@ -169,6 +170,9 @@ pub fn cells(data: &[u8]) {
         };
         assert!(planned.others.is_empty() && jobs.len() <= 1, "{data:?}");
         assert_eq!(planned.normalized, want, "a cell left whole is one address");
+    };
+    let Some(pieces) = cell::several(data) else {
+        whole(&planned, &jobs);
         return;
     };
 
@@ -199,6 +203,16 @@ pub fn cells(data: &[u8]) {
         } else if b == b'@' {
             assert!(covered[i], "the @ at {i} of {data:?} is in no piece");
         }
+    }
+
+    if cell::of_row(&row).is_none() {
+        let quotes = data.iter().filter(|&&b| b == b'"').count();
+        assert!(
+            quotes % 2 == 1,
+            "only a row whose quote never closes is left whole"
+        );
+        whole(&planned, &jobs);
+        return;
     }
 
     // Planned: the first pieces, checked, each once; only addresses that pass are sent.

@@ -7,7 +7,8 @@
 //!
 //! Must not: change what happens to a cell with one address. A cell with fewer than two `@`,
 //! or in which fewer than two pieces hold an `@`, is not cut at all: it is checked whole,
-//! exactly as before (one pass over its bytes to count the `@`, nothing allocated).
+//! exactly as before (one pass over its bytes to count the `@`, nothing allocated). Nor is the
+//! cell of a row whose quote is never closed (see [`of_row`]).
 //!
 //! How a cell is cut: at `,` `;` `|` and whitespace (line breaks included), except inside
 //! `"..."` (a quoted display name or local part, `\` escapes), `<...>`, `(...)` and `[...]`.
@@ -23,6 +24,7 @@
 
 use crate::address::{self, Checked};
 use crate::client::Status;
+use crate::input::Row;
 use crate::plan::{Outcome, Planned, Source};
 
 /// How many pieces of one cell are planned and asked; the others are listed as `skipped`.
@@ -47,6 +49,16 @@ pub fn checked(pieces: Pieces<'_>) -> Vec<Checked> {
         }
     }
     out
+}
+
+/// The pieces of a row's email cell when it holds several addresses; `None` when it holds at
+/// most one, or when the row's quotes do not balance: a quote that is never closed makes the
+/// rest of the file one field, whose lines are rows, not addresses (the reader warns that they
+/// are not validated), so that cell is checked whole, as it always was.
+pub fn of_row(row: &Row) -> Option<Pieces<'_>> {
+    let pieces = several(row.email.as_deref()?)?;
+    let quotes = row.raw.iter().filter(|&&b| b == b'"').count();
+    (quotes % 2 == 0).then_some(pieces)
 }
 
 /// The pieces of `cell` when it holds several addresses (in cell order, each a slice of it);
@@ -221,14 +233,7 @@ pub fn others(planned: &Planned, best: usize) -> String {
             item(address, outcome.as_ref().map_or("error", status));
         }
     }
-    let past_cap = planned
-        .row
-        .email
-        .as_deref()
-        .and_then(several)
-        .into_iter()
-        .flatten()
-        .skip(MAX_ASKED);
+    let past_cap = of_row(&planned.row).into_iter().flatten().skip(MAX_ASKED);
     for piece in past_cap {
         match address::check(piece) {
             Checked::Valid(a) => item(&a.normalized, "skipped"),
@@ -343,6 +348,28 @@ mod tests {
             assert_eq!(cut(cell), None, "{cell:?}");
         }
         assert!(several(b"a@x.com;\xff@x.com").is_none(), "not UTF-8");
+    }
+
+    #[test]
+    fn a_row_whose_quote_never_closes_is_not_cut() {
+        let row = |raw: &str, cell: &str| Row {
+            line: 1,
+            start: 0,
+            raw: raw.as_bytes().to_vec(),
+            keep: raw.len(),
+            fields: 2,
+            email: Some(cell.as_bytes().to_vec()),
+        };
+        // The rest of the file swallowed by an open quote: rows, not addresses.
+        let runaway = "Bob,\"bob@x.com\nZoe,zoe@x.com\n";
+        assert!(of_row(&row(runaway, "bob@x.com\nZoe,zoe@x.com\n")).is_none());
+        let closed = "Bob,\"bob@x.com\nzoe@x.com\"\n";
+        assert_eq!(
+            of_row(&row(closed, "bob@x.com\nzoe@x.com"))
+                .unwrap()
+                .count(),
+            2
+        );
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub fn count(
             e.empty += 1;
             continue;
         };
-        match cell::several(cell) {
+        match cell::of_row(&row) {
             None => e.address(
                 address::check(cell),
                 store,

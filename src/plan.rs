@@ -253,8 +253,7 @@ impl Planner {
 
     /// Decides one row: returns the planned row, and puts the requests to send in `jobs`.
     pub fn plan(&mut self, seq: u64, row: Row, jobs: &mut Vec<Job>) -> anyhow::Result<Planned> {
-        let several = row.email.as_deref().and_then(cell::several);
-        let Some(pieces) = several else {
+        let Some(pieces) = cell::of_row(&row) else {
             let checked = match &row.email {
                 Some(cell) => address::check(cell),
                 None => Checked::Empty,

@@ -255,11 +255,6 @@ impl Reader {
                 last_line,
                 row.line
             );
-            if row.fields == self.config.email_column + 1 {
-                // The open quote is in the email cell: it holds the rest of the file (rows and
-                // their addresses, which a cell of several addresses would otherwise send).
-                row.email = None;
-            }
         }
         row.keep = match self.config.replace_from {
             Some(0) => 0,
