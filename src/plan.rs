@@ -284,8 +284,8 @@ impl Planner {
         })
     }
 
-    /// One checked address: its text for the output and how its verdict comes. (Inlined: the
-    /// one-address path stays as fast as it was.)
+    /// One checked address: its text for the output and how its verdict comes. (Inlined, with
+    /// `decide`: the one-address path stays as fast as it was.)
     #[inline(always)]
     fn decide_checked(
         &mut self,
@@ -307,6 +307,7 @@ impl Planner {
         })
     }
 
+    #[inline(always)]
     fn decide(
         &mut self,
         seq: u64,
