@@ -110,8 +110,10 @@ fn reader_and_planner(c: &mut Criterion) {
     let plan_all = |store: &Arc<Store>| {
         let (_, reader) = input::open(&source, &InputOptions::default(), None).unwrap();
         let mut planner = Planner::new(store.clone(), 1, freshness(), 0, 4096);
+        let mut jobs = Vec::new();
         for (seq, row) in reader.enumerate() {
-            black_box(planner.plan(seq as u64, row.unwrap()).unwrap());
+            black_box(planner.plan(seq as u64, row.unwrap(), &mut jobs).unwrap());
+            jobs.clear();
         }
     };
     group.throughput(Throughput::Bytes(bytes));
@@ -219,6 +221,7 @@ async fn write_reordered(
                 normalized: address(seq as u64),
                 row,
                 slot: Slot::Wait(pending),
+                others: Vec::new(),
             };
             tx.send(vec![planned]).await.unwrap();
         }

@@ -11,9 +11,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use mailsift::address::{self, Checked};
+use mailsift::cell;
+use mailsift::client::Status;
 use mailsift::input::{self, Charset, ColumnSpec, Format, InputOptions, Row, Source};
 use mailsift::output::RowFormat;
-use mailsift::plan::{Freshness, Outcome, Planner, Resolved};
+use mailsift::plan::{Freshness, Job, Outcome, Planned, Planner, Resolved};
 use mailsift::store::{Answer, Store};
 
 /// The normaliser and syntax check: total (no panic), and what it accepts is what it sends.
@@ -42,6 +44,15 @@ pub fn address(data: &[u8]) {
     match address::check(sent.as_bytes()) {
         Checked::Valid(again) => assert_eq!(again, a, "{data:?}"),
         other => panic!("{sent:?} (from {data:?}) is refused when checked again: {other:?}"),
+    }
+}
+
+fn freshness() -> Freshness {
+    Freshness {
+        max_age: Duration::from_secs(86_400),
+        max_age_unknown: Duration::from_secs(3_600),
+        max_age_catch_all: Duration::from_secs(3_600),
+        refresh: false,
     }
 }
 
@@ -77,18 +88,15 @@ pub fn reader_planner(data: &[u8]) {
             let line = format.header(header);
             assert!(line.starts_with(&header.raw[..header.keep]));
         }
-        let freshness = Freshness {
-            max_age: Duration::from_secs(86_400),
-            max_age_unknown: Duration::from_secs(3_600),
-            max_age_catch_all: Duration::from_secs(3_600),
-            refresh: false,
-        };
-        let mut planner = Planner::new(store(), 1, freshness, 0, 64);
+        let mut planner = Planner::new(store(), 1, freshness(), 0, 64);
+        let mut jobs = Vec::new();
         for (seq, row) in reader.enumerate() {
             let Ok(row) = row else { break };
             assert!(row.keep <= row.raw.len() && !row.raw.is_empty());
-            let (planned, job) = planner.plan(seq as u64, row.clone()).expect("planning");
-            if let Some(job) = &job {
+            let planned = planner
+                .plan(seq as u64, row.clone(), &mut jobs)
+                .expect("planning");
+            for job in jobs.drain(..) {
                 // Only an address that passes the check is ever sent, as normalised.
                 match address::check(job.address.as_bytes()) {
                     Checked::Valid(a) => assert_eq!(a.normalized, job.address),
@@ -205,6 +213,136 @@ fn assert_rows_cover(data: &[u8], bom: bool, rows: &[Row]) {
             data.len() - at > 1024 * 1024,
             "{} bytes after the last row were dropped",
             data.len() - at
+        );
+    }
+}
+
+/// The cell splitter (a cell holding several addresses) and the row planned from it: no
+/// panic; a cell left whole (also in a row whose quote never closes) is planned exactly as one
+/// address; a cut cell gives at least two
+/// pieces, each a slice of the cell, in order, with an `@`, and no `@` outside double quotes
+/// is left out; the row waits for each of its first addresses once, shows the best verdict,
+/// and its `email_others` splits back into one `ADDRESS:STATUS` item per other address.
+pub fn cells(data: &[u8]) {
+    let row = Row {
+        line: 1,
+        start: 0,
+        raw: data.to_vec(),
+        keep: data.len(),
+        fields: 1,
+        email: Some(data.to_vec()),
+    };
+    let mut planner = Planner::new(store(), 1, freshness(), 0, 64);
+    let mut jobs = Vec::new();
+    let planned = planner.plan(0, row.clone(), &mut jobs).expect("planning");
+    let whole = |planned: &Planned, jobs: &[Job]| {
+        let want = match address::check(data) {
+            Checked::Empty => String::new(),
+            Checked::Invalid { normalized, .. } => normalized,
+            Checked::Valid(a) => a.normalized,
+        };
+        assert!(planned.others.is_empty() && jobs.len() <= 1, "{data:?}");
+        assert_eq!(planned.normalized, want, "a cell left whole is one address");
+    };
+    let Some(pieces) = cell::several(data) else {
+        whole(&planned, &jobs);
+        return;
+    };
+
+    let pieces: Vec<&[u8]> = pieces.collect();
+    assert!(pieces.len() >= 2, "{data:?}");
+    let base = data.as_ptr() as usize;
+    let mut covered = vec![false; data.len()];
+    let mut at = 0;
+    for piece in &pieces {
+        let start = piece.as_ptr() as usize - base;
+        assert!(start >= at && start + piece.len() <= data.len(), "{data:?}");
+        assert!(piece.contains(&b'@') && std::str::from_utf8(piece).is_ok());
+        covered[start..start + piece.len()].fill(true);
+        at = start + piece.len();
+    }
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, &b) in data.iter().enumerate() {
+        if quoted {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                quoted = false;
+            }
+        } else if b == b'"' {
+            quoted = true;
+        } else if b == b'@' {
+            assert!(covered[i], "the @ at {i} of {data:?} is in no piece");
+        }
+    }
+
+    if cell::of_row(&row).is_none() {
+        let quotes = data.iter().filter(|&&b| b == b'"').count();
+        assert!(
+            quotes % 2 == 1,
+            "only a row whose quote never closes is left whole"
+        );
+        whole(&planned, &jobs);
+        return;
+    }
+
+    // Planned: the first pieces, checked, each once; only addresses that pass are sent.
+    let checked = cell::checked(cell::several(data).expect("cut above"));
+    assert_eq!(planned.addresses().count(), checked.len().max(1));
+    for (i, job) in jobs.iter().enumerate() {
+        assert!(matches!(
+            address::check(job.address.as_bytes()),
+            Checked::Valid(_)
+        ));
+        let status = [
+            Status::Valid,
+            Status::Invalid,
+            Status::Unknown,
+            Status::CatchAll,
+        ][i % 4]
+            .clone();
+        let answer = Answer {
+            status: Some(status),
+            ..Answer::default()
+        };
+        job.pending.resolve(Resolved::Answered(Arc::new(answer)));
+    }
+    let (best, outcome) = planned.best().expect("every address answered");
+    for (_, slot) in planned.addresses() {
+        let other = planned.outcome_of(slot).expect("answered");
+        assert!(
+            cell::rank(&other) <= cell::rank(&outcome),
+            "the best is shown"
+        );
+    }
+
+    let listed = cell::others(&planned, best);
+    let past_cap = pieces[pieces.len().min(cell::MAX_ASKED)..]
+        .iter()
+        .filter(|p| address::check(p) != Checked::Empty)
+        .count();
+    let want = planned.addresses().count() - 1 + past_cap;
+    let items: Vec<&str> = if listed.is_empty() {
+        Vec::new()
+    } else {
+        listed.split("; ").collect()
+    };
+    assert_eq!(items.len(), want, "{listed:?}");
+    for item in items {
+        let (_, status) = item.rsplit_once(':').expect("ADDRESS:STATUS");
+        assert!(
+            [
+                "valid",
+                "invalid",
+                "unknown",
+                "catch_all",
+                "missing",
+                "skipped"
+            ]
+            .contains(&status),
+            "{item:?}"
         );
     }
 }

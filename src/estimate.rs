@@ -2,13 +2,15 @@
 //! `validate` prints at its start.
 //!
 //! It reads the input the way `validate` does (same layout detection, same normalisation and
-//! syntax check, same cache freshness) and counts. Nothing is sent, nothing is written.
+//! syntax check, same cutting of cells that hold several addresses, same cache freshness) and
+//! counts. Nothing is sent, nothing is written.
 
 use std::collections::HashSet;
 
 use serde::Serialize;
 
 use crate::address::{self, Checked};
+use crate::cell;
 use crate::input::{InputError, Row};
 use crate::plan::Freshness;
 use crate::store::Store;
@@ -25,7 +27,7 @@ pub struct Estimate {
     pub empty: u64,
     /// Addresses that fail the local syntax check (never sent, never paid for).
     pub syntax_rejects: u64,
-    /// Rows whose address an earlier row already has (counted only when deduplicating).
+    /// Addresses an earlier row (or cell) already has (counted only when deduplicating).
     pub duplicates: u64,
     /// Addresses with a fresh answer in the store.
     pub fresh_in_store: u64,
@@ -67,37 +69,69 @@ pub fn count(
     for row in reader {
         let row = row?;
         e.rows += 1;
-        let checked = match &row.email {
-            Some(cell) => address::check(cell),
-            None => Checked::Empty,
-        };
-        let address = match checked {
-            Checked::Empty => {
-                e.empty += 1;
-                continue;
-            }
-            Checked::Invalid { .. } => {
-                e.syntax_rejects += 1;
-                continue;
-            }
-            Checked::Valid(address) => address,
-        };
-        let key = store.key(&address.key);
-        if dedupe && !seen.insert(u64::from_le_bytes(key[..8].try_into().expect("8 bytes"))) {
-            e.duplicates += 1;
+        let Some(cell) = &row.email else {
+            e.empty += 1;
             continue;
-        }
-        match store.get(&key)? {
-            Some(answer) if Some(answer.run) != run && freshness.is_fresh(&answer, now) => {
-                e.fresh_in_store += 1
+        };
+        match cell::of_row(&row) {
+            None => e.address(
+                address::check(cell),
+                store,
+                freshness,
+                now,
+                run,
+                dedupe,
+                &mut seen,
+            )?,
+            // As the planner does: the first addresses of the cell, each once.
+            Some(pieces) => {
+                for checked in cell::checked(pieces) {
+                    e.address(checked, store, freshness, now, run, dedupe, &mut seen)?;
+                }
             }
-            _ => e.requests += 1,
         }
     }
     Ok(e)
 }
 
 impl Estimate {
+    /// Counts one address (one cell, or one address of a cell that holds several).
+    #[allow(clippy::too_many_arguments)]
+    fn address(
+        &mut self,
+        checked: Checked,
+        store: &Store,
+        freshness: &Freshness,
+        now: i64,
+        run: Option<u64>,
+        dedupe: bool,
+        seen: &mut HashSet<u64>,
+    ) -> anyhow::Result<()> {
+        let address = match checked {
+            Checked::Empty => {
+                self.empty += 1;
+                return Ok(());
+            }
+            Checked::Invalid { .. } => {
+                self.syntax_rejects += 1;
+                return Ok(());
+            }
+            Checked::Valid(address) => address,
+        };
+        let key = store.key(&address.key);
+        if dedupe && !seen.insert(u64::from_le_bytes(key[..8].try_into().expect("8 bytes"))) {
+            self.duplicates += 1;
+            return Ok(());
+        }
+        match store.get(&key)? {
+            Some(answer) if Some(answer.run) != run && freshness.is_fresh(&answer, now) => {
+                self.fresh_in_store += 1
+            }
+            _ => self.requests += 1,
+        }
+        Ok(())
+    }
+
     /// Fills in the cost range.
     pub fn priced(mut self, cost: (f64, &'static str)) -> Estimate {
         self.cost_per_check = cost.0;

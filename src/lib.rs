@@ -12,10 +12,11 @@
 //!
 //! One module, one dependency: `csv` only in [`input`] and [`output`], `reqwest` only in
 //! [`client`], `sled` only in [`store`], `indicatif` only in [`progress`], `governor` only in
-//! [`limiter`]. [`address`], [`plan`], [`retry`] and the reorder logic are pure.
+//! [`limiter`]. [`address`], [`cell`], [`plan`], [`retry`] and the reorder logic are pure.
 
 pub mod address;
 pub mod api;
+pub mod cell;
 pub mod check;
 pub mod cli;
 pub mod client;

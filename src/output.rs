@@ -35,6 +35,7 @@ use anyhow::Context;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::cell;
 use crate::durable::{self, FileSum};
 use crate::input::{Layout, Row};
 use crate::plan::{Outcome, Planned, Source};
@@ -43,10 +44,11 @@ use crate::store::{JobRecord, Store, Watermark};
 
 /// The annotation columns, in order (the input reader recognises them, to replace them when an
 /// annotated file is validated again).
-pub const ANNOTATION_COLUMNS: [&str; 9] = [
+pub const ANNOTATION_COLUMNS: [&str; 10] = [
     "email_status",
     "email_message",
     "email_normalized",
+    "email_others",
     "mx_provider",
     "mx_record",
     "is_catch_all",
@@ -54,6 +56,10 @@ pub const ANNOTATION_COLUMNS: [&str; 9] = [
     "checked_at",
     "source",
 ];
+
+/// Annotation columns newer than the others: a file annotated by a version without them is
+/// still recognised as annotated (its old block is replaced, not kept as data).
+pub const ADDED_COLUMNS: [&str; 1] = ["email_others"];
 
 /// Added by `--columns all`: the free company enrichment.
 pub const COMPANY_COLUMNS: [&str; 6] = [
@@ -153,7 +159,15 @@ impl RowFormat {
         };
         api(out, status);
         api(out, message);
-        put(out, &planned.normalized);
+        if planned.others.is_empty() {
+            put(out, &planned.normalized);
+            put(out, "");
+        } else {
+            // A cell with several addresses: the row shows its best one and lists the others.
+            let best = planned.best().map_or(0, |(i, _)| i);
+            put(out, planned.addresses().nth(best).map_or("", |(a, _)| a));
+            put(out, &cell::others(planned, best));
+        }
         let answer = match outcome {
             Outcome::Answer { answer, .. } => Some(answer),
             _ => None,
@@ -170,7 +184,7 @@ impl RowFormat {
                 None => "",
             },
         );
-        let (credits, checked_at, source) = match outcome {
+        let (mut credits, checked_at, source) = match outcome {
             Outcome::Empty => ("0".to_owned(), String::new(), Source::Empty.as_str()),
             Outcome::Syntax(_) => ("0".to_owned(), String::new(), Source::Syntax.as_str()),
             Outcome::Answer { answer, source } => (
@@ -186,6 +200,15 @@ impl RowFormat {
             // The request may or may not have been charged: say nothing rather than guess.
             Outcome::Error { .. } => (String::new(), String::new(), Source::Api.as_str()),
         };
+        if !planned.others.is_empty() {
+            // The row cost what all its addresses cost; unknown if one of them is an error.
+            let (paid, known) = cell::cost(planned);
+            credits = if known {
+                format_credits(paid)
+            } else {
+                String::new()
+            };
+        }
         put(out, &credits);
         put(out, &checked_at);
         put(out, source);
@@ -529,6 +552,17 @@ pub async fn run(
                 return Err(e).with_context(|| writer.sink.write_failed());
             }
             writer.counters.row_written(&outcome);
+            if !planned.others.is_empty() {
+                // `row_written` counted what the address shown cost: add the others.
+                let shown = match &outcome {
+                    Outcome::Answer {
+                        answer,
+                        source: Source::Api,
+                    } => answer.credits,
+                    _ => 0.0,
+                };
+                writer.counters.add_credits(cell::cost(&planned).0 - shown);
+            }
             let next = planned.row.resume_after();
             writer.watermark.byte = next.byte;
             writer
@@ -708,6 +742,7 @@ mod tests {
             row: row(raw, fields),
             normalized: normalized.into(),
             slot: Slot::Ready(outcome.clone()),
+            others: Vec::new(),
         };
         let mut out = Vec::new();
         format.row(&mut out, &planned, &outcome);
@@ -738,7 +773,7 @@ mod tests {
         };
         assert_eq!(
             write(&f, "Jane,\"x, y\",jane@acme.com\r\n", 3, "jane@acme.com", api),
-            "Jane,\"x, y\",jane@acme.com,valid,Email is valid.,jane@acme.com,\"Google, \"\"Workspace\"\"\",aspmx.l.google.com,false,0.05,1970-01-01T00:00:00Z,api\r\n"
+            "Jane,\"x, y\",jane@acme.com,valid,Email is valid.,jane@acme.com,,\"Google, \"\"Workspace\"\"\",aspmx.l.google.com,false,0.05,1970-01-01T00:00:00Z,api\r\n"
         );
         let dup = Outcome::Answer {
             answer: answer.clone(),
@@ -748,7 +783,7 @@ mod tests {
         // A short row is padded so the columns line up; a long one is kept whole.
         assert_eq!(
             write(&f, "only\n", 1, "", Outcome::Empty),
-            "only,,,missing,no email address in this row,,,,,0,,empty\n"
+            "only,,,missing,no email address in this row,,,,,,0,,empty\n"
         );
         assert!(write(&f, "a,b,c,d\n", 4, "", Outcome::Empty).starts_with("a,b,c,d,missing,"));
         assert_eq!(
@@ -759,14 +794,14 @@ mod tests {
                 "bad@",
                 Outcome::Syntax("domain is empty")
             ),
-            "x,y,bad@,invalid,domain is empty,bad@,,,,0,,syntax\n"
+            "x,y,bad@,invalid,domain is empty,bad@,,,,,0,,syntax\n"
         );
         let err = Outcome::Error {
             message: "rejected by the API (HTTP 400: bad)".into(),
         };
         assert_eq!(
             write(&f, "x,y,z\n", 3, "z", err),
-            "x,y,z,error,rejected by the API (HTTP 400: bad),z,,,,,,api\n"
+            "x,y,z,error,rejected by the API (HTTP 400: bad),z,,,,,,,api\n"
         );
         let all = write(
             &format(true),
@@ -792,7 +827,7 @@ mod tests {
         let header = f.header(&row("a;b;c\r\n", 3));
         assert_eq!(
             String::from_utf8(header).unwrap(),
-            "a;b;c;lm_email_status;lm_email_message;lm_email_normalized;lm_mx_provider;lm_mx_record;lm_is_catch_all;lm_credits_consumed;lm_checked_at;lm_source\r\n"
+            "a;b;c;lm_email_status;lm_email_message;lm_email_normalized;lm_email_others;lm_mx_provider;lm_mx_record;lm_is_catch_all;lm_credits_consumed;lm_checked_at;lm_source\r\n"
         );
     }
 

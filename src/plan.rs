@@ -5,6 +5,11 @@
 //! answer (one request, many rows, also while the request is in flight), a fresh answer in
 //! the store → use it (source `cache`), otherwise → one job for the worker pool.
 //!
+//! A cell holding several addresses ([`crate::cell`]) is decided address by address, each
+//! exactly as a one-address cell would be (so an address is paid for once across the file
+//! and across runs, whichever cells hold it); the row waits for all of them and shows the
+//! best ([`crate::cell::rank`]).
+//!
 //! The planner holds no per-address memory beyond the requests in flight: in-run duplicates
 //! are found through the store, where every answer lands the moment it is paid for, tagged
 //! with the run and the row that asked. So memory stays flat however long the file is, and a
@@ -19,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::address::{self, Checked};
+use crate::cell;
 use crate::client::Status;
 use crate::input::Row;
 use crate::store::{Answer, CacheKey, Store};
@@ -123,9 +129,13 @@ pub struct Planned {
     /// Data row number, 0-based, stable across resumes.
     pub seq: u64,
     pub row: Row,
-    /// The address as sent (or as read, when it failed the check); empty when missing.
+    /// The address as sent (or as read, when it failed the check); empty when missing. In a
+    /// cell with several addresses, the first.
     pub normalized: String,
     pub slot: Slot,
+    /// A cell with several addresses: the others planned, in cell order, each once (empty
+    /// for a cell with one address).
+    pub others: Vec<(String, Slot)>,
 }
 
 #[derive(Debug)]
@@ -135,12 +145,42 @@ pub enum Slot {
 }
 
 impl Planned {
-    /// The outcome, if known by now.
+    /// The row's outcome once every address it waits for has one: the best of them.
     pub fn outcome(&self) -> Option<Outcome> {
-        match &self.slot {
+        if self.others.is_empty() {
+            return self.outcome_of(&self.slot);
+        }
+        self.best().map(|(_, outcome)| outcome)
+    }
+
+    /// The outcome of one of this row's slots, if known by now.
+    pub fn outcome_of(&self, slot: &Slot) -> Option<Outcome> {
+        match slot {
             Slot::Ready(outcome) => Some(outcome.clone()),
             Slot::Wait(pending) => pending.outcome_for(self.seq),
         }
+    }
+
+    /// The row's addresses and their slots, in cell order.
+    pub fn addresses(&self) -> impl Iterator<Item = (&str, &Slot)> {
+        std::iter::once((self.normalized.as_str(), &self.slot))
+            .chain(self.others.iter().map(|(a, s)| (a.as_str(), s)))
+    }
+
+    /// Once every address has its outcome: the one the row shows (the best, the first of
+    /// equals; see [`cell::rank`]), as an index into [`Planned::addresses`], and its outcome.
+    pub fn best(&self) -> Option<(usize, Outcome)> {
+        let mut best: Option<(usize, Outcome)> = None;
+        for (i, (_, slot)) in self.addresses().enumerate() {
+            let outcome = self.outcome_of(slot)?;
+            if best
+                .as_ref()
+                .is_none_or(|(_, b)| cell::rank(&outcome) > cell::rank(b))
+            {
+                best = Some((i, outcome));
+            }
+        }
+        best
     }
 }
 
@@ -211,34 +251,63 @@ impl Planner {
         }
     }
 
-    /// Decides one row; returns the planned row and the job to send, if any.
-    pub fn plan(&mut self, seq: u64, row: Row) -> anyhow::Result<(Planned, Option<Job>)> {
-        let checked = match &row.email {
-            Some(cell) => address::check(cell),
-            None => Checked::Empty,
-        };
-        let (normalized, slot, job) = match checked {
-            Checked::Empty => (String::new(), Slot::Ready(Outcome::Empty), None),
-            Checked::Invalid { normalized, reason } => {
-                (normalized, Slot::Ready(Outcome::Syntax(reason)), None)
-            }
-            Checked::Valid(address) => {
-                let key = self.store.key(&address.key);
-                let (slot, job) = self.decide(seq, key, &address.normalized)?;
-                (address.normalized, slot, job)
-            }
-        };
-        Ok((
-            Planned {
+    /// Decides one row: returns the planned row, and puts the requests to send in `jobs`.
+    pub fn plan(&mut self, seq: u64, row: Row, jobs: &mut Vec<Job>) -> anyhow::Result<Planned> {
+        let Some(pieces) = cell::of_row(&row) else {
+            let checked = match &row.email {
+                Some(cell) => address::check(cell),
+                None => Checked::Empty,
+            };
+            let (normalized, slot) = self.decide_checked(seq, checked, jobs)?;
+            return Ok(Planned {
                 seq,
                 row,
                 normalized,
                 slot,
-            },
-            job,
-        ))
+                others: Vec::new(),
+            });
+        };
+        let mut planned = Vec::new();
+        for checked in cell::checked(pieces) {
+            planned.push(self.decide_checked(seq, checked, jobs)?);
+        }
+        let mut planned = planned.into_iter();
+        let (normalized, slot) = planned
+            .next()
+            .unwrap_or((String::new(), Slot::Ready(Outcome::Empty)));
+        Ok(Planned {
+            seq,
+            row,
+            normalized,
+            slot,
+            others: planned.collect(),
+        })
     }
 
+    /// One checked address: its text for the output and how its verdict comes. (Inlined, with
+    /// `decide`: the one-address path stays as fast as it was.)
+    #[inline(always)]
+    fn decide_checked(
+        &mut self,
+        seq: u64,
+        checked: Checked,
+        jobs: &mut Vec<Job>,
+    ) -> anyhow::Result<(String, Slot)> {
+        Ok(match checked {
+            Checked::Empty => (String::new(), Slot::Ready(Outcome::Empty)),
+            Checked::Invalid { normalized, reason } => {
+                (normalized, Slot::Ready(Outcome::Syntax(reason)))
+            }
+            Checked::Valid(address) => {
+                let key = self.store.key(&address.key);
+                let (slot, job) = self.decide(seq, key, &address.normalized)?;
+                jobs.extend(job);
+                (address.normalized, slot)
+            }
+        })
+    }
+
+    #[inline(always)]
     fn decide(
         &mut self,
         seq: u64,
@@ -309,10 +378,8 @@ pub async fn run(
         };
         let mut plans = Vec::with_capacity(batch.len());
         for row in batch {
-            let (plan, job) = planner.plan(seq, row)?;
+            plans.push(planner.plan(seq, row, &mut batch_jobs)?);
             seq += 1;
-            plans.push(plan);
-            batch_jobs.extend(job);
         }
         // The writer gets the rows first, so they hold their places while their jobs wait for
         // a worker; both queues are bounded, so a slow API slows the reader down.
@@ -372,6 +439,14 @@ mod tests {
         }
     }
 
+    /// Plans one row; returns it and the one job it needs, if any.
+    fn plan(planner: &mut Planner, seq: u64, cell: &str) -> (Planned, Option<Job>) {
+        let mut jobs = Vec::new();
+        let planned = planner.plan(seq, row(cell), &mut jobs).unwrap();
+        assert!(jobs.len() <= 1, "{cell:?}");
+        (planned, jobs.pop())
+    }
+
     fn source(p: &Planned) -> Option<Source> {
         match p.outcome()? {
             Outcome::Answer { source, .. } => Some(source),
@@ -426,7 +501,7 @@ mod tests {
             ("mine@run.com", Some(Source::Duplicate), false),
         ];
         for (seq, (cell, want, asks)) in cells.iter().enumerate() {
-            let (plan, job) = planner.plan(seq as u64, row(cell)).unwrap();
+            let (plan, job) = plan(&mut planner, seq as u64, cell);
             assert_eq!(source(&plan), *want, "{cell}");
             assert_eq!(job.is_some(), *asks, "{cell}");
         }
@@ -438,10 +513,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let mut planner = Planner::new(store, 1, fresh(), 0, 16);
-        let (first, job) = planner.plan(0, row("Jane@Example.com")).unwrap();
+        let (first, job) = plan(&mut planner, 0, "Jane@Example.com");
         let job = job.unwrap();
         assert_eq!(job.address, "Jane@example.com");
-        let (second, none) = planner.plan(1, row(" jane@EXAMPLE.com ")).unwrap();
+        let (second, none) = plan(&mut planner, 1, " jane@EXAMPLE.com ");
         assert!(none.is_none());
         assert!(first.outcome().is_none() && second.outcome().is_none());
         job.pending
@@ -470,10 +545,78 @@ mod tests {
             0,
             16,
         );
-        assert!(planner.plan(1, row("a@b.co")).unwrap().1.is_some());
+        assert!(plan(&mut planner, 1, "a@b.co").1.is_some());
         assert_eq!(
-            source(&planner.plan(2, row("c@d.co")).unwrap().0),
+            source(&plan(&mut planner, 2, "c@d.co").0),
             Some(Source::Duplicate)
         );
+    }
+
+    #[test]
+    fn each_address_of_a_cell_is_decided_like_a_cell_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let now = 1_800_000_000;
+        store
+            .put(
+                &store.key("old@cache.com"),
+                &answer(Status::Valid, 1, 0, now),
+            )
+            .unwrap();
+        let mut planner = Planner::new(store, 2, fresh(), now, 16);
+        let (alone, job) = plan(&mut planner, 0, "a@x.com");
+        let first = job.unwrap();
+        let mut jobs = Vec::new();
+        let cell = "A@x.com; old@cache.com, not-an-address@, b@x.com | B@X.com";
+        let several = planner.plan(1, row(cell), &mut jobs).unwrap();
+        // a@x.com is in flight for row 0, old@ is cached, the reject is free, B@X.com repeats
+        // b@x.com in the same cell: one request, for b@x.com.
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].address, "b@x.com");
+        let addresses: Vec<&str> = several.addresses().map(|(a, _)| a).collect();
+        assert_eq!(
+            addresses,
+            ["A@x.com", "old@cache.com", "not-an-address@", "b@x.com"]
+        );
+        assert!(several.outcome().is_none(), "waits for all its addresses");
+        first.pending.resolve(Resolved::Answered(Arc::new(answer(
+            Status::Invalid,
+            2,
+            0,
+            now,
+        ))));
+        assert_eq!(source(&alone), Some(Source::Api));
+        assert!(several.outcome().is_none(), "b@x.com is still in flight");
+        jobs[0].pending.resolve(Resolved::Failed("HTTP 500".into()));
+        // The cached valid one wins over invalid, error and the syntax reject.
+        let (best, outcome) = several.best().unwrap();
+        assert_eq!(best, 1);
+        assert_eq!(
+            source(&Planned {
+                others: Vec::new(),
+                ..several
+            }),
+            Some(Source::Duplicate)
+        );
+        assert!(matches!(
+            outcome,
+            Outcome::Answer {
+                source: Source::Cache,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_cell_of_thousands_of_addresses_asks_only_the_first_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let mut planner = Planner::new(store, 1, fresh(), 0, 16);
+        let cell: Vec<String> = (0..5000).map(|i| format!("u{i}@x.com")).collect();
+        let mut jobs = Vec::new();
+        let planned = planner.plan(0, row(&cell.join(";")), &mut jobs).unwrap();
+        assert_eq!(jobs.len(), cell::MAX_ASKED);
+        assert_eq!(planned.addresses().count(), cell::MAX_ASKED);
+        assert_eq!(planner.counts.jobs, cell::MAX_ASKED as u64);
     }
 }

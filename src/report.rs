@@ -95,6 +95,13 @@ impl Counters {
         }
     }
 
+    /// Credits paid for the addresses of a row other than the one it shows (a cell with
+    /// several addresses): `row_written` counted only that one.
+    pub fn add_credits(&self, credits: f64) {
+        let micro = (credits.max(0.0) * 1e6).round() as u64;
+        self.credits_micro.fetch_add(micro, Ordering::Relaxed);
+    }
+
     pub fn rows(&self) -> u64 {
         self.rows.load(Ordering::Relaxed)
     }

@@ -71,8 +71,8 @@ fn a_header_only_file_gives_the_header_with_the_new_columns() {
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert_eq!(
         text(&r.out),
-        "name,email,email_status,email_message,email_normalized,mx_provider,mx_record,\
-         is_catch_all,credits_consumed,checked_at,source\r\n"
+        "name,email,email_status,email_message,email_normalized,email_others,mx_provider,\
+         mx_record,is_catch_all,credits_consumed,checked_at,source\r\n"
     );
     assert_eq!(r.stats.validations, 0);
 }
@@ -99,7 +99,7 @@ fn tab_separated_files_are_read_and_written_with_tabs() {
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(r.stderr.contains("delimiter tab"), "{}", r.stderr);
     let rows = rows_with(&r.out, b'\t');
-    assert_eq!(rows[0].len(), 12);
+    assert_eq!(rows[0].len(), 13);
     assert_eq!(rows[1][column(&rows, "email_normalized")], "jane@acme.com");
     assert_rows_kept(input, &r.out, b'\n', "tabs");
 }

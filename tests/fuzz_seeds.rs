@@ -67,3 +67,8 @@ fn reader_planner_seeds_and_mutations_keep_the_fuzzed_properties() {
 fn decoder_seeds_and_mutations_keep_the_fuzzed_properties() {
     replay("decoder", checks::decoder, 40);
 }
+
+#[test]
+fn cells_seeds_and_mutations_keep_the_fuzzed_properties() {
+    replay("cells", checks::cells, 300);
+}

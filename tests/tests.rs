@@ -1,6 +1,7 @@
 //! Behaviour tests: the real binary and the library against the mock server.
 
 mod badinput;
+mod cells;
 mod cli;
 mod crash;
 mod excel;

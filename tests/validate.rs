@@ -594,13 +594,12 @@ fn no_key_no_sandbox_is_exit_2_and_the_sandbox_runs_the_sample() {
         stderr.contains("sandbox") && stderr.contains("credits spent"),
         "{stderr}"
     );
-    let counts: BTreeMap<String, usize> =
-        rows(&dir.read("c.validated.csv"))[1..]
-            .iter()
-            .fold(BTreeMap::new(), |mut m, r| {
-                *m.entry(r[r.len() - 9].clone()).or_default() += 1;
-                m
-            });
+    let out = rows(&dir.read("c.validated.csv"));
+    let status = column(&out, "email_status");
+    let counts: BTreeMap<String, usize> = out[1..].iter().fold(BTreeMap::new(), |mut m, r| {
+        *m.entry(r[status].clone()).or_default() += 1;
+        m
+    });
     for status in [
         "valid",
         "invalid",

@@ -5,7 +5,7 @@
 //! errors (the caller turns "not found" into a message that lists what was seen).
 
 use crate::address::{self, Checked};
-use crate::output::{ANNOTATION_COLUMNS, COMPANY_COLUMNS};
+use crate::output::{ADDED_COLUMNS, ANNOTATION_COLUMNS, COMPANY_COLUMNS};
 
 /// Delimiters we sniff, in tie-break order.
 const CANDIDATE_DELIMITERS: [u8; 4] = [b',', b';', b'\t', b'|'];
@@ -185,21 +185,24 @@ fn names_email_column(name: &str, prefix: Option<&str>) -> bool {
 }
 
 /// If the header ends with our annotation block (with or without the company columns, same
-/// prefix), the index of its first column.
+/// prefix; as this version writes it, or as versions before [`ADDED_COLUMNS`] did), the index
+/// of its first column.
 pub(super) fn replace_from(headers: &[String], prefix: Option<&str>) -> Option<usize> {
     let prefix = prefix.unwrap_or("");
-    let names: Vec<String> = ANNOTATION_COLUMNS
-        .iter()
-        .chain(&COMPANY_COLUMNS)
-        .map(|base| format!("{prefix}{base}"))
-        .collect();
-    [names.len(), ANNOTATION_COLUMNS.len()]
+    [true, false]
         .into_iter()
-        .find_map(|block| {
-            let start = headers.len().checked_sub(block)?;
+        .flat_map(|current| [(current, true), (current, false)])
+        .find_map(|(current, company)| {
+            let names: Vec<String> = ANNOTATION_COLUMNS
+                .iter()
+                .filter(|name| current || !ADDED_COLUMNS.contains(name))
+                .chain(if company { &COMPANY_COLUMNS[..] } else { &[] })
+                .map(|base| format!("{prefix}{base}"))
+                .collect();
+            let start = headers.len().checked_sub(names.len())?;
             headers[start..]
                 .iter()
-                .zip(&names[..block])
+                .zip(&names)
                 .all(|(h, n)| h.trim().eq_ignore_ascii_case(n))
                 .then_some(start)
         })
@@ -597,6 +600,12 @@ mod tests {
         upper[2] = "Email_Status".into();
         let mut partial = annotated.clone();
         partial.pop();
+        // Written before `email_others` existed.
+        let legacy: Vec<String> = ["name", "email"]
+            .iter()
+            .chain(ANNOTATION_COLUMNS.iter().filter(|c| **c != "email_others"))
+            .map(|s| s.to_string())
+            .collect();
 
         let cases: Vec<(&Vec<String>, Option<&str>, Option<usize>)> = vec![
             (&annotated, None, Some(2)),
@@ -606,6 +615,7 @@ mod tests {
             (&annotated, Some("lm_"), None),
             (&upper, None, Some(2)),
             (&partial, None, None),
+            (&legacy, None, Some(2)),
         ];
         for (headers, prefix, want) in cases {
             assert_eq!(
