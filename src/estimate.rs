@@ -88,7 +88,9 @@ pub fn count(
             continue;
         }
         match store.get(&key)? {
-            Some(answer) if Some(answer.run) != run && freshness.is_fresh(&answer, now) => {
+            // An answer of this very run (a resumed job's, or what `--retry-errors` keeps) is
+            // used as it is: no request either.
+            Some(answer) if Some(answer.run) == run || freshness.is_fresh(&answer, now) => {
                 e.fresh_in_store += 1
             }
             _ => e.requests += 1,

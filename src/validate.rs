@@ -37,7 +37,7 @@ use crate::pool::{Halt, Ledger, Pool};
 use crate::progress::{self, Display};
 use crate::report::{Counters, Summary};
 use crate::retry::RetryPolicy;
-use crate::store::{JobRecord, JobState, Store, Watermark};
+use crate::store::{self, JobRecord, JobState, Store, Tally, Watermark};
 
 /// The starting rate when the user gave none: the lowest limit LeadMagic documents. The
 /// server's advertised limit is followed from the first answer on.
@@ -127,7 +127,6 @@ pub async fn run(
     };
 
     let store = Arc::new(Store::open(&config.state_dir)?);
-    let left_in_flight = store.take_in_flight()?;
 
     // The layout, read once from the start of the input.
     let source = config.input.clone();
@@ -146,6 +145,13 @@ pub async fn run(
         return Ok(Exit::Ok);
     };
     let run_id = plan.run;
+    // Requests the job's last run sent and never saw the outcome of (it was killed): asked
+    // again, and counted as spent at their worst case from now on. Said before it is folded
+    // in, so no crash can lose the warning.
+    let job_id = plan.job.as_ref().map(|(id, _)| *id);
+    let left_in_flight = job_id
+        .and_then(|id| store.tally(&id))
+        .map_or(0, |t| t.in_flight);
 
     say(describe_start(
         &input_name,
@@ -231,11 +237,25 @@ pub async fn run(
         .rate
         .store(limiter.rate().per_minute as u64, Ordering::Relaxed);
     let cost = estimate::cost_per_check(&store, config.budget.cost_per_check);
+    // The job's spend so far: the record read through its tally (see `Store::job`), so what
+    // a killed run paid and the worst case of what it left in flight are in.
+    let before = plan.job.as_ref().map_or(Tally::default(), |(_, r)| Tally {
+        spent: store::micros(r.credits_spent),
+        requests: r.api_calls,
+        ..Tally::default()
+    });
+    if let Some(id) = &job_id {
+        store.set_tally(id, before)?;
+    }
+    counters
+        .maybe_charged
+        .fetch_add(left_in_flight, Ordering::Relaxed);
     let ledger = Ledger::new(
         config.budget.max_credits,
         config.budget.min_balance,
-        plan.job.as_ref().map_or(0.0, |(_, r)| r.credits_spent),
+        before,
         cost.0,
+        job_id.map(|id| (store.clone(), id)),
     );
 
     let stop = CancellationToken::new();
@@ -491,7 +511,7 @@ pub async fn run(
             .flatten(),
         outcome,
         rows_before,
-        pool.ledger.spent(),
+        (pool.ledger.spent_this_run(), pool.ledger.spent()),
         balance_start,
         started.elapsed(),
     );
@@ -598,6 +618,13 @@ fn plan_job(
         input_bytes: std::fs::metadata(input_path).map_or(0, |m| m.len()),
     };
     let old = store.job(&id)?;
+    // The same input run again (--force, --restart, a finished output gone): the same job, and
+    // what it has paid stays paid. A changed input is a new job.
+    let mut fresh = fresh;
+    if let Some(old) = old.as_ref().filter(|o| o.fingerprint == fingerprint) {
+        fresh.credits_spent = old.credits_spent;
+        fresh.api_calls = old.api_calls;
+    }
     let record = match old {
         Some(old) if old.state == JobState::Done && config.retry_errors => {
             // Same run: its answers keep their source; only rows without one are asked.

@@ -18,7 +18,8 @@
 //! - `verdicts`: the same records for the verdict proper (status, message, charge,
 //!   catch-all), at most 255, each starting with its index; synced as it is added.
 //! - `runs`: the run ids, 8 bytes each, synced as they are added; a value holds an index.
-//! - `in-flight`: one 16-byte slot per request in flight, zeros when free.
+//! - `in-flight`: left by the version before, which marked requests in flight there; read
+//!   once by [`Answers::take_legacy_markers`] (the job tallies in `../spend` do it now).
 //!
 //! Every write is a positioned write into a file sized beforehand (a slot never straddles a
 //! page): once it returns the data is the kernel's and survives a `kill -9`. [`Answers::sync`],
@@ -61,7 +62,6 @@ pub(super) struct Answers {
     known: RwLock<Known>,
     /// `details`, for reading records without taking `logs`.
     details: Arc<File>,
-    markers: Mutex<Markers>,
 }
 
 /// One partition's table; no file until its first answer.
@@ -97,13 +97,6 @@ struct Known {
     verdicts: Vec<Option<Arc<Answer>>>,
     /// By offset and check byte, as values hold them.
     domains: HashMap<(u64, u8), Arc<Answer>>,
-}
-
-struct Markers {
-    file: File,
-    slots: HashMap<CacheKey, u64>,
-    free: Vec<u64>,
-    next: u64,
 }
 
 impl Answers {
@@ -189,8 +182,6 @@ impl Answers {
             verdict_index.insert(record[1..].to_vec(), index as u8);
         }
         verdicts_full |= known.verdicts.len() >= MAX_VERDICTS;
-        let markers = open_rw(&dir.join("in-flight"), true)?;
-        let next = markers.metadata()?.len() / 16;
         Ok(Answers {
             parts,
             details: details.file.clone(),
@@ -204,12 +195,6 @@ impl Answers {
                 domains: HashMap::new(),
             }),
             known: RwLock::new(known),
-            markers: Mutex::new(Markers {
-                file: markers,
-                slots: HashMap::new(),
-                free: Vec::new(),
-                next,
-            }),
             dir,
         })
     }
@@ -394,48 +379,25 @@ impl Answers {
             .sum()
     }
 
-    /// Marks a request as in flight: its key goes into a slot of `in-flight`, so a crash
-    /// leaves it there and the next run counts it as maybe charged.
-    pub(super) fn mark(&self, key: &CacheKey) -> io::Result<()> {
-        let mut markers = locked(&self.markers);
-        if markers.slots.contains_key(key) {
-            return Ok(());
+    /// How many requests the version before left marked in flight (`in-flight`, one 16-byte
+    /// key per slot, zeros when free).
+    pub(super) fn legacy_markers(&self) -> io::Result<u64> {
+        match std::fs::read(self.dir.join("in-flight")) {
+            Ok(bytes) => Ok(bytes
+                .chunks_exact(16)
+                .filter(|k| k.iter().any(|&b| b != 0))
+                .count() as u64),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
         }
-        let slot = match markers.free.pop() {
-            Some(slot) => slot,
-            None => {
-                markers.next += 1;
-                markers.next - 1
-            }
-        };
-        write_at(&markers.file, key, slot * 16)?;
-        markers.slots.insert(*key, slot);
-        Ok(())
     }
 
-    pub(super) fn unmark(&self, key: &CacheKey) -> io::Result<()> {
-        let mut markers = locked(&self.markers);
-        if let Some(slot) = markers.slots.remove(key) {
-            write_at(&markers.file, &[0; 16], slot * 16)?;
-            markers.free.push(slot);
+    /// Removes the markers of the version before, once they are counted elsewhere.
+    pub(super) fn drop_legacy_markers(&self) -> io::Result<()> {
+        match std::fs::remove_file(self.dir.join("in-flight")) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
         }
-        Ok(())
-    }
-
-    /// The requests marked in flight (by a crashed run, or this one), cleared.
-    pub(super) fn take_marked(&self) -> io::Result<Vec<CacheKey>> {
-        let mut markers = locked(&self.markers);
-        let mut bytes = vec![0; markers.file.metadata()?.len() as usize / 16 * 16];
-        read_at(&markers.file, &mut bytes, 0)?;
-        markers.file.set_len(0)?;
-        markers.slots.clear();
-        markers.free.clear();
-        markers.next = 0;
-        Ok(bytes
-            .chunks_exact(16)
-            .filter(|k| k.iter().any(|&b| b != 0))
-            .filter_map(|k| k.try_into().ok())
-            .collect())
     }
 
     fn encode(&self, answer: &Answer) -> io::Result<[u8; VALUE]> {
@@ -714,7 +676,7 @@ fn bucket_of(stored: &[u8; KEY], buckets: u64) -> u64 {
     u64::from_le_bytes(bits) & (buckets - 1)
 }
 
-fn open_rw(path: &Path, create: bool) -> io::Result<File> {
+pub(super) fn open_rw(path: &Path, create: bool) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -731,17 +693,17 @@ fn damaged(path: &Path, why: &str) -> io::Error {
 }
 
 #[cfg(unix)]
-fn read_at(file: &File, buf: &mut [u8], at: u64) -> io::Result<()> {
+pub(super) fn read_at(file: &File, buf: &mut [u8], at: u64) -> io::Result<()> {
     std::os::unix::fs::FileExt::read_exact_at(file, buf, at)
 }
 
 #[cfg(unix)]
-fn write_at(file: &File, buf: &[u8], at: u64) -> io::Result<()> {
+pub(super) fn write_at(file: &File, buf: &[u8], at: u64) -> io::Result<()> {
     std::os::unix::fs::FileExt::write_all_at(file, buf, at)
 }
 
 #[cfg(windows)]
-fn read_at(file: &File, mut buf: &mut [u8], mut at: u64) -> io::Result<()> {
+pub(super) fn read_at(file: &File, mut buf: &mut [u8], mut at: u64) -> io::Result<()> {
     while !buf.is_empty() {
         match std::os::windows::fs::FileExt::seek_read(file, buf, at)? {
             0 => return Err(io::ErrorKind::UnexpectedEof.into()),
@@ -755,7 +717,7 @@ fn read_at(file: &File, mut buf: &mut [u8], mut at: u64) -> io::Result<()> {
 }
 
 #[cfg(windows)]
-fn write_at(file: &File, mut buf: &[u8], mut at: u64) -> io::Result<()> {
+pub(super) fn write_at(file: &File, mut buf: &[u8], mut at: u64) -> io::Result<()> {
     while !buf.is_empty() {
         let n = std::os::windows::fs::FileExt::seek_write(file, buf, at)?;
         buf = &buf[n..];
@@ -1012,32 +974,17 @@ mod tests {
     }
 
     #[test]
-    fn markers_use_slots_and_survive_the_process() {
+    fn markers_of_the_version_before_are_counted_once() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let answers = Answers::open(dir.path()).unwrap();
-            for i in 0..10 {
-                answers.mark(&key(i)).unwrap();
-            }
-            for i in 0..8 {
-                answers.unmark(&key(i)).unwrap();
-            }
-            answers.mark(&key(20)).unwrap(); // reuses a freed slot
-            answers.mark(&key(20)).unwrap();
-            assert_eq!(
-                std::fs::metadata(dir.path().join("answers").join("in-flight"))
-                    .unwrap()
-                    .len(),
-                10 * 16
-            );
-        }
         let answers = Answers::open(dir.path()).unwrap();
-        answers.mark(&key(30)).unwrap(); // never over a slot the crashed run left
-        let mut left = answers.take_marked().unwrap();
-        left.sort();
-        let mut want = vec![key(8), key(9), key(20), key(30)];
-        want.sort();
-        assert_eq!(left, want);
-        assert!(answers.take_marked().unwrap().is_empty());
+        assert_eq!(answers.legacy_markers().unwrap(), 0);
+        let mut bytes = vec![0; 16 * 5];
+        bytes[3] = 1;
+        bytes[16 * 4 + 15] = 9;
+        std::fs::write(dir.path().join("answers").join("in-flight"), bytes).unwrap();
+        assert_eq!(answers.legacy_markers().unwrap(), 2);
+        answers.drop_legacy_markers().unwrap();
+        assert_eq!(answers.legacy_markers().unwrap(), 0);
+        answers.drop_legacy_markers().unwrap();
     }
 }

@@ -18,6 +18,7 @@
 //! It knows nothing of CSV, HTTP or freshness rules: callers decide what an entry means.
 
 mod answers;
+mod spend;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -32,6 +33,8 @@ use serde::{Deserialize, Serialize};
 use crate::client::{Company, Status};
 
 use answers::Answers;
+use spend::Spend;
+pub use spend::{credits, micros, Tally};
 
 /// The running job's last checkpoint, as JSON beside the database.
 const RUNNING: &str = "running-job.json";
@@ -345,6 +348,8 @@ pub struct Store {
     jobs: sled::Tree,
     meta: sled::Tree,
     answers: Arc<Answers>,
+    /// Each job's spend and requests in flight.
+    spend: Mutex<Spend>,
     /// Syncs the answers to disk off the checkpoint's path; see [`Store::flush`].
     syncer: Syncer,
     salt: [u8; 32],
@@ -380,14 +385,17 @@ impl Store {
                 _ => anyhow::Error::new(e)
                     .context(format!("cannot open the state store in {}", dir.display())),
             })?;
+        let spend = Spend::open(&dir.join("spend"))
+            .with_context(|| format!("cannot open the state store in {}", dir.display()))?;
         let store = Store {
             dir: dir.to_owned(),
             jobs: db
                 .open_tree("jobs")
                 .map_err(|e| unusable(dir, &e.to_string()))?,
             meta,
-            syncer: Syncer::start(answers.clone())
+            syncer: Syncer::start(answers.clone(), spend.file()?)
                 .with_context(|| format!("cannot open the state store in {}", dir.display()))?,
+            spend: Mutex::new(spend),
             answers,
             db,
             salt,
@@ -395,6 +403,17 @@ impl Store {
         };
         quietly_catching_panics(|| store.migrate())
             .map_err(|panic| unusable(dir, &format!("it is damaged: {panic}")))??;
+        let markers = store
+            .answers
+            .legacy_markers()
+            .with_context(|| store.reading())?;
+        if markers > 0 {
+            store.adopt_legacy_markers(markers)?;
+            store
+                .answers
+                .drop_legacy_markers()
+                .with_context(|| writing(dir))?;
+        }
         Ok(store)
     }
 
@@ -440,22 +459,16 @@ impl Store {
                 .with_context(|| writing(&self.dir))?;
             moved += 1;
         }
+        let mut markers = 0;
         for entry in in_flight.iter() {
             let (key, value) = entry.with_context(|| self.reading())?;
-            let keys = if key.as_ref() == b"markers" {
-                &value[..]
+            markers += if key.as_ref() == b"markers" {
+                value.len() as u64 / 16
             } else {
-                &key[..]
+                1
             };
-            for key in keys
-                .chunks_exact(16)
-                .filter_map(|k| CacheKey::try_from(k).ok())
-            {
-                self.answers
-                    .mark(&key)
-                    .with_context(|| writing(&self.dir))?;
-            }
         }
+        self.adopt_legacy_markers(markers)?;
         self.answers.sync().with_context(|| writing(&self.dir))?;
         for name in names {
             self.db
@@ -506,23 +519,47 @@ impl Store {
             .with_context(|| writing(&self.dir))
     }
 
-    /// Marks a request as about to be sent; a marker still there after a crash is a request
-    /// whose outcome is unknown (it may have been charged). Written at once (16 bytes).
-    pub fn mark_in_flight(&self, key: &CacheKey) -> anyhow::Result<()> {
-        self.answers.mark(key).with_context(|| writing(&self.dir))
+    /// A job's tally: what it has spent and how many of its requests are in flight, as of
+    /// the last request sent or answer stored (`None`: the job never sent one).
+    pub fn tally(&self, job: &[u8; 16]) -> Option<Tally> {
+        locked(&self.spend).get(job)
     }
 
-    pub fn clear_in_flight(&self, key: &CacheKey) -> anyhow::Result<()> {
-        self.answers.unmark(key).with_context(|| writing(&self.dir))
+    /// Records a job's tally. Once this returns it survives the process (`kill -9`); the next
+    /// [`Store::flush`] makes it survive a power cut.
+    pub fn set_tally(&self, job: &[u8; 16], tally: Tally) -> anyhow::Result<()> {
+        locked(&self.spend)
+            .set(job, tally)
+            .with_context(|| writing(&self.dir))
     }
 
-    /// Counts and clears the markers a crashed run left behind (and any set by this process).
-    pub fn take_in_flight(&self) -> anyhow::Result<u64> {
-        let keys = self
-            .answers
-            .take_marked()
-            .with_context(|| writing(&self.dir))?;
-        Ok(keys.len() as u64)
+    /// Requests the version before marked in flight belong to no job: they are given to the
+    /// job a killed run left running (one process per directory, so the latest), at the worst
+    /// case, so its next run announces them and counts them against its budget.
+    fn adopt_legacy_markers(&self, markers: u64) -> anyhow::Result<()> {
+        let killed = self
+            .jobs
+            .iter()
+            .filter_map(|e| {
+                let (id, v) = e.ok()?;
+                let record: JobRecord = serde_json::from_slice(&v).ok()?;
+                let id: [u8; 16] = id.as_ref().try_into().ok()?;
+                (record.state == JobState::Running).then_some((record.updated_at, id, record))
+            })
+            .max_by_key(|(at, _, _)| *at);
+        let Some((_, id, record)) = killed.filter(|_| markers > 0) else {
+            return Ok(());
+        };
+        // The higher documented price when no answer has shown one.
+        let worst = micros(self.last_cost().unwrap_or(0.25));
+        let mut tally = self.tally(&id).unwrap_or(Tally {
+            spent: micros(record.credits_spent),
+            requests: record.api_calls,
+            ..Tally::default()
+        });
+        tally.in_flight += markers;
+        tally.reserved += markers * worst;
+        self.set_tally(&id, tally)
     }
 
     fn reading(&self) -> String {
@@ -545,6 +582,9 @@ impl Store {
     /// Like [`Store::flush`], and waits until the answers are synced too.
     pub fn sync(&self) -> anyhow::Result<()> {
         self.answers.sync().with_context(|| writing(&self.dir))?;
+        locked(&self.spend)
+            .sync()
+            .with_context(|| writing(&self.dir))?;
         self.db.flush().with_context(|| writing(&self.dir))?;
         Ok(())
     }
@@ -564,12 +604,17 @@ impl Store {
         Ok(())
     }
 
+    /// A job's record. Its spend and calls are those of its last request, not of its last
+    /// checkpoint: after a crash they include what was paid since, and the requests whose
+    /// outcome is unknown at their worst case.
     pub fn job(&self, id: &[u8; 16]) -> anyhow::Result<Option<JobRecord>> {
         match self.jobs.get(id).with_context(|| self.reading())? {
             None => Ok(None),
             // A record this version cannot read (damaged, or another layout) is no record:
             // the job starts over, answers already paid for still come from the cache.
-            Some(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+            Some(bytes) => Ok(serde_json::from_slice(&bytes)
+                .ok()
+                .map(|r| with_tally(r, self.tally(id)))),
         }
     }
 
@@ -591,9 +636,14 @@ impl Store {
         Ok(())
     }
 
-    /// The job a running process last checkpointed, read without the lock.
+    /// The job a running process last checkpointed, read without the lock, with its spend
+    /// as of its last request.
     pub fn running_job(dir: &Path) -> Option<JobRecord> {
-        serde_json::from_slice(&std::fs::read(dir.join(RUNNING)).ok()?).ok()
+        let record: JobRecord =
+            serde_json::from_slice(&std::fs::read(dir.join(RUNNING)).ok()?).ok()?;
+        let id = Store::job_id(&record.input, &record.output);
+        let tally = Spend::read(&dir.join("spend"), &id);
+        Some(with_tally(record, tally))
     }
 
     /// Every cached answer (decodable ones).
@@ -634,12 +684,24 @@ impl Store {
         }
     }
 
+    /// Every job, its spend and calls as of its last request (see [`Store::job`]).
     pub fn jobs(&self) -> impl Iterator<Item = JobRecord> + '_ {
-        self.jobs
-            .iter()
-            .values()
-            .filter_map(|v| serde_json::from_slice(&v.ok()?).ok())
+        self.jobs.iter().filter_map(|e| {
+            let (id, v) = e.ok()?;
+            let record = serde_json::from_slice(&v).ok()?;
+            Some(with_tally(record, self.tally(id.as_ref().try_into().ok()?)))
+        })
     }
+}
+
+/// A record with its spend and calls as of the job's last request: never less than the
+/// checkpoint says.
+fn with_tally(mut record: JobRecord, tally: Option<Tally>) -> JobRecord {
+    if let Some(t) = tally {
+        record.credits_spent = record.credits_spent.max(credits(t.worst()));
+        record.api_calls = record.api_calls.max(t.requests);
+    }
+    record
 }
 
 /// A thread that syncs the answers when asked, one sync at a time; requests made during a
@@ -658,7 +720,7 @@ struct SyncState {
 }
 
 impl Syncer {
-    fn start(answers: Arc<Answers>) -> std::io::Result<Syncer> {
+    fn start(answers: Arc<Answers>, spend: File) -> std::io::Result<Syncer> {
         let shared = Arc::new((Mutex::new(SyncState::default()), Condvar::new()));
         let state = shared.clone();
         let thread = std::thread::Builder::new()
@@ -673,7 +735,7 @@ impl Syncer {
                     let last = !s.requested;
                     s.requested = false;
                     drop(s);
-                    if let Err(e) = answers.sync() {
+                    if let Err(e) = answers.sync().and_then(|()| spend.sync_data()) {
                         locked(lock).failed = Some(e);
                     }
                     if last {
@@ -1048,6 +1110,18 @@ mod tests {
                 .unwrap()
                 .insert("markers", &marker[..])
                 .unwrap();
+            // The job that was running when that version was killed.
+            let killed = JobRecord {
+                state: JobState::Running,
+                ..job()
+            };
+            db.open_tree("jobs")
+                .unwrap()
+                .insert(
+                    Store::job_id("in.csv", "out.csv"),
+                    serde_json::to_vec(&killed).unwrap(),
+                )
+                .unwrap();
             db.flush().unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
@@ -1058,7 +1132,10 @@ mod tests {
             let h = blake3::keyed_hash(&[7; 32], b"x@y.co");
             <[u8; 16]>::try_from(&h.as_bytes()[..16]).unwrap()
         });
-        assert_eq!(store.take_in_flight().unwrap(), 1);
+        // Its marker is the killed job's request in flight, at the higher documented price.
+        let tally = store.tally(&Store::job_id("in.csv", "out.csv")).unwrap();
+        assert_eq!((tally.in_flight, tally.reserved), (1, 250_000));
+        assert_eq!(tally.spent, micros(job().credits_spent));
         assert!(!store.db.tree_names().iter().any(|n| &n[..] == b"cache"));
         assert_eq!(&store.meta.get("schema").unwrap().unwrap()[..], SCHEMA);
         drop(store);
@@ -1136,14 +1213,8 @@ mod tests {
         assert!(text.contains("another version"), "{text}");
     }
 
-    #[test]
-    fn jobs_and_in_flight_markers() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let id = Store::job_id("in.csv", "out.csv");
-        assert_ne!(id, Store::job_id("in.csv", "other.csv"));
-        assert_eq!(store.job(&id).unwrap(), None);
-        let job = JobRecord {
+    fn job() -> JobRecord {
+        JobRecord {
             input: "in.csv".into(),
             output: "out.csv".into(),
             fingerprint: "f".into(),
@@ -1163,26 +1234,94 @@ mod tests {
             credits_spent: 0.1,
             counts: [("valid".to_owned(), 1)].into_iter().collect(),
             input_bytes: 30,
-        };
-        store.save_job(&id, &job).unwrap();
-        assert_eq!(store.job(&id).unwrap(), Some(job.clone()));
-        assert_eq!(store.jobs().collect::<Vec<_>>(), vec![job]);
+        }
+    }
 
-        store.mark_in_flight(&store.key("a@b.co")).unwrap();
-        store.mark_in_flight(&store.key("c@d.co")).unwrap();
-        store.clear_in_flight(&store.key("a@b.co")).unwrap();
-        assert_eq!(store.take_in_flight().unwrap(), 1);
-        assert_eq!(store.take_in_flight().unwrap(), 0);
-        // After a crash (no flush): every marker set and not cleared is found.
-        store.mark_in_flight(&store.key("e@f.co")).unwrap();
-        store.mark_in_flight(&store.key("g@h.co")).unwrap();
-        store.flush().unwrap();
-        store.clear_in_flight(&store.key("g@h.co")).unwrap();
-        store.mark_in_flight(&store.key("i@j.co")).unwrap();
+    #[test]
+    fn jobs_read_their_spend_through_the_tally() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Store::job_id("in.csv", "out.csv");
+        let other = Store::job_id("in.csv", "other.csv");
+        assert_ne!(id, other);
+        let job = job();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.job(&id).unwrap(), None);
+            store.save_job(&id, &job).unwrap();
+            assert_eq!(store.job(&id).unwrap(), Some(job.clone()));
+            assert_eq!(store.jobs().collect::<Vec<_>>(), vec![job.clone()]);
+            // Paid since the checkpoint, with two requests in flight: a crash (no flush).
+            let tally = Tally {
+                spent: 300_000,
+                reserved: 100_000,
+                in_flight: 2,
+                requests: 9,
+            };
+            store.set_tally(&id, tally).unwrap();
+            assert_eq!(store.tally(&other), None);
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.tally(&id).unwrap().in_flight, 2);
+        assert_eq!(store.tally(&other), None, "another job inherits nothing");
+        let seen = store.job(&id).unwrap().unwrap();
+        assert_eq!((seen.credits_spent, seen.api_calls), (0.4, 9));
+        assert_eq!(store.jobs().next().unwrap().credits_spent, 0.4);
+        // A checkpoint ahead of the tally (a store of the version before) is kept.
+        store
+            .set_tally(
+                &id,
+                Tally {
+                    spent: 50_000,
+                    ..Tally::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(store.job(&id).unwrap().unwrap().credits_spent, 0.1);
+    }
+
+    #[test]
+    fn markers_of_the_version_before_go_to_the_job_that_was_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let (running, done) = (
+            Store::job_id("in.csv", "out.csv"),
+            Store::job_id("b.csv", "out.csv"),
+        );
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .save_job(
+                    &running,
+                    &JobRecord {
+                        state: JobState::Running,
+                        ..job()
+                    },
+                )
+                .unwrap();
+            store
+                .save_job(
+                    &done,
+                    &JobRecord {
+                        state: JobState::Done,
+                        updated_at: 9,
+                        ..job()
+                    },
+                )
+                .unwrap();
+            store.set_last_cost(0.05).unwrap();
+            store.flush().unwrap();
+        }
+        let mut markers = vec![0; 16 * 4];
+        markers[0] = 1;
+        markers[16 * 2] = 1;
+        std::fs::write(dir.path().join("answers").join("in-flight"), markers).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tally = store.tally(&running).unwrap();
+        assert_eq!((tally.in_flight, tally.reserved), (2, 100_000));
+        assert_eq!(store.tally(&done), None);
+        assert!(!dir.path().join("answers").join("in-flight").exists());
         drop(store);
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.take_in_flight().unwrap(), 2);
-        assert_eq!(store.take_in_flight().unwrap(), 0);
+        assert_eq!(store.tally(&running).unwrap().in_flight, 2, "counted once");
     }
 
     #[test]
