@@ -359,7 +359,7 @@ impl Pool {
                     self.follow(&reply.meta);
                     self.end_streak();
                     let answer = self.answer(reply, job);
-                    self.store.put(&job.key, &answer)?;
+                    self.store.put_async(&job.key, &answer).await?;
                     self.ledger.settle(reserved, Some(charged.unwrap_or(0.0)))?;
                     if let Some(cost) = charged.filter(|c| *c > 0.0) {
                         self.store.set_last_cost(cost)?;

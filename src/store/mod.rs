@@ -40,7 +40,10 @@ pub use spend::{credits, micros, Tally};
 const RUNNING: &str = "running-job.json";
 
 /// Bump when the on-disk layout changes; a store of another version is refused with a message.
-const SCHEMA: &[u8] = b"mailsift-store-2";
+const SCHEMA: &[u8] = b"mailsift-store-3";
+/// The answer tables with narrow checks, converted in place by
+/// `Answers::convert_layout_2` when opened.
+const SCHEMA_2: &[u8] = b"mailsift-store-2";
 /// The layout before: answers in sled, moved over by [`Store::migrate`] when opened.
 const SCHEMA_1: &[u8] = b"mailsift-store-1";
 
@@ -376,7 +379,7 @@ impl Store {
         })?;
         let lock = lock(dir)?;
         // sled can panic on some damaged files: everything it reads while opening runs here.
-        let (db, salt, meta) = quietly_catching_panics(|| open_sled(dir))
+        let (db, salt, meta, layout_2) = quietly_catching_panics(|| open_sled(dir))
             .map_err(|panic| unusable(dir, &format!("it is damaged: {panic}")))??;
         let answers = Answers::open(dir)
             .map(Arc::new)
@@ -403,6 +406,19 @@ impl Store {
         };
         quietly_catching_panics(|| store.migrate())
             .map_err(|panic| unusable(dir, &format!("it is damaged: {panic}")))??;
+        if layout_2 {
+            let converted = store
+                .answers
+                .convert_layout_2()
+                .and_then(|n| store.answers.sync().map(|()| n))
+                .with_context(|| writing(dir))?;
+            store
+                .meta
+                .insert("schema", SCHEMA)
+                .with_context(|| writing(dir))?;
+            store.db.flush().with_context(|| writing(dir))?;
+            tracing::info!("converted {converted} cached answers to the wider checks");
+        }
         let markers = store
             .answers
             .legacy_markers()
@@ -512,11 +528,30 @@ impl Store {
     }
 
     /// Caches a verdict. Once this returns, the answer survives the process (`kill -9`); the
-    /// next [`Store::flush`] makes it survive a power cut.
+    /// next [`Store::flush`] makes it survive a power cut. It may sync a file (a table that
+    /// grows): from async code use [`Store::put_async`].
     pub fn put(&self, key: &CacheKey, answer: &Answer) -> anyhow::Result<()> {
         self.answers
             .put(key, answer)
             .with_context(|| writing(&self.dir))
+    }
+
+    /// [`Store::put`] for async code: a table that must grow first grows on a blocking
+    /// thread, so no async worker waits on a sync.
+    pub async fn put_async(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        answer: &Answer,
+    ) -> anyhow::Result<()> {
+        let placed = self
+            .answers
+            .try_put(key, answer)
+            .with_context(|| writing(&self.dir))?;
+        if !placed {
+            let (store, key, answer) = (self.clone(), *key, answer.clone());
+            tokio::task::spawn_blocking(move || store.put(&key, &answer)).await??;
+        }
+        Ok(())
     }
 
     /// A job's tally: what it has spent and how many of its requests are in flight, as of
@@ -783,9 +818,11 @@ fn writing(dir: &Path) -> String {
     )
 }
 
-/// The database, its salt and its `meta` tree; the schema checked (or written, for a new store).
-fn open_sled(dir: &Path) -> anyhow::Result<(sled::Db, [u8; 32], sled::Tree)> {
+/// The database, its salt and its `meta` tree; the schema checked (or written, for a new
+/// store). True when the answer tables are of layout 2, to be converted.
+fn open_sled(dir: &Path) -> anyhow::Result<(sled::Db, [u8; 32], sled::Tree, bool)> {
     let db = open_db(dir)?;
+    let mut layout_2 = false;
     let meta = db
         .open_tree("meta")
         .map_err(|e| unusable(dir, &e.to_string()))?;
@@ -797,6 +834,8 @@ fn open_sled(dir: &Path) -> anyhow::Result<(sled::Db, [u8; 32], sled::Tree)> {
             meta.insert("schema", SCHEMA)
                 .with_context(|| writing(dir))?;
         }
+        // Written once the tables are converted (a crash before: converted again, the rest).
+        Some(found) if found.as_ref() == SCHEMA_2 => layout_2 = true,
         Some(found) if found.as_ref() != SCHEMA => {
             return Err(crate::exit::usage(format!(
                 "the state directory {} was written by another version of mailsift ({}); \
@@ -826,7 +865,7 @@ fn open_sled(dir: &Path) -> anyhow::Result<(sled::Db, [u8; 32], sled::Tree)> {
             salt
         }
     };
-    Ok((db, salt, meta))
+    Ok((db, salt, meta, layout_2))
 }
 
 /// Opens sled. Our lock is already held, so sled's own lock can only be held by a store of this
