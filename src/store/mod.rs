@@ -1184,6 +1184,32 @@ mod tests {
     }
 
     #[test]
+    fn a_store_of_layout_2_is_converted_once_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<CacheKey> = (0..50u8).map(|i| [i; 16]).collect();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for (i, key) in keys.iter().enumerate() {
+                let a = Answer {
+                    first_row: i as u64,
+                    ..answer()
+                };
+                store.put(key, &a).unwrap();
+            }
+            // What the version before left: its tables, its schema.
+            store.answers.downgrade_to_layout_2();
+            store.meta.insert("schema", SCHEMA_2).unwrap();
+            store.sync().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(&store.meta.get("schema").unwrap().unwrap()[..], SCHEMA);
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(store.get(key).unwrap().unwrap().first_row, i as u64);
+        }
+        assert_eq!(store.answers.convert_layout_2().unwrap(), 0);
+    }
+
+    #[test]
     fn keys_are_salted_and_addresses_never_stored() {
         let dir = tempfile::tempdir().unwrap();
         let one = Store::open(&dir.path().join("a")).unwrap();
