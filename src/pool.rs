@@ -160,9 +160,16 @@ impl Ledger {
         })
     }
 
-    /// Credits spent by the job so far (requests in flight not included).
+    /// A request given up in flight (the grace period ran out): its outcome stays unknown,
+    /// and it stays in flight in the job's tally for the next run to count.
+    fn abandon(&self, reserved: u64) {
+        self.with(|s| s.this_run += reserved);
+    }
+
+    /// Credits the job may have been charged so far, all runs together: requests in flight at
+    /// their worst case.
     pub fn spent(&self) -> f64 {
-        self.with(|s| credits(s.job.spent))
+        self.with(|s| credits(s.job.worst()))
     }
 
     /// Credits this run's requests were charged (unknown outcomes at the worst case).
@@ -349,9 +356,11 @@ impl Pool {
             };
             self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
             let Some(result) = result else {
-                // Abandoned in flight: it may have been charged, and is asked again next run.
+                // Abandoned in flight: it may have been charged. It stays in flight in the
+                // job's tally, so the next run announces it and counts it at the worst case.
                 self.counters.maybe_charged.fetch_add(1, Ordering::Relaxed);
-                return self.ledger.settle(reserved, None);
+                self.ledger.abandon(reserved);
+                return Ok(());
             };
             let error = match result {
                 Ok(reply) => {

@@ -300,8 +300,9 @@ pub async fn run(
         store.save_job(id, record)?;
         // On disk before the first answer of this run is: answers are durable the moment
         // they are put, and a resume tells its own (`api`) from earlier ones (`cache`) by the
-        // run id in this record.
-        store.flush()?;
+        // run id in this record. (Off the async workers: it syncs.)
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.flush()).await??;
     }
     let writer = Writer {
         sink,
@@ -487,10 +488,9 @@ pub async fn run(
         cp.record.updated_at = crate::clock::now();
         (cp.update)(&mut cp.record);
         cp.store.save_job(&cp.job_id, &cp.record)?;
-        cp.store.flush()?;
-    } else {
-        store.flush()?;
     }
+    let flushing = store.clone();
+    tokio::task::spawn_blocking(move || flushing.flush()).await??;
 
     let output_name = final_path
         .as_ref()
