@@ -784,3 +784,43 @@ fn issue_11_force_keeps_the_jobs_accounting() {
     assert!(mock.stats().credits_charged <= 2.0 * paid + 0.5 + 1e-9);
     assert!(status_spent(&dir) <= paid + 0.5 + 1e-9);
 }
+
+/// Issue 11, point 6: requests given up in flight when the grace period runs out may have been
+/// charged: the next run of the job announces them and counts them against its budget.
+#[test]
+fn issue_11_requests_given_up_after_the_grace_period_are_announced_by_the_next_run() {
+    let frozen = Mock::start(MockConfig {
+        rate_per_min: 1_000_000,
+        latency: mailsift::mock::Latency::Fixed(std::time::Duration::from_secs(30)),
+        ..MockConfig::default()
+    });
+    let dir = Dir::new();
+    dir.write("in.csv", list(40));
+    let job = ["validate", "in.csv", "-o", "out.csv", "--concurrency", "4"];
+    let mut child = dir
+        .command(&frozen)
+        .args(job)
+        .args(["--grace", "50ms", "--cost-per-check", "0.05"])
+        .spawn()
+        .unwrap();
+    assert!(crate::util::wait_for(&mut child, || frozen.validations() >= 4));
+    crate::util::signal(child.id(), "TERM");
+    let (code, stderr) = crate::util::finish(child);
+    assert_eq!(code, Some(5), "{stderr}");
+    // At the worst case until known: 4 × 0.05.
+    assert!((status_spent(&dir) - 0.2).abs() < 1e-9);
+
+    let mock = Mock::fast();
+    let out = dir
+        .mailsift(&mock)
+        .args(job)
+        .args(["--report", "r.json"])
+        .assert()
+        .success();
+    let stderr = text(&out.get_output().stderr);
+    assert_eq!(announced_in_flight(&stderr), 4, "{stderr}");
+    let r = json(&dir.read("r.json"));
+    assert_eq!(r["maybe_charged_twice"], 4);
+    let job_spent = r["credits"]["spent_job"].as_f64().unwrap();
+    assert!((job_spent - (0.2 + mock.stats().credits_charged)).abs() < 1e-9);
+}
