@@ -602,7 +602,7 @@ fn plan_job(
     let fingerprint = fingerprint(input_path)?;
     let options = describe_options(layout, config);
     let now = crate::clock::now();
-    let fresh = JobRecord {
+    let mut fresh = JobRecord {
         input: input_key,
         output: output_key,
         fingerprint: fingerprint.clone(),
@@ -620,7 +620,6 @@ fn plan_job(
     let old = store.job(&id)?;
     // The same input run again (--force, --restart, a finished output gone): the same job, and
     // what it has paid stays paid. A changed input is a new job.
-    let mut fresh = fresh;
     if let Some(old) = old.as_ref().filter(|o| o.fingerprint == fingerprint) {
         fresh.credits_spent = old.credits_spent;
         fresh.api_calls = old.api_calls;
