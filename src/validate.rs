@@ -126,7 +126,9 @@ pub async fn run(
         input::Source::Stdin => "standard input".to_owned(),
     };
 
-    let store = Arc::new(Store::open(&config.state_dir)?);
+    // Opening may sync (a new store, a converted one) and wait for the lock: not on a worker.
+    let state_dir = config.state_dir.clone();
+    let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(&state_dir)).await??);
 
     // The layout, read once from the start of the input.
     let source = config.input.clone();

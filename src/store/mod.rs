@@ -617,8 +617,10 @@ impl Store {
     /// Like [`Store::flush`], and waits until the answers are synced too.
     pub fn sync(&self) -> anyhow::Result<()> {
         self.answers.sync().with_context(|| writing(&self.dir))?;
-        locked(&self.spend)
-            .sync()
+        // Not under the lock: the workers write tallies under it.
+        let spend = locked(&self.spend).file();
+        spend
+            .and_then(|file| file.sync_data())
             .with_context(|| writing(&self.dir))?;
         self.db.flush().with_context(|| writing(&self.dir))?;
         Ok(())

@@ -103,10 +103,6 @@ impl Spend {
         Ok(())
     }
 
-    pub(super) fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
-    }
-
     /// The file, for syncing without the lock.
     pub(super) fn file(&self) -> io::Result<File> {
         self.file.try_clone()
