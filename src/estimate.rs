@@ -124,7 +124,9 @@ impl Estimate {
             return Ok(());
         }
         match store.get(&key)? {
-            Some(answer) if Some(answer.run) != run && freshness.is_fresh(&answer, now) => {
+            // An answer of this very run (a resumed job's, or what `--retry-errors` keeps) is
+            // used as it is: no request either.
+            Some(answer) if Some(answer.run) == run || freshness.is_fresh(&answer, now) => {
                 self.fresh_in_store += 1
             }
             _ => self.requests += 1,

@@ -29,7 +29,7 @@ use crate::limiter::Limiter;
 use crate::plan::{Job, Pending, Resolved};
 use crate::report::Counters;
 use crate::retry::RetryPolicy;
-use crate::store::{Answer, Store};
+use crate::store::{credits, micros, Answer, Store, Tally};
 
 /// After this many requests in a row failed for good, the API is taken to be down and the
 /// run stops (resumable) instead of marking every remaining row `error`.
@@ -51,40 +51,58 @@ pub enum Halt {
 }
 
 /// What the job may spend, and what it has spent: `--max-credits` counts every credit the
-/// job paid (earlier runs included) plus the worst case of the requests in flight, so the
-/// budget holds even if every one of them comes back charged.
-#[derive(Debug)]
+/// job paid (earlier runs included, and the worst case of requests whose outcome a crash left
+/// unknown) plus the worst case of the requests in flight, so the budget holds even if every
+/// one of them comes back charged.
+///
+/// For a job that can resume, every change is written to the store's tally of the job as it
+/// happens: a request counts as in flight from the moment it is sent until its answer is
+/// stored, so after a `kill -9` the next run knows what was paid and what may have been.
 pub struct Ledger {
     pub max_credits: Option<f64>,
     pub min_balance: Option<f64>,
     state: Mutex<LedgerState>,
+    /// The store and job id the tally is kept under.
+    durable: Option<(Arc<Store>, [u8; 16])>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("max_credits", &self.max_credits)
+            .field("state", &self.with(|s| *s))
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
 struct LedgerState {
-    /// Charged so far (earlier runs of the job included), in credits.
-    spent: f64,
-    /// Worst case of the requests in flight.
-    reserved: f64,
+    /// The job's totals, all runs together, in millionths of a credit.
+    job: Tally,
+    /// What this run's requests were charged (unknown outcomes at the worst case).
+    this_run: u64,
     /// The price of one charged check, as last seen.
-    cost: f64,
+    cost: u64,
 }
 
 impl Ledger {
+    /// `before`: the job's tally when the run starts (nothing in flight).
     pub fn new(
         max_credits: Option<f64>,
         min_balance: Option<f64>,
-        spent_before: f64,
+        before: Tally,
         cost: f64,
+        durable: Option<(Arc<Store>, [u8; 16])>,
     ) -> Ledger {
         Ledger {
             max_credits,
             min_balance,
             state: Mutex::new(LedgerState {
-                spent: spent_before,
-                reserved: 0.0,
-                cost,
+                job: before,
+                this_run: 0,
+                cost: micros(cost),
             }),
+            durable,
         }
     }
 
@@ -96,44 +114,69 @@ impl Ledger {
         f(&mut state)
     }
 
-    /// Reserves the worst case of one request; `Err` when the budget cannot take it.
-    fn reserve(&self) -> Result<f64, String> {
+    /// Applies a change and writes the tally (under the lock, so writes land in order).
+    fn update<T>(&self, f: impl FnOnce(&mut LedgerState) -> T) -> anyhow::Result<T> {
         self.with(|s| {
+            let out = f(s);
+            if let Some((store, job)) = &self.durable {
+                store.set_tally(job, s.job)?;
+            }
+            Ok(out)
+        })
+    }
+
+    /// Reserves the worst case of one request about to be sent, and counts it in flight.
+    fn reserve(&self) -> Result<u64, Halt> {
+        self.update(|s| {
             let worst = s.cost;
             if let Some(max) = self.max_credits {
-                if s.spent + s.reserved + worst > max + 1e-9 {
-                    return Err(format!(
+                if s.job.worst() + worst > micros(max) {
+                    return Err(Halt::Budget(format!(
                         "the budget is reached: {} of --max-credits {} spent or committed",
-                        crate::output::format_credits(s.spent + s.reserved),
+                        crate::output::format_credits(credits(s.job.worst())),
                         crate::output::format_credits(max)
-                    ));
+                    )));
                 }
             }
-            s.reserved += worst;
+            s.job.reserved += worst;
+            s.job.in_flight += 1;
+            s.job.requests += 1;
             Ok(worst)
         })
+        .map_err(|e| Halt::StoreFailed(format!("{e:#}")))?
     }
 
-    /// Settles a reservation with what the request really cost (`None`: unknown, so the
-    /// worst case is kept as spent).
-    fn settle(&self, reserved: f64, charged: Option<f64>) {
-        self.with(|s| {
-            s.reserved = (s.reserved - reserved).max(0.0);
-            s.spent += charged.unwrap_or(reserved);
-            if let Some(c) = charged.filter(|c| *c > 0.0) {
-                s.cost = c;
+    /// Settles a request in flight with what it cost (`None`: unknown, so the worst case is
+    /// kept as spent).
+    fn settle(&self, reserved: u64, charged: Option<f64>) -> anyhow::Result<()> {
+        self.update(|s| {
+            let known = charged.map(micros);
+            let charged = known.unwrap_or(reserved);
+            s.job.reserved = s.job.reserved.saturating_sub(reserved);
+            s.job.in_flight = s.job.in_flight.saturating_sub(1);
+            s.job.spent += charged;
+            s.this_run += charged;
+            if let Some(cost) = known.filter(|c| *c > 0) {
+                s.cost = cost;
             }
         })
     }
 
-    /// Releases a reservation for a request that was not charged.
-    fn release(&self, reserved: f64) {
-        self.settle(reserved, Some(0.0));
+    /// A request given up in flight (the grace period ran out): its outcome stays unknown,
+    /// and it stays in flight in the job's tally for the next run to count.
+    fn abandon(&self, reserved: u64) {
+        self.with(|s| s.this_run += reserved);
     }
 
-    /// Credits spent by the job so far.
+    /// Credits the job may have been charged so far, all runs together: requests in flight at
+    /// their worst case.
     pub fn spent(&self) -> f64 {
-        self.with(|s| s.spent)
+        self.with(|s| credits(s.job.worst()))
+    }
+
+    /// Credits this run's requests were charged (unknown outcomes at the worst case).
+    pub fn spent_this_run(&self) -> f64 {
+        self.with(|s| credits(s.this_run))
     }
 }
 
@@ -283,27 +326,28 @@ impl Pool {
 
     /// Asks for one address until it has an answer, fails for good, or the pool stops. A job
     /// left unresolved is asked again by the next run.
+    ///
+    /// Each attempt counts in flight in the job's tally from the moment it is sent (after the
+    /// limiter's wait) until its outcome is known; an answer is stored before it is settled,
+    /// so a crash in between counts it at the worst case, never at less.
     async fn ask(&self, job: &Job) -> anyhow::Result<()> {
-        // The marker outlives a crash: the next run reports the request as maybe charged. The
-        // answer is in the store (safe from a `kill -9`) before its row can be written.
-        self.store.mark_in_flight(&job.key)?;
         let mut retry = 0;
         loop {
             tokio::select! {
                 biased;
-                _ = self.stop.cancelled() => {
-                    // Not sent this time round; a retry's earlier attempt may have been charged,
-                    // but that attempt has been counted already.
-                    return self.store.clear_in_flight(&job.key);
-                }
+                _ = self.stop.cancelled() => return Ok(()),
                 _ = self.limiter.acquire() => {}
             }
             let reserved = match self.ledger.reserve() {
                 Ok(reserved) => reserved,
-                Err(why) => {
-                    self.set_halt(Halt::Budget(why));
+                Err(halt) => {
+                    let failed = matches!(halt, Halt::StoreFailed(_));
+                    self.set_halt(halt);
                     self.stop.cancel();
-                    return self.store.clear_in_flight(&job.key);
+                    if failed {
+                        anyhow::bail!("the job's spend could not be recorded");
+                    }
+                    return Ok(());
                 }
             };
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -315,54 +359,49 @@ impl Pool {
             };
             self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
             let Some(result) = result else {
-                // Abandoned in flight: it may have been charged; the marker stays.
+                // Abandoned in flight: it may have been charged. It stays in flight in the
+                // job's tally, so the next run announces it and counts it at the worst case.
                 self.counters.maybe_charged.fetch_add(1, Ordering::Relaxed);
-                self.ledger.settle(reserved, None);
+                self.ledger.abandon(reserved);
                 return Ok(());
             };
-            match &result {
-                Ok(reply) => {
-                    let charged = reply.body.credits_consumed.or(reply.meta.credits_cost);
-                    self.ledger.settle(reserved, Some(charged.unwrap_or(0.0)));
-                    if let Some(cost) = charged.filter(|c| *c > 0.0) {
-                        self.store.set_last_cost(cost)?;
-                    }
-                }
-                Err(e) if e.maybe_charged() => self.ledger.settle(reserved, None),
-                Err(_) => self.ledger.release(reserved),
-            }
             let error = match result {
                 Ok(reply) => {
+                    let charged = reply.body.credits_consumed.or(reply.meta.credits_cost);
                     self.follow(&reply.meta);
                     self.end_streak();
                     let answer = self.answer(reply, job);
-                    self.store.put(&job.key, &answer)?;
-                    self.store.clear_in_flight(&job.key)?;
+                    self.store.put_async(&job.key, &answer).await?;
+                    self.ledger.settle(reserved, Some(charged.unwrap_or(0.0)))?;
+                    if let Some(cost) = charged.filter(|c| *c > 0.0) {
+                        self.store.set_last_cost(cost)?;
+                    }
                     self.resolve(job, Resolved::Answered(Arc::new(answer)));
                     return Ok(());
                 }
                 Err(error) => error,
             };
+            self.ledger
+                .settle(reserved, (!error.maybe_charged()).then_some(0.0))?;
             match &error {
                 ApiError::KeyRejected { .. } => {
                     self.set_halt(Halt::KeyRejected(error.clone()));
                     self.abort.cancel();
                     self.stop.cancel();
-                    return self.store.clear_in_flight(&job.key);
+                    return Ok(());
                 }
                 ApiError::Refused { .. } => {
                     self.set_halt(Halt::Refused(error.clone()));
                     self.abort.cancel();
                     self.stop.cancel();
-                    return self.store.clear_in_flight(&job.key);
+                    return Ok(());
                 }
                 ApiError::OutOfCredits { .. } => {
                     self.set_halt(Halt::OutOfCredits(error.clone()));
                     self.stop.cancel();
-                    return self.store.clear_in_flight(&job.key);
+                    return Ok(());
                 }
                 ApiError::Rejected { .. } => {
-                    self.store.clear_in_flight(&job.key)?;
                     self.resolve(job, Resolved::Failed(error.to_string().into()));
                     return Ok(());
                 }
@@ -378,9 +417,6 @@ impl Pool {
                 .policy
                 .delay(retry, error.retry_after(), &mut rand::rng());
             let Some(delay) = delay else {
-                if !error.maybe_charged() {
-                    self.store.clear_in_flight(&job.key)?;
-                }
                 let message = format!(
                     "{error} (gave up after {} attempts)",
                     self.policy.max_retries + 1

@@ -188,7 +188,8 @@ pub struct Rows {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Credits {
-    /// The sum of `credits_consumed` over this run's `api` rows.
+    /// What this run's requests were charged (`credits_consumed`; unknown outcomes counted at
+    /// the worst case).
     pub spent_this_run: f64,
     /// What the job has paid so far, all runs together (unknown outcomes counted at the
     /// worst case).
@@ -207,7 +208,7 @@ impl Summary {
         split: Option<[std::path::PathBuf; 3]>,
         outcome: &'static str,
         rows_before: u64,
-        spent_job: f64,
+        (spent_this_run, spent_job): (f64, f64),
         balance_start: Option<f64>,
         elapsed: Duration,
     ) -> Summary {
@@ -242,7 +243,7 @@ impl Summary {
             retries: counters.retries.load(Ordering::Relaxed),
             maybe_charged_twice: counters.maybe_charged.load(Ordering::Relaxed),
             credits: Credits {
-                spent_this_run: counters.credits_spent(),
+                spent_this_run: (spent_this_run * 1e6).round() / 1e6,
                 spent_job: (spent_job * 1e6).round() / 1e6,
                 balance_start,
                 balance_end: counters.balance(),
@@ -376,7 +377,7 @@ mod tests {
             None,
             "done",
             10,
-            0.2,
+            (0.1, 0.2),
             Some(5.0),
             Duration::from_secs(2),
         );

@@ -38,7 +38,7 @@ use crate::pool::{Halt, Ledger, Pool};
 use crate::progress::{self, Display};
 use crate::report::{Counters, Summary};
 use crate::retry::RetryPolicy;
-use crate::store::{JobRecord, JobState, Store, Watermark};
+use crate::store::{self, JobRecord, JobState, Store, Tally, Watermark};
 
 /// The starting rate when the user gave none: the lowest limit LeadMagic documents. The
 /// server's advertised limit is followed from the first answer on.
@@ -129,10 +129,11 @@ pub async fn run(
         input::Source::Stdin => "standard input".to_owned(),
     };
 
-    let store = Arc::new(Store::open(&config.state_dir)?);
+    // Opening may sync (a new store, a converted one) and wait for the lock: not on a worker.
+    let state_dir = config.state_dir.clone();
+    let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(&state_dir)).await??);
     // Before anything of the job's is read or written: its files are this process's alone.
     let _locks = lock_outputs(&config)?;
-    let left_in_flight = store.take_in_flight()?;
 
     // The layout, read once from the start of the input.
     let source = config.input.clone();
@@ -159,6 +160,13 @@ pub async fn run(
         return Ok(Exit::Ok);
     };
     let run_id = plan.run;
+    // Requests the job's last run sent and never saw the outcome of (it was killed): asked
+    // again, and counted as spent at their worst case from now on. Said before it is folded
+    // in, so no crash can lose the warning.
+    let job_id = plan.job.as_ref().map(|(id, _)| *id);
+    let left_in_flight = job_id
+        .and_then(|id| store.tally(&id))
+        .map_or(0, |t| t.in_flight);
 
     say(describe_start(
         &input_name,
@@ -251,11 +259,25 @@ pub async fn run(
         .rate
         .store(limiter.rate().per_minute as u64, Ordering::Relaxed);
     let cost = estimate::cost_per_check(&store, config.budget.cost_per_check);
+    // The job's spend so far: the record read through its tally (see `Store::job`), so what
+    // a killed run paid and the worst case of what it left in flight are in.
+    let before = plan.job.as_ref().map_or(Tally::default(), |(_, r)| Tally {
+        spent: store::micros(r.credits_spent),
+        requests: r.api_calls,
+        ..Tally::default()
+    });
+    if let Some(id) = &job_id {
+        store.set_tally(id, before)?;
+    }
+    counters
+        .maybe_charged
+        .fetch_add(left_in_flight, Ordering::Relaxed);
     let ledger = Ledger::new(
         config.budget.max_credits,
         config.budget.min_balance,
-        plan.job.as_ref().map_or(0.0, |(_, r)| r.credits_spent),
+        before,
         cost.0,
+        job_id.map(|id| (store.clone(), id)),
     );
 
     let stop = CancellationToken::new();
@@ -303,8 +325,9 @@ pub async fn run(
         store.save_job(id, record)?;
         // On disk before the first answer of this run is: answers are durable the moment
         // they are put, and a resume tells its own (`api`) from earlier ones (`cache`) by the
-        // run id in this record.
-        store.flush()?;
+        // run id in this record. (Off the async workers: it syncs.)
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.flush()).await??;
     }
     let writer = Writer {
         sink,
@@ -514,7 +537,6 @@ pub async fn run(
             let _ = std::fs::remove_file(output::partial_path(&part));
         }
     }
-
     let output_name = match (&finished, &config.output) {
         (Some((path, _)), _) => Some(path.display().to_string()),
         (None, Some(output)) if !discard => {
@@ -532,7 +554,7 @@ pub async fn run(
             .flatten(),
         outcome,
         rows_before,
-        pool.ledger.spent(),
+        (pool.ledger.spent_this_run(), pool.ledger.spent()),
         balance_start,
         started.elapsed(),
     );
@@ -560,10 +582,9 @@ pub async fn run(
             }
             cp.store.save_job(&cp.job_id, &cp.record)?;
         }
-        cp.store.flush()?;
-    } else {
-        store.flush()?;
     }
+    let flushing = store.clone();
+    tokio::task::spawn_blocking(move || flushing.flush()).await??;
     say(summary.text());
     if let Err(e) = reported {
         return Err(if state == JobState::Done {
@@ -764,7 +785,7 @@ fn plan_job(
     let fingerprint = fingerprint(input_path)?;
     let options = describe_options(layout, config);
     let now = crate::clock::now();
-    let fresh = JobRecord {
+    let mut fresh = JobRecord {
         input: input_key,
         output: output_key,
         fingerprint: fingerprint.clone(),
@@ -782,6 +803,12 @@ fn plan_job(
         report: None,
     };
     let old = store.job(&id)?;
+    // The same input run again (--force, --restart, a finished output gone): the same job, and
+    // what it has paid stays paid. A changed input is a new job.
+    if let Some(old) = old.as_ref().filter(|o| o.fingerprint == fingerprint) {
+        fresh.credits_spent = old.credits_spent;
+        fresh.api_calls = old.api_calls;
+    }
     let record = match old {
         Some(old) if old.state == JobState::Done && config.retry_errors => {
             // Same run: its answers keep their source; only rows without one are asked.

@@ -18,7 +18,9 @@
 //! It knows nothing of CSV, HTTP or freshness rules: callers decide what an entry means.
 
 mod answers;
+mod spend;
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{
     Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
@@ -31,12 +33,17 @@ use crate::client::{Company, Status};
 use crate::durable::Lock;
 
 use answers::Answers;
+use spend::Spend;
+pub use spend::{credits, micros, Tally};
 
 /// The running job's last checkpoint, as JSON beside the database.
 const RUNNING: &str = "running-job.json";
 
 /// Bump when the on-disk layout changes; a store of another version is refused with a message.
-const SCHEMA: &[u8] = b"mailsift-store-2";
+const SCHEMA: &[u8] = b"mailsift-store-3";
+/// The answer tables with narrow checks, converted in place by
+/// `Answers::convert_layout_2` when opened.
+const SCHEMA_2: &[u8] = b"mailsift-store-2";
 /// The layout before: answers in sled, moved over by [`Store::migrate`] when opened.
 const SCHEMA_1: &[u8] = b"mailsift-store-1";
 
@@ -353,6 +360,8 @@ pub struct Store {
     jobs: sled::Tree,
     meta: sled::Tree,
     answers: Arc<Answers>,
+    /// Each job's spend and requests in flight.
+    spend: Mutex<Spend>,
     /// Syncs the answers to disk off the checkpoint's path; see [`Store::flush`].
     syncer: Syncer,
     salt: [u8; 32],
@@ -379,7 +388,7 @@ impl Store {
         })?;
         let lock = lock(dir)?;
         // sled can panic on some damaged files: everything it reads while opening runs here.
-        let (db, salt, meta) = quietly_catching_panics(|| open_sled(dir))
+        let (db, salt, meta, layout_2) = quietly_catching_panics(|| open_sled(dir))
             .map_err(|panic| unusable(dir, &format!("it is damaged: {panic}")))??;
         let answers = Answers::open(dir)
             .map(Arc::new)
@@ -388,14 +397,17 @@ impl Store {
                 _ => anyhow::Error::new(e)
                     .context(format!("cannot open the state store in {}", dir.display())),
             })?;
+        let spend = Spend::open(&dir.join("spend"))
+            .with_context(|| format!("cannot open the state store in {}", dir.display()))?;
         let store = Store {
             dir: dir.to_owned(),
             jobs: db
                 .open_tree("jobs")
                 .map_err(|e| unusable(dir, &e.to_string()))?,
             meta,
-            syncer: Syncer::start(answers.clone())
+            syncer: Syncer::start(answers.clone(), spend.file()?)
                 .with_context(|| format!("cannot open the state store in {}", dir.display()))?,
+            spend: Mutex::new(spend),
             answers,
             db,
             salt,
@@ -403,6 +415,30 @@ impl Store {
         };
         quietly_catching_panics(|| store.migrate())
             .map_err(|panic| unusable(dir, &format!("it is damaged: {panic}")))??;
+        if layout_2 {
+            let converted = store
+                .answers
+                .convert_layout_2()
+                .and_then(|n| store.answers.sync().map(|()| n))
+                .with_context(|| writing(dir))?;
+            store
+                .meta
+                .insert("schema", SCHEMA)
+                .with_context(|| writing(dir))?;
+            store.db.flush().with_context(|| writing(dir))?;
+            tracing::info!("converted {converted} cached answers to the wider checks");
+        }
+        let markers = store
+            .answers
+            .legacy_markers()
+            .with_context(|| store.reading())?;
+        if markers > 0 {
+            store.adopt_legacy_markers(markers)?;
+            store
+                .answers
+                .drop_legacy_markers()
+                .with_context(|| writing(dir))?;
+        }
         Ok(store)
     }
 
@@ -448,22 +484,16 @@ impl Store {
                 .with_context(|| writing(&self.dir))?;
             moved += 1;
         }
+        let mut markers = 0;
         for entry in in_flight.iter() {
             let (key, value) = entry.with_context(|| self.reading())?;
-            let keys = if key.as_ref() == b"markers" {
-                &value[..]
+            markers += if key.as_ref() == b"markers" {
+                value.len() as u64 / 16
             } else {
-                &key[..]
+                1
             };
-            for key in keys
-                .chunks_exact(16)
-                .filter_map(|k| CacheKey::try_from(k).ok())
-            {
-                self.answers
-                    .mark(&key)
-                    .with_context(|| writing(&self.dir))?;
-            }
         }
+        self.adopt_legacy_markers(markers)?;
         self.answers.sync().with_context(|| writing(&self.dir))?;
         for name in names {
             self.db
@@ -507,30 +537,73 @@ impl Store {
     }
 
     /// Caches a verdict. Once this returns, the answer survives the process (`kill -9`); the
-    /// next [`Store::flush`] makes it survive a power cut.
+    /// next [`Store::flush`] makes it survive a power cut. It may sync a file (a table that
+    /// grows): from async code use [`Store::put_async`].
     pub fn put(&self, key: &CacheKey, answer: &Answer) -> anyhow::Result<()> {
         self.answers
             .put(key, answer)
             .with_context(|| writing(&self.dir))
     }
 
-    /// Marks a request as about to be sent; a marker still there after a crash is a request
-    /// whose outcome is unknown (it may have been charged). Written at once (16 bytes).
-    pub fn mark_in_flight(&self, key: &CacheKey) -> anyhow::Result<()> {
-        self.answers.mark(key).with_context(|| writing(&self.dir))
-    }
-
-    pub fn clear_in_flight(&self, key: &CacheKey) -> anyhow::Result<()> {
-        self.answers.unmark(key).with_context(|| writing(&self.dir))
-    }
-
-    /// Counts and clears the markers a crashed run left behind (and any set by this process).
-    pub fn take_in_flight(&self) -> anyhow::Result<u64> {
-        let keys = self
+    /// [`Store::put`] for async code: a table that must grow first grows on a blocking
+    /// thread, so no async worker waits on a sync.
+    pub async fn put_async(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        answer: &Answer,
+    ) -> anyhow::Result<()> {
+        let placed = self
             .answers
-            .take_marked()
+            .try_put(key, answer)
             .with_context(|| writing(&self.dir))?;
-        Ok(keys.len() as u64)
+        if !placed {
+            let (store, key, answer) = (self.clone(), *key, answer.clone());
+            tokio::task::spawn_blocking(move || store.put(&key, &answer)).await??;
+        }
+        Ok(())
+    }
+
+    /// A job's tally: what it has spent and how many of its requests are in flight, as of
+    /// the last request sent or answer stored (`None`: the job never sent one).
+    pub fn tally(&self, job: &[u8; 16]) -> Option<Tally> {
+        locked(&self.spend).get(job)
+    }
+
+    /// Records a job's tally. Once this returns it survives the process (`kill -9`); the next
+    /// [`Store::flush`] makes it survive a power cut.
+    pub fn set_tally(&self, job: &[u8; 16], tally: Tally) -> anyhow::Result<()> {
+        locked(&self.spend)
+            .set(job, tally)
+            .with_context(|| writing(&self.dir))
+    }
+
+    /// Requests the version before marked in flight belong to no job: they are given to the
+    /// job a killed run left running (one process per directory, so the latest), at the worst
+    /// case, so its next run announces them and counts them against its budget.
+    fn adopt_legacy_markers(&self, markers: u64) -> anyhow::Result<()> {
+        let killed = self
+            .jobs
+            .iter()
+            .filter_map(|e| {
+                let (id, v) = e.ok()?;
+                let record: JobRecord = serde_json::from_slice(&v).ok()?;
+                let id: [u8; 16] = id.as_ref().try_into().ok()?;
+                (record.state == JobState::Running).then_some((record.updated_at, id, record))
+            })
+            .max_by_key(|(at, _, _)| *at);
+        let Some((_, id, record)) = killed.filter(|_| markers > 0) else {
+            return Ok(());
+        };
+        // The higher documented price when no answer has shown one.
+        let worst = micros(self.last_cost().unwrap_or(0.25));
+        let mut tally = self.tally(&id).unwrap_or(Tally {
+            spent: micros(record.credits_spent),
+            requests: record.api_calls,
+            ..Tally::default()
+        });
+        tally.in_flight += markers;
+        tally.reserved += markers * worst;
+        self.set_tally(&id, tally)
     }
 
     fn reading(&self) -> String {
@@ -553,6 +626,11 @@ impl Store {
     /// Like [`Store::flush`], and waits until the answers are synced too.
     pub fn sync(&self) -> anyhow::Result<()> {
         self.answers.sync().with_context(|| writing(&self.dir))?;
+        // Not under the lock: the workers write tallies under it.
+        let spend = locked(&self.spend).file();
+        spend
+            .and_then(|file| file.sync_data())
+            .with_context(|| writing(&self.dir))?;
         self.db.flush().with_context(|| writing(&self.dir))?;
         Ok(())
     }
@@ -572,12 +650,17 @@ impl Store {
         Ok(())
     }
 
+    /// A job's record. Its spend and calls are those of its last request, not of its last
+    /// checkpoint: after a crash they include what was paid since, and the requests whose
+    /// outcome is unknown at their worst case.
     pub fn job(&self, id: &[u8; 16]) -> anyhow::Result<Option<JobRecord>> {
         match self.jobs.get(id).with_context(|| self.reading())? {
             None => Ok(None),
             // A record this version cannot read (damaged, or another layout) is no record:
             // the job starts over, answers already paid for still come from the cache.
-            Some(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+            Some(bytes) => Ok(serde_json::from_slice(&bytes)
+                .ok()
+                .map(|r| with_tally(r, self.tally(id)))),
         }
     }
 
@@ -596,16 +679,21 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets a job (its answers stay cached).
+    /// Forgets a job (its answers stay cached, and its spend stays in the tally).
     pub fn remove_job(&self, id: &[u8; 16]) -> anyhow::Result<()> {
         self.jobs.remove(id).with_context(|| writing(&self.dir))?;
         let _ = std::fs::remove_file(self.dir.join(RUNNING));
         Ok(())
     }
 
-    /// The job a running process last checkpointed, read without the lock.
+    /// The job a running process last checkpointed, read without the lock, with its spend
+    /// as of its last request.
     pub fn running_job(dir: &Path) -> Option<JobRecord> {
-        serde_json::from_slice(&std::fs::read(dir.join(RUNNING)).ok()?).ok()
+        let record: JobRecord =
+            serde_json::from_slice(&std::fs::read(dir.join(RUNNING)).ok()?).ok()?;
+        let id = Store::job_id(&record.input, &record.output);
+        let tally = Spend::read(&dir.join("spend"), &id);
+        Some(with_tally(record, tally))
     }
 
     /// Every cached answer (decodable ones).
@@ -633,12 +721,24 @@ impl Store {
         Lock::holder(&dir.join("lock")).map(|h| h.0.unwrap_or_default())
     }
 
+    /// Every job, its spend and calls as of its last request (see [`Store::job`]).
     pub fn jobs(&self) -> impl Iterator<Item = JobRecord> + '_ {
-        self.jobs
-            .iter()
-            .values()
-            .filter_map(|v| serde_json::from_slice(&v.ok()?).ok())
+        self.jobs.iter().filter_map(|e| {
+            let (id, v) = e.ok()?;
+            let record = serde_json::from_slice(&v).ok()?;
+            Some(with_tally(record, self.tally(id.as_ref().try_into().ok()?)))
+        })
     }
+}
+
+/// A record with its spend and calls as of the job's last request: never less than the
+/// checkpoint says.
+fn with_tally(mut record: JobRecord, tally: Option<Tally>) -> JobRecord {
+    if let Some(t) = tally {
+        record.credits_spent = record.credits_spent.max(credits(t.worst()));
+        record.api_calls = record.api_calls.max(t.requests);
+    }
+    record
 }
 
 /// A thread that syncs the answers when asked, one sync at a time; requests made during a
@@ -657,7 +757,7 @@ struct SyncState {
 }
 
 impl Syncer {
-    fn start(answers: Arc<Answers>) -> std::io::Result<Syncer> {
+    fn start(answers: Arc<Answers>, spend: File) -> std::io::Result<Syncer> {
         let shared = Arc::new((Mutex::new(SyncState::default()), Condvar::new()));
         let state = shared.clone();
         let thread = std::thread::Builder::new()
@@ -672,7 +772,7 @@ impl Syncer {
                     let last = !s.requested;
                     s.requested = false;
                     drop(s);
-                    if let Err(e) = answers.sync() {
+                    if let Err(e) = answers.sync().and_then(|()| spend.sync_data()) {
                         locked(lock).failed = Some(e);
                     }
                     if last {
@@ -720,9 +820,11 @@ fn writing(dir: &Path) -> String {
     )
 }
 
-/// The database, its salt and its `meta` tree; the schema checked (or written, for a new store).
-fn open_sled(dir: &Path) -> anyhow::Result<(sled::Db, [u8; 32], sled::Tree)> {
+/// The database, its salt and its `meta` tree; the schema checked (or written, for a new
+/// store). True when the answer tables are of layout 2, to be converted.
+fn open_sled(dir: &Path) -> anyhow::Result<(sled::Db, [u8; 32], sled::Tree, bool)> {
     let db = open_db(dir)?;
+    let mut layout_2 = false;
     let meta = db
         .open_tree("meta")
         .map_err(|e| unusable(dir, &e.to_string()))?;
@@ -734,6 +836,8 @@ fn open_sled(dir: &Path) -> anyhow::Result<(sled::Db, [u8; 32], sled::Tree)> {
             meta.insert("schema", SCHEMA)
                 .with_context(|| writing(dir))?;
         }
+        // Written once the tables are converted (a crash before: converted again, the rest).
+        Some(found) if found.as_ref() == SCHEMA_2 => layout_2 = true,
         Some(found) if found.as_ref() != SCHEMA => {
             return Err(crate::exit::usage(format!(
                 "the state directory {} was written by another version of mailsift ({}); \
@@ -763,7 +867,7 @@ fn open_sled(dir: &Path) -> anyhow::Result<(sled::Db, [u8; 32], sled::Tree)> {
             salt
         }
     };
-    Ok((db, salt, meta))
+    Ok((db, salt, meta, layout_2))
 }
 
 /// Opens sled. Our lock is already held, so sled's own lock can only be held by a store of this
@@ -1010,6 +1114,18 @@ mod tests {
                 .unwrap()
                 .insert("markers", &marker[..])
                 .unwrap();
+            // The job that was running when that version was killed.
+            let killed = JobRecord {
+                state: JobState::Running,
+                ..job()
+            };
+            db.open_tree("jobs")
+                .unwrap()
+                .insert(
+                    Store::job_id("in.csv", "out.csv"),
+                    serde_json::to_vec(&killed).unwrap(),
+                )
+                .unwrap();
             db.flush().unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
@@ -1020,13 +1136,42 @@ mod tests {
             let h = blake3::keyed_hash(&[7; 32], b"x@y.co");
             <[u8; 16]>::try_from(&h.as_bytes()[..16]).unwrap()
         });
-        assert_eq!(store.take_in_flight().unwrap(), 1);
+        // Its marker is the killed job's request in flight, at the higher documented price.
+        let tally = store.tally(&Store::job_id("in.csv", "out.csv")).unwrap();
+        assert_eq!((tally.in_flight, tally.reserved), (1, 250_000));
+        assert_eq!(tally.spent, micros(job().credits_spent));
         assert!(!store.db.tree_names().iter().any(|n| &n[..] == b"cache"));
         assert_eq!(&store.meta.get("schema").unwrap().unwrap()[..], SCHEMA);
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.get(&compact_key).unwrap(), Some(a));
         assert_eq!(store.answers().count(), 2);
+    }
+
+    #[test]
+    fn a_store_of_layout_2_is_converted_once_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<CacheKey> = (0..50u8).map(|i| [i; 16]).collect();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for (i, key) in keys.iter().enumerate() {
+                let a = Answer {
+                    first_row: i as u64,
+                    ..answer()
+                };
+                store.put(key, &a).unwrap();
+            }
+            // What the version before left: its tables, its schema.
+            store.answers.downgrade_to_layout_2();
+            store.meta.insert("schema", SCHEMA_2).unwrap();
+            store.sync().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(&store.meta.get("schema").unwrap().unwrap()[..], SCHEMA);
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(store.get(key).unwrap().unwrap().first_row, i as u64);
+        }
+        assert_eq!(store.answers.convert_layout_2().unwrap(), 0);
     }
 
     #[test]
@@ -1098,14 +1243,8 @@ mod tests {
         assert!(text.contains("another version"), "{text}");
     }
 
-    #[test]
-    fn jobs_and_in_flight_markers() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let id = Store::job_id("in.csv", "out.csv");
-        assert_ne!(id, Store::job_id("in.csv", "other.csv"));
-        assert_eq!(store.job(&id).unwrap(), None);
-        let job = JobRecord {
+    fn job() -> JobRecord {
+        JobRecord {
             input: "in.csv".into(),
             output: "out.csv".into(),
             fingerprint: "f".into(),
@@ -1130,10 +1269,18 @@ mod tests {
                 blake3: "h".into(),
             }],
             report: Some("{}".into()),
-        };
+        }
+    }
+
+    #[test]
+    fn an_older_job_record_loads_and_a_job_can_be_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = Store::job_id("in.csv", "out.csv");
+        let job = job();
         store.save_job(&id, &job).unwrap();
-        assert_eq!(store.job(&id).unwrap(), Some(job.clone()));
-        assert_eq!(store.jobs().collect::<Vec<_>>(), vec![job.clone()]);
+        let saved = store.job(&id).unwrap().unwrap();
+        assert_eq!((&saved.files, &saved.report), (&job.files, &job.report));
         // A record of a version that kept no sums and no report still loads.
         let mut old = serde_json::to_value(&job).unwrap();
         old.as_object_mut().unwrap().remove("files");
@@ -1142,22 +1289,93 @@ mod tests {
         assert_eq!((old.files.len(), old.report), (0, None));
         store.remove_job(&id).unwrap();
         assert_eq!(store.job(&id).unwrap(), None);
+    }
 
-        store.mark_in_flight(&store.key("a@b.co")).unwrap();
-        store.mark_in_flight(&store.key("c@d.co")).unwrap();
-        store.clear_in_flight(&store.key("a@b.co")).unwrap();
-        assert_eq!(store.take_in_flight().unwrap(), 1);
-        assert_eq!(store.take_in_flight().unwrap(), 0);
-        // After a crash (no flush): every marker set and not cleared is found.
-        store.mark_in_flight(&store.key("e@f.co")).unwrap();
-        store.mark_in_flight(&store.key("g@h.co")).unwrap();
-        store.flush().unwrap();
-        store.clear_in_flight(&store.key("g@h.co")).unwrap();
-        store.mark_in_flight(&store.key("i@j.co")).unwrap();
+    #[test]
+    fn jobs_read_their_spend_through_the_tally() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Store::job_id("in.csv", "out.csv");
+        let other = Store::job_id("in.csv", "other.csv");
+        assert_ne!(id, other);
+        let job = job();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.job(&id).unwrap(), None);
+            store.save_job(&id, &job).unwrap();
+            assert_eq!(store.job(&id).unwrap(), Some(job.clone()));
+            assert_eq!(store.jobs().collect::<Vec<_>>(), vec![job.clone()]);
+            // Paid since the checkpoint, with two requests in flight: a crash (no flush).
+            let tally = Tally {
+                spent: 300_000,
+                reserved: 100_000,
+                in_flight: 2,
+                requests: 9,
+            };
+            store.set_tally(&id, tally).unwrap();
+            assert_eq!(store.tally(&other), None);
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.tally(&id).unwrap().in_flight, 2);
+        assert_eq!(store.tally(&other), None, "another job inherits nothing");
+        let seen = store.job(&id).unwrap().unwrap();
+        assert_eq!((seen.credits_spent, seen.api_calls), (0.4, 9));
+        assert_eq!(store.jobs().next().unwrap().credits_spent, 0.4);
+        // A checkpoint ahead of the tally (a store of the version before) is kept.
+        store
+            .set_tally(
+                &id,
+                Tally {
+                    spent: 50_000,
+                    ..Tally::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(store.job(&id).unwrap().unwrap().credits_spent, 0.1);
+    }
+
+    #[test]
+    fn markers_of_the_version_before_go_to_the_job_that_was_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let (running, done) = (
+            Store::job_id("in.csv", "out.csv"),
+            Store::job_id("b.csv", "out.csv"),
+        );
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .save_job(
+                    &running,
+                    &JobRecord {
+                        state: JobState::Running,
+                        ..job()
+                    },
+                )
+                .unwrap();
+            store
+                .save_job(
+                    &done,
+                    &JobRecord {
+                        state: JobState::Done,
+                        updated_at: 9,
+                        ..job()
+                    },
+                )
+                .unwrap();
+            store.set_last_cost(0.05).unwrap();
+            store.flush().unwrap();
+        }
+        let mut markers = vec![0; 16 * 4];
+        markers[0] = 1;
+        markers[16 * 2] = 1;
+        std::fs::write(dir.path().join("answers").join("in-flight"), markers).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tally = store.tally(&running).unwrap();
+        assert_eq!((tally.in_flight, tally.reserved), (2, 100_000));
+        assert_eq!(store.tally(&done), None);
+        assert!(!dir.path().join("answers").join("in-flight").exists());
         drop(store);
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.take_in_flight().unwrap(), 2);
-        assert_eq!(store.take_in_flight().unwrap(), 0);
+        assert_eq!(store.tally(&running).unwrap().in_flight, 2, "counted once");
     }
 
     #[test]
