@@ -88,6 +88,19 @@ pub async fn run(
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the folder {}", dir.display()))?;
     }
+    if !config.once {
+        // A service that says nothing when it starts looks like one that did not start.
+        log.event(
+            "watching",
+            Some(&config.inbox),
+            &format!(
+                "every {}, results to {} (stop with Ctrl-C or SIGTERM)",
+                humantime::format_duration(config.interval),
+                config.outbox.display()
+            ),
+            json!({ "outbox": config.outbox, "interval_seconds": config.interval.as_secs_f64() }),
+        );
+    }
     loop {
         for (path, ready) in scan(&config)? {
             if cancel.is_cancelled() {

@@ -132,7 +132,8 @@ impl Ledger {
             if let Some(max) = self.max_credits {
                 if s.job.worst() + worst > micros(max) {
                     return Err(Halt::Budget(format!(
-                        "the budget is reached: {} of --max-credits {} spent or committed",
+                        "the budget is reached: {} of --max-credits {} spent or committed; \
+                         raise --max-credits to go further",
                         crate::output::format_credits(credits(s.job.worst())),
                         crate::output::format_credits(max)
                     )));
@@ -499,7 +500,8 @@ impl Pool {
             self.counters.set_balance(balance);
             if let Some(min) = self.ledger.min_balance.filter(|min| balance < *min) {
                 self.set_halt(Halt::Budget(format!(
-                    "the balance ({}) fell below --min-balance {}",
+                    "the balance ({}) fell below --min-balance {}; top up, or lower \
+                     --min-balance",
                     crate::output::format_credits(balance),
                     crate::output::format_credits(min)
                 )));

@@ -310,7 +310,7 @@ pub async fn run(
     if let (Some(min), Some(balance)) = (config.budget.min_balance, balance_start) {
         if balance < min {
             pool.halt_with(Halt::Budget(format!(
-                "the balance ({}) is below --min-balance {}",
+                "the balance ({}) is below --min-balance {}; top up, or lower --min-balance",
                 output::format_credits(balance),
                 output::format_credits(min)
             )));
@@ -611,8 +611,8 @@ pub async fn run(
         }
         Some(Halt::Budget(why)) => {
             advise(format!(
-                "mailsift: stopped: {why}. Progress is saved; raise the limit and run the same \
-                 command to continue."
+                "mailsift: stopped: {why}. Progress is saved; then run the same command to \
+                 continue."
             ));
         }
         Some(Halt::TooManyFailures(why)) => {

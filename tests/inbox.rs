@@ -336,6 +336,15 @@ fn watching_picks_up_files_dropped_while_it_runs() {
     let mock = Mock::fast();
     let dir = setup();
     let mut child = spawn(&dir, &mock, &["--interval", "50ms"]);
+    // It says at once that it is watching, and where results go.
+    let said = lines(&mut child);
+    let first = said
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a first line on stderr");
+    assert_eq!(
+        first,
+        "mailsift inbox: watching in: every 50ms, results to out (stop with Ctrl-C or SIGTERM)"
+    );
     dir.write("in/first.csv", list(3, "f"));
     eventually("first.csv to be processed", || {
         dir.path("in/processed/first.csv").exists()

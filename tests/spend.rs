@@ -132,7 +132,10 @@ fn a_budget_reached_mid_run_then_raised_finishes_the_identical_file() {
         ])
         .assert()
         .code(4)
-        .stderr(predicate::str::contains("--max-credits 2"));
+        .stderr(predicate::str::contains("--max-credits 2"))
+        .stderr(predicate::str::contains(
+            "raise --max-credits to go further",
+        ));
     let _ = out;
     let report = json(&dir.read("r1.json"));
     assert_eq!(report["outcome"], "budget_reached");
@@ -197,7 +200,10 @@ fn min_balance_keeps_a_reserve() {
         ])
         .assert()
         .code(4)
-        .stderr(predicate::str::contains("below --min-balance 2"));
+        .stderr(predicate::str::contains("below --min-balance 2"))
+        // A reserve is kept by topping up or by lowering it, not by "raising a limit".
+        .stderr(predicate::str::contains("top up, or lower --min-balance"))
+        .stderr(predicate::str::contains("raise").not());
     let balance = mock.stats().balance;
     assert!(
         (1.9..2.0).contains(&balance),
