@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::address::{self, Checked};
 use crate::api::Api;
+use crate::cell;
 use crate::client::{ApiError, Status};
 use crate::exit::Exit;
 use crate::output::format_credits;
@@ -80,7 +81,20 @@ pub async fn check(
     let mut contacted = false;
     let run: u64 = rand::random();
     let now = crate::clock::now();
-    for raw in addresses {
+    // An argument holding several addresses (`"a@x.com; b@x.com"`, pasted from a CRM cell) is
+    // cut the way `validate` cuts such a cell: each address gets its own line and is paid for
+    // once, and at most as many of one argument are asked as of one cell.
+    let addresses: Vec<String> = addresses
+        .iter()
+        .flat_map(|raw| match cell::several(raw.as_bytes()) {
+            Some(pieces) => pieces
+                .take(cell::MAX_ASKED)
+                .map(|piece| String::from_utf8_lossy(piece).trim().to_owned())
+                .collect(),
+            None => vec![raw.clone()],
+        })
+        .collect();
+    for raw in &addresses {
         let line = |normalized: String, status: &str, message: String, source| CheckLine {
             address: raw.clone(),
             normalized,

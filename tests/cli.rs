@@ -267,6 +267,43 @@ fn check_folds_unicode_case_like_validate() {
 }
 
 #[test]
+fn check_cuts_an_argument_holding_several_addresses_as_validate_cuts_a_cell() {
+    let mock = Mock::fast();
+    let dir = Dir::new();
+    let lines = check_json(
+        &dir,
+        &mock,
+        &[
+            "valid.a@acme-corp.com; Bob <invalid.b@acme-corp.com>, valid.a@acme-corp.com",
+            "valid.c@acme-corp.com|valid.a@acme-corp.com",
+        ],
+    );
+    let got: Vec<(&str, &str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["normalized"].as_str().unwrap(),
+                l["status"].as_str().unwrap(),
+                l["source"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("valid.a@acme-corp.com", "valid", "api"),
+            ("invalid.b@acme-corp.com", "invalid", "api"),
+            ("valid.a@acme-corp.com", "valid", "duplicate"),
+            ("valid.c@acme-corp.com", "valid", "api"),
+            ("valid.a@acme-corp.com", "valid", "duplicate"),
+        ]
+    );
+    let stats = mock.stats();
+    assert_eq!(stats.validations, 3);
+    assert_none_sent_twice(&stats, "check with several addresses per argument");
+}
+
+#[test]
 fn estimate_with_a_rejected_key_prints_the_estimate_warns_and_exits_3() {
     let mock = Mock::fast();
     let dir = Dir::new();
