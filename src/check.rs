@@ -2,7 +2,8 @@
 //!
 //! `check` goes through the same steps as a bulk run, on a handful of addresses: the local
 //! syntax check first (nothing is paid for an address that fails it), one request per distinct
-//! address, retries for what is worth retrying.
+//! address, retries for what is worth retrying; and the same typo suggestion as the
+//! `email_suggestion` column.
 
 use std::io::Write;
 
@@ -39,6 +40,8 @@ pub struct CheckLine {
     pub mx_record: Option<String>,
     /// api, syntax, empty or duplicate.
     pub source: &'static str,
+    /// The address probably meant, for a domain that looks mistyped (`gmial.com`).
+    pub suggestion: Option<String>,
 }
 
 /// Validates a few addresses and prints each verdict.
@@ -47,6 +50,7 @@ pub async fn check(
     addresses: &[String],
     json: bool,
     retry: RetryPolicy,
+    rules: address::Rules,
 ) -> anyhow::Result<Exit> {
     let mut results: Vec<CheckLine> = Vec::new();
     for raw in addresses {
@@ -59,8 +63,9 @@ pub async fn check(
             mx_provider: None,
             mx_record: None,
             source,
+            suggestion: None,
         };
-        let result = match address::check(raw.as_bytes()) {
+        let mut result = match address::check_with(raw.as_bytes(), rules) {
             Checked::Empty => line(String::new(), "missing", "no address given".into(), "empty"),
             Checked::Invalid { normalized, reason } => {
                 line(normalized, "invalid", reason.to_owned(), "syntax")
@@ -79,6 +84,7 @@ pub async fn check(
                         message: earlier.message.clone(),
                         mx_provider: earlier.mx_provider.clone(),
                         mx_record: earlier.mx_record.clone(),
+                        suggestion: None,
                     }
                 } else {
                     match ask(api, &addr.normalized, retry).await {
@@ -91,6 +97,7 @@ pub async fn check(
                             mx_provider: verdict.mx_provider,
                             mx_record: verdict.mx_record,
                             source: "api",
+                            suggestion: None,
                         },
                         // The key or the balance concerns every address: stop here.
                         Err(e @ (ApiError::KeyRejected { .. } | ApiError::OutOfCredits { .. })) => {
@@ -102,6 +109,7 @@ pub async fn check(
                 }
             }
         };
+        result.suggestion = address::suggest(&result.normalized);
         results.push(result);
     }
     print(&results, json)?;
@@ -151,6 +159,9 @@ fn print(results: &[CheckLine], json: bool) -> anyhow::Result<()> {
         }
         if !r.message.is_empty() {
             line.push_str(&format!("  {}", r.message));
+        }
+        if let Some(suggestion) = &r.suggestion {
+            line.push_str(&format!("  (did you mean {suggestion}?)"));
         }
         if r.source != "api" {
             line.push_str(&format!("  ({})", r.source));

@@ -83,6 +83,9 @@ pub enum Command {
         /// Print the verdicts as JSON
         #[arg(long)]
         json: bool,
+        /// Send addresses whose top-level domain is not in mailsift's list (one newer than it)
+        #[arg(long)]
+        allow_unknown_tld: bool,
     },
     /// Validate every address of a CSV file and write it back with the verdicts appended
     Validate(Box<ValidateArgs>),
@@ -147,6 +150,10 @@ pub struct FormatArgs {
     /// The column holding the addresses, by header name or 1-based number [default: detected]
     #[arg(long, value_name = "NAME|INDEX")]
     pub email_column: Option<String>,
+
+    /// Send addresses whose top-level domain is not in mailsift's list (one newer than it)
+    #[arg(long)]
+    pub allow_unknown_tld: bool,
 }
 
 /// How long earlier answers are reused.

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::address;
 use crate::api::{self, ApiSettings};
 use crate::cli::{
     Args, CacheAction, CacheArgs, Command, FormatArgs, GlobalArgs, JobArgs, StateArgs,
@@ -28,6 +29,7 @@ pub enum Config {
         addresses: Vec<String>,
         json: bool,
         retry: RetryPolicy,
+        rules: address::Rules,
     },
     Validate(Box<ValidateConfig>),
     Estimate(Box<EstimateConfig>),
@@ -56,6 +58,7 @@ pub struct EstimateConfig {
     pub cost_per_check: Option<f64>,
     pub json: bool,
     pub api: ApiSettings,
+    pub rules: address::Rules,
 }
 
 /// `mailsift inbox`.
@@ -101,11 +104,16 @@ impl Config {
         )?;
         Ok(match args.command {
             Command::Credits { json } => Config::Credits { api, json },
-            Command::Check { addresses, json } => Config::Check {
+            Command::Check {
+                addresses,
+                json,
+                allow_unknown_tld,
+            } => Config::Check {
                 api,
                 addresses,
                 json,
                 retry: RetryPolicy::default(),
+                rules: address::Rules { allow_unknown_tld },
             },
             Command::Validate(v) => {
                 let input = input(&v.input)?;
@@ -135,6 +143,7 @@ impl Config {
                 cost_per_check: e.cost_per_check,
                 json: e.json,
                 api,
+                rules: rules(&e.format),
             })),
             Command::Inbox(i) => {
                 if !i.inbox.is_dir() {
@@ -233,6 +242,7 @@ fn job(
         display: Display::choose(g.quiet),
         announce: true,
         api,
+        rules: rules(format),
         checkpoint: CheckpointEvery {
             rows: j.checkpoint_rows,
             interval: Duration::from_secs(2),
@@ -266,6 +276,12 @@ fn input_options(args: &FormatArgs, column_prefix: Option<String>) -> InputOptio
         no_header: args.no_header,
         email_column,
         column_prefix: column_prefix.filter(|p| !p.is_empty()),
+    }
+}
+
+fn rules(args: &FormatArgs) -> address::Rules {
+    address::Rules {
+        allow_unknown_tld: args.allow_unknown_tld,
     }
 }
 

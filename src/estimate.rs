@@ -61,6 +61,7 @@ pub fn count(
     now: i64,
     run: Option<u64>,
     dedupe: bool,
+    rules: address::Rules,
 ) -> anyhow::Result<Estimate> {
     let mut seen: HashSet<u64> = HashSet::new();
     let mut e = Estimate::default();
@@ -68,7 +69,7 @@ pub fn count(
         let row = row?;
         e.rows += 1;
         let checked = match &row.email {
-            Some(cell) => address::check(cell),
+            Some(cell) => address::check_with(cell, rules),
             None => Checked::Empty,
         };
         let address = match checked {
@@ -119,10 +120,11 @@ pub async fn run(config: crate::config::EstimateConfig) -> anyhow::Result<crate:
     use std::io::Write;
 
     let store = std::sync::Arc::new(Store::open(&config.state_dir)?);
-    let (source, opts, freshness) = (
+    let (source, opts, freshness, rules) = (
         config.input.clone(),
         config.input_options.clone(),
         config.freshness,
+        config.rules,
     );
     let counting = store.clone();
     let estimate = tokio::task::spawn_blocking(move || -> anyhow::Result<Estimate> {
@@ -134,6 +136,7 @@ pub async fn run(config: crate::config::EstimateConfig) -> anyhow::Result<crate:
             crate::clock::now(),
             None,
             true,
+            rules,
         )
     })
     .await??

@@ -58,9 +58,10 @@ pub async fn run(
             addresses,
             json,
             retry,
+            rules,
         } => {
             let api = api::Api::connect(&api, 1).await?;
-            check::check(&api, &addresses, json, retry).await
+            check::check(&api, &addresses, json, retry, rules).await
         }
         Config::Validate(config) => validate::run(*config, shutdown).await,
         Config::Estimate(config) => estimate::run(*config).await,

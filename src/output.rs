@@ -31,14 +31,16 @@ use anyhow::Context;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::address;
 use crate::input::{Layout, Row};
 use crate::plan::{Outcome, Planned, Source};
 use crate::report::Counters;
 use crate::store::{JobRecord, Store, Watermark};
 
 /// The annotation columns, in order (the input reader recognises them, to replace them when an
-/// annotated file is validated again).
-pub const ANNOTATION_COLUMNS: [&str; 9] = [
+/// annotated file is validated again). New columns only ever go at the end, so that a file
+/// annotated by an earlier version (the first [`FIRST_RELEASE_COLUMNS`] or more) is recognised.
+pub const ANNOTATION_COLUMNS: [&str; 10] = [
     "email_status",
     "email_message",
     "email_normalized",
@@ -48,7 +50,11 @@ pub const ANNOTATION_COLUMNS: [&str; 9] = [
     "credits_consumed",
     "checked_at",
     "source",
+    "email_suggestion",
 ];
+
+/// How many annotation columns the first release wrote (up to `source`).
+pub const FIRST_RELEASE_COLUMNS: usize = 9;
 
 /// Added by `--columns all`: the free company enrichment.
 pub const COMPANY_COLUMNS: [&str; 6] = [
@@ -169,6 +175,10 @@ impl RowFormat {
         put(out, &credits);
         put(out, &checked_at);
         put(out, source);
+        put(
+            out,
+            &address::suggest(&planned.normalized).unwrap_or_default(),
+        );
         if self.company {
             let c = answer.map(|a| &a.company);
             for value in [
@@ -709,17 +719,24 @@ mod tests {
         };
         assert_eq!(
             write(&f, "Jane,\"x, y\",jane@acme.com\r\n", 3, "jane@acme.com", api),
-            "Jane,\"x, y\",jane@acme.com,valid,Email is valid.,jane@acme.com,\"Google, \"\"Workspace\"\"\",aspmx.l.google.com,false,0.05,1970-01-01T00:00:00Z,api\r\n"
+            "Jane,\"x, y\",jane@acme.com,valid,Email is valid.,jane@acme.com,\"Google, \"\"Workspace\"\"\",aspmx.l.google.com,false,0.05,1970-01-01T00:00:00Z,api,\r\n"
         );
+        // A likely typo gets a suggestion; the address sent stays as it was.
+        let typo = Outcome::Answer {
+            answer: answer.clone(),
+            source: Source::Api,
+        };
+        assert!(write(&f, "x,Jane@GMIAL.com\n", 2, "Jane@gmial.com", typo)
+            .ends_with(",Jane@gmial.com,\"Google, \"\"Workspace\"\"\",aspmx.l.google.com,false,0.05,1970-01-01T00:00:00Z,api,Jane@gmail.com\n"));
         let dup = Outcome::Answer {
             answer: answer.clone(),
             source: Source::Duplicate,
         };
-        assert!(write(&f, "a,b,c", 3, "c", dup).ends_with(",0,1970-01-01T00:00:00Z,duplicate\n"));
+        assert!(write(&f, "a,b,c", 3, "c", dup).ends_with(",0,1970-01-01T00:00:00Z,duplicate,\n"));
         // A short row is padded so the columns line up; a long one is kept whole.
         assert_eq!(
             write(&f, "only\n", 1, "", Outcome::Empty),
-            "only,,,missing,no email address in this row,,,,,0,,empty\n"
+            "only,,,missing,no email address in this row,,,,,0,,empty,\n"
         );
         assert!(write(&f, "a,b,c,d\n", 4, "", Outcome::Empty).starts_with("a,b,c,d,missing,"));
         assert_eq!(
@@ -730,14 +747,14 @@ mod tests {
                 "bad@",
                 Outcome::Syntax("domain is empty")
             ),
-            "x,y,bad@,invalid,domain is empty,bad@,,,,0,,syntax\n"
+            "x,y,bad@,invalid,domain is empty,bad@,,,,0,,syntax,\n"
         );
         let err = Outcome::Error {
             message: "rejected by the API (HTTP 400: bad)".into(),
         };
         assert_eq!(
             write(&f, "x,y,z\n", 3, "z", err),
-            "x,y,z,error,rejected by the API (HTTP 400: bad),z,,,,,,api\n"
+            "x,y,z,error,rejected by the API (HTTP 400: bad),z,,,,,,api,\n"
         );
         let all = write(
             &format(true),
@@ -750,7 +767,7 @@ mod tests {
             },
         );
         assert!(
-            all.ends_with(",0,1970-01-01T00:00:00Z,cache,Acme,,,,,\n"),
+            all.ends_with(",0,1970-01-01T00:00:00Z,cache,,Acme,,,,,\n"),
             "{all}"
         );
     }
@@ -763,7 +780,7 @@ mod tests {
         let header = f.header(&row("a;b;c\r\n", 3));
         assert_eq!(
             String::from_utf8(header).unwrap(),
-            "a;b;c;lm_email_status;lm_email_message;lm_email_normalized;lm_mx_provider;lm_mx_record;lm_is_catch_all;lm_credits_consumed;lm_checked_at;lm_source\r\n"
+            "a;b;c;lm_email_status;lm_email_message;lm_email_normalized;lm_mx_provider;lm_mx_record;lm_is_catch_all;lm_credits_consumed;lm_checked_at;lm_source;lm_email_suggestion\r\n"
         );
     }
 

@@ -193,6 +193,8 @@ pub struct Planner {
     freshness: Freshness,
     now: i64,
     in_flight: HashMap<CacheKey, Arc<Pending>>,
+    /// What the address check lets through (`--allow-unknown-tld`).
+    rules: address::Rules,
     /// Past this many entries, resolved ones are swept (their answers are in the store).
     sweep_at: usize,
     pub counts: PlanCounts,
@@ -206,15 +208,22 @@ impl Planner {
             freshness,
             now,
             in_flight: HashMap::new(),
+            rules: address::Rules::default(),
             sweep_at: window.max(64) * 2,
             counts: PlanCounts::default(),
         }
     }
 
+    /// Checks addresses with these rules instead of the default (strict) ones.
+    pub fn with_rules(mut self, rules: address::Rules) -> Self {
+        self.rules = rules;
+        self
+    }
+
     /// Decides one row; returns the planned row and the job to send, if any.
     pub fn plan(&mut self, seq: u64, row: Row) -> anyhow::Result<(Planned, Option<Job>)> {
         let checked = match &row.email {
-            Some(cell) => address::check(cell),
+            Some(cell) => address::check_with(cell, self.rules),
             None => Checked::Empty,
         };
         let (normalized, slot, job) = match checked {
@@ -438,10 +447,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let mut planner = Planner::new(store, 1, fresh(), 0, 16);
-        let (first, job) = planner.plan(0, row("Jane@Example.com")).unwrap();
+        let (first, job) = planner.plan(0, row("Jane@Acme-Corp.com")).unwrap();
         let job = job.unwrap();
-        assert_eq!(job.address, "Jane@example.com");
-        let (second, none) = planner.plan(1, row(" jane@EXAMPLE.com ")).unwrap();
+        assert_eq!(job.address, "Jane@acme-corp.com");
+        let (second, none) = planner.plan(1, row(" jane@ACME-CORP.com ")).unwrap();
         assert!(none.is_none());
         assert!(first.outcome().is_none() && second.outcome().is_none());
         job.pending
