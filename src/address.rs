@@ -189,17 +189,27 @@ fn unwrap_brackets(s: &str) -> Option<&str> {
 }
 
 /// `Email: addr`, `E-mail (work): addr`, `邮箱：addr`: a label and a colon before the address.
-/// An address never holds a colon, so nothing sendable is cut off.
+/// The colon is followed by a space (or is a full-width one), or the label names email
+/// (`email:addr`): `ja:ne@x.com` is a broken address, not a label.
 fn strip_label(s: &str) -> Option<&str> {
     let colon = s.find([':', '：'])?;
     let label = &s[..colon];
     let rest = &s[colon..];
+    let full_width = rest.starts_with('：');
     let rest = &rest[rest.chars().next()?.len_utf8()..];
     let is_label = !label.is_empty()
         && label.chars().all(|c| {
             c.is_alphanumeric() || c.is_whitespace() || matches!(c, '-' | '_' | '.' | '(' | ')')
         });
-    (is_label && rest.contains('@') && !rest.trim_start().starts_with('/')).then_some(rest)
+    let names_email = || {
+        let label = label.to_lowercase();
+        ["mail", "courriel", "correo", "邮箱", "メール", "почта"]
+            .iter()
+            .any(|word| label.contains(word))
+    };
+    let separated = full_width || rest.starts_with(char::is_whitespace) || names_email();
+    (is_label && separated && rest.contains('@') && !rest.trim_start().starts_with('/'))
+        .then_some(rest)
 }
 
 /// Copy-paste debris around an address: punctuation and symbols after it (a domain ends with
@@ -219,6 +229,9 @@ fn trim_junk(s: &str) -> &str {
             None => {
                 is_trim_char(c)
                     || matches!(c, ',' | ';' | ':' | '(' | ')' | '[' | ']' | '<' | '>')
+                    // A list bullet or quote marker: `* addr`, `- addr`, `> addr`.
+                    || (matches!(c, '*' | '-' | '+' | '#' | '>')
+                        && rest.starts_with(char::is_whitespace))
                     || (!c.is_ascii() && is_punctuation_or_symbol(c))
             }
         };
@@ -498,6 +511,13 @@ fn check_local(local: &str) -> Result<(), &'static str> {
 /// STD3 rules, CheckHyphens, CheckBidi, CheckJoiners and the DNS lengths, then IDNA2008's
 /// repertoire (letters, marks and digits: no symbols, emoji or punctuation).
 fn domain_to_ascii(domain: &str) -> Result<String, &'static str> {
+    // Before UTS #46 maps them away: `acme™.com` is not `acmetm.com`. The full-width dots and
+    // hyphen are the ones East Asian keyboards type.
+    let typed =
+        |c: char| c.is_ascii() || is_idna2008_char(c) || matches!(c, '。' | '．' | '｡' | '－');
+    if !domain.chars().all(typed) {
+        return Err(SYMBOL_IN_DOMAIN);
+    }
     let ascii = Uts46::new()
         .to_ascii(
             domain.as_bytes(),
@@ -520,11 +540,14 @@ fn idna2008_repertoire(ascii: &str) -> Result<(), &'static str> {
         let decoded = idna::punycode::decode_to_string(encoded)
             .ok_or("broken punycode (xn--) label in the domain")?;
         if !decoded.chars().all(is_idna2008_char) {
-            return Err("symbol, emoji or punctuation in the domain (not allowed in domain names)");
+            return Err(SYMBOL_IN_DOMAIN);
         }
     }
     Ok(())
 }
+
+const SYMBOL_IN_DOMAIN: &str =
+    "symbol, emoji or punctuation in the domain (not allowed in domain names)";
 
 fn is_idna2008_char(c: char) -> bool {
     if c.is_ascii() {

@@ -27,7 +27,7 @@ fn no_panic(stderr: &str) {
 
 /// The state directory still works: a small job runs to the end on it.
 fn store_still_usable(dir: &Dir, mock: &Mock) {
-    dir.write("small.csv", "email\nok1@example.com\nok2@example.com\n");
+    dir.write("small.csv", "email\nok1@acme-corp.com\nok2@acme-corp.com\n");
     dir.mailsift(mock)
         .args(["validate", "small.csv", "-o", "small.out.csv", "-q"])
         .assert()
