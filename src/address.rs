@@ -833,8 +833,15 @@ pub fn suggest(address: &str) -> Option<String> {
         let (name, tld) = domain.rsplit_once('.')?;
         tld_typo(tld).map(|tld| Cow::Owned(format!("{name}.{tld}")))
     })?;
+    // The suggestion is checked like any cell; it must come out with the local part unchanged.
     match check(format!("{local}@{better}").as_bytes()) {
-        Checked::Valid(a) => Some(a.normalized),
+        Checked::Valid(a)
+            if a.normalized
+                .rsplit_once('@')
+                .is_some_and(|(l, _)| l == local) =>
+        {
+            Some(a.normalized)
+        }
         _ => None,
     }
 }
@@ -1408,9 +1415,73 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x6d61_696c);
         // Fragments that exercise every branch when glued together at random.
         let pieces: &[&str] = &[
-            "a", "Z", "@", ".", "..", "-", "<", ">", "\"", "'", " ", "\u{a0}", "\u{200b}",
-            "mailto:", "MAILTO:", "?", ",", ";", "[", "]", "é", "ü", "用", "xn--", "\u{feff}",
-            "\u{201c}", "\u{201d}", "\0", "\r\n", "com", "bücher", "1", "_",
+            "a",
+            "Z",
+            "@",
+            ".",
+            "..",
+            "-",
+            "<",
+            ">",
+            "\"",
+            "'",
+            " ",
+            "\u{a0}",
+            "\u{200b}",
+            "mailto:",
+            "MAILTO:",
+            "?",
+            ",",
+            ";",
+            "[",
+            "]",
+            "é",
+            "ü",
+            "用",
+            "xn--",
+            "\u{feff}",
+            "\u{201c}",
+            "\u{201d}",
+            "\0",
+            "\r\n",
+            "com",
+            "bücher",
+            "1",
+            "_",
+            "\u{200e}",
+            "\u{202e}",
+            "。",
+            "，",
+            "（",
+            "）",
+            "(",
+            ")",
+            "[",
+            "]",
+            ":",
+            "：",
+            "Email: ",
+            "mailto://",
+            "%2B",
+            "%",
+            "%E9",
+            "\u{301}",
+            "❤",
+            "™",
+            "xn--a",
+            "xn--i-7iq",
+            "gmial",
+            "gmail",
+            "hotmial",
+            ".con",
+            ".cmo",
+            ".test",
+            "example",
+            ".local",
+            "* ",
+            "\u{fffd}",
+            "\u{ff0e}",
+            "ｇ",
         ];
         for _ in 0..20_000 {
             let len = rng.random_range(0..40);
@@ -1428,10 +1499,19 @@ mod tests {
                 }
                 b
             };
-            if let Checked::Valid(a) = check(&bytes) {
+            let checked = check(&bytes);
+            if let Checked::Valid(a) = &checked {
                 // Whatever passes must pass again unchanged: normalisation is idempotent.
-                assert_eq!(check(a.normalized.as_bytes()), Checked::Valid(a.clone()));
+                assert_eq!(check(a.normalized.as_bytes()), checked);
                 assert!(a.normalized.len() <= MAX_ADDRESS);
+            }
+            let normalized = match &checked {
+                Checked::Valid(a) => &a.normalized,
+                Checked::Invalid { normalized, .. } => normalized,
+                Checked::Empty => continue,
+            };
+            if let Some(s) = suggest(normalized) {
+                assert!(matches!(check(s.as_bytes()), Checked::Valid(_)), "{s:?}");
             }
         }
     }
