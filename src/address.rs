@@ -192,7 +192,8 @@ fn unwrap_brackets(s: &str) -> Option<&str> {
 /// The colon is followed by a space (or is a full-width one), or the label names email
 /// (`email:addr`): `ja:ne@x.com` is a broken address, not a label.
 fn strip_label(s: &str) -> Option<&str> {
-    let colon = s.find([':', '：'])?;
+    // Two byte searches: quicker than one search for either character.
+    let colon = s.find(':').into_iter().chain(s.find('：')).min()?;
     let label = &s[..colon];
     let rest = &s[colon..];
     let full_width = rest.starts_with('：');
@@ -507,9 +508,11 @@ fn check_local(local: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// An international domain name to ASCII, the strict way: UTS #46 non-transitional with the
-/// STD3 rules, CheckHyphens, CheckBidi, CheckJoiners and the DNS lengths, then IDNA2008's
-/// repertoire (letters, marks and digits: no symbols, emoji or punctuation).
+/// An international domain name to ASCII, the strict way: IDNA2008's repertoire as typed
+/// (letters, marks and digits: no symbols, emoji or punctuation), then UTS #46
+/// non-transitional with the STD3 rules, CheckHyphens, CheckBidi, CheckJoiners and the DNS
+/// lengths. (Mapping letters, marks and digits yields letters, marks and digits, so the
+/// result needs no second look; `xn--` typed as such does, in [`check_punycode`].)
 fn domain_to_ascii(domain: &str) -> Result<String, &'static str> {
     // Before UTS #46 maps them away: `acme™.com` is not `acmetm.com`. The full-width dots and
     // hyphen are the ones East Asian keyboards type.
@@ -526,7 +529,6 @@ fn domain_to_ascii(domain: &str) -> Result<String, &'static str> {
             DnsLength::Verify,
         )
         .map_err(|_| "invalid international domain name")?;
-    idna2008_repertoire(&ascii)?;
     Ok(ascii.into_owned())
 }
 
@@ -727,6 +729,13 @@ fn reserved(domain: &str, tld: &str) -> Option<&'static str> {
 /// the public suffix list, whose ICANN section lists every delegated TLD, into a lookup;
 /// updating the crate updates the list.
 fn tld_exists(tld: &str) -> bool {
+    // Most addresses end in one of these: no need to walk the list.
+    if matches!(
+        tld,
+        "com" | "net" | "org" | "io" | "co" | "de" | "uk" | "fr" | "edu"
+    ) {
+        return true;
+    }
     psl::suffix(tld.as_bytes()).is_some_and(|s| s.is_known() && s.typ() == Some(psl::Type::Icann))
 }
 
