@@ -24,18 +24,22 @@ use tokio_util::sync::CancellationToken;
 const ROWS: u64 = 100_000;
 
 fn address(i: u64) -> String {
-    format!("p{i:08}.smith@d{}.example.com", i % 20_011)
+    format!("p{i:08}.smith@d{}.acme-corp.com", i % 20_011)
 }
 
 /// Addresses as they come in real files: mostly plain, some wrapped, some broken.
 fn cells() -> Vec<Vec<u8>> {
     (0..10_000u64)
         .map(|i| {
-            match i % 10 {
-                0 => format!("Jane Doe <{}>", address(i).to_uppercase()),
-                1 => format!(" mailto:{} ", address(i)),
-                2 => format!("p{i}@"),
-                3 => format!("p{i}.smith@mañana-{}.es", i % 50),
+            match i % 20 {
+                0 | 10 => format!("Jane Doe <{}>", address(i).to_uppercase()),
+                1 | 11 => format!(" mailto:{} ", address(i)),
+                2 | 12 => format!("p{i}@"),
+                3 | 13 => format!("p{i}.smith@mañana-{}.es", i % 50),
+                4 => format!("Jane Doe ({})", address(i)),
+                5 => format!("\u{200e}\"{}\u{201d}。", address(i)),
+                6 => format!("jose\u{301}.{i}@acme-corp.com"),
+                7 => format!("p{i}@gmial.con"),
                 _ => address(i),
             }
             .into_bytes()

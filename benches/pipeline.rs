@@ -462,7 +462,7 @@ fn unlimited_mock(credits: f64) -> Vec<String> {
 /// Row `i`'s address: unique, spread over 20,011 domains, no reserved local-part prefix unless
 /// `prefix` asks for one.
 fn address(i: u64, prefix: &str) -> String {
-    format!("{prefix}p{i:08}.smith@d{}.example.com", i % 20_011)
+    format!("{prefix}p{i:08}.smith@d{}.acme-corp.com", i % 20_011)
 }
 
 /// A contacts CSV with a header and `rows` unique addresses; returns its size.

@@ -18,21 +18,60 @@ use mailsift::output::RowFormat;
 use mailsift::plan::{Freshness, Job, Outcome, Planned, Planner, Resolved};
 use mailsift::store::{Answer, Store};
 
-/// The normaliser and syntax check: total (no panic), and what it accepts is what it sends.
+/// The normaliser, syntax check and suggestion: total (no panic), what the check accepts is
+/// what it sends, nothing it sends can be refused for free, and a suggestion is a valid
+/// address that differs from the one sent only in its domain.
 pub fn address(data: &[u8]) {
-    let Checked::Valid(a) = address::check(data) else {
+    let relaxed = address::Rules {
+        allow_unknown_tld: true,
+    };
+    let strict = address::check(data);
+    let lenient = address::check_with(data, relaxed);
+    // Relaxing the rules only ever lets more through, and never changes what is sent.
+    match (&strict, &lenient) {
+        (Checked::Valid(a), Checked::Valid(b)) => assert_eq!(a, b, "{data:?}"),
+        (Checked::Valid(_), other) => panic!("{data:?} valid, refused when relaxed: {other:?}"),
+        (Checked::Empty, other) => assert_eq!(other, &Checked::Empty, "{data:?}"),
+        _ => {}
+    }
+    if let Checked::Invalid { normalized, .. } = &strict {
+        suggestion(normalized);
+    }
+    let Checked::Valid(a) = lenient else {
         return;
     };
     let sent = &a.normalized;
     assert_eq!(sent.matches('@').count(), 1, "{sent:?}");
     assert!(
-        !sent.chars().any(|c| c.is_control() || c.is_whitespace()),
-        "{sent:?}"
+        !sent.chars().any(|c| c.is_control()
+            || c.is_whitespace()
+            || c == char::REPLACEMENT_CHARACTER
+            || INVISIBLE.contains(&c)),
+        "nothing invisible is sent: {sent:?}"
     );
-    let domain = &sent[sent.find('@').unwrap_or(0) + 1..];
+    let (local, domain) = sent.split_once('@').unwrap_or_default();
+    assert!(local.len() <= 64, "{sent:?}");
     assert!(
         domain.is_ascii() && domain == domain.to_ascii_lowercase() && domain.contains('.'),
         "the domain goes out lower-case ASCII: {sent:?}"
+    );
+    for label in domain.split('.') {
+        assert!(
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && (label.get(2..4) != Some("--") || label.starts_with("xn--")),
+            "a DNS label by the IDNA rules: {sent:?}"
+        );
+    }
+    let tld = domain.rsplit('.').next().unwrap_or_default();
+    assert!(
+        !RESERVED_TLDS.contains(&tld)
+            && !["example.com", "example.net", "example.org"]
+                .iter()
+                .any(|r| domain == *r || domain.ends_with(&format!(".{r}"))),
+        "a reserved name is never sent: {sent:?}"
     );
     assert!(sent.len() <= 254, "{sent:?}");
     assert_eq!(
@@ -41,9 +80,12 @@ pub fn address(data: &[u8]) {
         "the key is the lower-cased address"
     );
     // Idempotent: the address as sent is accepted as itself.
-    match address::check(sent.as_bytes()) {
+    match address::check_with(sent.as_bytes(), relaxed) {
         Checked::Valid(again) => assert_eq!(again, a, "{data:?}"),
         other => panic!("{sent:?} (from {data:?}) is refused when checked again: {other:?}"),
+    }
+    if let Some(s) = suggestion(sent) {
+        assert_ne!(&s, sent, "a suggestion differs from what is sent");
     }
 }
 
@@ -55,6 +97,42 @@ fn freshness() -> Freshness {
         refresh: false,
     }
 }
+
+/// A suggestion passes the strict check as itself and keeps the local part.
+fn suggestion(normalized: &str) -> Option<String> {
+    let s = address::suggest(normalized)?;
+    match address::check(s.as_bytes()) {
+        Checked::Valid(v) => assert_eq!(v.normalized, s, "{normalized:?}"),
+        other => panic!("suggestion {s:?} for {normalized:?} is refused: {other:?}"),
+    }
+    let local = |a: &str| a.rsplit_once('@').map(|(l, _)| l.to_owned());
+    assert_eq!(
+        local(&s),
+        local(normalized),
+        "only the domain is suggested: {normalized:?} -> {s:?}"
+    );
+    Some(s)
+}
+
+/// Zero-width, invisible and bidi formatting characters: trimmed at the edges, refused inside.
+const INVISIBLE: &[char] = &[
+    '\u{00AD}', '\u{034F}', '\u{061C}', '\u{180E}', '\u{200B}', '\u{200C}', '\u{200D}', '\u{200E}',
+    '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2060}', '\u{2061}',
+    '\u{2062}', '\u{2063}', '\u{2064}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}', '\u{FEFF}',
+];
+
+/// Top-level domains that can never receive mail.
+const RESERVED_TLDS: &[&str] = &[
+    "test",
+    "example",
+    "invalid",
+    "localhost",
+    "local",
+    "onion",
+    "arpa",
+    "internal",
+    "alt",
+];
 
 /// One store for the whole process: the planner only reads it here.
 fn store() -> Arc<Store> {
@@ -289,7 +367,10 @@ pub fn cells(data: &[u8]) {
     }
 
     // Planned: the first pieces, checked, each once; only addresses that pass are sent.
-    let checked = cell::checked(cell::several(data).expect("cut above"));
+    let checked = cell::checked(
+        cell::several(data).expect("cut above"),
+        address::Rules::default(),
+    );
     assert_eq!(planned.addresses().count(), checked.len().max(1));
     for (i, job) in jobs.iter().enumerate() {
         assert!(matches!(

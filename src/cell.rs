@@ -33,10 +33,10 @@ pub const MAX_ASKED: usize = 20;
 /// The addresses of a cell holding several, as they are planned (and estimated): the first
 /// [`MAX_ASKED`] pieces, checked, each once (a repeat in the same cell, or a piece with nothing
 /// in it, adds nothing).
-pub fn checked(pieces: Pieces<'_>) -> Vec<Checked> {
+pub fn checked(pieces: Pieces<'_>, rules: address::Rules) -> Vec<Checked> {
     let mut out: Vec<Checked> = Vec::new();
     for piece in pieces.take(MAX_ASKED) {
-        let checked = address::check(piece);
+        let checked = address::check_with(piece, rules);
         let same = |other: &Checked| match (&checked, other) {
             (Checked::Valid(a), Checked::Valid(b)) => a.key == b.key,
             (Checked::Invalid { normalized: a, .. }, Checked::Invalid { normalized: b, .. }) => {

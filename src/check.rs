@@ -4,7 +4,8 @@
 //! normalisation and local syntax check (nothing is paid for an address that fails it), the
 //! same dedupe key (Unicode case folded), the same answer cache as `validate` (an address
 //! answered earlier and still fresh is not paid for again; what `check` pays for is cached for
-//! later runs), one request per distinct address, retries for what is worth retrying.
+//! later runs), one request per distinct address, retries for what is worth retrying; and the
+//! same typo suggestion as the `email_suggestion` column.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -46,6 +47,8 @@ pub struct CheckLine {
     pub mx_record: Option<String>,
     /// api, cache, duplicate, syntax or empty.
     pub source: &'static str,
+    /// The address probably meant, for a domain that looks mistyped (`gmial.com`).
+    pub suggestion: Option<String>,
 }
 
 /// Where `check` keeps and finds answers: the state directory `validate` uses. A directory in
@@ -74,6 +77,7 @@ pub async fn check(
     retry: RetryPolicy,
     cache: Option<&Store>,
     freshness: &Freshness,
+    rules: address::Rules,
 ) -> anyhow::Result<Exit> {
     let mut results: Vec<CheckLine> = Vec::new();
     // Dedupe key -> the line that answered it.
@@ -104,8 +108,9 @@ pub async fn check(
             mx_provider: None,
             mx_record: None,
             source,
+            suggestion: None,
         };
-        let addr = match address::check(raw.as_bytes()) {
+        let addr = match address::check_with(raw.as_bytes(), rules) {
             Checked::Empty => {
                 results.push(line(
                     String::new(),
@@ -132,6 +137,7 @@ pub async fn check(
                 message: earlier.message.clone(),
                 mx_provider: earlier.mx_provider.clone(),
                 mx_record: earlier.mx_record.clone(),
+                suggestion: None,
             });
             continue;
         }
@@ -160,7 +166,7 @@ pub async fn check(
                 | ApiError::Unreachable { .. }),
             ) = api.client.first_contact().await
             {
-                print(&results, json)?;
+                print(&mut results, json)?;
                 return Err(e.into());
             }
         }
@@ -194,14 +200,14 @@ pub async fn check(
                 | ApiError::OutOfCredits { .. }
                 | ApiError::Refused { .. }),
             ) => {
-                print(&results, json)?;
+                print(&mut results, json)?;
                 return Err(e.into());
             }
             Err(e) => line(addr.normalized, "error", e.to_string(), "api"),
         };
         results.push(result);
     }
-    print(&results, json)?;
+    print(&mut results, json)?;
     Ok(Exit::Ok)
 }
 
@@ -223,6 +229,7 @@ fn from_answer(
         mx_provider: answer.mx_provider,
         mx_record: answer.mx_record,
         source,
+        suggestion: None,
     }
 }
 
@@ -251,7 +258,11 @@ async fn ask(
     }
 }
 
-fn print(results: &[CheckLine], json: bool) -> anyhow::Result<()> {
+/// Prints the lines, each with its typo suggestion.
+fn print(results: &mut [CheckLine], json: bool) -> anyhow::Result<()> {
+    for r in results.iter_mut() {
+        r.suggestion = address::suggest(&r.normalized);
+    }
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(results)?)?;
@@ -262,7 +273,7 @@ fn print(results: &[CheckLine], json: bool) -> anyhow::Result<()> {
         .map(|r| r.address.chars().count())
         .max()
         .unwrap_or(0);
-    for r in results {
+    for r in results.iter() {
         let mut line = format!("{:width$}  {:<15}", r.address, r.status);
         match r.credits_consumed {
             Some(c) => line.push_str(&format!("  credits {:<5}", format_credits(c))),
@@ -273,6 +284,9 @@ fn print(results: &[CheckLine], json: bool) -> anyhow::Result<()> {
         }
         if !r.message.is_empty() {
             line.push_str(&format!("  {}", r.message));
+        }
+        if let Some(suggestion) = &r.suggestion {
+            line.push_str(&format!("  (did you mean {suggestion}?)"));
         }
         if r.source != "api" {
             line.push_str(&format!("  ({})", r.source));

@@ -87,6 +87,9 @@ pub enum Command {
         cache: CacheArgs,
         #[command(flatten)]
         state: StateArgs,
+        /// Send addresses whose top-level domain is not in mailsift's list (one newer than it)
+        #[arg(long)]
+        allow_unknown_tld: bool,
     },
     /// Validate every address of a CSV file and write it back with the verdicts appended
     Validate(Box<ValidateArgs>),
@@ -221,6 +224,9 @@ pub struct FormatArgs {
     /// [default: the first]
     #[arg(long, value_name = "NAME|N")]
     pub sheet: Option<String>,
+    /// Send addresses whose top-level domain is not in mailsift's list (one newer than it)
+    #[arg(long)]
+    pub allow_unknown_tld: bool,
 }
 
 /// How long earlier answers are reused.

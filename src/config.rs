@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::address;
 use crate::api::{self, ApiSettings};
 use crate::cli::{
     Args, CacheAction, CacheArgs, Command, FormatArgs, GlobalArgs, JobArgs, StateArgs,
@@ -31,6 +32,7 @@ pub enum Config {
         /// The answer cache `validate` uses (`sandbox/` inside it with --sandbox).
         state_dir: PathBuf,
         freshness: Freshness,
+        rules: address::Rules,
     },
     Validate(Box<ValidateConfig>),
     Estimate(Box<EstimateConfig>),
@@ -61,6 +63,7 @@ pub struct EstimateConfig {
     pub cost_per_check: Option<f64>,
     pub json: bool,
     pub api: ApiSettings,
+    pub rules: address::Rules,
 }
 
 /// `mailsift inbox`.
@@ -111,6 +114,7 @@ impl Config {
                 json,
                 cache,
                 state,
+                allow_unknown_tld,
             } => Config::Check {
                 api,
                 addresses,
@@ -118,6 +122,7 @@ impl Config {
                 retry: RetryPolicy::default(),
                 state_dir: state_dir(&state, g.sandbox)?,
                 freshness: freshness(&cache),
+                rules: address::Rules { allow_unknown_tld },
             },
             Command::Validate(v) => {
                 let input = input(&v.input)?;
@@ -147,6 +152,7 @@ impl Config {
                 cost_per_check: e.cost_per_check,
                 json: e.json,
                 api,
+                rules: rules(&e.format),
             })),
             Command::Inbox(i) => {
                 if !i.inbox.is_dir() {
@@ -257,6 +263,7 @@ fn job(
         display: Display::choose(g.quiet),
         announce: true,
         api,
+        rules: rules(format),
         checkpoint: CheckpointEvery {
             rows: j.checkpoint_rows,
             interval: Duration::from_secs(2),
@@ -292,6 +299,12 @@ fn input_options(args: &FormatArgs, column_prefix: Option<String>) -> InputOptio
         column_prefix: column_prefix.filter(|p| !p.is_empty()),
         encoding: args.encoding,
         sheet: args.sheet.clone(),
+    }
+}
+
+fn rules(args: &FormatArgs) -> address::Rules {
+    address::Rules {
+        allow_unknown_tld: args.allow_unknown_tld,
     }
 }
 

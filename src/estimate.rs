@@ -63,6 +63,7 @@ pub fn count(
     now: i64,
     run: Option<u64>,
     dedupe: bool,
+    rules: address::Rules,
 ) -> anyhow::Result<Estimate> {
     let mut seen: HashSet<u64> = HashSet::new();
     let mut e = Estimate::default();
@@ -75,7 +76,7 @@ pub fn count(
         };
         match cell::of_row(&row) {
             None => e.address(
-                address::check(cell),
+                address::check_with(cell, rules),
                 store,
                 freshness,
                 now,
@@ -85,7 +86,7 @@ pub fn count(
             )?,
             // As the planner does: the first addresses of the cell, each once.
             Some(pieces) => {
-                for checked in cell::checked(pieces) {
+                for checked in cell::checked(pieces, rules) {
                     e.address(checked, store, freshness, now, run, dedupe, &mut seen)?;
                 }
             }
@@ -153,10 +154,11 @@ pub async fn run(config: crate::config::EstimateConfig) -> anyhow::Result<crate:
     use crate::api::{Api, Endpoint};
 
     let store = std::sync::Arc::new(Store::open(&config.state_dir)?);
-    let (source, opts, freshness) = (
+    let (source, opts, freshness, rules) = (
         config.input.clone(),
         config.input_options.clone(),
         config.freshness,
+        config.rules,
     );
     let counting = store.clone();
     let estimate = tokio::task::spawn_blocking(move || -> anyhow::Result<Estimate> {
@@ -168,6 +170,7 @@ pub async fn run(config: crate::config::EstimateConfig) -> anyhow::Result<crate:
             crate::clock::now(),
             None,
             true,
+            rules,
         )
     })
     .await??

@@ -63,10 +63,12 @@ pub async fn run(
             retry,
             state_dir,
             freshness,
+            rules,
         } => {
             let api = api::Api::connect(&api, 1).await?;
             let cache = check::open_cache(&state_dir);
-            check::check(&api, &addresses, json, retry, cache.as_ref(), &freshness).await
+            let cache = cache.as_ref();
+            check::check(&api, &addresses, json, retry, cache, &freshness, rules).await
         }
         Config::Validate(config) => validate::run(*config, shutdown).await,
         Config::Estimate(config) => estimate::run(*config).await,

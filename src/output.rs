@@ -35,6 +35,7 @@ use anyhow::Context;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::address;
 use crate::cell;
 use crate::durable::{self, FileSum};
 use crate::input::{Layout, Row};
@@ -43,23 +44,24 @@ use crate::report::Counters;
 use crate::store::{JobRecord, Store, Watermark};
 
 /// The annotation columns, in order (the input reader recognises them, to replace them when an
-/// annotated file is validated again).
-pub const ANNOTATION_COLUMNS: [&str; 10] = [
+/// annotated file is validated again). New columns only ever go at the end, so that a file
+/// annotated by an earlier version (the first [`FIRST_RELEASE_COLUMNS`] or more) is recognised.
+pub const ANNOTATION_COLUMNS: [&str; 11] = [
     "email_status",
     "email_message",
     "email_normalized",
-    "email_others",
     "mx_provider",
     "mx_record",
     "is_catch_all",
     "credits_consumed",
     "checked_at",
     "source",
+    "email_suggestion",
+    "email_others",
 ];
 
-/// Annotation columns newer than the others: a file annotated by a version without them is
-/// still recognised as annotated (its old block is replaced, not kept as data).
-pub const ADDED_COLUMNS: [&str; 1] = ["email_others"];
+/// How many annotation columns the first release wrote (up to `source`).
+pub const FIRST_RELEASE_COLUMNS: usize = 9;
 
 /// Added by `--columns all`: the free company enrichment.
 pub const COMPANY_COLUMNS: [&str; 6] = [
@@ -159,15 +161,13 @@ impl RowFormat {
         };
         api(out, status);
         api(out, message);
-        if planned.others.is_empty() {
-            put(out, &planned.normalized);
-            put(out, "");
-        } else {
-            // A cell with several addresses: the row shows its best one and lists the others.
-            let best = planned.best().map_or(0, |(i, _)| i);
-            put(out, planned.addresses().nth(best).map_or("", |(a, _)| a));
-            put(out, &cell::others(planned, best));
-        }
+        // A cell with several addresses: the row shows its best one and lists the others.
+        let best = (!planned.others.is_empty()).then(|| planned.best().map_or(0, |(i, _)| i));
+        let shown = match best {
+            Some(best) => planned.addresses().nth(best).map_or("", |(a, _)| a),
+            None => &planned.normalized,
+        };
+        put(out, shown);
         let answer = match outcome {
             Outcome::Answer { answer, .. } => Some(answer),
             _ => None,
@@ -212,6 +212,11 @@ impl RowFormat {
         put(out, &credits);
         put(out, &checked_at);
         put(out, source);
+        put(out, &address::suggest(shown).unwrap_or_default());
+        put(
+            out,
+            &best.map_or_else(String::new, |best| cell::others(planned, best)),
+        );
         if self.company {
             let c = answer.map(|a| &a.company);
             for value in [
@@ -773,17 +778,24 @@ mod tests {
         };
         assert_eq!(
             write(&f, "Jane,\"x, y\",jane@acme.com\r\n", 3, "jane@acme.com", api),
-            "Jane,\"x, y\",jane@acme.com,valid,Email is valid.,jane@acme.com,,\"Google, \"\"Workspace\"\"\",aspmx.l.google.com,false,0.05,1970-01-01T00:00:00Z,api\r\n"
+            "Jane,\"x, y\",jane@acme.com,valid,Email is valid.,jane@acme.com,\"Google, \"\"Workspace\"\"\",aspmx.l.google.com,false,0.05,1970-01-01T00:00:00Z,api,,\r\n"
         );
+        // A likely typo gets a suggestion; the address sent stays as it was.
+        let typo = Outcome::Answer {
+            answer: answer.clone(),
+            source: Source::Api,
+        };
+        assert!(write(&f, "x,Jane@GMIAL.com\n", 2, "Jane@gmial.com", typo)
+            .ends_with(",Jane@gmial.com,\"Google, \"\"Workspace\"\"\",aspmx.l.google.com,false,0.05,1970-01-01T00:00:00Z,api,Jane@gmail.com,\n"));
         let dup = Outcome::Answer {
             answer: answer.clone(),
             source: Source::Duplicate,
         };
-        assert!(write(&f, "a,b,c", 3, "c", dup).ends_with(",0,1970-01-01T00:00:00Z,duplicate\n"));
+        assert!(write(&f, "a,b,c", 3, "c", dup).ends_with(",0,1970-01-01T00:00:00Z,duplicate,\n"));
         // A short row is padded so the columns line up; a long one is kept whole.
         assert_eq!(
             write(&f, "only\n", 1, "", Outcome::Empty),
-            "only,,,missing,no email address in this row,,,,,,0,,empty\n"
+            "only,,,missing,no email address in this row,,,,,0,,empty,,\n"
         );
         assert!(write(&f, "a,b,c,d\n", 4, "", Outcome::Empty).starts_with("a,b,c,d,missing,"));
         assert_eq!(
@@ -794,14 +806,14 @@ mod tests {
                 "bad@",
                 Outcome::Syntax("domain is empty")
             ),
-            "x,y,bad@,invalid,domain is empty,bad@,,,,,0,,syntax\n"
+            "x,y,bad@,invalid,domain is empty,bad@,,,,0,,syntax,,\n"
         );
         let err = Outcome::Error {
             message: "rejected by the API (HTTP 400: bad)".into(),
         };
         assert_eq!(
             write(&f, "x,y,z\n", 3, "z", err),
-            "x,y,z,error,rejected by the API (HTTP 400: bad),z,,,,,,,api\n"
+            "x,y,z,error,rejected by the API (HTTP 400: bad),z,,,,,,api,,\n"
         );
         let all = write(
             &format(true),
@@ -814,7 +826,7 @@ mod tests {
             },
         );
         assert!(
-            all.ends_with(",0,1970-01-01T00:00:00Z,cache,Acme,,,,,\n"),
+            all.ends_with(",0,1970-01-01T00:00:00Z,cache,,Acme,,,,,\n"),
             "{all}"
         );
     }
@@ -827,7 +839,7 @@ mod tests {
         let header = f.header(&row("a;b;c\r\n", 3));
         assert_eq!(
             String::from_utf8(header).unwrap(),
-            "a;b;c;lm_email_status;lm_email_message;lm_email_normalized;lm_email_others;lm_mx_provider;lm_mx_record;lm_is_catch_all;lm_credits_consumed;lm_checked_at;lm_source\r\n"
+            "a;b;c;lm_email_status;lm_email_message;lm_email_normalized;lm_mx_provider;lm_mx_record;lm_is_catch_all;lm_credits_consumed;lm_checked_at;lm_source;lm_email_suggestion;lm_email_others\r\n"
         );
     }
 

@@ -233,6 +233,8 @@ pub struct Planner {
     freshness: Freshness,
     now: i64,
     in_flight: HashMap<CacheKey, Arc<Pending>>,
+    /// What the address check lets through (`--allow-unknown-tld`).
+    rules: address::Rules,
     /// Past this many entries, resolved ones are swept (their answers are in the store).
     sweep_at: usize,
     pub counts: PlanCounts,
@@ -246,16 +248,23 @@ impl Planner {
             freshness,
             now,
             in_flight: HashMap::new(),
+            rules: address::Rules::default(),
             sweep_at: window.max(64) * 2,
             counts: PlanCounts::default(),
         }
+    }
+
+    /// Checks addresses with these rules instead of the default (strict) ones.
+    pub fn with_rules(mut self, rules: address::Rules) -> Self {
+        self.rules = rules;
+        self
     }
 
     /// Decides one row: returns the planned row, and puts the requests to send in `jobs`.
     pub fn plan(&mut self, seq: u64, row: Row, jobs: &mut Vec<Job>) -> anyhow::Result<Planned> {
         let Some(pieces) = cell::of_row(&row) else {
             let checked = match &row.email {
-                Some(cell) => address::check(cell),
+                Some(cell) => address::check_with(cell, self.rules),
                 None => Checked::Empty,
             };
             let (normalized, slot) = self.decide_checked(seq, checked, jobs)?;
@@ -268,7 +277,7 @@ impl Planner {
             });
         };
         let mut planned = Vec::new();
-        for checked in cell::checked(pieces) {
+        for checked in cell::checked(pieces, self.rules) {
             planned.push(self.decide_checked(seq, checked, jobs)?);
         }
         let mut planned = planned.into_iter();
@@ -513,10 +522,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let mut planner = Planner::new(store, 1, fresh(), 0, 16);
-        let (first, job) = plan(&mut planner, 0, "Jane@Example.com");
+        let (first, job) = plan(&mut planner, 0, "Jane@Acme-Corp.com");
         let job = job.unwrap();
-        assert_eq!(job.address, "Jane@example.com");
-        let (second, none) = plan(&mut planner, 1, " jane@EXAMPLE.com ");
+        assert_eq!(job.address, "Jane@acme-corp.com");
+        let (second, none) = plan(&mut planner, 1, " jane@ACME-CORP.com ");
         assert!(none.is_none());
         assert!(first.outcome().is_none() && second.outcome().is_none());
         job.pending

@@ -26,6 +26,7 @@ use anyhow::Context;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::address;
 use crate::api::{Api, ApiSettings};
 use crate::client::ApiError;
 use crate::estimate::{self, Estimate};
@@ -81,6 +82,8 @@ pub struct ValidateConfig {
     /// Print what to do after a resumable stop (off when the inbox runs the job: it logs that).
     pub announce: bool,
     pub api: ApiSettings,
+    /// What the address check lets through (`--allow-unknown-tld`).
+    pub rules: address::Rules,
     pub checkpoint: CheckpointEvery,
 }
 
@@ -357,7 +360,7 @@ pub async fn run(
             byte: m.byte,
             line: m.line,
         });
-        let freshness = plan.freshness;
+        let (freshness, rules) = (plan.freshness, config.rules);
         let small = std::fs::metadata(path).is_ok_and(|m| m.len() <= 8 << 20);
         let ended = Arc::new(AtomicBool::new(false));
         let (done, counting) = tokio::sync::oneshot::channel();
@@ -381,6 +384,7 @@ pub async fn run(
                             crate::clock::now(),
                             Some(run_id),
                             false,
+                            rules,
                         )
                     };
                     let _ = done.send(count());
@@ -410,7 +414,8 @@ pub async fn run(
         plan.freshness,
         crate::clock::now(),
         config.concurrency + window,
-    );
+    )
+    .with_rules(config.rules);
     let planner_task = tokio::spawn(plan::run(
         planner,
         rows_before,
@@ -1077,13 +1082,18 @@ fn input_len(source: &input::Source) -> Option<u64> {
 /// The options that shape the output bytes; a resume with different ones is refused.
 fn describe_options(layout: &Layout, config: &ValidateConfig) -> String {
     format!(
-        "delimiter {:?}, header {}, email column {}, columns {}, prefix {:?}, split {}",
+        "delimiter {:?}, header {}, email column {}, columns {}, prefix {:?}, split {}{}",
         layout.delimiter as char,
         if layout.has_header { "yes" } else { "no" },
         layout.email_column + 1,
         if config.company { "all" } else { "basic" },
         config.input_options.column_prefix.as_deref().unwrap_or(""),
         if config.split { "yes" } else { "no" },
+        if config.rules.allow_unknown_tld {
+            ", unknown top-level domains sent"
+        } else {
+            ""
+        },
     ) + if config.raw_fields {
         ", raw fields"
     } else {

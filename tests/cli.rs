@@ -261,7 +261,7 @@ fn check_reads_and_fills_the_answer_cache_validate_uses() {
 fn check_folds_unicode_case_like_validate() {
     let mock = Mock::fast();
     let dir = Dir::new();
-    let lines = check_json(&dir, &mock, &["José@example.com", "JOSÉ@EXAMPLE.COM"]);
+    let lines = check_json(&dir, &mock, &["José@acme-corp.com", "JOSÉ@ACME-CORP.COM"]);
     assert_eq!(lines[1]["source"], "duplicate", "{lines:?}");
     assert_eq!(mock.stats().validations, 1);
 }

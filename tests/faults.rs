@@ -21,11 +21,11 @@ use crate::util::{
 fn faulty_contacts(n: usize) -> String {
     let mut out = contacts(n);
     for i in 0..4 {
-        out.push_str(&format!("f{i},F,fail{i}@example.com,x\n"));
+        out.push_str(&format!("f{i},F,fail{i}@acme-corp.com,x\n"));
         for j in 0..10 {
             out.push_str(&format!("g{i}.{j},G,filler{j}@example-{i}.org,x\n"));
         }
-        out.push_str(&format!("r{i},R,reject{i}@example.com,x\n"));
+        out.push_str(&format!("r{i},R,reject{i}@acme-corp.com,x\n"));
     }
     out
 }
@@ -180,7 +180,7 @@ fn api_faults_every_row_gets_a_verdict_or_an_error_and_the_rate_holds() {
         .filter(|r| r[status] == "error")
         .map(|r| r[2].as_str())
         .collect();
-    for always in ["fail0@example.com", "reject3@example.com"] {
+    for always in ["fail0@acme-corp.com", "reject3@acme-corp.com"] {
         assert!(failed.contains(always), "{always} is an error row");
     }
 }
@@ -201,7 +201,7 @@ fn hard_429s_with_retry_after_in_seconds_or_as_a_date_pause_the_pool_and_every_r
         let dir = Dir::new();
         let mut input = String::from("email\n");
         for i in 0..80 {
-            input.push_str(&format!("u{i}@example.com\n"));
+            input.push_str(&format!("u{i}@acme-corp.com\n"));
         }
         dir.write("in.csv", &input);
         dir.mailsift(&mock)
@@ -523,7 +523,7 @@ fn a_request_that_fails_for_good_before_thousands_of_rows_without_requests_does_
     // and the rows behind it fill the writer's window. The run must still finish.
     let mock = Mock::fast();
     let dir = Dir::new();
-    let mut input = String::from("email\nfail.once@example.com\n");
+    let mut input = String::from("email\nfail.once@acme-corp.com\n");
     // More than the queues between reader and writer hold (about 3 windows of 1,024 rows).
     for i in 0..8000 {
         input.push_str(&format!("not-an-address-{i}\n"));

@@ -279,17 +279,17 @@ fn text_echoed_by_a_server_is_scrubbed_of_the_key_everywhere() {
     let dir = Dir::new();
     let mut input = String::from("email,name\n");
     for i in 0..12 {
-        input.push_str(&format!("user{i}@example.com,n{i}\n"));
+        input.push_str(&format!("user{i}@acme-corp.com,n{i}\n"));
     }
-    input.push_str("fail.one@example.com,f\nbad.one@example.com,b\n");
+    input.push_str("fail.one@acme-corp.com,f\nbad.one@acme-corp.com,b\n");
     dir.write("in.csv", &input);
     let runs: Vec<Vec<&str>> = vec![
         vec!["-vvvv", "credits", "--json"],
         vec![
             "-vvvv",
             "check",
-            "user0@example.com",
-            "bad.two@example.com",
+            "user0@acme-corp.com",
+            "bad.two@acme-corp.com",
             "--json",
         ],
         vec![
@@ -327,19 +327,19 @@ fn text_echoed_by_a_server_is_scrubbed_of_the_key_everywhere() {
         rows[1..].iter().map(|r| (r[0].as_str(), r)).collect();
     let message = column("email_message");
     for email in [
-        "user0@example.com",
-        "fail.one@example.com",
-        "bad.one@example.com",
+        "user0@acme-corp.com",
+        "fail.one@acme-corp.com",
+        "bad.one@acme-corp.com",
     ] {
         let cell = &by_email[email][message];
         assert!(cell.contains("[redacted]"), "{email}: {cell}");
     }
     assert_eq!(
-        by_email["fail.one@example.com"][column("email_status")],
+        by_email["fail.one@acme-corp.com"][column("email_status")],
         "error"
     );
     assert_eq!(
-        by_email["user0@example.com"][column("mx_provider")],
+        by_email["user0@acme-corp.com"][column("mx_provider")],
         "[redacted]"
     );
     for path in dir.files() {
@@ -364,7 +364,7 @@ fn api_text_that_a_spreadsheet_would_run_is_neutralised_unless_raw_fields() {
     });
     let dir = Dir::new();
     // Input fields that look like formulas are the user's own: they stay byte-exact.
-    let input = "email,name\r\nuser1@example.com,=1+1\r\nuser2@example.com,\"@x, y\"\r\n";
+    let input = "email,name\r\nuser1@acme-corp.com,=1+1\r\nuser2@acme-corp.com,\"@x, y\"\r\n";
     dir.write("in.csv", input);
     let run = |out: &str, extra: &[&str]| {
         let o = at(&dir, &server.url())
@@ -395,12 +395,12 @@ fn api_text_that_a_spreadsheet_would_run_is_neutralised_unless_raw_fields() {
     }
     let lines: Vec<&[u8]> = safe.split(|b| *b == b'\n').collect();
     assert!(
-        lines[1].starts_with(b"user1@example.com,=1+1,"),
+        lines[1].starts_with(b"user1@acme-corp.com,=1+1,"),
         "{}",
         text(lines[1])
     );
     assert!(
-        lines[2].starts_with(b"user2@example.com,\"@x, y\","),
+        lines[2].starts_with(b"user2@acme-corp.com,\"@x, y\","),
         "{}",
         text(lines[2])
     );
@@ -494,7 +494,7 @@ fn daily_quota_left_is_null_when_the_server_never_sent_it() {
         _ => ok_json(json!({"email_status": "valid", "credits_consumed": 0.05})),
     });
     let dir = Dir::new();
-    dir.write("in.csv", "email\nuser1@example.com\n");
+    dir.write("in.csv", "email\nuser1@acme-corp.com\n");
     let out = at(&dir, &quiet.url())
         .args(["validate", "in.csv", "-o", "a.csv", "--report", "a.json"])
         .output()

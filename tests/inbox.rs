@@ -52,7 +52,7 @@ fn once_processes_ready_files_oldest_first_and_ignores_the_rest() {
     let mock = Mock::fast();
     let dir = setup();
     dir.write("in/newer.csv", list(5, "b"));
-    dir.write("in/older.txt", "a1@example.com\na2@example.com\n");
+    dir.write("in/older.txt", "a1@acme-corp.com\na2@acme-corp.com\n");
     age(&dir.path("in/older.txt"), Duration::from_secs(120));
     age(&dir.path("in/newer.csv"), Duration::from_secs(60));
     for ignored in [
@@ -244,7 +244,7 @@ fn out_of_credits_stops_and_leaves_the_remaining_files() {
         "in/one.csv",
         "email\n".to_owned()
             + &(0..40)
-                .map(|i| format!("valid{i}@example.com\n"))
+                .map(|i| format!("valid{i}@acme-corp.com\n"))
                 .collect::<String>(),
     );
     age(&dir.path("in/one.csv"), Duration::from_secs(60));
@@ -272,7 +272,7 @@ fn the_on_complete_hook_gets_paths_and_counts_but_not_the_key() {
     let dir = setup();
     dir.write(
         "in/h.csv",
-        "email\nvalid1@example.com\ninvalid2@example.com\nvalid3@example.com\n",
+        "email\nvalid1@acme-corp.com\ninvalid2@acme-corp.com\nvalid3@acme-corp.com\n",
     );
     inbox(&dir, &mock)
         .args([

@@ -87,8 +87,8 @@ fn the_key_appears_nowhere_after_a_verbose_job_with_faults_a_rejected_key_and_a_
     check.env("LEADMAGIC_API_KEY", KEY).args([
         "-vvvv",
         "check",
-        "valid.a@example.com",
-        "b.c@example.com",
+        "valid.a@acme-corp.com",
+        "b.c@acme-corp.com",
         "--json",
     ]);
     runs.push(("check", check));

@@ -15,11 +15,11 @@ fn list(n: usize) -> String {
     let mut out = String::from("id,email\n");
     for i in 0..n {
         let email = match i % 10 {
-            7 => format!("VALID{}@example.com", i - 7), // the duplicate of row i-7 (a `valid` one)
+            7 => format!("VALID{}@acme-corp.com", i - 7), // the duplicate of row i-7 (a `valid` one)
             8 => "broken@".to_owned(),
             9 => String::new(),
             k => format!(
-                "{}{i}@example.com",
+                "{}{i}@acme-corp.com",
                 ["valid", "invalid", "catchall", "unknown"][k % 4]
             ),
         };
@@ -601,7 +601,7 @@ fn issue_11_in_flight_counts_what_was_sent_and_belongs_to_its_job() {
     let mock = Mock::fast();
     let dir = Dir::new();
     dir.write("a.csv", list(300));
-    dir.write("b.csv", list(50).replace("example.com", "other.org"));
+    dir.write("b.csv", list(50).replace("acme-corp.com", "other.org"));
     let job_a = [
         "validate",
         "a.csv",

@@ -1,5 +1,6 @@
 //! Behaviour tests: the real binary and the library against the mock server.
 
+mod addresses;
 mod badinput;
 mod cells;
 mod cli;

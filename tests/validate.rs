@@ -373,7 +373,7 @@ fn hard_rate_limit_429s_pause_the_whole_pool_and_every_row_gets_its_verdict() {
     let dir = Dir::new();
     let mut input = String::from("email\n");
     for i in 0..100 {
-        input.push_str(&format!("u{i}@example.com\n"));
+        input.push_str(&format!("u{i}@acme-corp.com\n"));
     }
     dir.write("in.csv", input);
     dir.mailsift(&mock)
@@ -408,11 +408,11 @@ fn odd_bytes_and_ragged_rows_pass_through_unchanged() {
     let mock = Mock::fast();
     let dir = Dir::new();
     let mut input = b"name;email;city\r\n".to_vec();
-    input.extend_from_slice(b"Jos\xe9;valid.jose@example.com;M\xfcnchen\r\n"); // Latin-1
-    input.extend_from_slice(b"short;short@example.com\r\n"); // too few fields
-    input.extend_from_slice(b"long;long@example.com;x;y;z\r\n"); // too many
-    input.extend_from_slice(b"\"multi\r\nline\";ml@example.com;\"a;b\"\r\n");
-    input.extend_from_slice(b"last;last@example.com;end"); // no final line ending
+    input.extend_from_slice(b"Jos\xe9;valid.jose@acme-corp.com;M\xfcnchen\r\n"); // Latin-1
+    input.extend_from_slice(b"short;short@acme-corp.com\r\n"); // too few fields
+    input.extend_from_slice(b"long;long@acme-corp.com;x;y;z\r\n"); // too many
+    input.extend_from_slice(b"\"multi\r\nline\";ml@acme-corp.com;\"a;b\"\r\n");
+    input.extend_from_slice(b"last;last@acme-corp.com;end"); // no final line ending
     dir.write("odd.csv", &input);
     dir.mailsift(&mock)
         .args(["validate", "odd.csv", "-q"])
@@ -424,22 +424,22 @@ fn odd_bytes_and_ragged_rows_pass_through_unchanged() {
     let out = out.strip_prefix(b"\xEF\xBB\xBF").expect("a BOM").to_vec();
     let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').collect();
     assert!(
-        lines[1].starts_with("José;valid.jose@example.com;München;valid;".as_bytes()),
+        lines[1].starts_with("José;valid.jose@acme-corp.com;München;valid;".as_bytes()),
         "{}",
         text(lines[1])
     );
     assert!(
-        lines[2].starts_with(b"short;short@example.com;;"),
+        lines[2].starts_with(b"short;short@acme-corp.com;;"),
         "padded: {}",
         text(lines[2])
     );
     assert!(
-        lines[3].starts_with(b"long;long@example.com;x;y;z;"),
+        lines[3].starts_with(b"long;long@acme-corp.com;x;y;z;"),
         "{}",
         text(lines[3])
     );
-    assert!(out.windows(22).any(|w| w == b"\"multi\r\nline\";ml@examp"));
-    assert!(out.ends_with(b"api\r\n"), "{}", text(&out));
+    assert!(out.windows(22).any(|w| w == b"\"multi\r\nline\";ml@acme-"));
+    assert!(out.ends_with(b"api;\r\n"), "{}", text(&out));
     assert_eq!(rows(&out).len(), 6);
 }
 
@@ -450,13 +450,13 @@ fn stdin_to_stdout() {
     let out = dir
         .mailsift(&mock)
         .args(["validate", "-"])
-        .write_stdin("a@example.com\nb@example.com\nbroken@\n")
+        .write_stdin("a@acme-corp.com\nb@acme-corp.com\nbroken@\n")
         .assert()
         .success()
         .stderr(predicate::str::contains("cannot resume"));
     let rows = rows(&out.get_output().stdout);
     assert_eq!(rows.len(), 3, "no header in, none out");
-    assert_eq!(rows[0][0], "a@example.com");
+    assert_eq!(rows[0][0], "a@acme-corp.com");
     assert_eq!(rows[2][1], "invalid");
 }
 

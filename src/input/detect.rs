@@ -5,7 +5,7 @@
 //! errors (the caller turns "not found" into a message that lists what was seen).
 
 use crate::address::{self, Checked};
-use crate::output::{ADDED_COLUMNS, ANNOTATION_COLUMNS, COMPANY_COLUMNS};
+use crate::output::{ANNOTATION_COLUMNS, COMPANY_COLUMNS, FIRST_RELEASE_COLUMNS};
 
 /// Delimiters we sniff, in tie-break order.
 const CANDIDATE_DELIMITERS: [u8; 4] = [b',', b';', b'\t', b'|'];
@@ -184,26 +184,25 @@ fn names_email_column(name: &str, prefix: Option<&str>) -> bool {
     exact_rank(name).is_some() || mentions_email(name, prefix)
 }
 
-/// If the header ends with our annotation block (with or without the company columns, same
-/// prefix; as this version writes it, or as versions before [`ADDED_COLUMNS`] did), the index
-/// of its first column.
+/// If the header ends with our annotation block (as this version or an earlier one wrote it,
+/// with or without the company columns, same prefix), the index of its first column.
 pub(super) fn replace_from(headers: &[String], prefix: Option<&str>) -> Option<usize> {
     let prefix = prefix.unwrap_or("");
-    [true, false]
-        .into_iter()
-        .flat_map(|current| [(current, true), (current, false)])
-        .find_map(|(current, company)| {
-            let names: Vec<String> = ANNOTATION_COLUMNS
-                .iter()
-                .filter(|name| current || !ADDED_COLUMNS.contains(name))
-                .chain(if company { &COMPANY_COLUMNS[..] } else { &[] })
-                .map(|base| format!("{prefix}{base}"))
-                .collect();
-            let start = headers.len().checked_sub(names.len())?;
+    let matches = |h: &String, base: &&str| {
+        let h = h.trim().as_bytes();
+        h.len() == prefix.len() + base.len()
+            && h[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+            && h[prefix.len()..].eq_ignore_ascii_case(base.as_bytes())
+    };
+    (FIRST_RELEASE_COLUMNS..=ANNOTATION_COLUMNS.len())
+        .rev()
+        .flat_map(|n| [(n, &COMPANY_COLUMNS[..]), (n, &[][..])])
+        .find_map(|(n, company)| {
+            let start = headers.len().checked_sub(n + company.len())?;
+            let mut names = ANNOTATION_COLUMNS[..n].iter().chain(company);
             headers[start..]
                 .iter()
-                .zip(&names)
-                .all(|(h, n)| h.trim().eq_ignore_ascii_case(n))
+                .all(|h| names.next().is_some_and(|base| matches(h, base)))
                 .then_some(start)
         })
 }
@@ -598,7 +597,11 @@ mod tests {
             .collect();
         let mut upper = annotated.clone();
         upper[2] = "Email_Status".into();
-        let mut partial = annotated.clone();
+        // A file annotated by the first release, before later columns were appended.
+        let first_release = annotated[..2 + FIRST_RELEASE_COLUMNS].to_vec();
+        let mut first_with_company = first_release.clone();
+        first_with_company.extend(COMPANY_COLUMNS.iter().map(|s| s.to_string()));
+        let mut partial = first_release.clone();
         partial.pop();
         // Written before `email_others` existed.
         let legacy: Vec<String> = ["name", "email"]
@@ -614,6 +617,8 @@ mod tests {
             (&prefixed, None, None),
             (&annotated, Some("lm_"), None),
             (&upper, None, Some(2)),
+            (&first_release, None, Some(2)),
+            (&first_with_company, None, Some(2)),
             (&partial, None, None),
             (&legacy, None, Some(2)),
         ];
