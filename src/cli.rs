@@ -90,6 +90,8 @@ pub enum Command {
     Estimate(Box<EstimateArgs>),
     /// Validate files dropped into a folder, one at a time (for cron and file drops)
     Inbox(Box<InboxArgs>),
+    /// Render a job's JSON report (--report, or the inbox's STEM.report.json) as a web page
+    Report(ReportArgs),
     /// List the jobs in the state directory and how far each got
     Status {
         #[command(flatten)]
@@ -123,6 +125,17 @@ pub enum CacheAction {
         #[arg(long, value_name = "AGE", value_parser = parse_duration)]
         older_than: Option<Duration>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The JSON report a run wrote with --report
+    #[arg(value_name = "REPORT.json")]
+    pub report: PathBuf,
+
+    /// Write the self-contained HTML page to this file; - writes standard output
+    #[arg(long, value_name = "PATH")]
+    pub html: PathBuf,
 }
 
 /// Where the state lives.
@@ -206,6 +219,10 @@ pub struct ValidateArgs {
     /// Write the summary as JSON to this file (schema in the README)
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
+
+    /// Write the report as a self-contained web page (charts, top domains, credits) to this file
+    #[arg(long, value_name = "PATH")]
+    pub report_html: Option<PathBuf>,
 
     /// Start over even though an interrupted run of this job exists (or its input changed)
     #[arg(long)]
@@ -331,6 +348,10 @@ pub struct InboxArgs {
     /// A shell command run after each file, with its paths and counts in MAILSIFT_* variables
     #[arg(long, value_name = "CMD")]
     pub on_complete: Option<String>,
+
+    /// Also write OUTBOX/STEM.report.html: the report as a self-contained web page
+    #[arg(long)]
+    pub report_html: bool,
 
     #[command(flatten)]
     pub format: FormatArgs,

@@ -44,6 +44,11 @@ pub enum Config {
         state_dir: PathBuf,
         older_than: Option<Duration>,
     },
+    /// `mailsift report`: a JSON report rendered as HTML.
+    Report {
+        report: PathBuf,
+        html: PathBuf,
+    },
 }
 
 /// `mailsift estimate`.
@@ -75,6 +80,8 @@ pub struct InboxConfig {
     /// Log only failures and stops.
     pub quiet: bool,
     pub on_complete: Option<String>,
+    /// Also write OUTBOX/STEM.report.html.
+    pub report_html: bool,
     /// Every file runs as this job, with its own input, output and report.
     pub template: ValidateConfig,
 }
@@ -120,8 +127,14 @@ impl Config {
                         "--split writes files beside the output: give -o PATH",
                     ));
                 }
+                if output.is_none() && v.report_html.as_deref() == Some(Path::new("-")) {
+                    return Err(usage(
+                        "--report-html - and the output both go to standard output: give one a file",
+                    ));
+                }
                 let mut config = job(input, output, &v.format, &v.job, g, api)?;
                 config.report = v.report;
+                config.report_html = v.report_html;
                 config.restart = v.restart;
                 config.force = v.force;
                 config.retry_errors = v.retry_errors;
@@ -174,9 +187,14 @@ impl Config {
                     json_log: i.log_format == "json",
                     quiet: g.quiet,
                     on_complete: i.on_complete,
+                    report_html: i.report_html,
                     template,
                 }))
             }
+            Command::Report(r) => Config::Report {
+                report: r.report,
+                html: r.html,
+            },
             Command::Status { state, json } => Config::Status {
                 state_dir: state_dir(&state, g.sandbox)?,
                 json,
@@ -229,6 +247,7 @@ fn job(
             cost_per_check: j.cost_per_check,
         },
         report: None,
+        report_html: None,
         grace: j.grace,
         display: Display::choose(g.quiet),
         announce: true,

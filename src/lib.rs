@@ -33,8 +33,10 @@ pub mod plan;
 pub mod pool;
 pub mod progress;
 pub mod report;
+pub mod report_html;
 pub mod retry;
 pub mod store;
+pub mod tally;
 pub mod validate;
 
 use std::future::Future;
@@ -65,6 +67,7 @@ pub async fn run(
         Config::Validate(config) => validate::run(*config, shutdown).await,
         Config::Estimate(config) => estimate::run(*config).await,
         Config::Inbox(config) => inbox::run(*config, shutdown).await,
+        Config::Report { report, html } => report_html::command(&report, &html),
         Config::Status { state_dir, json } => inspect::status(&state_dir, json),
         Config::CacheStats { state_dir, json } => inspect::cache_stats(&state_dir, json),
         Config::CacheClear {

@@ -507,6 +507,7 @@ pub async fn run(
                 return Err(e).with_context(|| writer.sink.write_failed());
             }
             writer.counters.row_written(&outcome);
+            writer.counters.tally(&planned.normalized, &outcome);
             let next = planned.row.resume_after();
             writer.watermark.byte = next.byte;
             writer

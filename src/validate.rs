@@ -73,6 +73,8 @@ pub struct ValidateConfig {
     pub retry_errors: bool,
     pub budget: Budget,
     pub report: Option<PathBuf>,
+    /// `--report-html`: the report as a web page.
+    pub report_html: Option<PathBuf>,
     pub grace: Duration,
     pub display: Display,
     /// Print what to do after a resumable stop (off when the inbox runs the job: it logs that).
@@ -223,6 +225,7 @@ pub async fn run(
     if let Some(balance) = balance_start {
         counters.set_balance(balance);
     }
+    counters.set_max_credits(config.budget.max_credits);
     let limiter = Arc::new(match config.rate {
         Some(rate) => Limiter::new(rate, FollowServer::CapOnly),
         None => Limiter::new(DEFAULT_RATE, FollowServer::Yes),
@@ -350,14 +353,17 @@ pub async fn run(
         });
         if small {
             if let Ok(Ok(estimate)) = counting.await {
-                say(cost_note(&estimate.priced(cost), balance_start));
+                let estimate = estimate.priced(cost);
+                counters.set_announced_max(estimate.max_cost);
+                say(cost_note(&estimate, balance_start));
             }
         } else {
+            let counters = counters.clone();
             tokio::spawn(async move {
                 if let Ok(Ok(estimate)) = counting.await {
-                    let _ = notes_tx
-                        .send(cost_note(&estimate.priced(cost), balance_start))
-                        .await;
+                    let estimate = estimate.priced(cost);
+                    counters.set_announced_max(estimate.max_cost);
+                    let _ = notes_tx.send(cost_note(&estimate, balance_start)).await;
                 }
             });
         }
@@ -499,6 +505,9 @@ pub async fn run(
         let json = serde_json::to_vec_pretty(&summary)?;
         std::fs::write(path, json)
             .with_context(|| format!("writing the report {}", path.display()))?;
+    }
+    if let Some(path) = &config.report_html {
+        crate::report_html::write_summary(&summary, path)?;
     }
     say(summary.text());
 
