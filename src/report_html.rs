@@ -427,12 +427,23 @@ const LOGO: &str = "<svg class=\"logo\" viewBox=\"0 0 24 24\" aria-hidden=\"true
 <rect x=\"2\" y=\"5\" width=\"20\" height=\"14\" rx=\"3\" fill=\"currentColor\"/>\
 <path d=\"M5 8l7 5 7-5\" fill=\"none\" stroke=\"#fff\" stroke-width=\"1.8\" stroke-linecap=\"round\" stroke-linejoin=\"round\"/></svg>";
 
-/// The limit the credits are measured against, and what was spent against it.
-fn credit_limit(r: &ReportView) -> Option<(f64, f64, &'static str)> {
+/// The limit the credits are measured against: (spent, limit, what the limit is, its short
+/// name). `--max-credits` counts the whole job; the announced maximum this run.
+fn credit_limit(r: &ReportView) -> Option<(f64, f64, &'static str, &'static str)> {
     let c = &r.credits;
     match (c.max_credits, c.announced_max) {
-        (Some(max), _) => Some((c.spent_job, max, "--max-credits (whole job)")),
-        (None, Some(max)) => Some((c.spent_this_run, max, "the most this run could cost")),
+        (Some(max), _) => Some((
+            c.spent_job,
+            max,
+            "--max-credits, for the whole job",
+            "budget",
+        )),
+        (None, Some(max)) => Some((
+            c.spent_this_run,
+            max,
+            "the most this run could cost, as announced at its start",
+            "at most",
+        )),
         (None, None) => None,
     }
 }
@@ -457,10 +468,10 @@ fn cards(out: &mut String, r: &ReportView) {
             share(n, rows)
         ));
     }
-    let spent = r.credits.spent_this_run;
-    let (sub, meter) = match credit_limit(r) {
-        Some((used, max, _)) => (
-            format!("of {} max", credits_text(max)),
+    let (spent, sub, meter) = match credit_limit(r) {
+        Some((used, max, _, short)) => (
+            used,
+            format!("of {} {short}", credits_text(max)),
             format!(
                 "<div class=\"meter\"><span style=\"width:{:.2}%\"></span></div>",
                 if max > 0.0 {
@@ -470,7 +481,11 @@ fn cards(out: &mut String, r: &ReportView) {
                 }
             ),
         ),
-        None => ("no limit set".to_owned(), String::new()),
+        None => (
+            r.credits.spent_this_run,
+            "no limit set".to_owned(),
+            String::new(),
+        ),
     };
     out.push_str(&format!(
         "<div class=\"card credits\" id=\"card-credits\"><div class=\"label\">Credits spent</div>\
@@ -573,7 +588,7 @@ fn credits(out: &mut String, r: &ReportView) {
     let f = credits_text;
     out.push_str("<section class=\"panel\" id=\"credits\">\n<h2>Credits</h2>\n");
     match credit_limit(r) {
-        Some((used, max, what)) => {
+        Some((used, max, what, _)) => {
             let p = if max > 0.0 {
                 (used / max * 100.0).clamp(0.0, 100.0)
             } else {
@@ -738,56 +753,49 @@ fn breakdown(
     out.push_str("</section>\n");
 }
 
+/// Where rows' verdicts came from (the `source` column), with what people call it.
+const SOURCES: [(&str, &str); 5] = [
+    ("api", "Asked the API"),
+    ("duplicate", "Duplicates (asked once)"),
+    ("cache", "Cache hits (free)"),
+    ("syntax", "Syntax rejects (never sent)"),
+    ("empty", "No address"),
+];
+
 fn quality(out: &mut String, r: &ReportView) {
     let answered = r.source("api") + r.source("cache") + r.source("duplicate");
     let catch_all = r.status("catch_all") + r.status("valid_catch_all");
-    let rows = r.rows.this_run;
     out.push_str(&format!(
         "<section class=\"panel\" id=\"quality\">\n<h2>List quality</h2>\n\
          <div class=\"stat\"><span class=\"stat-num\" id=\"catch-all-share\">{}</span>\
          <span class=\"muted\">of answered rows are on catch-all domains</span></div>\
-         <div class=\"meter amber\"><span style=\"width:{:.2}%\"></span></div>\n",
+         <div class=\"meter amber\"><span style=\"width:{:.2}%\"></span></div>\n\
+         <h3>Where the verdicts came from</h3>\n<div class=\"stack sources\">",
         pct(catch_all, answered),
         share(catch_all, answered)
     ));
-    kv(
-        out,
-        &[
-            (
-                "Duplicates (asked once)".to_owned(),
-                format!(
-                    "{} <small>{}</small>",
-                    int(r.source("duplicate")),
-                    pct(r.source("duplicate"), rows)
-                ),
-            ),
-            (
-                "Cache hits (free)".to_owned(),
-                format!(
-                    "{} <small>{}</small>",
-                    int(r.source("cache")),
-                    pct(r.source("cache"), rows)
-                ),
-            ),
-            (
-                "Syntax rejects (never sent)".to_owned(),
-                format!(
-                    "{} <small>{}</small>",
-                    int(r.source("syntax")),
-                    pct(r.source("syntax"), rows)
-                ),
-            ),
-            (
-                "Rows without an address".to_owned(),
-                format!(
-                    "{} <small>{}</small>",
-                    int(r.status("missing")),
-                    pct(r.status("missing"), rows)
-                ),
-            ),
-        ],
-    );
-    out.push_str("</section>\n");
+    let total: u64 = SOURCES.iter().map(|(s, _)| r.source(s)).sum();
+    for (source, name) in SOURCES {
+        let n = r.source(source);
+        if n > 0 {
+            out.push_str(&format!(
+                "<span class=\"src-{source}\" style=\"width:{:.3}%\" title=\"{name}: {}\"></span>",
+                share(n, total),
+                int(n)
+            ));
+        }
+    }
+    out.push_str("</div>\n<table class=\"legend\">\n<tbody>\n");
+    for (source, name) in SOURCES {
+        let n = r.source(source);
+        out.push_str(&format!(
+            "<tr data-source=\"{source}\"><td><i class=\"sw src-{source}\"></i>{name}</td>\
+             <td class=\"num\">{}</td><td class=\"num muted\">{}</td></tr>\n",
+            int(n),
+            pct(n, total)
+        ));
+    }
+    out.push_str("</tbody>\n</table>\n</section>\n");
 }
 
 fn syntax(out: &mut String, r: &ReportView) {
@@ -910,9 +918,9 @@ mod tests {
             .collect();
         let allowed = [
             "!DOCTYPE", "html", "head", "meta", "link", "title", "style", "body", "main", "header",
-            "div", "span", "svg", "rect", "path", "section", "h1", "h2", "p", "time", "circle",
-            "text", "table", "tbody", "thead", "tr", "th", "td", "i", "code", "dl", "dt", "dd",
-            "em", "small", "ul", "li", "footer",
+            "div", "span", "svg", "rect", "path", "section", "h1", "h2", "h3", "p", "time",
+            "circle", "text", "table", "tbody", "thead", "tr", "th", "td", "i", "code", "dl", "dt",
+            "dd", "em", "small", "ul", "li", "footer",
         ];
         for tag in tags {
             assert!(allowed.contains(&tag), "unexpected tag <{tag}>");
@@ -965,7 +973,7 @@ mod tests {
         assert_eq!(card("risky"), "230000");
         assert_eq!(card("undeliverable"), "4567");
         assert!(html.contains(">1,234,567<"));
-        assert!(html.contains("50,000.25") && html.contains("of 100,000 max"));
+        assert!(html.contains("50,000.25") && html.contains("of 100,000 budget"));
         assert!(html.contains("1 h 6 min"));
         // The donut's arcs add up to the whole circle.
         let arcs: f64 = html

@@ -10,6 +10,7 @@ mod fuzz_seeds;
 mod inbox;
 mod machine;
 mod mock;
+mod report_html;
 mod secrets;
 mod spend;
 mod util;
