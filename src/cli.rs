@@ -129,9 +129,13 @@ pub enum CacheAction {
 
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
-    /// The JSON report a run wrote with --report
+    /// The JSON report a run wrote with --report; or a job's input or output file, for a page
+    /// made from the job's record in the state directory (totals only)
     #[arg(value_name = "REPORT.json")]
     pub report: PathBuf,
+
+    #[command(flatten)]
+    pub state: StateArgs,
 
     /// Write the self-contained HTML page to this file; - writes standard output
     #[arg(long, value_name = "PATH")]

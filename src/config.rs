@@ -48,6 +48,7 @@ pub enum Config {
     Report {
         report: PathBuf,
         html: PathBuf,
+        state_dir: PathBuf,
     },
 }
 
@@ -192,6 +193,7 @@ impl Config {
                 }))
             }
             Command::Report(r) => Config::Report {
+                state_dir: state_dir(&r.state, g.sandbox)?,
                 report: r.report,
                 html: r.html,
             },

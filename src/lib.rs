@@ -67,7 +67,11 @@ pub async fn run(
         Config::Validate(config) => validate::run(*config, shutdown).await,
         Config::Estimate(config) => estimate::run(*config).await,
         Config::Inbox(config) => inbox::run(*config, shutdown).await,
-        Config::Report { report, html } => report_html::command(&report, &html),
+        Config::Report {
+            report,
+            html,
+            state_dir,
+        } => report_html::command(&report, &html, &state_dir),
         Config::Status { state_dir, json } => inspect::status(&state_dir, json),
         Config::CacheStats { state_dir, json } => inspect::cache_stats(&state_dir, json),
         Config::CacheClear {

@@ -18,8 +18,9 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::exit::{usage, Exit};
-use crate::output::format_credits;
+use crate::output::{format_credits, rfc3339};
 use crate::report::{Summary, REPORT_SCHEMA, STATUSES};
+use crate::store::{JobState, Store};
 
 const CSS: &str = include_str!("report_html.css");
 
@@ -52,6 +53,9 @@ pub struct ReportView {
     pub domains: Option<BreakdownView>,
     pub providers: Option<BreakdownView>,
     pub syntax_rejects: Option<BTreeMap<String, u64>>,
+    /// Made from a job record rather than a JSON report: totals of all runs, no timing.
+    #[serde(skip)]
+    pub from_job: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,17 +138,75 @@ pub fn write_summary(summary: &Summary, path: &Path) -> anyhow::Result<()> {
     write(&page(&view), path)
 }
 
-/// `mailsift report REPORT.json --html PATH`.
-pub fn command(report: &Path, html: &Path) -> anyhow::Result<Exit> {
+/// `mailsift report REPORT.json --html PATH`, or with a job's input or output file instead of
+/// a report: the page made from that job's record in the state directory.
+pub fn command(report: &Path, html: &Path, state_dir: &Path) -> anyhow::Result<Exit> {
     let bytes = std::fs::read(report).map_err(|e| {
         usage(format!(
             "cannot read the report {}: {e}; give the JSON file a run wrote with --report",
             report.display()
         ))
     })?;
-    let view = ReportView::parse(&bytes, report)?;
+    let json = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let view = if json {
+        ReportView::parse(&bytes, report)?
+    } else {
+        from_job(report, state_dir)?
+    };
     write(&page(&view), html)?;
     Ok(Exit::Ok)
+}
+
+/// The view of the latest job whose input or output is `file`, from its record.
+fn from_job(file: &Path, state_dir: &Path) -> anyhow::Result<ReportView> {
+    let not_found = || {
+        usage(format!(
+            "{} is not a JSON report, and no job in the state directory {} read or wrote it; give \
+             the JSON file a run wrote with --report, or the --state-dir the job ran with",
+            file.display(),
+            state_dir.display()
+        ))
+    };
+    let key = std::fs::canonicalize(file)?.display().to_string();
+    if !state_dir.join("db").exists() {
+        return Err(not_found());
+    }
+    let store = Store::open(state_dir)?;
+    let record = store
+        .jobs()
+        .filter(|r| r.input == key || r.output == key)
+        .max_by_key(|r| r.updated_at)
+        .ok_or_else(not_found)?;
+    let outcome = match record.state {
+        // Not running now (the state directory was free): it was killed.
+        JobState::Running => "interrupted".to_owned(),
+        state => serde_json::to_value(state)?
+            .as_str()
+            .unwrap_or("failed")
+            .to_owned(),
+    };
+    Ok(ReportView {
+        schema: REPORT_SCHEMA.to_owned(),
+        input: record.input,
+        output: Some(record.output),
+        outcome,
+        rows: RowsView {
+            total: record.watermark.rows,
+            this_run: record.watermark.rows,
+        },
+        statuses: record.counts,
+        requests: record.api_calls,
+        credits: CreditsView {
+            spent_this_run: record.credits_spent,
+            spent_job: record.credits_spent,
+            ..CreditsView::default()
+        },
+        started_at: Some(rfc3339(record.started_at)),
+        finished_at: Some(rfc3339(record.updated_at)),
+        mailsift_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        from_job: true,
+        ..ReportView::default()
+    })
 }
 
 /// Writes `html` to `path` (`-`: standard output) through a temporary name and a rename, so
@@ -397,7 +459,9 @@ fn header(out: &mut String, r: &ReportView, file: &str) {
         ));
     }
     meta.push(format!("{} rows", int(r.rows.this_run)));
-    meta.push(duration(r.elapsed_seconds));
+    if !r.from_job {
+        meta.push(duration(r.elapsed_seconds));
+    }
     out.push_str(&format!(
         "<header class=\"top\">\n<div class=\"brand\">{LOGO}<span>mailsift</span></div>\n\
          <div class=\"kind\">Email validation report</div>\n</header>\n\
@@ -413,7 +477,13 @@ fn header(out: &mut String, r: &ReportView, file: &str) {
             format!("<p class=\"path\">{}</p>\n", Esc(&r.input))
         },
     ));
-    if r.rows.total != r.rows.this_run {
+    if r.from_job {
+        out.push_str(
+            "<p class=\"note\">Made from the job's record in the state directory: the totals \
+             of all its runs. Domains, providers, syntax problems, where the verdicts came from \
+             and timing are in the JSON report (<code>--report</code>) only.</p>\n",
+        );
+    } else if r.rows.total != r.rows.this_run {
         out.push_str(&format!(
             "<p class=\"note\">This run wrote {} of the job's {} rows (earlier runs wrote the \
              rest); the figures below are for this run.</p>\n",
@@ -453,9 +523,13 @@ fn cards(out: &mut String, r: &ReportView) {
     out.push_str("<section class=\"cards\" id=\"totals\">\n");
     out.push_str(&format!(
         "<div class=\"card\"><div class=\"label\">Rows checked</div>\
-         <div class=\"value\" data-value=\"{rows}\">{}</div><div class=\"sub\">{} rows/s</div></div>\n",
+         <div class=\"value\" data-value=\"{rows}\">{}</div><div class=\"sub\">{}</div></div>\n",
         int(rows),
-        int(r.rows_per_second.max(0.0).round() as u64)
+        if r.from_job {
+            "all runs of the job".to_owned()
+        } else {
+            format!("{} rows/s", int(r.rows_per_second.max(0.0).round() as u64))
+        }
     ));
     for (key, name, members) in GROUPS {
         let n = group_count(&r.statuses, members);
@@ -763,7 +837,12 @@ const SOURCES: [(&str, &str); 5] = [
 ];
 
 fn quality(out: &mut String, r: &ReportView) {
-    let answered = r.source("api") + r.source("cache") + r.source("duplicate");
+    let answered = if r.sources.is_empty() {
+        // A job record has no sources: rows with a verdict (syntax rejects included).
+        r.rows.this_run.saturating_sub(r.status("missing"))
+    } else {
+        r.source("api") + r.source("cache") + r.source("duplicate")
+    };
     let catch_all = r.status("catch_all") + r.status("valid_catch_all");
     out.push_str(&format!(
         "<section class=\"panel\" id=\"quality\">\n<h2>List quality</h2>\n\
@@ -775,6 +854,10 @@ fn quality(out: &mut String, r: &ReportView) {
         share(catch_all, answered)
     ));
     let total: u64 = SOURCES.iter().map(|(s, _)| r.source(s)).sum();
+    if total == 0 {
+        out.push_str("</div>\n<p class=\"empty\">Not in this report.</p>\n</section>\n");
+        return;
+    }
     for (source, name) in SOURCES {
         let n = r.source(source);
         if n > 0 {
@@ -834,11 +917,13 @@ fn run(out: &mut String, r: &ReportView) {
     if let Some(at) = &r.started_at {
         rows.push(("Started".to_owned(), Esc(&date(at)).to_string()));
     }
-    rows.push(("Took".to_owned(), duration(r.elapsed_seconds)));
-    rows.push((
-        "Speed".to_owned(),
-        format!("{} rows/s", int(r.rows_per_second.max(0.0).round() as u64)),
-    ));
+    if !r.from_job {
+        rows.push(("Took".to_owned(), duration(r.elapsed_seconds)));
+        rows.push((
+            "Speed".to_owned(),
+            format!("{} rows/s", int(r.rows_per_second.max(0.0).round() as u64)),
+        ));
+    }
     rows.push((
         "Requests".to_owned(),
         format!(

@@ -183,7 +183,7 @@ fn a_hostile_file_name_is_escaped() {
 #[test]
 fn the_report_command_refuses_what_is_not_a_report() {
     let dir = Dir::new();
-    dir.write("data.json", "name,email\nx,a@b.com\n");
+    dir.write("data.json", "{\"rows\": [1, 2");
     dir.write("other.json", "{\"name\": \"x\"}");
     for (file, says) in [
         ("data.json", "data.json is not a mailsift JSON report"),
@@ -197,6 +197,40 @@ fn the_report_command_refuses_what_is_not_a_report() {
             .stderr(predicate::str::contains(says));
     }
     assert!(!dir.path("out.html").exists());
+}
+
+#[test]
+fn a_job_input_or_output_makes_the_page_from_the_job_record() {
+    let mock = Mock::fast();
+    let dir = Dir::new();
+    let (json, _) = run_sample(&dir, &mock);
+    let status = |s: &str| n(&json["statuses"][s]);
+    for file in ["contacts.csv", "contacts.validated.csv"] {
+        let out = dir
+            .bare()
+            .args(["report", file, "--html", "-"])
+            .assert()
+            .success();
+        let html = text(&out.get_output().stdout);
+        assert!(html.contains("Made from the job's record"), "{html}");
+        assert_eq!(
+            attr_of(&html, "card-deliverable", "data-value"),
+            status("valid").to_string()
+        );
+        let undeliverable = status("invalid") + status("missing");
+        assert_eq!(
+            attr_of(&html, "card-undeliverable", "data-value"),
+            undeliverable.to_string()
+        );
+        assert!(html.contains("id=\"outcome\">Complete<"));
+    }
+    // A file no job read or wrote.
+    dir.write("other.csv", "email\na@b.com\n");
+    dir.bare()
+        .args(["report", "other.csv", "--html", "x.html"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no job in the state directory"));
 }
 
 #[test]
