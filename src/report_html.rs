@@ -411,6 +411,7 @@ pub fn page(r: &ReportView) -> String {
     out.push_str("</div>\n");
     breakdown(
         &mut out,
+        r,
         "domains",
         "Top domains",
         "Rows whose address passed the syntax check, by domain.",
@@ -421,6 +422,7 @@ pub fn page(r: &ReportView) -> String {
     );
     breakdown(
         &mut out,
+        r,
         "providers",
         "Mail providers",
         "Answered rows by the mail provider the API found for the domain.",
@@ -497,6 +499,17 @@ const LOGO: &str = "<svg class=\"logo\" viewBox=\"0 0 24 24\" aria-hidden=\"true
 <rect x=\"2\" y=\"5\" width=\"20\" height=\"14\" rx=\"3\" fill=\"currentColor\"/>\
 <path d=\"M5 8l7 5 7-5\" fill=\"none\" stroke=\"#fff\" stroke-width=\"1.8\" stroke-linecap=\"round\" stroke-linejoin=\"round\"/></svg>";
 
+/// How much of a credit limit is used, in percent (a limit of 0 is full once anything is spent).
+fn used_pct(used: f64, max: f64) -> f64 {
+    if max > 0.0 {
+        (used / max * 100.0).clamp(0.0, 100.0)
+    } else if used > 0.0 {
+        100.0
+    } else {
+        0.0
+    }
+}
+
 /// The limit the credits are measured against: (spent, limit, what the limit is, its short
 /// name). `--max-credits` counts the whole job; the announced maximum this run.
 fn credit_limit(r: &ReportView) -> Option<(f64, f64, &'static str, &'static str)> {
@@ -548,11 +561,7 @@ fn cards(out: &mut String, r: &ReportView) {
             format!("of {} {short}", credits_text(max)),
             format!(
                 "<div class=\"meter\"><span style=\"width:{:.2}%\"></span></div>",
-                if max > 0.0 {
-                    (used / max * 100.0).clamp(0.0, 100.0)
-                } else {
-                    100.0
-                }
+                used_pct(used, max)
             ),
         ),
         None => (
@@ -663,11 +672,7 @@ fn credits(out: &mut String, r: &ReportView) {
     out.push_str("<section class=\"panel\" id=\"credits\">\n<h2>Credits</h2>\n");
     match credit_limit(r) {
         Some((used, max, what, _)) => {
-            let p = if max > 0.0 {
-                (used / max * 100.0).clamp(0.0, 100.0)
-            } else {
-                100.0
-            };
+            let p = used_pct(used, max);
             out.push_str(&format!(
                 "<div class=\"gauge\"><div class=\"gauge-head\"><span class=\"gauge-num\">{}</span>\
                  <span class=\"muted\">of {} · {p:.0}%</span></div>\
@@ -683,7 +688,12 @@ fn credits(out: &mut String, r: &ReportView) {
             f(c.spent_this_run)
         )),
     }
-    let mut rows = vec![("Spent by this run".to_owned(), f(c.spent_this_run))];
+    let spent = if r.from_job {
+        "Spent by the job, all runs"
+    } else {
+        "Spent by this run"
+    };
+    let mut rows = vec![(spent.to_owned(), f(c.spent_this_run))];
     if (c.spent_job - c.spent_this_run).abs() > 1e-6 {
         rows.push(("Spent by the job, all runs".to_owned(), f(c.spent_job)));
     }
@@ -698,7 +708,9 @@ fn credits(out: &mut String, r: &ReportView) {
         ));
     }
     let free = r.source("cache") + r.source("duplicate") + r.source("syntax");
-    rows.push(("Rows answered without a request".to_owned(), int(free)));
+    if !r.sources.is_empty() {
+        rows.push(("Rows answered without a request".to_owned(), int(free)));
+    }
     if let Some(b) = c.balance_start {
         rows.push(("Balance before".to_owned(), f(b)));
     }
@@ -742,9 +754,19 @@ fn stack(statuses: &BTreeMap<String, u64>) -> String {
     bar
 }
 
+/// What a section says when the report lacks its data.
+fn absent(r: &ReportView) -> &'static str {
+    if r.from_job {
+        "<p class=\"empty\">Only in a JSON report (<code>--report</code>).</p>\n"
+    } else {
+        "<p class=\"empty\">Not in this report (written by an older mailsift).</p>\n"
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn breakdown(
     out: &mut String,
+    r: &ReportView,
     id: &str,
     title: &str,
     what: &str,
@@ -757,9 +779,8 @@ fn breakdown(
         "<section class=\"panel\" id=\"{id}\">\n<h2>{title}</h2>\n<p class=\"hint\">{what}</p>\n"
     ));
     let Some(b) = b else {
-        out.push_str(
-            "<p class=\"empty\">Not in this report (written by an older mailsift).</p>\n</section>\n",
-        );
+        out.push_str(absent(r));
+        out.push_str("</section>\n");
         return;
     };
     let counted = b.top.iter().map(|n| n.rows).sum::<u64>() + b.other.rows;
@@ -849,15 +870,17 @@ fn quality(out: &mut String, r: &ReportView) {
          <div class=\"stat\"><span class=\"stat-num\" id=\"catch-all-share\">{}</span>\
          <span class=\"muted\">of answered rows are on catch-all domains</span></div>\
          <div class=\"meter amber\"><span style=\"width:{:.2}%\"></span></div>\n\
-         <h3>Where the verdicts came from</h3>\n<div class=\"stack sources\">",
+         <h3>Where the verdicts came from</h3>\n",
         pct(catch_all, answered),
         share(catch_all, answered)
     ));
     let total: u64 = SOURCES.iter().map(|(s, _)| r.source(s)).sum();
     if total == 0 {
-        out.push_str("</div>\n<p class=\"empty\">Not in this report.</p>\n</section>\n");
+        out.push_str(absent(r));
+        out.push_str("</section>\n");
         return;
     }
+    out.push_str("<div class=\"stack sources\">");
     for (source, name) in SOURCES {
         let n = r.source(source);
         if n > 0 {
@@ -884,9 +907,7 @@ fn quality(out: &mut String, r: &ReportView) {
 fn syntax(out: &mut String, r: &ReportView) {
     out.push_str("<section class=\"panel\" id=\"syntax\">\n<h2>Syntax rejects</h2>\n");
     match &r.syntax_rejects {
-        None => out.push_str(
-            "<p class=\"empty\">Not in this report (written by an older mailsift).</p>\n",
-        ),
+        None => out.push_str(absent(r)),
         Some(reasons) if reasons.is_empty() => {
             out.push_str("<p class=\"empty\">Every address passed the syntax check.</p>\n")
         }
@@ -927,9 +948,13 @@ fn run(out: &mut String, r: &ReportView) {
     rows.push((
         "Requests".to_owned(),
         format!(
-            "{} <small>{} retries</small>",
+            "{}{}",
             int(r.requests),
-            int(r.retries)
+            if r.from_job {
+                String::new()
+            } else {
+                format!(" <small>{} retries</small>", int(r.retries))
+            }
         ),
     ));
     if r.rate_limit_per_minute > 0 {
@@ -1087,6 +1112,10 @@ mod tests {
         assert_eq!(credits_text(1_000_000.0), "1,000,000");
         assert_eq!(credits_text(0.05), "0.05");
         assert_eq!(credits_text(-1234.5), "-1,234.5");
+        assert_eq!(used_pct(0.0, 0.0), 0.0);
+        assert_eq!(used_pct(1.0, 0.0), 100.0);
+        assert_eq!(used_pct(5.0, 4.0), 100.0);
+        assert_eq!(used_pct(1.0, 4.0), 25.0);
     }
 
     #[test]
