@@ -90,7 +90,7 @@ pub enum Command {
     Estimate(Box<EstimateArgs>),
     /// Validate files dropped into a folder, one at a time (for cron and file drops)
     Inbox(Box<InboxArgs>),
-    /// Render a job's JSON report (--report, or the inbox's STEM.report.json) as a web page
+    /// Make the HTML report of a finished run from its JSON report (or of a job from its record)
     Report(ReportArgs),
     /// List the jobs in the state directory and how far each got
     Status {
