@@ -437,15 +437,15 @@ pub fn page(r: &ReportView) -> String {
     run(&mut out, r);
     out.push_str("</div>\n");
     out.push_str(&format!(
-        "<footer>Made by mailsift{}{} from a <code>{}</code> report. This page is self-contained: \
-         it loads nothing from the network.</footer>\n</main>\n</body>\n</html>\n",
+        "<footer>Made by mailsift{}{} from {}. This page is self-contained: it loads nothing \
+         from the network.</footer>\n</main>\n</body>\n</html>\n",
         if version.is_empty() { "" } else { " " },
         Esc(version),
-        Esc(if r.schema.is_empty() {
-            REPORT_SCHEMA
+        if r.from_job {
+            "the job's record".to_owned()
         } else {
-            &r.schema
-        }),
+            format!("a <code>{REPORT_SCHEMA}</code> report")
+        },
     ));
     out
 }
