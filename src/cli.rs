@@ -97,6 +97,8 @@ pub enum Command {
     Estimate(Box<EstimateArgs>),
     /// Validate files dropped into a folder, one at a time (for cron and file drops)
     Inbox(Box<InboxArgs>),
+    /// Make the HTML report of a finished run from its JSON report (or of a job from its record)
+    Report(ReportArgs),
     /// List the jobs in the state directory and how far each got
     Status {
         #[command(flatten)]
@@ -190,6 +192,22 @@ fn man_page(command: Option<&str>) -> anyhow::Result<clap_mangen::Man> {
         .bin_name(format!("mailsift {name}"))
         .version(env!("CARGO_PKG_VERSION"));
     Ok(clap_mangen::Man::new(page))
+}
+
+/// `mailsift report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The JSON report a run wrote with --report; or a job's input or output file, for a page
+    /// made from the job's record in the state directory (totals only)
+    #[arg(value_name = "REPORT.json")]
+    pub report: PathBuf,
+
+    #[command(flatten)]
+    pub state: StateArgs,
+
+    /// Write the self-contained HTML page to this file; - writes standard output
+    #[arg(long, value_name = "PATH")]
+    pub html: PathBuf,
 }
 
 /// Where the state lives.
@@ -287,6 +305,10 @@ pub struct ValidateArgs {
     /// Write the summary as JSON to this file (schema in the README); - writes standard output
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
+
+    /// Write the report as a self-contained web page (charts, top domains, credits) to this file
+    #[arg(long, value_name = "PATH")]
+    pub report_html: Option<PathBuf>,
 
     /// Start over even though an interrupted run of this job exists (or its input changed)
     #[arg(long)]
@@ -418,6 +440,10 @@ pub struct InboxArgs {
     /// A shell command run after each file, with its paths and counts in MAILSIFT_* variables
     #[arg(long, value_name = "CMD")]
     pub on_complete: Option<String>,
+
+    /// Also write OUTBOX/STEM.report.html: the report as a self-contained web page
+    #[arg(long)]
+    pub report_html: bool,
 
     #[command(flatten)]
     pub format: FormatArgs,

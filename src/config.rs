@@ -51,6 +51,12 @@ pub enum Config {
         dry_run: bool,
         yes: bool,
     },
+    /// `mailsift report`: a JSON report rendered as HTML.
+    Report {
+        report: PathBuf,
+        html: PathBuf,
+        state_dir: PathBuf,
+    },
 }
 
 /// `mailsift estimate`.
@@ -83,6 +89,8 @@ pub struct InboxConfig {
     /// Log only failures and stops.
     pub quiet: bool,
     pub on_complete: Option<String>,
+    /// Also write OUTBOX/STEM.report.html.
+    pub report_html: bool,
     /// Every file runs as this job, with its own input, output and report.
     pub template: ValidateConfig,
 }
@@ -137,8 +145,14 @@ impl Config {
                         "--split writes files beside the output: give -o PATH",
                     ));
                 }
+                if output.is_none() && v.report_html.as_deref() == Some(Path::new("-")) {
+                    return Err(usage(
+                        "--report-html - and the output both go to standard output: give one a file",
+                    ));
+                }
                 let mut config = job(input, output, &v.format, &v.job, g, api)?;
                 config.report = v.report;
+                config.report_html = v.report_html;
                 config.restart = v.restart;
                 config.force = v.force;
                 config.retry_errors = v.retry_errors;
@@ -192,9 +206,15 @@ impl Config {
                     json_log: i.log_format == "json",
                     quiet: g.quiet,
                     on_complete: i.on_complete,
+                    report_html: i.report_html,
                     template,
                 }))
             }
+            Command::Report(r) => Config::Report {
+                state_dir: state_dir(&r.state, g.sandbox)?,
+                report: r.report,
+                html: r.html,
+            },
             Command::Status { state, json } => Config::Status {
                 state_dir: state_dir(&state, g.sandbox)?,
                 json,
@@ -259,6 +279,7 @@ fn job(
             cost_per_check: j.cost_per_check,
         },
         report: None,
+        report_html: None,
         grace: j.grace,
         display: Display::choose(g.quiet),
         announce: true,

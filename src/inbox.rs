@@ -157,6 +157,7 @@ async fn process(
     job.input = Source::Path(path.to_owned());
     job.output = Some(output.clone());
     job.report = Some(report.clone());
+    job.report_html = config.report_html.then(|| report.with_extension("html"));
     let result = validate::run(job, cancel.clone().cancelled_owned()).await;
     let exit = match &result {
         Ok(exit) => *exit,

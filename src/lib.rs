@@ -35,8 +35,10 @@ pub mod plan;
 pub mod pool;
 pub mod progress;
 pub mod report;
+pub mod report_html;
 pub mod retry;
 pub mod store;
+pub mod tally;
 pub mod validate;
 pub mod xlsx;
 
@@ -73,6 +75,11 @@ pub async fn run(
         Config::Validate(config) => validate::run(*config, shutdown).await,
         Config::Estimate(config) => estimate::run(*config).await,
         Config::Inbox(config) => inbox::run(*config, shutdown).await,
+        Config::Report {
+            report,
+            html,
+            state_dir,
+        } => report_html::command(&report, &html, &state_dir),
         Config::Status { state_dir, json } => inspect::status(&state_dir, json),
         Config::CacheStats { state_dir, json } => inspect::cache_stats(&state_dir, json),
         Config::CacheClear {

@@ -568,6 +568,7 @@ pub async fn run(
                 };
                 writer.counters.add_credits(cell::cost(&planned).0 - shown);
             }
+            writer.counters.tally(&planned.normalized, &outcome);
             let next = planned.row.resume_after();
             writer.watermark.byte = next.byte;
             writer

@@ -5,12 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::output::format_credits;
 use crate::plan::{Outcome, Source};
+use crate::tally::{Breakdown, Tally, DOMAINS_REPORTED, PROVIDERS_REPORTED};
 
 /// The statuses a row can end with, in display order (an unknown API status counts as
 /// `other`).
@@ -25,7 +27,7 @@ pub const STATUSES: [&str; 8] = [
     "other",
 ];
 
-fn status_index(outcome: &Outcome) -> usize {
+pub(crate) fn status_index(outcome: &Outcome) -> usize {
     let name = match outcome {
         Outcome::Empty => "missing",
         Outcome::Syntax(_) => "invalid",
@@ -60,6 +62,12 @@ pub struct Counters {
     pub rate: AtomicU64,
     /// Latest `X-RateLimit-Remaining-Daily` (u64::MAX: not seen).
     pub daily_left: AtomicU64,
+    /// Rows per domain, provider and syntax problem: only the writer adds, so never contended.
+    tally: Mutex<Tally>,
+    /// `--max-credits`, and the most this run could cost as announced at its start (f64 bits;
+    /// u64::MAX: none).
+    max_credits_bits: AtomicU64,
+    announced_max_bits: AtomicU64,
 }
 
 impl Counters {
@@ -67,6 +75,8 @@ impl Counters {
         Counters {
             balance_bits: AtomicU64::new(u64::MAX),
             daily_left: AtomicU64::new(u64::MAX),
+            max_credits_bits: AtomicU64::new(u64::MAX),
+            announced_max_bits: AtomicU64::new(u64::MAX),
             ..Counters::default()
         }
     }
@@ -100,6 +110,23 @@ impl Counters {
     pub fn add_credits(&self, credits: f64) {
         let micro = (credits.max(0.0) * 1e6).round() as u64;
         self.credits_micro.fetch_add(micro, Ordering::Relaxed);
+    }
+
+    /// Counts a written row by its domain, mail provider or syntax problem.
+    pub fn tally(&self, normalized: &str, outcome: &Outcome) {
+        self.tally.lock().unwrap_or_else(|e| e.into_inner()).add(
+            normalized,
+            outcome,
+            status_index(outcome),
+        );
+    }
+
+    pub fn set_max_credits(&self, max: Option<f64>) {
+        store_f64(&self.max_credits_bits, max);
+    }
+
+    pub fn set_announced_max(&self, max: f64) {
+        store_f64(&self.announced_max_bits, Some(max));
     }
 
     pub fn rows(&self) -> u64 {
@@ -143,6 +170,15 @@ impl Counters {
     }
 }
 
+fn store_f64(bits: &AtomicU64, value: Option<f64>) {
+    bits.store(value.map_or(u64::MAX, f64::to_bits), Ordering::Relaxed);
+}
+
+fn load_f64(bits: &AtomicU64) -> Option<f64> {
+    let bits = bits.load(Ordering::Relaxed);
+    (bits != u64::MAX).then(|| f64::from_bits(bits))
+}
+
 /// The version of the `--report` JSON; bumped when a field changes meaning or goes away
 /// (fields may be added within a version).
 pub const REPORT_SCHEMA: &str = "mailsift.report/1";
@@ -177,6 +213,17 @@ pub struct Summary {
     pub daily_quota_left: Option<u64>,
     pub elapsed_seconds: f64,
     pub rows_per_second: f64,
+    /// When the run started and ended (RFC 3339, UTC), and the mailsift that wrote this.
+    pub started_at: String,
+    pub finished_at: String,
+    pub mailsift_version: &'static str,
+    /// This run's rows whose address passed the syntax check, by domain (Space-Saving: see
+    /// `tally.rs`).
+    pub domains: Breakdown,
+    /// This run's rows with an answer, by the answer's `mx_provider` ("" when none).
+    pub providers: Breakdown,
+    /// This run's syntax rejects by reason.
+    pub syntax_rejects: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -197,6 +244,10 @@ pub struct Credits {
     pub balance_start: Option<f64>,
     /// From `X-Credits-Remaining` on the last answer.
     pub balance_end: Option<f64>,
+    /// `--max-credits` (for the whole job), when set.
+    pub max_credits: Option<f64>,
+    /// The most this run could cost, as announced at its start (when it was counted).
+    pub announced_max: Option<f64>,
 }
 
 impl Summary {
@@ -215,6 +266,8 @@ impl Summary {
         let this_run = counters.rows();
         let secs = elapsed.as_secs_f64();
         let daily = counters.daily_left.load(Ordering::Relaxed);
+        let tally = counters.tally.lock().unwrap_or_else(|e| e.into_inner());
+        let now = crate::clock::now();
         Summary {
             schema: REPORT_SCHEMA,
             input,
@@ -247,6 +300,8 @@ impl Summary {
                 spent_job: (spent_job * 1e6).round() / 1e6,
                 balance_start,
                 balance_end: counters.balance(),
+                max_credits: load_f64(&counters.max_credits_bits),
+                announced_max: load_f64(&counters.announced_max_bits),
             },
             rate_limit_per_minute: counters.rate.load(Ordering::Relaxed),
             daily_quota_left: (daily != u64::MAX).then_some(daily),
@@ -256,6 +311,12 @@ impl Summary {
             } else {
                 0.0
             },
+            started_at: crate::output::rfc3339(now - elapsed.as_secs() as i64),
+            finished_at: crate::output::rfc3339(now),
+            mailsift_version: env!("CARGO_PKG_VERSION"),
+            domains: tally.domains.report(DOMAINS_REPORTED),
+            providers: tally.providers.report(PROVIDERS_REPORTED),
+            syntax_rejects: tally.syntax.clone(),
         }
     }
 

@@ -77,6 +77,8 @@ pub struct ValidateConfig {
     pub retry_errors: bool,
     pub budget: Budget,
     pub report: Option<PathBuf>,
+    /// `--report-html`: the report as a web page.
+    pub report_html: Option<PathBuf>,
     pub grace: Duration,
     pub display: Display,
     /// Print what to do after a resumable stop (off when the inbox runs the job: it logs that).
@@ -254,6 +256,7 @@ pub async fn run(
     if let Some(balance) = balance_start {
         counters.set_balance(balance);
     }
+    counters.set_max_credits(config.budget.max_credits);
     let limiter = Arc::new(match config.rate {
         Some(rate) => Limiter::new(rate, FollowServer::CapOnly),
         None => Limiter::new(DEFAULT_RATE, FollowServer::Yes),
@@ -396,14 +399,17 @@ pub async fn run(
         });
         if small {
             if let Ok(Ok(estimate)) = counting.await {
-                say(cost_note(&estimate.priced(cost), balance_start));
+                let estimate = estimate.priced(cost);
+                counters.set_announced_max(estimate.max_cost);
+                say(cost_note(&estimate, balance_start));
             }
         } else {
+            let counters = counters.clone();
             tokio::spawn(async move {
                 if let Ok(Ok(estimate)) = counting.await {
-                    let _ = notes_tx
-                        .send(cost_note(&estimate.priced(cost), balance_start))
-                        .await;
+                    let estimate = estimate.priced(cost);
+                    counters.set_announced_max(estimate.max_cost);
+                    let _ = notes_tx.send(cost_note(&estimate, balance_start)).await;
                 }
             });
         }
@@ -570,7 +576,11 @@ pub async fn run(
     let reported = match &config.report {
         Some(path) => write_report(path, &report),
         None => Ok(()),
-    };
+    }
+    .and_then(|()| match &config.report_html {
+        Some(path) => crate::report_html::write_summary(&summary, path),
+        None => Ok(()),
+    });
     if state == JobState::Done {
         output::crash_point("report");
     }

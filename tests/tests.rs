@@ -17,6 +17,7 @@ mod install;
 mod machine;
 mod mock;
 mod ownership;
+mod report_html;
 mod secrets;
 mod spend;
 mod util;
