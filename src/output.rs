@@ -792,7 +792,7 @@ mod tests {
             answer: answer.clone(),
             source: Source::Duplicate,
         };
-        assert!(write(&f, "a,b,c", 3, "c", dup).ends_with(",0,1970-01-01T00:00:00Z,duplicate,\n"));
+        assert!(write(&f, "a,b,c", 3, "c", dup).ends_with(",0,1970-01-01T00:00:00Z,duplicate,,\n"));
         // A short row is padded so the columns line up; a long one is kept whole.
         assert_eq!(
             write(&f, "only\n", 1, "", Outcome::Empty),
@@ -827,7 +827,7 @@ mod tests {
             },
         );
         assert!(
-            all.ends_with(",0,1970-01-01T00:00:00Z,cache,,Acme,,,,,\n"),
+            all.ends_with(",0,1970-01-01T00:00:00Z,cache,,,Acme,,,,,\n"),
             "{all}"
         );
     }
