@@ -307,7 +307,12 @@ fn estimate_counts_what_validate_then_does() {
     let out = rows(&dir.read("out.csv"));
     let header = &out[0];
     let col = |name: &str| header.iter().position(|h| h == name).expect(name);
-    assert_eq!(header.last().unwrap(), "email_suggestion", "{header:?}");
+    // New columns only ever go at the end: the suggestion, then the other addresses of a cell.
+    assert_eq!(
+        header[header.len() - 2..],
+        ["email_suggestion", "email_others"],
+        "{header:?}"
+    );
     for (row, (cell, source)) in out[1..].iter().zip(ROWS) {
         assert_eq!(&row[col("source")], source, "{cell:?}");
         assert_eq!(row[1], *cell, "the input cell is kept as it was");
