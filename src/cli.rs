@@ -620,6 +620,31 @@ mod tests {
     }
 
     #[test]
+    fn every_example_in_help_parses() {
+        use clap::Parser;
+        for examples in [VALIDATE_EXAMPLES, ESTIMATE_EXAMPLES, INBOX_EXAMPLES] {
+            let commands: Vec<&str> = examples.lines().filter(|l| l.starts_with("    ")).collect();
+            assert!(commands.len() >= 3, "{examples}");
+            for line in commands {
+                // From `mailsift` to a pipe or redirection, split as a shell would.
+                let start = line.find("mailsift ").expect(line);
+                let command = line[start..].split(['|', '>']).next().unwrap();
+                let words: Vec<String> = command
+                    .split('"')
+                    .enumerate()
+                    .flat_map(|(i, part)| match i % 2 {
+                        0 => part.split_whitespace().map(str::to_owned).collect(),
+                        _ => vec![part.to_owned()],
+                    })
+                    .collect();
+                if let Err(e) = Args::try_parse_from(&words) {
+                    panic!("{line}\n{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn durations() {
         let ok: &[(&str, Duration)] = &[
             ("30", Duration::from_secs(30)),
