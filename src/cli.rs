@@ -542,7 +542,7 @@ const ESTIMATE_EXAMPLES: &str = "\
 Examples:
   What validating a file would cost, compared with the balance (free)
     mailsift estimate leads.csv
-  The same without a key, against the sandbox's cache
+  The same without a key: the sandbox's cache and made-up balance
     mailsift estimate leads.csv --sandbox
   As JSON, for a script that decides on --max-credits
     mailsift estimate leads.csv --json";
