@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 
-use crate::exit::EXIT_CODES_HELP;
+use crate::exit::{ESTIMATE_EXIT_CODES_HELP, EXIT_CODES_HELP};
 
 const KEY_HELP: &str = "\
 The API key:
@@ -17,9 +17,11 @@ The API key:
   There is deliberately no flag that takes the key itself: it would show in process lists.
   --sandbox needs no key: it runs against the bundled mock server and spends nothing.";
 
-#[derive(Debug, Parser)]
+/// The whole command line. `Parser` and `CommandFactory` are implemented by hand below, so that
+/// every way of getting the command (parsing, `--help`, completions, man pages) goes through
+/// [`finish`].
+#[derive(Debug, clap::Args)]
 #[command(
-    name = "mailsift",
     version,
     about = "Clean email lists in bulk through the LeadMagic email-validation API.",
     long_about = "Clean email lists in bulk through the LeadMagic email-validation API: reads a CSV \
@@ -34,7 +36,70 @@ pub struct Args {
     pub command: Command,
 }
 
+impl clap::CommandFactory for Args {
+    fn command() -> clap::Command {
+        finish(<Args as clap::Args>::augment_args(clap::Command::new(
+            "mailsift",
+        )))
+    }
+
+    fn command_for_update() -> clap::Command {
+        finish(<Args as clap::Args>::augment_args_for_update(
+            clap::Command::new("mailsift"),
+        ))
+    }
+}
+
+impl clap::Parser for Args {}
+
+/// The global flags that only matter to commands that talk to the API.
+const API_GLOBALS: [&str; 3] = ["api_key_file", "base_url", "timeout"];
+
+/// Builds the command (which copies the global flags into every subcommand), then tidies what
+/// each subcommand's help shows: globals that do nothing for a command are hidden from its help
+/// (still accepted, so scripts that pass them keep working), and usage lines are fixed to the
+/// generated ones, because clap otherwise lists in them, as if typed, the flags an environment
+/// variable filled (`Usage: mailsift validate --state-dir <DIR> <INPUT>`).
+fn finish(mut command: clap::Command) -> clap::Command {
+    command.build();
+    // Only in-place changes from here on: a built command indexes its flags by position.
+    let globals: Vec<String> = command
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .map(|a| a.get_id().to_string())
+        .collect();
+    command.mut_subcommands(|sub| {
+        let sub = match sub.get_name() {
+            // They read the state directory (--sandbox picks its sandbox/ part), never the API.
+            "status" | "cache" | "report" => hide(sub, &API_GLOBALS),
+            // They print text and exit: no global flag does anything for them.
+            "completions" | "man" => hide(sub, &globals),
+            _ => sub,
+        };
+        fix_usage(sub)
+    })
+}
+
+/// Hides the flags `ids` from `command`'s help and its subcommands'.
+fn hide<S: AsRef<str>>(command: clap::Command, ids: &[S]) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            let hidden = arg.is_hide_set() || ids.iter().any(|id| arg.get_id() == id.as_ref());
+            arg.hide(hidden)
+        })
+        .mut_subcommands(|sub| hide(sub, ids))
+}
+
+/// Pins the usage line of `command` and its subcommands to the one their help shows, with no
+/// flag filled in.
+fn fix_usage(mut command: clap::Command) -> clap::Command {
+    let usage = command.render_usage().to_string();
+    let usage = usage.strip_prefix("Usage: ").unwrap_or(&usage).to_owned();
+    command.override_usage(usage).mut_subcommands(fix_usage)
+}
+
 #[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Read the API key from this file instead of the LEADMAGIC_API_KEY variable
     #[arg(long, global = true, value_name = "PATH")]
@@ -45,6 +110,7 @@ pub struct GlobalArgs {
         long,
         global = true,
         env = "LEADMAGIC_BASE_URL",
+        hide_env_values = true,
         value_name = "URL",
         default_value = crate::client::DEFAULT_BASE_URL
     )]
@@ -214,7 +280,12 @@ pub struct ReportArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct StateArgs {
     /// Where jobs and the answer cache live [default: the per-user state directory]
-    #[arg(long, value_name = "DIR", env = "MAILSIFT_STATE_DIR")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "MAILSIFT_STATE_DIR",
+        hide_env_values = true
+    )]
     pub state_dir: Option<PathBuf>,
 }
 
@@ -268,7 +339,7 @@ pub struct CacheArgs {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = EXIT_CODES_HELP)]
+#[command(after_help = format!("{ESTIMATE_EXAMPLES}\n\n{ESTIMATE_EXIT_CODES_HELP}"))]
 pub struct EstimateArgs {
     /// The CSV (or one-address-per-line text) file; - reads standard input
     #[arg(value_name = "INPUT")]
@@ -290,7 +361,7 @@ pub struct EstimateArgs {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = EXIT_CODES_HELP)]
+#[command(after_help = format!("{VALIDATE_EXAMPLES}\n\n{EXIT_CODES_HELP}"))]
 pub struct ValidateArgs {
     /// The CSV (or one-address-per-line text) file to validate; - reads standard input
     #[arg(value_name = "INPUT")]
@@ -391,7 +462,7 @@ pub struct JobArgs {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = INBOX_HELP)]
+#[command(after_help = format!("{INBOX_EXAMPLES}\n\n{INBOX_HELP}"))]
 pub struct InboxArgs {
     /// The folder files are dropped into
     #[arg(value_name = "INBOX")]
@@ -450,6 +521,40 @@ pub struct InboxArgs {
     #[command(flatten)]
     pub job: JobArgs,
 }
+
+// Examples: a line indented by two spaces says what the command under it (indented by four)
+// does. A unit test parses every such command, so none can drift from the flags.
+
+const VALIDATE_EXAMPLES: &str = "\
+Examples:
+  Try it first: the bundled mock server, no key needed, nothing spent
+    mailsift validate leads.csv --sandbox
+  Stop before the job could spend more than 500 credits (raise it and rerun to go on)
+    mailsift validate leads.csv --max-credits 500
+  A workbook, plus deliverable, risky and undeliverable files beside it
+    mailsift validate leads.csv -o out.xlsx --split
+  A CRM export whose address column is not detected, with a JSON report
+    mailsift validate export.csv --email-column \"Work Email\" --report report.json
+  One address per line in, annotated CSV out
+    cat addresses.txt | mailsift validate - > verdicts.csv";
+
+const ESTIMATE_EXAMPLES: &str = "\
+Examples:
+  What validating a file would cost, compared with the balance (free)
+    mailsift estimate leads.csv
+  The same without a key: the sandbox's cache and made-up balance
+    mailsift estimate leads.csv --sandbox
+  As JSON, for a script that decides on --max-credits
+    mailsift estimate leads.csv --json";
+
+const INBOX_EXAMPLES: &str = "\
+Examples:
+  From cron: every 10 minutes, process what is ready, then exit
+    */10 * * * *  mailsift inbox /srv/drop --out /srv/done --once --api-key-file ~/.mailsift-key
+  Keep watching, at most 1000 credits per file, with deliverable/risky/undeliverable files
+    mailsift inbox drop/ --out done/ --max-credits 1000 --split
+  Try the folder workflow without a key
+    mailsift inbox drop/ --out done/ --once --sandbox";
 
 const INBOX_HELP: &str = "\
 Exit codes (for the scheduler):
@@ -512,6 +617,31 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Args::command().debug_assert();
+    }
+
+    #[test]
+    fn every_example_in_help_parses() {
+        use clap::Parser;
+        for examples in [VALIDATE_EXAMPLES, ESTIMATE_EXAMPLES, INBOX_EXAMPLES] {
+            let commands: Vec<&str> = examples.lines().filter(|l| l.starts_with("    ")).collect();
+            assert!(commands.len() >= 3, "{examples}");
+            for line in commands {
+                // From `mailsift` to a pipe or redirection, split as a shell would.
+                let start = line.find("mailsift ").expect(line);
+                let command = line[start..].split(['|', '>']).next().unwrap();
+                let words: Vec<String> = command
+                    .split('"')
+                    .enumerate()
+                    .flat_map(|(i, part)| match i % 2 {
+                        0 => part.split_whitespace().map(str::to_owned).collect(),
+                        _ => vec![part.to_owned()],
+                    })
+                    .collect();
+                if let Err(e) = Args::try_parse_from(&words) {
+                    panic!("{line}\n{e}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -38,6 +38,16 @@ Exit codes:
   6  too many failed requests, or nothing answered at the base URL: run the same command
      again to resume";
 
+/// `estimate --help`'s table: it spends nothing, and only reads the balance.
+pub const ESTIMATE_EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  the estimate is printed (with the balance when a key is set)
+  1  failed (I/O or internal error)
+  2  usage or input error (bad flags, unreadable file, no email column, state directory in use
+     or damaged)
+  3  API key rejected (HTTP 401) when reading the balance; the estimate is printed first
+  6  nothing answered at the base URL when reading the balance; the estimate is printed first";
+
 /// An error that is the user's to fix: bad flags or input (exit 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

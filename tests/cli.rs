@@ -182,6 +182,214 @@ fn help_documents_the_exit_codes_and_the_key() {
     dir.bare().arg("frobnicate").assert().code(2);
 }
 
+/// The help of `mailsift ARGS...`, run with both env-backed flags set, so a value leaking
+/// into it would show.
+fn help_of(dir: &Dir, args: &[&str]) -> String {
+    let out = dir
+        .bare()
+        .env("LEADMAGIC_BASE_URL", "http://127.0.0.1:9/env-url")
+        .args(args)
+        .assert()
+        .success()
+        .stderr("");
+    text(&out.get_output().stdout)
+}
+
+/// A help text cut at its "Global options:" heading: (before it, the global block).
+fn split_globals(help: &str) -> (&str, &str) {
+    match help.split_once("\nGlobal options:\n") {
+        Some((own, rest)) => (own, rest.split("\n\n").next().unwrap_or_default()),
+        None => (help, ""),
+    }
+}
+
+#[test]
+fn each_help_lists_its_own_options_first_then_only_the_globals_that_act() {
+    let dir = Dir::new();
+    const API: [&str; 3] = ["--timeout", "--base-url", "--api-key-file"];
+    for command in [
+        &["validate"][..],
+        &["estimate"],
+        &["inbox"],
+        &["check"],
+        &["credits"],
+    ] {
+        let help = help_of(&dir, &[command, &["--help"]].concat());
+        let (own, globals) = split_globals(&help);
+        assert!(own.contains("\nOptions:\n"), "{command:?}:\n{help}");
+        for flag in API.iter().chain(&["--sandbox", "--quiet", "--verbose"]) {
+            assert!(
+                globals.contains(flag),
+                "{command:?} lacks global {flag}:\n{help}"
+            );
+            assert!(
+                !own.contains(flag),
+                "{command:?} lists {flag} among its own:\n{help}"
+            );
+        }
+    }
+    let validate = help_of(&dir, &["validate", "--help"]);
+    assert!(split_globals(&validate).0.contains("--max-credits"));
+
+    // They read the state directory, which --sandbox changes, and never the API.
+    for command in [
+        &["status"][..],
+        &["cache"],
+        &["cache", "stats"],
+        &["cache", "clear"],
+        &["report"],
+    ] {
+        for help in [
+            help_of(&dir, &[command, &["--help"]].concat()),
+            help_of(&dir, &[&["help"], command].concat()),
+        ] {
+            let (_, globals) = split_globals(&help);
+            assert!(globals.contains("--sandbox"), "{command:?}:\n{help}");
+            for flag in API {
+                assert!(!help.contains(flag), "{command:?} lists {flag}:\n{help}");
+            }
+        }
+    }
+    // They print text and exit: no global does anything for them.
+    for command in ["completions", "man"] {
+        let help = help_of(&dir, &[command, "--help"]);
+        assert!(!help.contains("Global options"), "{command}:\n{help}");
+        assert!(!help.contains("--sandbox"), "{command}:\n{help}");
+        assert!(!help.contains("--verbose"), "{command}:\n{help}");
+    }
+    // Hidden from help, still accepted: scripts that pass them keep working.
+    dir.bare()
+        .args([
+            "status",
+            "--timeout",
+            "5s",
+            "--base-url",
+            "http://127.0.0.1:9",
+        ])
+        .assert()
+        .success();
+}
+
+#[test]
+fn usage_lines_and_help_show_no_environment_values() {
+    let dir = Dir::new();
+    let state = dir.state().display().to_string();
+    for (args, usage) in [
+        (
+            &["validate"][..],
+            "Usage: mailsift validate [OPTIONS] <INPUT>\n",
+        ),
+        (&["check"], "Usage: mailsift check [OPTIONS] <ADDRESS>...\n"),
+        (
+            &["estimate"],
+            "Usage: mailsift estimate [OPTIONS] <INPUT>\n",
+        ),
+        (
+            &["cache", "clear", "--bogus"],
+            "Usage: mailsift cache clear [OPTIONS]\n",
+        ),
+    ] {
+        let out = dir
+            .bare()
+            .env("LEADMAGIC_BASE_URL", "http://127.0.0.1:9/env-url")
+            .args(args)
+            .assert()
+            .code(2);
+        let err = text(&out.get_output().stderr);
+        assert!(err.contains(usage), "{args:?}:\n{err}");
+        assert!(
+            !err.contains("--state-dir") && !err.contains("--base-url"),
+            "{err}"
+        );
+    }
+    for args in [
+        &["validate", "--help"][..],
+        &["status", "--help"],
+        &["--help"],
+    ] {
+        let help = help_of(&dir, args);
+        assert!(
+            !help.contains(&state) && !help.contains("env-url"),
+            "{args:?}:\n{help}"
+        );
+    }
+    let validate = help_of(&dir, &["validate", "--help"]);
+    assert!(validate.contains("[env: MAILSIFT_STATE_DIR]"), "{validate}");
+    assert!(validate.contains("[env: LEADMAGIC_BASE_URL]"), "{validate}");
+}
+
+#[test]
+fn exit_code_tables_appear_only_where_they_apply() {
+    let dir = Dir::new();
+    let validate = help_of(&dir, &["validate", "--help"]);
+    let inbox = help_of(&dir, &["inbox", "--help"]);
+    for help in [&validate, &inbox] {
+        for code in [
+            "  3  API key rejected",
+            "  4  out of credits",
+            "  5  interrupted",
+        ] {
+            assert!(help.contains(code), "lacks {code:?}:\n{help}");
+        }
+    }
+    // estimate spends nothing and runs no job: it cannot run out of credits or be resumed.
+    let estimate = help_of(&dir, &["estimate", "--help"]);
+    assert!(estimate.contains("Exit codes:"), "{estimate}");
+    for code in ["  0  ", "  2  ", "  3  API key rejected", "  6  "] {
+        assert!(
+            estimate.contains(code),
+            "estimate lacks {code:?}:\n{estimate}"
+        );
+    }
+    for code in ["  4  ", "  5  ", "every row written", "resume"] {
+        assert!(
+            !estimate.contains(code),
+            "estimate has {code:?}:\n{estimate}"
+        );
+    }
+    for command in [
+        &["status"][..],
+        &["cache"],
+        &["cache", "clear"],
+        &["completions"],
+        &["man"],
+        &["report"],
+    ] {
+        let help = help_of(&dir, &[command, &["--help"]].concat());
+        assert!(!help.contains("Exit codes"), "{command:?}:\n{help}");
+    }
+}
+
+#[test]
+fn validate_estimate_and_inbox_help_show_examples() {
+    let dir = Dir::new();
+    let examples = |command: &str| {
+        let help = help_of(&dir, &[command, "--help"]);
+        let (_, examples) = help
+            .split_once("\nExamples:\n")
+            .unwrap_or_else(|| panic!("{command} has no examples:\n{help}"));
+        examples.split("\n\n").next().unwrap().to_owned()
+    };
+    let validate = examples("validate");
+    for shown in [
+        "--sandbox",
+        "--max-credits 500",
+        "--split",
+        "-o out.xlsx",
+        "validate -",
+    ] {
+        assert!(validate.contains(shown), "lacks {shown:?}:\n{validate}");
+    }
+    let estimate = examples("estimate");
+    assert!(
+        estimate.contains("mailsift estimate leads.csv --sandbox"),
+        "{estimate}"
+    );
+    let inbox = examples("inbox");
+    assert!(inbox.contains("*/10 * * * *  mailsift inbox"), "{inbox}");
+    assert!(inbox.contains("--once"), "{inbox}");
+}
+
 #[test]
 fn an_unreachable_api_is_reported_not_hung_on() {
     let dir = Dir::new();
