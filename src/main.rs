@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use mailsift::cli::{Args, Command};
 use mailsift::{Config, Exit};
+use tracing_subscriber::fmt::FormatFields;
 
 /// glibc's allocator spent a seventh of a fast run's CPU in its arena locks and free-list
 /// upkeep (perf, benches/RESULTS.md); mimalloc's thread-local heaps do not.
@@ -27,7 +28,8 @@ fn main() -> ExitCode {
         // that is success, not an error to shout about.
         Err(error) if stdout_closed(&error) => Exit::Ok,
         Err(error) => {
-            eprintln!("mailsift: error: {error:#}");
+            // Through tracing: `mailsift: error: ...`, or a JSON line under --log-format json.
+            tracing::error!("{error:#}");
             Exit::for_error(&error)
         }
     };
@@ -131,7 +133,7 @@ struct Lines {
 impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Lines
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    N: for<'a> FormatFields<'a> + 'static,
 {
     fn format_event(
         &self,
@@ -171,7 +173,6 @@ where
         } else {
             write!(writer, "{word}: ")?;
         }
-        use tracing_subscriber::fmt::FormatFields;
         ctx.format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }

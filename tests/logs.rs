@@ -263,4 +263,28 @@ fn tracing_warnings_read_as_the_programs_own_messages_or_as_json_lines() {
     assert_eq!(request["status"], 200);
     assert_eq!(request["retry"], 0);
     assert!(request["latency_ms"].is_u64() && request.get("address").is_none());
+
+    // The error that ends the program is a JSON line too.
+    let out = dir
+        .mailsift(&mock)
+        .args([
+            "inbox",
+            "missing",
+            "--out",
+            "out",
+            "--once",
+            "--log-format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    let line: serde_json::Value = serde_json::from_str(stderr.trim_end())
+        .unwrap_or_else(|e| panic!("{e}: not one JSON line: {stderr:?}"));
+    assert_eq!(line["level"], "error", "{line}");
+    assert!(
+        line["message"].as_str().unwrap().contains("missing"),
+        "{line}"
+    );
 }
