@@ -88,10 +88,11 @@ fn vv_logs_each_validation_request_without_the_address_or_the_key() {
             "{address} logged at -vv:\n{stderr}"
         );
     }
-    // hyper's and reqwest's own lines wait for -vvvv.
+    // hyper's and reqwest's connection lines ("connecting to 127.0.0.1:PORT") wait for -vvvv.
+    let host = mock.url().trim_start_matches("http://").to_owned();
     assert!(
-        !stderr.contains("hyper") && !stderr.contains("reqwest"),
-        "other crates' lines at -vv:\n{stderr}"
+        !stderr.contains(&host),
+        "connection lines at -vv:\n{stderr}"
     );
     let validations: Vec<_> = requests(&stderr)
         .into_iter()
@@ -127,6 +128,7 @@ fn vv_logs_each_validation_request_without_the_address_or_the_key() {
         "each 500 is followed by a retry:\n{stderr}"
     );
     assert_eq!(validations.len() - failed, ADDRESSES.len());
+    assert!(validate(&mock, "-vvvv").contains(&host), "-vvvv shows them");
 }
 
 #[test]
