@@ -241,7 +241,7 @@ async fn ask(
 ) -> Result<(crate::client::Verdict, Option<f64>), ApiError> {
     let mut attempt = 0;
     loop {
-        match api.client.validate(address).await {
+        match api.client.validate(address, attempt).await {
             Ok(reply) => {
                 let charged = reply.body.credits_consumed.or(reply.meta.credits_cost);
                 return Ok((reply.body, charged));

@@ -359,7 +359,7 @@ impl Client {
             .http
             .get(&self.credits_url)
             .header("X-API-Key", self.key.clone());
-        let (body, meta) = self.send(request).await?;
+        let (body, meta) = self.send(request, 0, None).await?;
         let credits = body
             .get("credits")
             .and_then(number)
@@ -394,24 +394,49 @@ impl Client {
     }
 
     /// `POST /v1/people/email-validation` for one address (charged for some verdicts).
-    pub async fn validate(&self, email: &str) -> Result<Reply<Verdict>, ApiError> {
+    /// `retry` is 0 for the first attempt, 1 for the first retry, ...: it is logged.
+    pub async fn validate(&self, email: &str, retry: u32) -> Result<Reply<Verdict>, ApiError> {
         let request = self
             .http
             .post(&self.validate_url)
             .header("X-API-Key", self.key.clone())
             .json(&serde_json::json!({ "email": email }));
-        let (body, meta) = self.send(request).await?;
+        let (body, meta) = self.send(request, retry, Some(email)).await?;
         Ok(Reply {
             body: parse_verdict(&body).scrubbed(&self.scrub),
             meta,
         })
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<(Value, Meta), ApiError> {
-        let response = request
-            .send()
-            .await
+    /// Sends a request and logs it (see [`log_request`]); `address` is the one asked about.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        retry: u32,
+        address: Option<&str>,
+    ) -> Result<(Value, Meta), ApiError> {
+        let request = request
+            .build()
             .map_err(|e| transport_error(e, &self.scrub))?;
+        let request_line = (request.method().clone(), request.url().path().to_owned());
+        let started = std::time::Instant::now();
+        let log = |status: Option<StatusCode>, error: Option<&str>| {
+            log_request(
+                &request_line,
+                status,
+                error,
+                started.elapsed(),
+                retry,
+                address,
+            )
+        };
+        let response = match self.http.execute(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                log(None, Some(transport_kind(&e)));
+                return Err(transport_error(e, &self.scrub));
+            }
+        };
         let status = response.status();
         // A gateway's 502-504 says the API behind it did not answer either.
         if !matches!(status.as_u16(), 502..=504) {
@@ -419,16 +444,57 @@ impl Client {
         }
         let meta = Meta::from_headers(response.headers());
         // A 200 whose body breaks off was processed by the server: it may have been charged.
-        let bytes = response.bytes().await.map_err(|e| ApiError::Transient {
-            message: format!(
-                "the answer (HTTP {}) broke off: {}",
-                status.as_u16(),
-                self.scrub.text(&chain(&e))
-            ),
-            maybe_charged: status.is_success(),
-            retry_after: None,
+        let bytes = response.bytes().await.map_err(|e| {
+            log(Some(status), Some("body_broke_off"));
+            ApiError::Transient {
+                message: format!(
+                    "the answer (HTTP {}) broke off: {}",
+                    status.as_u16(),
+                    self.scrub.text(&chain(&e))
+                ),
+                maybe_charged: status.is_success(),
+                retry_after: None,
+            }
         })?;
+        log(Some(status), None);
         classify(status, &bytes, meta, &self.scrub)
+    }
+}
+
+/// One line per request at `-vv` (debug): method, path, HTTP status or the transport error's
+/// kind, latency and retry number, as fields a log reader can parse. The address is added
+/// only at `-vvv` (trace): it is personal data. The key is in a header, never logged.
+fn log_request(
+    (method, path): &(reqwest::Method, String),
+    status: Option<StatusCode>,
+    error: Option<&str>,
+    latency: Duration,
+    retry: u32,
+    address: Option<&str>,
+) {
+    use tracing::field::display;
+    let (method, path) = (method.as_str(), display(path));
+    let status = status.map(|s| s.as_u16());
+    let error = error.map(display);
+    let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+    if let Some(address) = address.filter(|_| tracing::enabled!(tracing::Level::TRACE)) {
+        let address = display(address);
+        tracing::debug!(%method, path, status, error, latency_ms, retry, address);
+    } else {
+        tracing::debug!(%method, path, status, error, latency_ms, retry);
+    }
+}
+
+/// A word for what went wrong below HTTP, for the request log.
+fn transport_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_redirect() {
+        "redirect"
+    } else {
+        "connection"
     }
 }
 

@@ -4,8 +4,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use mailsift::cli::Args;
+use mailsift::cli::{Args, Command};
 use mailsift::{Config, Exit};
+use tracing_subscriber::fmt::FormatFields;
 
 /// glibc's allocator spent a seventh of a fast run's CPU in its arena locks and free-list
 /// upkeep (perf, benches/RESULTS.md); mimalloc's thread-local heaps do not.
@@ -18,14 +19,17 @@ fn main() -> ExitCode {
         return print_generated(text);
     }
     let verbosity = mailsift::config::verbosity(&args.global);
-    init_logging(verbosity);
+    // `inbox --log-format json` promises JSON lines on stderr: tracing's too.
+    let json = matches!(&args.command, Command::Inbox(inbox) if inbox.log_format == "json");
+    init_logging(verbosity, json);
     let code = match run(args) {
         Ok(exit) => exit,
         // Whoever read the output has stopped (`mailsift status | head -1`): as ripgrep does,
         // that is success, not an error to shout about.
         Err(error) if stdout_closed(&error) => Exit::Ok,
         Err(error) => {
-            eprintln!("mailsift: error: {error:#}");
+            // Through tracing: `mailsift: error: ...`, or a JSON line under --log-format json.
+            tracing::error!("{error:#}");
             Exit::for_error(&error)
         }
     };
@@ -88,22 +92,115 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-fn init_logging(verbosity: u8) {
-    let level = match verbosity {
-        0 => tracing::Level::ERROR,
-        1 => tracing::Level::WARN,
-        2 => tracing::Level::INFO,
-        3 => tracing::Level::DEBUG,
-        _ => tracing::Level::TRACE,
-    };
+/// Which lines reach stderr: mailsift's own events by verbosity, other crates' (hyper's
+/// connection lines, reqwest's) only at `-vvvv`. Without a flag: warnings and errors; `-v`
+/// what happens; `-vv` each request (method, path, status, latency, retry); `-vvv` with its
+/// address. The key is never a field of any event.
+fn init_logging(verbosity: u8, json: bool) {
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_max_level(level)
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let (ours, others) = match verbosity {
+        0 => (LevelFilter::ERROR, LevelFilter::ERROR),
+        1 => (LevelFilter::WARN, LevelFilter::WARN),
+        2 => (LevelFilter::INFO, LevelFilter::WARN),
+        3 => (LevelFilter::DEBUG, LevelFilter::WARN),
+        4 => (LevelFilter::TRACE, LevelFilter::WARN),
+        _ => (LevelFilter::TRACE, LevelFilter::TRACE),
+    };
+    let filter = Targets::new()
+        .with_default(others)
+        .with_target(env!("CARGO_CRATE_NAME"), ours);
+    // Colour only for a person at a terminal who has not asked for none (no-color.org).
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let format = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, not in cron mail or log files.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
+        .with_ansi(ansi && !json)
+        .event_format(Lines { json });
+    tracing_subscriber::registry()
+        .with(format.with_filter(filter))
         .init();
+}
+
+/// Every tracing event in the program's one message style: `mailsift: warning: ...` as cargo
+/// writes it (no timestamp, the level in lower case, structured fields as `key=value`), or
+/// under `inbox --log-format json` one JSON object per line, shaped as inbox's own events.
+struct Lines {
+    json: bool,
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Lines
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = *event.metadata().level();
+        let word = match level {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warning",
+            tracing::Level::INFO => "info",
+            tracing::Level::DEBUG => "debug",
+            tracing::Level::TRACE => "trace",
+        };
+        if self.json {
+            let mut fields = JsonFields(serde_json::Map::new());
+            event.record(&mut fields);
+            let mut line = serde_json::json!({
+                "time": mailsift::output::rfc3339(mailsift::clock::now()),
+                "level": word,
+            });
+            if let serde_json::Value::Object(line) = &mut line {
+                line.extend(fields.0);
+            }
+            return writeln!(writer, "{line}");
+        }
+        write!(writer, "mailsift: ")?;
+        if writer.has_ansi_escapes() {
+            // cargo's colours: bold red errors, bold yellow warnings, bold cyan the rest.
+            let colour = match level {
+                tracing::Level::ERROR => "1;31",
+                tracing::Level::WARN => "1;33",
+                _ => "1;36",
+            };
+            write!(writer, "\x1b[{colour}m{word}\x1b[0m: ")?;
+        } else {
+            write!(writer, "{word}: ")?;
+        }
+        ctx.format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// An event's fields as JSON values: numbers and booleans stay typed.
+struct JsonFields(serde_json::Map<String, serde_json::Value>);
+
+impl tracing::field::Visit for JsonFields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .insert(field.name().into(), format!("{value:?}").into());
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
 }
 
 /// A broken pipe anywhere in the chain. Only writes to standard output can meet one: API

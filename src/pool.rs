@@ -356,7 +356,7 @@ impl Pool {
             let result = tokio::select! {
                 biased;
                 _ = self.abort.cancelled() => None,
-                r = self.client.validate(&job.address) => Some(r),
+                r = self.client.validate(&job.address, retry) => Some(r),
             };
             self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
             let Some(result) = result else {
