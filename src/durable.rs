@@ -15,8 +15,13 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Writes `bytes` to `path` atomically and durably (see the module docs).
+/// Writes `bytes` to `path` atomically and durably (see the module docs). A device or a pipe
+/// (`--report /dev/null`, a FIFO) is written as it is: renaming over it would replace it with
+/// a regular file, and, for root, `/dev/null` itself.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    if is_special(path) {
+        return OpenOptions::new().write(true).open(path)?.write_all(bytes);
+    }
     let tmp = temporary(path);
     let written = (|| {
         let mut file = File::create(&tmp)?;
@@ -30,6 +35,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     }
     written?;
     sync_dir(path)
+}
+
+/// Whether `path` (followed through links) is something other than a regular file or a
+/// directory: a device or a pipe, which can be written but never replaced.
+pub fn is_special(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }
 
 /// The temporary name [`write_atomic`] writes `path` under first: hidden, beside it (the same
@@ -268,5 +279,31 @@ mod tests {
         // Taken again after removal: a fresh file.
         let _again = Lock::wait(&path).unwrap();
         assert!(path.exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_device_or_a_pipe_is_written_in_place_never_replaced() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("report.fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: mkfifo is not available here");
+            return;
+        }
+        // `--report /dev/null` must not replace /dev/null; a FIFO stands in for the device.
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        assert!(is_special(&fifo));
+        write_atomic(&fifo, b"{\"schema\":1}").unwrap();
+        assert_eq!(reader.join().unwrap(), b"{\"schema\":1}");
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+        assert!(!is_special(dir.path()));
+        let file = dir.path().join("plain");
+        write_atomic(&file, b"x").unwrap();
+        assert!(!is_special(&file));
     }
 }

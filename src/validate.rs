@@ -668,6 +668,15 @@ fn check_paths(config: &ValidateConfig) -> anyhow::Result<()> {
             output.display()
         )));
     }
+    // The output is written beside itself as `.partial` and renamed into place: over a device
+    // (`-o /dev/null`) that rename would replace the device with a file.
+    if crate::durable::is_special(output) {
+        return Err(usage(format!(
+            "the output {} is a device or a pipe, not a file; give -o a file name, or -o - to \
+             write standard output (and redirect that where you like)",
+            output.display()
+        )));
+    }
     Ok(())
 }
 
@@ -702,6 +711,11 @@ fn check_report(report: &Path, config: &ValidateConfig) -> anyhow::Result<()> {
             report.display()
         )));
     }
+    // A device or a pipe (`--report /dev/null`) is written in place, not through a temporary
+    // file beside it; it is not opened here (a pipe's reader would take that for the end).
+    if crate::durable::is_special(report) {
+        return Ok(());
+    }
     let probe = crate::durable::temporary(report);
     match std::fs::OpenOptions::new()
         .write(true)
@@ -732,7 +746,12 @@ fn lock_outputs(config: &ValidateConfig) -> anyhow::Result<Vec<crate::durable::L
     if config.split {
         paths.extend(output::split_paths(output));
     }
-    if let Some(report) = config.report.as_ref().filter(|r| r.as_os_str() != "-") {
+    // A device is no file two jobs could clobber, and no lock file belongs beside it.
+    if let Some(report) = config
+        .report
+        .as_ref()
+        .filter(|r| r.as_os_str() != "-" && !crate::durable::is_special(r))
+    {
         paths.push(report.clone());
     }
     let mut locks = Vec::with_capacity(paths.len());

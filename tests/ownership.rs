@@ -466,3 +466,43 @@ fn a_report_that_cannot_be_written_at_the_end_is_written_by_the_same_command() {
         (Some("done"), Some(1500))
     );
 }
+
+/// `--report /dev/null` and `-o /dev/null`, as an outsider types them: a device is never
+/// renamed over (as root that replaced /dev/null itself with a file). A FIFO stands in for the
+/// device, so a regression cannot damage the machine running the tests.
+#[cfg(unix)]
+#[test]
+fn a_device_or_pipe_as_report_is_written_in_place_and_as_output_is_refused() {
+    use std::os::unix::fs::FileTypeExt;
+    let mock = Mock::fast();
+    let dir = Dir::new();
+    dir.write("in.csv", others(20));
+    let fifo = dir.path("pipe");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: mkfifo is not available here");
+        return;
+    }
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    dir.mailsift(&mock)
+        .args(["validate", "in.csv", "-q", "--report", "pipe"])
+        .assert()
+        .success();
+    let report: Value = serde_json::from_slice(&reader.join().unwrap()).unwrap();
+    assert_eq!(report["rows"]["total"], 20);
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(!dir.path(".pipe.lock").exists());
+
+    let sent = mock.stats().validations;
+    dir.mailsift(&mock)
+        .args(["validate", "in.csv", "-o", "pipe", "--restart"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("-o -"));
+    assert_eq!(mock.stats().validations, sent, "nothing sent");
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(!dir.path("pipe.partial").exists());
+}
