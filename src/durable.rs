@@ -3,7 +3,7 @@
 //!
 //! - [`write_atomic`]: a temporary file in the same directory, fsynced, renamed over the
 //!   target, then the directory fsynced. A reader (or a crash) sees the old file or the new
-//!   one, never half of one.
+//!   one, never half of one. [`install`] is its second half, for a file written elsewhere.
 //! - [`FileSum`]: a file's size and hash, to tell later whether it still holds what was written.
 //! - [`Lock`]: an OS lock (`flock`) on a lock file holding the holder's pid. The OS frees it
 //!   when the process dies, `kill -9` included, so a lock is never stale.
@@ -23,17 +23,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         return OpenOptions::new().write(true).open(path)?.write_all(bytes);
     }
     let tmp = temporary(path);
-    let written = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)
-    })();
+    let written = File::create(&tmp)
+        .and_then(|mut file| file.write_all(bytes))
+        .and_then(|()| install(&tmp, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    written?;
+    written
+}
+
+/// Puts the finished file `tmp` in the place of `path` for good: fsyncs it, renames it over
+/// `path` (atomic: both in one directory), then fsyncs the directory so the rename survives a
+/// power cut. For files written by a library that wants a path of its own (the workbook).
+pub fn install(tmp: &Path, path: &Path) -> io::Result<()> {
+    File::open(tmp)?.sync_all()?;
+    std::fs::rename(tmp, path)?;
     sync_dir(path)
 }
 

@@ -58,16 +58,8 @@ pub fn convert(path: &Path, cells: Cells) -> anyhow::Result<()> {
             )));
         }
     }
-    File::open(&temp)
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("saving {} to disk", temp.display()))?;
-    std::fs::rename(&temp, path)
-        .with_context(|| format!("renaming {} to {}", temp.display(), path.display()))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(dir) = File::open(dir) {
-            let _ = dir.sync_all();
-        }
-    }
+    crate::durable::install(&temp, path)
+        .with_context(|| format!("saving {} as {}", temp.display(), path.display()))?;
     Ok(())
 }
 
