@@ -3,7 +3,7 @@
 use predicates::prelude::*;
 use serde_json::Value;
 
-use crate::util::{assert_none_sent_twice, text, Dir, Mock};
+use crate::util::{assert_none_sent_twice, text, with_input, Dir, Mock};
 
 #[test]
 fn credits_prints_the_balance() {
@@ -422,9 +422,7 @@ fn check_json(dir: &Dir, mock: &Mock, args: &[&str]) -> Vec<Value> {
 
 #[test]
 fn check_reads_and_fills_the_answer_cache_validate_uses() {
-    let mock = Mock::fast();
-    let dir = Dir::new();
-    dir.write("in.csv", "email\nvalid.jane@acme-corp.com\n");
+    let (mock, dir) = with_input("email\nvalid.jane@acme-corp.com\n");
     dir.mailsift(&mock)
         .args(["validate", "in.csv", "-o", "out.csv", "-q"])
         .assert()
@@ -514,9 +512,7 @@ fn check_cuts_an_argument_holding_several_addresses_as_validate_cuts_a_cell() {
 
 #[test]
 fn estimate_with_a_rejected_key_prints_the_estimate_warns_and_exits_3() {
-    let mock = Mock::fast();
-    let dir = Dir::new();
-    dir.write("in.csv", "email\nvalid.jane@acme-corp.com\nnope\n");
+    let (mock, dir) = with_input("email\nvalid.jane@acme-corp.com\nnope\n");
     let out = dir
         .mailsift(&mock)
         .env("LEADMAGIC_API_KEY", "revoked-key")
@@ -536,9 +532,7 @@ fn estimate_with_a_rejected_key_prints_the_estimate_warns_and_exits_3() {
 
 #[test]
 fn a_reader_that_stops_early_is_not_an_error_for_any_command() {
-    let mock = Mock::fast();
-    let dir = Dir::new();
-    dir.write("in.csv", "email\nvalid.jane@acme-corp.com\n");
+    let (mock, dir) = with_input("email\nvalid.jane@acme-corp.com\n");
     dir.mailsift(&mock)
         .args(["validate", "in.csv", "-o", "out.csv", "-q"])
         .assert()
@@ -578,9 +572,7 @@ fn a_reader_that_stops_early_is_not_an_error_for_any_command() {
 
 #[test]
 fn the_sandbox_keeps_its_made_up_answers_out_of_the_real_cache() {
-    let mock = Mock::fast();
-    let dir = Dir::new();
-    dir.write("in.csv", "email\nvalid.jane@acme-corp.com\n");
+    let (mock, dir) = with_input("email\nvalid.jane@acme-corp.com\n");
     dir.bare()
         .args(["--sandbox", "validate", "in.csv", "-o", "s.csv", "-q"])
         .assert()

@@ -180,7 +180,7 @@ fn overlapping_invocations_exit_quietly_or_wait() {
 fn spawn(dir: &Dir, mock: &Mock, extra: &[&str]) -> Child {
     let mut args = vec!["inbox", "in", "--out", "out", "--settle", "0s"];
     args.extend_from_slice(extra);
-    dir.spawn(mock, &args)
+    dir.command(mock).args(args).spawn().unwrap()
 }
 
 /// The child's stderr lines, as they come.
