@@ -285,11 +285,7 @@ fn estimate_counts_each_address_of_a_cell() {
          3,\n\
          4,d@x.com\n",
     );
-    let out = dir
-        .mailsift(&mock)
-        .args(["estimate", "in.csv", "--json"])
-        .assert()
-        .success();
+    let out = dir.ok(&mock, "estimate in.csv --json");
     let e: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(
         (

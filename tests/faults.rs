@@ -13,8 +13,8 @@ use predicates::prelude::*;
 use crate::crash::assert_same_file;
 use crate::scenario::{self, assert_every_row_accounted, Expect, Ran, Scenario};
 use crate::util::{
-    assert_only_refused_ones_repeated, column, contacts, finish, json, rows, signal, wait_for, Dir,
-    Mock,
+    assert_only_refused_ones_repeated, column, contacts, finish, finish_with, json, rows, signal,
+    wait_for, Dir, Mock,
 };
 
 /// The data rows of `contacts(n)` plus addresses the mock always fails (`fail*`: 500 on every
@@ -292,12 +292,7 @@ fn a_key_revoked_halfway_exits_3_keeps_the_checkpoint_and_a_good_key_finishes() 
     let job = "validate in.csv -o out.csv --concurrency 16 --checkpoint-rows 50";
     let child = dir.spawn_until(&mock, job, 300);
     mock.server.set_api_key("rotated-key");
-    let (code, stderr) = finish(child);
-    assert_eq!(code, Some(3), "{stderr}");
-    assert!(
-        stderr.contains("progress is saved") && stderr.contains("X-API-Key"),
-        "{stderr}"
-    );
+    let stderr = finish_with(child, 3, &["progress is saved", "X-API-Key"]);
     assert!(!stderr.contains("mock-key"), "{stderr}");
     // The checkpoint is intact: the partial file holds at least what the record says.
     let record = dir.store().jobs().next().unwrap();
@@ -349,12 +344,13 @@ fn the_api_going_away_mid_run_ends_resumably_after_bounded_retries() {
     let child = dir.spawn_until(&mock, job, 200);
     let before = mock.stats();
     mock.shutdown(); // the port is closed: every new connection is refused
-    let (code, stderr) = finish(child);
-    assert_eq!(code, Some(6), "{stderr}");
-    assert!(
-        stderr.contains("the API seems unavailable")
-            && stderr.contains("Run the same command later to resume"),
-        "{stderr}"
+    finish_with(
+        child,
+        6,
+        &[
+            "the API seems unavailable",
+            "Run the same command later to resume",
+        ],
     );
     let report = json(&dir.read("r.json"));
     assert_eq!(report["outcome"], "too_many_failures");

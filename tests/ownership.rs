@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use crate::crash::assert_same_file;
 use crate::util::{
-    assert_none_sent_twice, contacts, finish, is_root, json, rows, signal, text, with_input, Dir,
-    Mock,
+    assert_none_sent_twice, contacts, finish, finish_with, is_root, json, rows, signal, text,
+    with_input, Dir, Mock,
 };
 
 /// A mock slow enough that a 3,000-row job is still running when the test acts on it.
@@ -74,13 +74,9 @@ fn a_second_job_aimed_at_a_running_jobs_output_exits_2_naming_its_pid() {
     );
     assert!(!dir.path("out/small.csv.partial").exists());
     signal(first.id(), "CONT");
-    let (code, stderr) = finish(first);
-    assert_eq!(code, Some(0), "{stderr}");
-    assert_same_file(
-        &dir.read("out/out.csv"),
-        &reference,
-        "with a second job refused",
-    );
+    finish_with(first, 0, &[]);
+    let out = dir.read("out/out.csv");
+    assert_same_file(&out, &reference, "with a second job refused");
     assert_eq!(report(&dir, "out/report.json")["rows"]["total"], 3000);
     assert_none_sent_twice(&mock.stats(), "with a second job refused");
     // Released at the end: no lock file is left, and the other job may now write the file.
@@ -381,13 +377,8 @@ fn a_report_that_cannot_be_written_at_the_end_is_written_by_the_same_command() {
     let job = "validate in.csv -o out.csv --report reports/rep.json --concurrency 8";
     let child = dir.spawn_until(&mock, job, 50);
     std::fs::remove_dir_all(dir.path("reports")).unwrap();
-    let (code, stderr) = finish(child);
-    assert_eq!(code, Some(1), "{stderr}");
-    assert!(
-        stderr.contains("the output is complete, but its report could not be written")
-            && stderr.contains("reports/rep.json"),
-        "{stderr}"
-    );
+    let says = "the output is complete, but its report could not be written";
+    finish_with(child, 1, &[says, "reports/rep.json"]);
     assert_eq!(rows(&dir.read("out.csv")).len(), 1501);
     std::fs::create_dir(dir.path("reports")).unwrap();
     let asked = mock.validations();

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use crate::scenario::{self, counts, Expect, Lit, Scenario};
 use crate::util::{
-    assert_none_sent_twice, column, finish, json, rows, signal, text, wait_for_line,
-    wait_for_validations, with_input, Dir, Mock,
+    assert_none_sent_twice, column, finish, finish_with, json, rows, signal, text, wait_for_line,
+    wait_for_validations, with_input, Dir, Mock, Printed,
 };
 
 /// `n` rows: addresses `valid*`, `invalid*`, `catchall*`, `unknown*` in turn (all charged but
@@ -65,12 +65,9 @@ fn estimate_counts_and_prices_without_spending() {
     assert_eq!(e["cost_per_check"], 0.05);
 
     // No key: no balance, and a plain-text answer.
-    dir.bare()
-        .args(["estimate", "in.csv", "--cost-per-check", "0.1"])
-        .assert()
+    dir.bare_run("estimate in.csv --cost-per-check 0.1")
         .success()
-        .stdout(predicate::str::contains("100 rows"))
-        .stdout(predicate::str::contains("balance: unknown"));
+        .stdout_has(&["100 rows", "balance: unknown"]);
 }
 
 /// Spend scenarios of one job: the mock's credits, the command and what must come of it.
@@ -306,7 +303,7 @@ fn status_lists_jobs_and_where_they_stand() {
     dir.ok(&mock, "validate a.csv -q");
     dir.run(&mock, "validate b.csv -q --checkpoint-rows 10")
         .code(4);
-    let out = dir.bare().args(["status", "--json"]).assert().success();
+    let out = dir.bare_run("status --json").success();
     let jobs = json(&out.get_output().stdout)["jobs"]
         .as_array()
         .unwrap()
@@ -343,11 +340,7 @@ fn status_lists_jobs_and_where_they_stand() {
 fn cache_stats_and_clear() {
     let (mock, dir) = with_input(list(40));
     dir.ok(&mock, "validate in.csv -q");
-    let out = dir
-        .bare()
-        .args(["cache", "stats", "--json"])
-        .assert()
-        .success();
+    let out = dir.bare_run("cache stats --json").success();
     let s = json(&out.get_output().stdout);
     assert_eq!(s["entries"], 28);
     assert_eq!(s["by_status"]["valid"], 8);
@@ -367,17 +360,13 @@ fn cache_stats_and_clear() {
         .assert()
         .success()
         .stdout(predicate::str::contains("removed 28 cached answers"));
-    let out = dir
-        .bare()
-        .args(["cache", "stats", "--json"])
-        .assert()
-        .success();
+    let out = dir.bare_run("cache stats --json").success();
     assert_eq!(json(&out.get_output().stdout)["entries"], 0);
 }
 
 /// What `status --json` says the job has spent.
 fn status_spent(dir: &Dir) -> f64 {
-    let out = dir.bare().args(["status", "--json"]).assert().success();
+    let out = dir.bare_run("status --json").success();
     let jobs = json(&out.get_output().stdout)["jobs"].clone();
     jobs.as_array()
         .unwrap()
@@ -603,8 +592,7 @@ fn issue_11_requests_given_up_after_the_grace_period_are_announced_by_the_next_r
     let grace = format!("{job} --grace 50ms --cost-per-check 0.05");
     let child = dir.spawn_until(&frozen, &grace, 4);
     signal(child.id(), "TERM");
-    let (code, stderr) = finish(child);
-    assert_eq!(code, Some(5), "{stderr}");
+    finish_with(child, 5, &[]);
     // At the worst case until known: 4 × 0.05.
     assert!((status_spent(&dir) - 0.2).abs() < 1e-9);
 

@@ -265,6 +265,11 @@ impl Dir {
         (self.read(output), stats.unique_addresses)
     }
 
+    /// [`Dir::bare`] with the arguments written in `line`, run to its end.
+    pub fn bare_run(&self, line: &str) -> Assert {
+        self.bare().args(line.split_whitespace()).assert()
+    }
+
     /// The binary with no key and no base URL.
     pub fn bare(&self) -> Command {
         let mut cmd = Command::cargo_bin("mailsift").unwrap();
@@ -276,6 +281,32 @@ impl Dir {
             .env("MAILSIFT_NOW", NOW)
             .env_remove("RUST_LOG");
         cmd
+    }
+}
+
+/// What a finished command printed.
+pub trait Printed {
+    /// Standard error holds each of `texts`.
+    fn stderr_has(self, texts: &[&str]) -> Self;
+    /// Standard output holds each of `texts`.
+    fn stdout_has(self, texts: &[&str]) -> Self;
+}
+
+impl Printed for Assert {
+    fn stderr_has(self, texts: &[&str]) -> Assert {
+        let stderr = text(&self.get_output().stderr);
+        for want in texts {
+            assert!(stderr.contains(want), "no {want:?} in stderr: {stderr}");
+        }
+        self
+    }
+
+    fn stdout_has(self, texts: &[&str]) -> Assert {
+        let stdout = text(&self.get_output().stdout);
+        for want in texts {
+            assert!(stdout.contains(want), "no {want:?} in stdout: {stdout}");
+        }
+        self
     }
 }
 
@@ -435,6 +466,17 @@ pub fn finish(child: std::process::Child) -> (Option<i32>, String) {
     (out.status.code(), text(&out.stderr))
 }
 
+/// Waits for the child to end with `code` and a stderr holding each of `texts`; returns the
+/// stderr.
+pub fn finish_with(child: std::process::Child, code: i32, texts: &[&str]) -> String {
+    let (got, stderr) = finish(child);
+    assert_eq!(got, Some(code), "{stderr}");
+    for text in texts {
+        assert!(stderr.contains(text), "no {text:?} in: {stderr}");
+    }
+    stderr
+}
+
 /// A contacts file of `n` data rows: mostly distinct addresses, plus in-file duplicates (near
 /// and far, other case), syntax rejects, empty cells and quoted fields with commas and line
 /// breaks. Deterministic.
@@ -473,6 +515,18 @@ pub fn is_root() -> bool {
 #[rustfmt::skip]
 pub const STATUSES: [&str; 7] =
     ["valid", "valid_catch_all", "catch_all", "unknown", "invalid", "missing", "error"];
+
+/// Each line `n` (counted from 0) of `bytes` starts with its text.
+pub fn assert_lines_start(bytes: &[u8], want: &[(usize, &str)]) {
+    let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    for (n, start) in want {
+        assert!(
+            lines[*n].starts_with(start.as_bytes()),
+            "line {n} does not start with {start:?}: {}",
+            text(lines[*n])
+        );
+    }
+}
 
 /// Index of the column `name` in parsed rows' header.
 pub fn column(rows: &[Vec<String>], name: &str) -> usize {

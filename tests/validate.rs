@@ -11,8 +11,8 @@ use mailsift::{Config, Exit};
 use predicates::prelude::*;
 
 use crate::util::{
-    assert_none_sent_twice, assert_only_refused_ones_repeated, column, finish, rows, rows_with,
-    sample, signal, text, with_input, Dir, Mock, STATUSES,
+    assert_lines_start, assert_none_sent_twice, assert_only_refused_ones_repeated, column,
+    finish_with, rows, rows_with, sample, signal, text, with_input, Dir, Mock, STATUSES,
 };
 
 /// A list of `n` distinct addresses, some duplicated, some broken, some empty.
@@ -218,12 +218,8 @@ fn sigterm_stops_cleanly_and_the_same_command_resumes_to_the_identical_file() {
     let job = "validate in.csv -o out.csv --concurrency 8 --checkpoint-rows 10";
     let child = dir.spawn_until(&mock, job, 60);
     signal(child.id(), "TERM");
-    let (code, stderr) = finish(child);
-    assert_eq!(code, Some(Exit::Interrupted.code().into()), "{stderr}");
-    assert!(
-        stderr.contains("run the same command to resume"),
-        "{stderr}"
-    );
+    let code = Exit::Interrupted.code().into();
+    finish_with(child, code, &["run the same command to resume"]);
     assert!(dir.path("out.csv.partial").exists() && !dir.path("out.csv").exists());
 
     dir.ok(&mock, "validate in.csv -o out.csv --concurrency 8")
@@ -252,21 +248,13 @@ fn odd_bytes_and_ragged_rows_pass_through_unchanged() {
     // Issue 12: the Latin-1 bytes make it a Windows-1252 file, decoded: the same text comes out
     // in UTF-8, after a byte order mark; every other byte is as it was.
     let out = out.strip_prefix(b"\xEF\xBB\xBF").expect("a BOM").to_vec();
-    let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').collect();
-    assert!(
-        lines[1].starts_with("José;valid.jose@acme-corp.com;München;valid;".as_bytes()),
-        "{}",
-        text(lines[1])
-    );
-    assert!(
-        lines[2].starts_with(b"short;short@acme-corp.com;;"),
-        "padded: {}",
-        text(lines[2])
-    );
-    assert!(
-        lines[3].starts_with(b"long;long@acme-corp.com;x;y;z;"),
-        "{}",
-        text(lines[3])
+    assert_lines_start(
+        &out,
+        &[
+            (1, "José;valid.jose@acme-corp.com;München;valid;"),
+            (2, "short;short@acme-corp.com;;"), // padded
+            (3, "long;long@acme-corp.com;x;y;z;"),
+        ],
     );
     assert!(out.windows(22).any(|w| w == b"\"multi\r\nline\";ml@acme-"));
     assert!(out.ends_with(b"api;;\r\n"), "{}", text(&out));
@@ -388,11 +376,7 @@ fn no_key_no_sandbox_is_exit_2_and_the_sandbox_runs_the_sample() {
         !dir.path("c.validated.csv.partial").exists(),
         "nothing is created without a key"
     );
-    let out = dir
-        .bare()
-        .args(["validate", "c.csv", "--sandbox"])
-        .assert()
-        .success();
+    let out = dir.bare_run("validate c.csv --sandbox").success();
     let stderr = text(&out.get_output().stderr);
     assert!(
         stderr.contains("sandbox") && stderr.contains("credits spent"),
