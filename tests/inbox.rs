@@ -4,13 +4,13 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command as StdCommand};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use mailsift::mock::{Latency, MockConfig};
 use predicates::prelude::*;
 use serde_json::Value;
 
-use crate::util::{rows, text, Dir, Mock, Printed};
+use crate::util::{eventually, rows, text, Dir, Mock, Printed};
 
 fn list(n: usize, tag: &str) -> String {
     let mut out = String::from("name,email\n");
@@ -24,15 +24,6 @@ fn list(n: usize, tag: &str) -> String {
 fn age(path: &Path, age: Duration) {
     let file = File::options().write(true).open(path).unwrap();
     file.set_modified(SystemTime::now() - age).unwrap();
-}
-
-/// Waits (bounded) for a condition that another process brings about.
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn setup() -> Dir {

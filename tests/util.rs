@@ -279,7 +279,8 @@ impl Dir {
             .env("MAILSIFT_STATE_DIR", self.state())
             // Pinned, so two runs of one input are comparable byte for byte.
             .env("MAILSIFT_NOW", NOW)
-            .env_remove("RUST_LOG");
+            .env_remove("RUST_LOG")
+            .timeout(PATIENCE);
         cmd
     }
 }
@@ -381,9 +382,10 @@ pub fn signal(pid: u32, name: &str) {
     assert!(status.success(), "kill -{name} {pid}");
 }
 
-/// How long a test waits for what another thread or process brings about, however loaded
-/// the machine: far longer than any of them takes, short of hanging the suite.
-const PATIENCE: Duration = Duration::from_secs(120);
+/// How long a test waits for what another thread or process brings about (a run of the
+/// binary included), however loaded the machine: far longer than any of them takes, short of
+/// hanging the suite.
+pub const PATIENCE: Duration = Duration::from_secs(180);
 
 /// Waits (polling) until `done()` holds; fails naming `what` after [`PATIENCE`].
 pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
@@ -460,10 +462,22 @@ pub fn wait_for_validations(child: &mut std::process::Child, mock: &Mock, n: u64
     wait_for(child, &what, || mock.validations() >= n)
 }
 
-/// The child's exit code and stderr, once it ends.
+/// The child's exit code and stderr, once it ends; after [`PATIENCE`] it is killed and the
+/// test fails.
 pub fn finish(child: std::process::Child) -> (Option<i32>, String) {
-    let out = child.wait_with_output().unwrap();
-    (out.status.code(), text(&out.stderr))
+    let pid = child.id();
+    let (done, ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    match ended.recv_timeout(PATIENCE) {
+        Ok(out) => {
+            let out = out.unwrap();
+            (out.status.code(), text(&out.stderr))
+        }
+        Err(_) => {
+            signal(pid, "KILL");
+            panic!("timed out after {PATIENCE:?} waiting for process {pid} to end");
+        }
+    }
 }
 
 /// Waits for the child to end with `code` and a stderr holding each of `texts`; returns the
