@@ -25,7 +25,11 @@ fn credits_prints_the_balance() {
 fn check_prints_each_verdict_and_sends_each_address_once() {
     let mock = Mock::fast();
     let dir = Dir::new();
-    let out = dir.ok(&mock, "check valid.jane@acme-corp.com Valid.Jane@ACME-CORP.com invalid.bob@acme-corp.com catchall.x@northwind.io not-an-address --json");
+    let out = dir.ok(
+        &mock,
+        "check valid.jane@acme-corp.com Valid.Jane@ACME-CORP.com invalid.bob@acme-corp.com \
+         catchall.x@northwind.io not-an-address --json",
+    );
     let lines: Vec<Value> = serde_json::from_slice(&out.get_output().stdout).unwrap();
     let field = |i: usize, f: &str| lines[i][f].as_str().unwrap_or_default().to_owned();
     assert_eq!(lines.len(), 5);

@@ -26,6 +26,15 @@ pub fn slow_mock() -> Mock {
 const JOB: &str =
     "validate in.csv -o out.csv --concurrency 16 --checkpoint-rows 40 --rate 600000/min";
 
+/// The job of these tests over `contacts(rows)`: its directory, the file an uninterrupted run
+/// writes and how many distinct addresses that run sends, and the slow mock to run it against.
+fn job_of(rows: usize) -> (Dir, Vec<u8>, u64, Mock) {
+    let dir = Dir::new();
+    dir.write("in.csv", contacts(rows));
+    let (reference, unique) = dir.reference_counted("in.csv", "ref.csv");
+    (dir, reference, unique, slow_mock())
+}
+
 /// Compares two outputs and names the first line that differs.
 pub fn assert_same_file(got: &[u8], want: &[u8], what: &str) {
     if got == want {
@@ -113,10 +122,7 @@ fn resume_to_the_end(dir: &Dir, mock: &Mock, reference: &[u8], what: &str) -> St
 }
 
 fn sigkill_at_random_moments(kills: usize, rows: usize, seed: u64) {
-    let dir = Dir::new();
-    dir.write("in.csv", contacts(rows));
-    let (reference, unique) = dir.reference_counted("in.csv", "ref.csv");
-    let mock = slow_mock();
+    let (dir, reference, unique, mock) = job_of(rows);
     let mut rng = StdRng::seed_from_u64(seed);
     // Kill points: the k-th validation to arrive (counted over all runs of the job).
     let mut points = BTreeSet::new();
@@ -146,10 +152,7 @@ fn sigkill_at_200_random_moments() {
 
 #[test]
 fn sigterm_and_sigint_stop_cleanly_and_cost_zero_extra_calls() {
-    let dir = Dir::new();
-    dir.write("in.csv", contacts(1500));
-    let (reference, unique) = dir.reference_counted("in.csv", "ref.csv");
-    let mock = slow_mock();
+    let (dir, reference, unique, mock) = job_of(1500);
     let mut rng = StdRng::seed_from_u64(5);
     let mut stopped = 0;
     for (i, name) in ["TERM", "INT", "TERM", "INT", "INT", "TERM"]
@@ -214,10 +217,7 @@ fn lose_the_unsynced_tail(dir: &Dir, rng: &mut StdRng) {
 // after a last fsync, and the directory is fsynced after it.
 #[test]
 fn a_power_cut_inside_a_checkpoint_still_resumes_to_the_identical_file() {
-    let dir = Dir::new();
-    dir.write("in.csv", contacts(1200));
-    let (reference, unique) = dir.reference_counted("in.csv", "ref.csv");
-    let mock = slow_mock();
+    let (dir, reference, unique, mock) = job_of(1200);
     let mut rng = StdRng::seed_from_u64(6);
     let mut crashes = Crashes::default();
     for (point, n) in [
@@ -247,10 +247,7 @@ fn a_power_cut_inside_a_checkpoint_still_resumes_to_the_identical_file() {
 fn a_partial_file_shorter_than_its_checkpoint_is_started_over_from_the_store() {
     // Impossible with the fsync ordering above, but a user may have copied or edited the file:
     // the run must notice and rewrite it rather than trust it.
-    let dir = Dir::new();
-    dir.write("in.csv", contacts(400));
-    let (reference, _) = dir.reference_counted("in.csv", "ref.csv");
-    let mock = slow_mock();
+    let (dir, reference, _, mock) = job_of(400);
     dir.crash_at(&mock, JOB, "record:3");
     let file = std::fs::OpenOptions::new()
         .write(true)

@@ -1,7 +1,6 @@
 //! `status` and `cache`: looking at the state directory, and clearing what was paid for only
 //! on someone's word.
 
-use predicates::prelude::*;
 use serde_json::Value;
 
 use crate::util::{contacts, Dir, Mock, Printed};
@@ -38,25 +37,17 @@ fn cache_clear_removes_paid_answers_only_when_told_to() {
     assert_eq!(entries(&dir), cached);
 
     // A dry run counts and removes nothing, and says ages as a person would.
-    let later = (1_790_000_000 + 2 * 86_400).to_string();
-    dir.bare()
-        .env("MAILSIFT_NOW", &later)
-        .args(["cache", "clear", "--older-than", "1d", "--dry-run"])
-        .assert()
+    let later = 1_790_000_000 + 2 * 86_400;
+    let says = format!("would remove {cached} cached answers older than 1 day");
+    dir.bare_run_at(later, "cache clear --older-than 1d --dry-run")
         .success()
-        .stdout(predicate::str::contains(format!(
-            "would remove {cached} cached answers older than 1 day"
-        )));
+        .stdout_has(&[&says]);
     assert_eq!(entries(&dir), cached);
 
-    dir.bare()
-        .env("MAILSIFT_NOW", &later)
-        .args(["cache", "clear", "--older-than", "1d", "--yes"])
-        .assert()
+    let says = format!("removed {cached} cached answers older than 1 day");
+    dir.bare_run_at(later, "cache clear --older-than 1d --yes")
         .success()
-        .stdout(predicate::str::contains(format!(
-            "removed {cached} cached answers older than 1 day"
-        )));
+        .stdout_has(&[&says]);
     assert_eq!(entries(&dir), 0);
     dir.bare_run("cache clear --yes --dry-run").code(2);
 }

@@ -270,6 +270,14 @@ impl Dir {
         self.bare().args(line.split_whitespace()).assert()
     }
 
+    /// [`Dir::bare_run`] at another time than [`NOW`] (Unix seconds).
+    pub fn bare_run_at(&self, now: u64, line: &str) -> Assert {
+        self.bare()
+            .env("MAILSIFT_NOW", now.to_string())
+            .args(line.split_whitespace())
+            .assert()
+    }
+
     /// The binary with no key and no base URL.
     pub fn bare(&self) -> Command {
         let mut cmd = Command::cargo_bin("mailsift").unwrap();
