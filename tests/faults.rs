@@ -171,7 +171,6 @@ fn faults_of_a_single_run_end_as_documented() {
         hard_429s("429s past 20 a second", 20, false, 100),
         Scenario {
             name: "a rejected key stops at once with exit 3",
-            mock: fast(),
             input: contacts(50),
             args: "validate in.csv",
             env: &[("LEADMAGIC_API_KEY", "revoked")],
@@ -188,7 +187,6 @@ fn faults_of_a_single_run_end_as_documented() {
         },
         Scenario {
             name: "a request that fails for good before thousands of rows without requests",
-            mock: fast(),
             input: stall,
             args: "validate in.csv -o out.csv -q --max-retries 1 --concurrency 4",
             expect: Expect {
@@ -199,14 +197,6 @@ fn faults_of_a_single_run_end_as_documented() {
             ..Scenario::default()
         },
     ]);
-}
-
-/// The configuration of [`Mock::fast`].
-fn fast() -> MockConfig {
-    MockConfig {
-        rate_per_min: 600_000,
-        ..MockConfig::default()
-    }
 }
 
 #[test]

@@ -25,11 +25,25 @@ pub struct Scenario {
     pub then: fn(&Ran),
 }
 
+/// The configuration of [`Mock::fast`]: a mock that answers as fast as the tests ask.
+pub fn fast() -> MockConfig {
+    MockConfig {
+        rate_per_min: 600_000,
+        ..MockConfig::default()
+    }
+}
+
+/// [`fast`], holding `credits`.
+pub fn with_credits(credits: f64) -> MockConfig {
+    MockConfig { credits, ..fast() }
+}
+
 impl Default for Scenario {
+    /// A scenario against a [`fast`] mock that must exit 0.
     fn default() -> Scenario {
         Scenario {
             name: "",
-            mock: MockConfig::default(),
+            mock: fast(),
             input: String::new(),
             args: "",
             env: &[],

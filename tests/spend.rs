@@ -7,7 +7,7 @@ use mailsift::mock::MockConfig;
 use predicates::prelude::*;
 use serde_json::Value;
 
-use crate::scenario::{self, counts, Expect, Lit, Scenario};
+use crate::scenario::{self, counts, with_credits, Expect, Lit, Scenario};
 use crate::util::{
     assert_none_sent_twice, column, finish, finish_with, json, rows, signal, text, wait_for_line,
     wait_for_validations, with_input, Dir, Mock, Printed,
@@ -120,7 +120,6 @@ fn spend_scenarios_end_as_documented() {
         },
         Scenario {
             name: "a budget reached mid-run, then raised, finishes the identical file",
-            mock: with_credits(1_000_000.0),
             input: list(200),
             args: "validate in.csv -o out.csv --max-credits 2 --report r.json",
             expect: Expect {
@@ -148,7 +147,6 @@ fn spend_scenarios_end_as_documented() {
         },
         Scenario {
             name: "the report follows its schema and adds up",
-            mock: with_credits(1_000_000.0),
             input: list(60),
             args: "validate in.csv -q --report r.json",
             expect: Expect {
@@ -187,22 +185,12 @@ fn spend_scenarios_end_as_documented() {
         },
         Scenario {
             name: "split files partition the rows by deliverability",
-            mock: with_credits(1_000_000.0),
             input: list(50),
             args: "validate in.csv -o out.csv --split -q",
             then: |ran| split_files_partition_the_rows(&ran.dir),
             ..Scenario::default()
         },
     ]);
-}
-
-/// A fast mock's configuration, holding `credits`.
-fn with_credits(credits: f64) -> MockConfig {
-    MockConfig {
-        rate_per_min: 600_000,
-        credits,
-        ..MockConfig::default()
-    }
 }
 
 fn split_files_partition_the_rows(dir: &Dir) {

@@ -33,19 +33,12 @@ impl Mock {
 
     /// A mock that answers as fast as the tests can ask.
     pub fn fast() -> Mock {
-        Mock::start(MockConfig {
-            rate_per_min: 600_000,
-            ..MockConfig::default()
-        })
+        Mock::start(crate::scenario::fast())
     }
 
     /// A fast mock holding `credits` (to run out of).
     pub fn with_credits(credits: f64) -> Mock {
-        Mock::start(MockConfig {
-            rate_per_min: 600_000,
-            credits,
-            ..MockConfig::default()
-        })
+        Mock::start(crate::scenario::with_credits(credits))
     }
 
     /// A mock that fails 30% of validations with a 500 (seeded), otherwise fast.
