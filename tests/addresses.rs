@@ -233,11 +233,7 @@ fn check_shares_the_address_rules_and_the_suggestion() {
         .any(|(a, _)| a.ends_with(".test") || a.contains("example.com")));
 
     // The text form says it too.
-    let out = dir
-        .mailsift(&mock)
-        .args(["check", "valid.i@hotmial.com"])
-        .assert()
-        .success();
+    let out = dir.ok(&mock, "check valid.i@hotmial.com");
     let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     assert!(
         text.contains("(did you mean valid.i@hotmail.com?)"),
@@ -295,10 +291,7 @@ fn estimate_counts_what_validate_then_does() {
     assert_eq!(relaxed["requests"], count("api") + 2);
     assert_eq!(mock.stats().validations, 0, "an estimate spends nothing");
 
-    dir.mailsift(&mock)
-        .args(["validate", "in.csv", "-o", "out.csv", "-q"])
-        .assert()
-        .success();
+    dir.ok(&mock, "validate in.csv -o out.csv -q");
     assert_eq!(
         mock.stats().validations,
         count("api"),
@@ -332,17 +325,7 @@ fn estimate_counts_what_validate_then_does() {
 
     // The same file again, with unknown top-level domains allowed: the options that shape
     // the output changed, so it runs again, and sends those two (and only those).
-    dir.mailsift(&mock)
-        .args([
-            "validate",
-            "in.csv",
-            "-o",
-            "out.csv",
-            "-q",
-            "--allow-unknown-tld",
-        ])
-        .assert()
-        .success();
+    dir.ok(&mock, "validate in.csv -o out.csv -q --allow-unknown-tld");
     assert_eq!(mock.stats().validations, count("api") + 2);
     assert_none_sent_twice(&mock.stats(), "validate again with --allow-unknown-tld");
     let out = rows(&dir.read("out.csv"));

@@ -7,11 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use mailsift::mock::{Latency, MockConfig};
 use serde_json::Value;
 
 use crate::crash::assert_same_file;
-use crate::util::{assert_none_sent_twice, finish, rows, wait_for, Dir, Mock};
+use crate::util::{assert_none_sent_twice, rows, with_input, Dir, Mock};
 
 /// Output rows keyed by the input's `id` column, each as column name → value.
 fn by_id(bytes: &[u8]) -> BTreeMap<String, BTreeMap<String, String>> {
@@ -57,9 +56,7 @@ single,validsingle@x.com
 
 #[test]
 fn every_address_of_a_cell_is_validated_and_the_row_shows_the_best() {
-    let mock = Mock::fast();
-    let dir = Dir::new();
-    dir.write("in.csv", CELLS);
+    let (mock, dir) = with_input(CELLS);
     let out = by_id(&validate(&dir, &mock, "in.csv", "out.csv", &[]));
     let want: &[(&str, &str, &str, &str)] = &[
         // id, email_status, email_normalized, email_others
@@ -288,11 +285,7 @@ fn estimate_counts_each_address_of_a_cell() {
          3,\n\
          4,d@x.com\n",
     );
-    let out = dir
-        .mailsift(&mock)
-        .args(["estimate", "in.csv", "--json"])
-        .assert()
-        .success();
+    let out = dir.ok(&mock, "estimate in.csv --json");
     let e: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(
         (
@@ -370,47 +363,13 @@ fn a_crash_inside_checkpoints_and_a_kill_resume_to_the_identical_file() {
     let dir = Dir::new();
     dir.write("in.csv", mixed(900));
     let reference = dir.reference("in.csv", "ref.csv");
-    let mock = Mock::start(MockConfig {
-        rate_per_min: 1_000_000,
-        latency: Latency::LogNormal {
-            median: std::time::Duration::from_millis(2),
-            p99: std::time::Duration::from_millis(20),
-        },
-        ..MockConfig::default()
-    });
-    let job = [
-        "validate",
-        "in.csv",
-        "-o",
-        "out.csv",
-        "--concurrency",
-        "8",
-        "--checkpoint-rows",
-        "30",
-    ];
+    let mock = Mock::lognormal(1_000_000, 2, 20);
+    let job = "validate in.csv -o out.csv --concurrency 8 --checkpoint-rows 30";
     for (point, n) in [("write", 2), ("record", 3), ("fsync", 2)] {
-        let (code, stderr) = finish(
-            dir.command(&mock)
-                .args(job)
-                .env("MAILSIFT_TEST_CRASH_AT", format!("{point}:{n}"))
-                .spawn()
-                .unwrap(),
-        );
-        assert_eq!(
-            code,
-            Some(mailsift::output::CRASH_EXIT),
-            "{point}:{n}: {stderr}"
-        );
+        dir.crash_at(&mock, job, &format!("{point}:{n}"));
     }
-    let at = mock.validations() + 100;
-    let mut child = dir.command(&mock).args(job).spawn().unwrap();
-    assert!(
-        wait_for(&mut child, || mock.validations() >= at),
-        "ended before the kill"
-    );
-    child.kill().unwrap();
-    finish(child);
-    dir.mailsift(&mock).args(job).assert().success();
+    dir.kill_at(&mock, job, mock.validations() + 100);
+    dir.ok(&mock, job);
     assert_same_file(&dir.read("out.csv"), &reference, "after crashes and a kill");
     let stats = mock.stats();
     // Only requests in flight at a crash may go out again: at most 8 per crash.

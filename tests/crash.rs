@@ -3,57 +3,36 @@
 //! then resumed with the same command. Every case ends with the file an uninterrupted run
 //! writes, byte for byte, and pays twice only for requests that were in flight at a crash.
 //!
-//! `MAILSIFT_LONG_TESTS=1` (or `--ignored`) runs the long variant: 200 kill points.
+//! `cargo test -- --ignored` runs the long variant: 200 kill points.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::Duration;
 
-use mailsift::mock::{Latency, MockConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::util::{assert_none_sent_twice, contacts, finish, signal, wait_for, Dir, Mock};
+use crate::util::{
+    assert_none_sent_twice, contacts, finish, signal, wait_for_validations, Dir, Mock,
+};
 
 /// Requests the binary keeps in flight in these tests: the most a crash can leave unanswered.
 const CONCURRENCY: u64 = 16;
 
 /// A mock whose answers take a few milliseconds, so requests really are in flight at a kill.
 pub fn slow_mock() -> Mock {
-    Mock::start(MockConfig {
-        rate_per_min: 1_000_000,
-        latency: Latency::LogNormal {
-            median: Duration::from_millis(3),
-            p99: Duration::from_millis(40),
-        },
-        ..MockConfig::default()
-    })
+    Mock::lognormal(1_000_000, 3, 40)
 }
 
 /// The command every run of the job uses: the same one each time, as a user would.
-const JOB: [&str; 10] = [
-    "validate",
-    "in.csv",
-    "-o",
-    "out.csv",
-    "--concurrency",
-    "16",
-    "--checkpoint-rows",
-    "40",
-    "--rate",
-    "600000/min",
-];
+const JOB: &str =
+    "validate in.csv -o out.csv --concurrency 16 --checkpoint-rows 40 --rate 600000/min";
 
-/// The file an uninterrupted run writes, and how many distinct addresses it sends.
-fn reference(dir: &Dir) -> (Vec<u8>, u64) {
-    let mock = Mock::fast();
-    dir.mailsift(&mock)
-        .args(["validate", "in.csv", "-o", "ref.csv", "-q"])
-        .args(["--state-dir", "ref-state"])
-        .assert()
-        .success();
-    let stats = mock.stats();
-    assert_none_sent_twice(&stats, "the uninterrupted run");
-    (dir.read("ref.csv"), stats.unique_addresses)
+/// The job of these tests over `contacts(rows)`: its directory, the file an uninterrupted run
+/// writes and how many distinct addresses that run sends, and the slow mock to run it against.
+fn job_of(rows: usize) -> (Dir, Vec<u8>, u64, Mock) {
+    let dir = Dir::new();
+    dir.write("in.csv", contacts(rows));
+    let (reference, unique) = dir.reference_counted("in.csv", "ref.csv");
+    (dir, reference, unique, slow_mock())
 }
 
 /// Compares two outputs and names the first line that differs.
@@ -132,7 +111,7 @@ impl Crashes {
 /// Runs the job to the end and checks what every ending must leave: the reference file, no
 /// partial file, and a state directory that is free (its lock released).
 fn resume_to_the_end(dir: &Dir, mock: &Mock, reference: &[u8], what: &str) -> String {
-    let out = dir.mailsift(mock).args(JOB).assert().success();
+    let out = dir.ok(mock, JOB);
     assert_same_file(&dir.read("out.csv"), reference, what);
     assert!(
         !dir.path("out.csv.partial").exists(),
@@ -143,10 +122,7 @@ fn resume_to_the_end(dir: &Dir, mock: &Mock, reference: &[u8], what: &str) -> St
 }
 
 fn sigkill_at_random_moments(kills: usize, rows: usize, seed: u64) {
-    let dir = Dir::new();
-    dir.write("in.csv", contacts(rows));
-    let (reference, unique) = reference(&dir);
-    let mock = slow_mock();
+    let (dir, reference, unique, mock) = job_of(rows);
     let mut rng = StdRng::seed_from_u64(seed);
     // Kill points: the k-th validation to arrive (counted over all runs of the job).
     let mut points = BTreeSet::new();
@@ -155,14 +131,7 @@ fn sigkill_at_random_moments(kills: usize, rows: usize, seed: u64) {
     }
     let mut crashes = Crashes::default();
     for point in points {
-        let mut child = dir.command(&mock).args(JOB).spawn().unwrap();
-        if !wait_for(&mut child, || mock.validations() >= point) {
-            let (code, stderr) = finish(child);
-            panic!("the job ended ({code:?}) before validation {point}: {stderr}");
-        }
-        child.kill().unwrap();
-        let (code, _) = finish(child);
-        assert_eq!(code, None, "killed by SIGKILL");
+        dir.kill_at(&mock, JOB, point);
         crashes.record(&dir, &mock);
     }
     let stderr = resume_to_the_end(&dir, &mock, &reference, "after SIGKILLs");
@@ -176,24 +145,14 @@ fn sigkill_at_20_random_moments_then_resume_gives_the_identical_file_and_pays_on
 }
 
 #[test]
-#[ignore = "long: 200 kill points; also run by MAILSIFT_LONG_TESTS=1"]
+#[ignore = "long: 200 kill points over 10,000 rows; run with `cargo test -- --ignored`"]
 fn sigkill_at_200_random_moments() {
     sigkill_at_random_moments(200, 10_000, 40);
 }
 
 #[test]
-fn sigkill_at_200_random_moments_when_asked() {
-    if std::env::var_os("MAILSIFT_LONG_TESTS").is_some() {
-        sigkill_at_random_moments(200, 10_000, 40);
-    }
-}
-
-#[test]
 fn sigterm_and_sigint_stop_cleanly_and_cost_zero_extra_calls() {
-    let dir = Dir::new();
-    dir.write("in.csv", contacts(1500));
-    let (reference, unique) = reference(&dir);
-    let mock = slow_mock();
+    let (dir, reference, unique, mock) = job_of(1500);
     let mut rng = StdRng::seed_from_u64(5);
     let mut stopped = 0;
     for (i, name) in ["TERM", "INT", "TERM", "INT", "INT", "TERM"]
@@ -203,8 +162,8 @@ fn sigterm_and_sigint_stop_cleanly_and_cost_zero_extra_calls() {
         let started = mock.validations();
         // Somewhere in the run, after it has settled in (its signal handler is listening).
         let point = started + CONCURRENCY + rng.random_range(0..unique / 8);
-        let mut child = dir.command(&mock).args(JOB).spawn().unwrap();
-        if !wait_for(&mut child, || mock.validations() >= point) {
+        let mut child = dir.spawn(&mock, JOB);
+        if !wait_for_validations(&mut child, &mock, point) {
             break; // the job finished first: nothing left to interrupt
         }
         signal(child.id(), name);
@@ -232,9 +191,8 @@ fn lose_the_unsynced_tail(dir: &Dir, rng: &mut StdRng) {
     let job = store.jobs().next().expect("the job record exists");
     drop(store);
     let partial = dir.path("out.csv.partial");
-    let Ok(meta) = std::fs::metadata(&partial) else {
-        return;
-    };
+    let meta =
+        std::fs::metadata(&partial).expect("a crash in a checkpoint leaves the partial file");
     let durable = job.watermark.output_bytes.min(meta.len());
     let keep = rng.random_range(durable..=meta.len());
     let file = std::fs::OpenOptions::new()
@@ -259,10 +217,7 @@ fn lose_the_unsynced_tail(dir: &Dir, rng: &mut StdRng) {
 // after a last fsync, and the directory is fsynced after it.
 #[test]
 fn a_power_cut_inside_a_checkpoint_still_resumes_to_the_identical_file() {
-    let dir = Dir::new();
-    dir.write("in.csv", contacts(1200));
-    let (reference, unique) = reference(&dir);
-    let mock = slow_mock();
+    let (dir, reference, unique, mock) = job_of(1200);
     let mut rng = StdRng::seed_from_u64(6);
     let mut crashes = Crashes::default();
     for (point, n) in [
@@ -274,31 +229,13 @@ fn a_power_cut_inside_a_checkpoint_still_resumes_to_the_identical_file() {
         ("record", 4),
         ("write", 3),
     ] {
-        let (code, stderr) = finish(
-            dir.command(&mock)
-                .args(JOB)
-                .env("MAILSIFT_TEST_CRASH_AT", format!("{point}:{n}"))
-                .spawn()
-                .unwrap(),
-        );
-        assert_eq!(
-            code,
-            Some(mailsift::output::CRASH_EXIT),
-            "crash at {point}:{n}: {stderr}"
-        );
+        dir.crash_at(&mock, JOB, &format!("{point}:{n}"));
         crashes.record(&dir, &mock);
         lose_the_unsynced_tail(&dir, &mut rng);
     }
     // The last window: the file renamed into place, the job not yet marked done. The next run
     // writes it again from the store, asking nothing.
-    let (code, stderr) = finish(
-        dir.command(&mock)
-            .args(JOB)
-            .env("MAILSIFT_TEST_CRASH_AT", "rename:1")
-            .spawn()
-            .unwrap(),
-    );
-    assert_eq!(code, Some(mailsift::output::CRASH_EXIT), "{stderr}");
+    dir.crash_at(&mock, JOB, "rename:1");
     crashes.record(&dir, &mock);
     let before = mock.validations();
     resume_to_the_end(&dir, &mock, &reference, "after the power cuts");
@@ -310,18 +247,8 @@ fn a_power_cut_inside_a_checkpoint_still_resumes_to_the_identical_file() {
 fn a_partial_file_shorter_than_its_checkpoint_is_started_over_from_the_store() {
     // Impossible with the fsync ordering above, but a user may have copied or edited the file:
     // the run must notice and rewrite it rather than trust it.
-    let dir = Dir::new();
-    dir.write("in.csv", contacts(400));
-    let (reference, _) = reference(&dir);
-    let mock = slow_mock();
-    let (code, stderr) = finish(
-        dir.command(&mock)
-            .args(JOB)
-            .env("MAILSIFT_TEST_CRASH_AT", "record:3")
-            .spawn()
-            .unwrap(),
-    );
-    assert_eq!(code, Some(mailsift::output::CRASH_EXIT), "{stderr}");
+    let (dir, reference, _, mock) = job_of(400);
+    dir.crash_at(&mock, JOB, "record:3");
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(dir.path("out.csv.partial"))

@@ -6,7 +6,7 @@
 use std::io::Write;
 
 use crate::crash::{assert_same_file, slow_mock};
-use crate::util::{finish, rows_with, text, wait_for, Dir, Mock};
+use crate::util::{rows_with, text, Dir, Mock};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -223,31 +223,16 @@ fn a_utf8_file_with_a_few_bad_bytes_stays_utf8_and_passes_them_through() {
 /// Kills the job with SIGKILL at three moments, resumes it, and compares with an uninterrupted
 /// run: resume skips converted text by offset, so it must convert exactly the same text again.
 fn killed_and_resumed_gives_the_same_file(dir: &Dir, input: &str, output: &str) {
-    let job = [
-        "validate",
-        input,
-        "-o",
-        output,
-        "--concurrency",
-        "16",
-        "--checkpoint-rows",
-        "40",
-        "--rate",
-        "600000/min",
-    ];
+    let job = format!(
+        "validate {input} -o {output} --concurrency 16 --checkpoint-rows 40 --rate 600000/min"
+    );
     let reference_name = format!("ref.{}", output.rsplit('.').next().unwrap());
     let reference = dir.reference(input, &reference_name);
     let mock = slow_mock();
     for point in [150, 700, 1400] {
-        let mut child = dir.command(&mock).args(job).spawn().unwrap();
-        if !wait_for(&mut child, || mock.validations() >= point) {
-            let (code, stderr) = finish(child);
-            panic!("the job ended ({code:?}) before validation {point}: {stderr}");
-        }
-        child.kill().unwrap();
-        let _ = finish(child);
+        dir.kill_at(&mock, &job, point);
     }
-    let out = dir.mailsift(&mock).args(job).assert().success();
+    let out = dir.ok(&mock, &job);
     let stderr = text(&out.get_output().stderr);
     assert!(stderr.contains("resuming after"), "{stderr}");
     if output.ends_with(".xlsx") {

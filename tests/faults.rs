@@ -3,17 +3,18 @@
 //! Each ends with every row accounted for, the rate respected, and a resumable exit where the
 //! job could not finish.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Duration;
 
 use mailsift::mock::{Latency, MockConfig, Stats};
 use predicates::prelude::*;
-use serde_json::Value;
 
 use crate::crash::assert_same_file;
+use crate::scenario::{self, assert_every_row_accounted, Expect, Ran, Scenario};
 use crate::util::{
-    assert_only_refused_ones_repeated, contacts, finish, rows, signal, text, wait_for, Dir, Mock,
+    assert_only_refused_ones_repeated, column, contacts, finish, finish_with, json, rows, signal,
+    wait_for, Dir, Mock,
 };
 
 /// The data rows of `contacts(n)` plus addresses the mock always fails (`fail*`: 500 on every
@@ -30,62 +31,12 @@ fn faulty_contacts(n: usize) -> String {
     out
 }
 
-/// The `--report` JSON, and the sum of one of its `[name, count]` lists.
-fn report(dir: &Dir, name: &str) -> Value {
-    serde_json::from_slice(&dir.read(name)).unwrap()
-}
-
-fn counts(report: &Value, list: &str) -> BTreeMap<String, u64> {
-    report[list]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(name, n)| (name.clone(), n.as_u64().unwrap()))
-        .collect()
-}
-
-/// Every data row has a status, the report's counts add up to the row count, and error rows
-/// say why. Returns the output's rows.
-fn assert_every_row_accounted(
-    dir: &Dir,
-    input: &str,
-    output: &str,
-    report_name: &str,
-) -> Vec<Vec<String>> {
-    let inp = rows(input.as_bytes());
-    let out = rows(&dir.read(output));
-    assert_eq!(out.len(), inp.len(), "every row comes out");
-    let header = &out[0];
-    let col = |name: &str| header.iter().position(|c| c == name).unwrap();
-    let (status, message) = (col("email_status"), col("email_message"));
-    let allowed = [
-        "valid",
-        "valid_catch_all",
-        "catch_all",
-        "unknown",
-        "invalid",
-        "missing",
-        "error",
-    ];
-    for row in &out[1..] {
-        assert!(allowed.contains(&row[status].as_str()), "{row:?}");
-        if row[status] == "error" {
-            assert!(!row[message].is_empty(), "an error says why: {row:?}");
-        }
+/// `n` distinct addresses, one a row.
+fn addresses(n: usize) -> String {
+    let mut out = String::from("email\n");
+    for i in 0..n {
+        out.push_str(&format!("u{i}@acme-corp.com\n"));
     }
-    let report = report(dir, report_name);
-    let rows_total = report["rows"]["total"].as_u64().unwrap();
-    assert_eq!(rows_total as usize, out.len() - 1);
-    let statuses = counts(&report, "statuses");
-    assert_eq!(statuses.values().sum::<u64>(), rows_total, "{statuses:?}");
-    let sources = counts(&report, "sources");
-    assert_eq!(
-        sources.values().sum::<u64>() + statuses.get("error").copied().unwrap_or(0),
-        rows_total,
-        "every row has a source or is an error: {sources:?}"
-    );
-    let errors = out[1..].iter().filter(|r| r[status] == "error").count() as u64;
-    assert_eq!(statuses.get("error").copied().unwrap_or(0), errors);
     out
 }
 
@@ -116,19 +67,13 @@ fn api_faults_every_row_gets_a_verdict_or_an_error_and_the_rate_holds() {
     let input = faulty_contacts(700);
     dir.write("in.csv", &input);
     let run = |mock: &Mock, out: &str, state: &str| {
-        dir.mailsift(mock)
-            .args(["validate", "in.csv", "-o", out, "-q", "--state-dir", state])
-            .args([
-                "--timeout",
-                "500ms",
-                "--max-retries",
-                "3",
-                "--rate",
-                "30000/min",
-            ])
-            .args(["--report", &format!("{out}.json")])
-            .assert()
-            .success();
+        dir.ok(
+            mock,
+            &format!(
+                "validate in.csv -o {out} -q --state-dir {state} --timeout 500ms \
+                 --max-retries 3 --rate 30000/min --report {out}.json"
+            ),
+        );
     };
     // The same job against a calm mock gives the reference; both run at once (the backoffs of
     // the always-failing addresses dominate either run).
@@ -171,7 +116,7 @@ fn api_faults_every_row_gets_a_verdict_or_an_error_and_the_rate_holds() {
 
     // Every row that got an answer is the row a fault-free run writes; the rest are `error`.
     let reference = rows(&dir.read("calm.csv"));
-    let status = out[0].iter().position(|c| c == "email_status").unwrap();
+    let status = column(&out, "email_status");
     for (got, want) in out.iter().zip(&reference) {
         assert!(got == want || got[status] == "error", "{got:?}\n{want:?}");
     }
@@ -185,131 +130,147 @@ fn api_faults_every_row_gets_a_verdict_or_an_error_and_the_rate_holds() {
     }
 }
 
+/// Faults that a single run meets and must end as documented: the mock's configuration, the
+/// command and what must come of it.
 #[test]
-fn hard_429s_with_retry_after_in_seconds_or_as_a_date_pause_the_pool_and_every_row_is_answered() {
-    for date in [false, true] {
-        // The server admits 40 requests per second but advertises far more, so the client
-        // overruns it and must obey the Retry-After of each 429.
-        let mock = Mock::start(MockConfig {
-            rate_per_min: 40,
+fn faults_of_a_single_run_end_as_documented() {
+    // The server admits `per_second` requests a second but advertises far more, so the
+    // client overruns it and must obey the Retry-After of each 429: without a pool-wide
+    // pause each of the 256 workers would keep running into the wall.
+    let hard_429s = |name, per_second, retry_after_date, n: u64| Scenario {
+        name,
+        mock: MockConfig {
+            rate_per_min: per_second,
             limit_window: Duration::from_secs(1),
             hard_limit: true,
-            retry_after_date: date,
+            retry_after_date,
             advertise_limit: Some(1_000_000),
             ..MockConfig::default()
-        });
-        let dir = Dir::new();
-        let mut input = String::from("email\n");
-        for i in 0..80 {
-            input.push_str(&format!("u{i}@acme-corp.com\n"));
-        }
-        dir.write("in.csv", &input);
-        dir.mailsift(&mock)
-            .args([
-                "validate", "in.csv", "-o", "out.csv", "-q", "--report", "r.json",
-            ])
-            .args(["--rate", "100000/min", "--max-retries", "8"])
-            .assert()
-            .success();
-        let out = assert_every_row_accounted(&dir, &input, "out.csv", "r.json");
-        assert!(
-            out[1..].iter().all(|r| r[1] != "error"),
-            "date {date}: all answered"
-        );
-        let stats = mock.stats();
-        assert!(
-            stats.rate_limited > 0,
-            "date {date}: the test did hit the limit"
-        );
-        assert!(
-            stats.rate_limited < 80,
-            "date {date}: {} 429s",
-            stats.rate_limited
-        );
-        assert_eq!(stats.answered, 80);
+        },
+        input: addresses(n as usize),
+        args: "validate in.csv -o out.csv -q --report r.json --rate 100000/min --max-retries 8",
+        expect: Expect {
+            accounted: true,
+            all_answered: true,
+            answered: Some(n),
+            rate_limited: Some(1..=n - 1),
+            ..Expect::default()
+        },
+        ..Scenario::default()
+    };
+    // The failure is held until an answer shows the API is up; here no other request
+    // follows, and the rows behind it (more than the queues between reader and writer hold,
+    // about 3 windows of 1,024 rows) fill the writer's window. The run must still finish.
+    let mut stall = String::from("email\nfail.once@acme-corp.com\n");
+    for i in 0..8000 {
+        stall.push_str(&format!("not-an-address-{i}\n"));
     }
+    scenario::run([
+        hard_429s("429s with Retry-After in seconds", 40, false, 80),
+        hard_429s("429s with Retry-After as a date", 40, true, 80),
+        hard_429s("429s past 20 a second", 20, false, 100),
+        Scenario {
+            name: "a rejected key stops at once with exit 3",
+            input: contacts(50),
+            args: "validate in.csv",
+            env: &[("LEADMAGIC_API_KEY", "revoked")],
+            expect: Expect {
+                code: 3,
+                stderr: &["X-API-Key"],
+                not_stderr: &["revoked"],
+                // The free balance call at the start finds the bad key: not one validation.
+                by_status: &[(401, 1)],
+                validations: Some(0..=0),
+                ..Expect::default()
+            },
+            ..Scenario::default()
+        },
+        Scenario {
+            name: "a request that fails for good before thousands of rows without requests",
+            input: stall,
+            args: "validate in.csv -o out.csv -q --max-retries 1 --concurrency 4",
+            expect: Expect {
+                rows: Some(8002),
+                ..Expect::default()
+            },
+            then: |ran| assert_eq!(rows(&ran.dir.read("out.csv"))[1][1], "error"),
+            ..Scenario::default()
+        },
+    ]);
 }
 
 #[test]
-#[ignore = "long: a 70 s run checked over real 60 s windows; also run by MAILSIFT_LONG_TESTS=1"]
+#[ignore = "long: a 70 s run checked over real 60 s windows; run with `cargo test -- --ignored`"]
 fn the_rate_holds_over_real_60_second_windows() {
-    rate_over_60_second_windows();
-}
-
-#[test]
-fn the_rate_holds_over_real_60_second_windows_when_asked() {
-    if std::env::var_os("MAILSIFT_LONG_TESTS").is_some() {
-        rate_over_60_second_windows();
-    }
-}
-
-fn rate_over_60_second_windows() {
-    let mock = Mock::start(MockConfig {
-        rate_per_min: 1_000_000,
-        latency: Latency::Fixed(Duration::from_millis(20)),
-        p_500: 0.02,
-        p_reset: 0.02,
-        seed: 9,
-        ..MockConfig::default()
-    });
-    let dir = Dir::new();
-    let input = contacts(900);
-    dir.write("in.csv", &input);
-    dir.mailsift(&mock)
-        .args([
-            "validate", "in.csv", "-o", "out.csv", "-q", "--report", "r.json",
-        ])
-        .args(["--rate", "600/min", "--max-retries", "3"])
-        .assert()
-        .success();
-    assert_every_row_accounted(&dir, &input, "out.csv", "r.json");
-    let stats = mock.stats();
-    assert!(stats.validations > 600, "the run spans more than a minute");
-    assert!(
-        stats.max_in_window_60s <= 600,
-        "{}",
-        stats.max_in_window_60s
-    );
+    scenario::run([Scenario {
+        name: "600/min over 70 s with faults and retries",
+        mock: MockConfig {
+            rate_per_min: 1_000_000,
+            latency: Latency::Fixed(Duration::from_millis(20)),
+            p_500: 0.02,
+            p_reset: 0.02,
+            seed: 9,
+            ..MockConfig::default()
+        },
+        input: contacts(900),
+        args: "validate in.csv -o out.csv -q --report r.json --rate 600/min --max-retries 3",
+        expect: Expect {
+            accounted: true,
+            // The run spans more than a minute.
+            validations: Some(601..=u64::MAX),
+            ..Expect::default()
+        },
+        then: |ran: &Ran| {
+            assert!(
+                ran.stats.max_in_window_60s <= 600,
+                "{}",
+                ran.stats.max_in_window_60s
+            )
+        },
+        ..Scenario::default()
+    }]);
 }
 
 #[test]
 fn out_of_credits_halfway_then_a_top_up_resumes_to_the_identical_file() {
-    let dir = Dir::new();
-    dir.write("in.csv", contacts(800));
-    let reference = dir.reference("in.csv", "ref.csv");
-    // About 550 charged answers in the file; credits for 250 of them.
-    let mock = Mock::start(MockConfig {
-        rate_per_min: 1_000_000,
-        latency: Latency::Fixed(Duration::from_millis(2)),
-        credits: 12.5,
-        ..MockConfig::default()
-    });
-    let job = ["validate", "in.csv", "-o", "out.csv", "--concurrency", "16"];
-    dir.mailsift(&mock)
-        .args(job)
-        .assert()
-        .code(4)
-        .stderr(predicate::str::contains(
-            "Top up, then run the same command to resume",
-        ));
-    assert!(!dir.path("out.csv").exists());
-    let store = dir.store();
-    let record = store.jobs().next().unwrap();
-    drop(store);
-    assert_eq!(record.state, mailsift::store::JobState::OutOfCredits);
-    assert!(
-        record.watermark.rows > 100 && record.watermark.rows < 700,
-        "stopped halfway: {:?}",
-        record.watermark
-    );
-    mock.server.set_credits(1000.0);
-    dir.mailsift(&mock)
-        .args(job)
-        .assert()
-        .success()
-        .stderr(predicate::str::contains("resuming after"));
-    assert_same_file(&dir.read("out.csv"), &reference, "after a top-up");
-    assert_only_refused_ones_repeated(&mock.stats());
+    // Rows, credits, concurrency, and where the checkpoint must stand when the credits end.
+    let cases: [(usize, f64, &str, Option<std::ops::Range<u64>>); 2] = [
+        // About 550 charged answers in the file; credits for 250 of them: halfway.
+        (800, 12.5, "16", Some(101..700)),
+        (200, 2.0, "4", None),
+    ];
+    for (n, credits, concurrency, halfway) in cases {
+        let dir = Dir::new();
+        dir.write("in.csv", contacts(n));
+        let reference = dir.reference("in.csv", "ref.csv");
+        let mock = Mock::start(MockConfig {
+            rate_per_min: 1_000_000,
+            latency: Latency::Fixed(Duration::from_millis(2)),
+            credits,
+            ..MockConfig::default()
+        });
+        let job = format!("validate in.csv -o out.csv --concurrency {concurrency}");
+        dir.run(&mock, &job)
+            .code(4)
+            .stderr(predicate::str::contains(
+                "Top up, then run the same command to resume",
+            ));
+        assert!(!dir.path("out.csv").exists());
+        let record = dir.store().jobs().next().unwrap();
+        assert_eq!(record.state, mailsift::store::JobState::OutOfCredits);
+        if let Some(halfway) = halfway {
+            assert!(
+                halfway.contains(&record.watermark.rows),
+                "stopped halfway: {:?}",
+                record.watermark
+            );
+        }
+        mock.server.set_credits(1000.0);
+        dir.ok(&mock, &job)
+            .stderr(predicate::str::contains("resuming after"));
+        assert_same_file(&dir.read("out.csv"), &reference, "after a top-up");
+        assert_only_refused_ones_repeated(&mock.stats());
+    }
 }
 
 #[test]
@@ -317,35 +278,14 @@ fn a_key_revoked_halfway_exits_3_keeps_the_checkpoint_and_a_good_key_finishes() 
     let dir = Dir::new();
     dir.write("in.csv", contacts(800));
     let reference = dir.reference("in.csv", "ref.csv");
-    let mock = Mock::start(MockConfig {
-        rate_per_min: 1_000_000,
-        latency: Latency::Fixed(Duration::from_millis(2)),
-        ..MockConfig::default()
-    });
-    let job = [
-        "validate",
-        "in.csv",
-        "-o",
-        "out.csv",
-        "--concurrency",
-        "16",
-        "--checkpoint-rows",
-        "50",
-    ];
-    let mut child = dir.command(&mock).args(job).spawn().unwrap();
-    assert!(wait_for(&mut child, || mock.validations() >= 300));
+    let mock = Mock::fixed_latency(2);
+    let job = "validate in.csv -o out.csv --concurrency 16 --checkpoint-rows 50";
+    let child = dir.spawn_until(&mock, job, 300);
     mock.server.set_api_key("rotated-key");
-    let (code, stderr) = finish(child);
-    assert_eq!(code, Some(3), "{stderr}");
-    assert!(
-        stderr.contains("progress is saved") && stderr.contains("X-API-Key"),
-        "{stderr}"
-    );
+    let stderr = finish_with(child, 3, &["progress is saved", "X-API-Key"]);
     assert!(!stderr.contains("mock-key"), "{stderr}");
     // The checkpoint is intact: the partial file holds at least what the record says.
-    let store = dir.store();
-    let record = store.jobs().next().unwrap();
-    drop(store);
+    let record = dir.store().jobs().next().unwrap();
     assert_eq!(record.state, mailsift::store::JobState::KeyRejected);
     assert!(record.watermark.rows >= 50, "{:?}", record.watermark);
     let partial = std::fs::metadata(dir.path("out.csv.partial"))
@@ -357,7 +297,7 @@ fn a_key_revoked_halfway_exits_3_keeps_the_checkpoint_and_a_good_key_finishes() 
 
     dir.mailsift(&mock)
         .env("LEADMAGIC_API_KEY", "rotated-key")
-        .args(job)
+        .args(job.split_whitespace())
         .assert()
         .success()
         .stderr(predicate::str::contains("resuming after"));
@@ -388,36 +328,21 @@ fn the_api_going_away_mid_run_ends_resumably_after_bounded_retries() {
     let dir = Dir::new();
     dir.write("in.csv", contacts(1000));
     let reference = dir.reference("in.csv", "ref.csv");
-    let job = [
-        "validate",
-        "in.csv",
-        "-o",
-        "out.csv",
-        "--concurrency",
-        "8",
-        "--max-retries",
-        "2",
-        "--report",
-        "r.json",
-    ];
-    let mock = Mock::start(MockConfig {
-        rate_per_min: 1_000_000,
-        latency: Latency::Fixed(Duration::from_millis(3)),
-        ..MockConfig::default()
-    });
+    let job = "validate in.csv -o out.csv --concurrency 8 --max-retries 2 --report r.json";
+    let mock = Mock::fixed_latency(3);
     let url = mock.url();
-    let mut child = dir.command(&mock).args(job).spawn().unwrap();
-    assert!(wait_for(&mut child, || mock.validations() >= 200));
+    let child = dir.spawn_until(&mock, job, 200);
     let before = mock.stats();
     mock.shutdown(); // the port is closed: every new connection is refused
-    let (code, stderr) = finish(child);
-    assert_eq!(code, Some(6), "{stderr}");
-    assert!(
-        stderr.contains("the API seems unavailable")
-            && stderr.contains("Run the same command later to resume"),
-        "{stderr}"
+    finish_with(
+        child,
+        6,
+        &[
+            "the API seems unavailable",
+            "Run the same command later to resume",
+        ],
     );
-    let report = report(&dir, "r.json");
+    let report = json(&dir.read("r.json"));
     assert_eq!(report["outcome"], "too_many_failures");
     // Bounded: ten jobs in a row failed for good, each after 1 + 2 attempts, plus what the
     // other workers had started: no busy loop.
@@ -429,15 +354,9 @@ fn the_api_going_away_mid_run_ends_resumably_after_bounded_retries() {
 
     // The API comes back (a new server on another port): the same command finishes the job,
     // asking again only what was not answered before the outage.
-    let back = Mock::start(MockConfig {
-        rate_per_min: 1_000_000,
-        ..MockConfig::default()
-    });
+    let back = Mock::fast();
     assert_ne!(back.url(), url);
-    dir.mailsift(&back)
-        .args(job)
-        .assert()
-        .success()
+    dir.ok(&back, job)
         .stderr(predicate::str::contains("resuming after"));
     assert_same_file(&dir.read("out.csv"), &reference, "after the outage");
     let asked_before: HashSet<String> = before.per_address.unwrap().into_keys().collect();
@@ -455,53 +374,38 @@ fn the_api_going_away_mid_run_ends_resumably_after_bounded_retries() {
 fn a_frozen_api_times_out_and_ends_resumably() {
     // The mock as its own process, stopped with SIGSTOP: connections are accepted by the
     // kernel and never answered, so every request times out.
-    let mut mock = std::process::Command::new(assert_cmd::cargo::cargo_bin("leadmagic-mock"))
-        .args([
-            "--port",
-            "0",
-            "--latency-ms",
-            "3",
-            "--rate-per-min",
-            "600000",
-            "-q",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut mock = Reaped(
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("leadmagic-mock"))
+            .args("--port 0 --latency-ms 3 --rate-per-min 600000 -q".split_whitespace())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
-    BufReader::new(mock.stdout.take().unwrap())
+    BufReader::new(mock.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let url = line.trim().rsplit(' ').next().unwrap().to_owned();
     let addr = url.trim_start_matches("http://").to_owned();
     let dir = Dir::new();
     dir.write("in.csv", contacts(600));
-    let job = [
-        "validate",
-        "in.csv",
-        "-o",
-        "out.csv",
-        "--concurrency",
-        "8",
-        "--max-retries",
-        "1",
-        "--timeout",
-        "300ms",
-    ];
+    let job = "validate in.csv -o out.csv --concurrency 8 --max-retries 1 --timeout 300ms";
     let run = |dir: &Dir| {
         let mut cmd = dir.command_at(&url);
-        cmd.args(job);
+        cmd.args(job.split_whitespace());
         cmd
     };
     let mut child = run(&dir).spawn().unwrap();
-    assert!(wait_for(&mut child, || http_stats(&addr).validations >= 150));
-    signal(mock.id(), "STOP");
+    let started = wait_for(&mut child, "150 validations at the mock process", || {
+        http_stats(&addr).validations >= 150
+    });
+    assert!(started, "the job ended before 150 validations");
+    signal(mock.0.id(), "STOP");
     let (code, stderr) = finish(child);
-    signal(mock.id(), "CONT");
+    signal(mock.0.id(), "CONT");
     assert_eq!(code, Some(6), "{stderr}");
     assert!(stderr.contains("timed out"), "{stderr}");
-    let (code, stderr) = finish(run(&dir).spawn().unwrap());
-    assert_eq!(code, Some(0), "{stderr}");
+    finish_with(run(&dir).spawn().unwrap(), 0, &[]);
     assert_eq!(
         rows(&dir.read("out.csv")).len(),
         rows(&dir.read("in.csv")).len()
@@ -513,39 +417,14 @@ fn a_frozen_api_times_out_and_ends_resumably() {
         stats.validations - stats.unique_addresses <= 18 * 2,
         "{stats:?}"
     );
-    let _ = mock.kill();
-    let _ = mock.wait();
 }
 
-#[test]
-fn a_request_that_fails_for_good_before_thousands_of_rows_without_requests_does_not_stall() {
-    // The failure is held until an answer shows the API is up; here no other request follows,
-    // and the rows behind it fill the writer's window. The run must still finish.
-    let mock = Mock::fast();
-    let dir = Dir::new();
-    let mut input = String::from("email\nfail.once@acme-corp.com\n");
-    // More than the queues between reader and writer hold (about 3 windows of 1,024 rows).
-    for i in 0..8000 {
-        input.push_str(&format!("not-an-address-{i}\n"));
+/// A child process killed when the test ends, however it ends.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
-    dir.write("in.csv", &input);
-    let out = dir
-        .mailsift(&mock)
-        .args([
-            "validate",
-            "in.csv",
-            "-o",
-            "out.csv",
-            "-q",
-            "--max-retries",
-            "1",
-        ])
-        .args(["--concurrency", "4"])
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let rows = rows(&dir.read("out.csv"));
-    assert_eq!(rows.len(), 8002);
-    assert_eq!(rows[1][1], "error");
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
-use crate::util::{rows, text, Dir, Mock};
+use crate::util::{assert_lines_start, json as json_of, rows, text, Dir, Mock};
 
 /// One request as it arrived.
 #[derive(Debug, Clone)]
@@ -283,32 +283,16 @@ fn text_echoed_by_a_server_is_scrubbed_of_the_key_everywhere() {
     }
     input.push_str("fail.one@acme-corp.com,f\nbad.one@acme-corp.com,b\n");
     dir.write("in.csv", &input);
-    let runs: Vec<Vec<&str>> = vec![
-        vec!["-vvvv", "credits", "--json"],
-        vec![
-            "-vvvv",
-            "check",
-            "user0@acme-corp.com",
-            "bad.two@acme-corp.com",
-            "--json",
-        ],
-        vec![
-            "-vvvv",
-            "validate",
-            "in.csv",
-            "-o",
-            "out.csv",
-            "--report",
-            "r.json",
-            "--max-retries",
-            "0",
-            "--columns",
-            "all",
-        ],
-        vec!["-vvvv", "estimate", "in.csv"],
-    ];
-    for args in runs {
-        let out = at(&dir, &server.url()).args(&args).output().unwrap();
+    for args in [
+        "-vvvv credits --json",
+        "-vvvv check user0@acme-corp.com bad.two@acme-corp.com --json",
+        "-vvvv validate in.csv -o out.csv --report r.json --max-retries 0 --columns all",
+        "-vvvv estimate in.csv",
+    ] {
+        let out = at(&dir, &server.url())
+            .args(args.split_whitespace())
+            .output()
+            .unwrap();
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -393,16 +377,12 @@ fn api_text_that_a_spreadsheet_would_run_is_neutralised_unless_raw_fields() {
         assert_eq!(cell(row, "company_location"), "'-x");
         assert_eq!(cell(row, "email_status"), "valid");
     }
-    let lines: Vec<&[u8]> = safe.split(|b| *b == b'\n').collect();
-    assert!(
-        lines[1].starts_with(b"user1@acme-corp.com,=1+1,"),
-        "{}",
-        text(lines[1])
-    );
-    assert!(
-        lines[2].starts_with(b"user2@acme-corp.com,\"@x, y\","),
-        "{}",
-        text(lines[2])
+    assert_lines_start(
+        &safe,
+        &[
+            (1, "user1@acme-corp.com,=1+1,"),
+            (2, "user2@acme-corp.com,\"@x, y\","),
+        ],
     );
 
     let raw = rows(&run("raw.csv", &["--raw-fields"]));
@@ -420,19 +400,7 @@ fn a_base_url_that_never_answered_fails_fast_with_exit_6_naming_it() {
     // A listener that takes every connection and closes it without a word: each attempt is
     // counted. Before issue 11, 256 workers retried for minutes (1,290-1,536 connections).
     let silent = Tiny::start(|_| Vec::new());
-    let out = at(&dir, &silent.url())
-        .args([
-            "validate",
-            "in.csv",
-            "-o",
-            "out.csv",
-            "--concurrency",
-            "256",
-        ])
-        .output()
-        .unwrap();
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    let stderr = ends_unavailable(&dir, &silent.url());
     assert!(
         stderr.contains(&format!("cannot reach the API at {}", silent.url())),
         "{stderr}"
@@ -455,6 +423,17 @@ fn a_base_url_that_never_answered_fails_fast_with_exit_6_naming_it() {
     }
 }
 
+/// A 300-row job with 256 workers against `url`, which must end with exit 6: its stderr.
+fn ends_unavailable(dir: &Dir, url: &str) -> String {
+    let out = at(dir, url)
+        .args("validate in.csv -o out.csv --concurrency 256".split_whitespace())
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    stderr
+}
+
 #[test]
 fn a_gateway_whose_api_never_answered_fails_fast_too() {
     let gateway = Tiny::start(|_| {
@@ -466,19 +445,7 @@ fn a_gateway_whose_api_never_answered_fails_fast_too() {
     });
     let dir = Dir::new();
     dir.write("in.csv", crate::util::contacts(300));
-    let out = at(&dir, &gateway.url())
-        .args([
-            "validate",
-            "in.csv",
-            "-o",
-            "out.csv",
-            "--concurrency",
-            "256",
-        ])
-        .output()
-        .unwrap();
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    let stderr = ends_unavailable(&dir, &gateway.url());
     assert!(
         stderr.contains("HTTP 502") && stderr.contains(&gateway.url()),
         "{stderr}"
@@ -500,23 +467,12 @@ fn daily_quota_left_is_null_when_the_server_never_sent_it() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let report: Value = serde_json::from_slice(&dir.read("a.json")).unwrap();
+    let report = json_of(&dir.read("a.json"));
     assert!(report["daily_quota_left"].is_null(), "{report}");
 
     // The mock sends the header: the report carries its value.
     let mock = Mock::fast();
-    dir.mailsift(&mock)
-        .args([
-            "validate",
-            "in.csv",
-            "-o",
-            "b.csv",
-            "--report",
-            "b.json",
-            "--refresh",
-        ])
-        .assert()
-        .success();
-    let report: Value = serde_json::from_slice(&dir.read("b.json")).unwrap();
+    dir.ok(&mock, "validate in.csv -o b.csv --report b.json --refresh");
+    let report = json_of(&dir.read("b.json"));
     assert!(report["daily_quota_left"].as_u64().is_some(), "{report}");
 }

@@ -4,13 +4,13 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command as StdCommand};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use mailsift::mock::{Latency, MockConfig};
 use predicates::prelude::*;
 use serde_json::Value;
 
-use crate::util::{rows, text, Dir, Mock};
+use crate::util::{eventually, rows, text, Dir, Mock, Printed};
 
 fn list(n: usize, tag: &str) -> String {
     let mut out = String::from("name,email\n");
@@ -26,15 +26,6 @@ fn age(path: &Path, age: Duration) {
     file.set_modified(SystemTime::now() - age).unwrap();
 }
 
-/// Waits (bounded) for a condition that another process brings about.
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn setup() -> Dir {
     let dir = Dir::new();
     std::fs::create_dir(dir.path("in")).unwrap();
@@ -47,6 +38,17 @@ fn inbox(dir: &Dir, mock: &Mock) -> assert_cmd::Command {
     cmd
 }
 
+/// Names the inbox leaves alone: hidden, partial, temporary, backup and non-list files.
+const IGNORED: [&str; 7] = [
+    ".hidden.csv",
+    "x.csv.partial",
+    "y.tmp",
+    "z.csv~",
+    "dl.crdownload",
+    "p.part",
+    "notes.md",
+];
+
 #[test]
 fn once_processes_ready_files_oldest_first_and_ignores_the_rest() {
     let mock = Mock::fast();
@@ -55,15 +57,7 @@ fn once_processes_ready_files_oldest_first_and_ignores_the_rest() {
     dir.write("in/older.txt", "a1@acme-corp.com\na2@acme-corp.com\n");
     age(&dir.path("in/older.txt"), Duration::from_secs(120));
     age(&dir.path("in/newer.csv"), Duration::from_secs(60));
-    for ignored in [
-        ".hidden.csv",
-        "x.csv.partial",
-        "y.tmp",
-        "z.csv~",
-        "dl.crdownload",
-        "p.part",
-        "notes.md",
-    ] {
+    for ignored in IGNORED {
         dir.write(&format!("in/{ignored}"), list(3, "x"));
     }
     let out = inbox(&dir, &mock).arg("--once").assert().success();
@@ -79,15 +73,7 @@ fn once_processes_ready_files_oldest_first_and_ignores_the_rest() {
         dir.path("in/processed/older.txt").exists() && dir.path("in/processed/newer.csv").exists()
     );
     assert!(!dir.path("in/older.txt").exists());
-    for ignored in [
-        ".hidden.csv",
-        "x.csv.partial",
-        "y.tmp",
-        "z.csv~",
-        "dl.crdownload",
-        "p.part",
-        "notes.md",
-    ] {
+    for ignored in IGNORED {
         assert!(
             dir.path(&format!("in/{ignored}")).exists(),
             "{ignored} was left alone"
@@ -102,18 +88,12 @@ fn a_file_still_being_written_waits_for_the_settle_period_or_its_marker() {
     let dir = setup();
     dir.write("in/slow.csv", list(3, "s"));
     // Just written: not settled.
-    dir.mailsift(&mock)
-        .args(["inbox", "in", "--out", "out", "--once", "--settle", "1h"])
-        .assert()
-        .success()
-        .stderr(predicate::str::contains("waiting in/slow.csv"));
+    dir.ok(&mock, "inbox in --out out --once --settle 1h")
+        .stderr_has(&["waiting in/slow.csv"]);
     assert!(dir.path("in/slow.csv").exists() && mock.stats().validations == 0);
     // Unchanged for longer than the settle period: ready.
     age(&dir.path("in/slow.csv"), Duration::from_secs(7200));
-    dir.mailsift(&mock)
-        .args(["inbox", "in", "--out", "out", "--once", "--settle", "1h"])
-        .assert()
-        .success();
+    dir.ok(&mock, "inbox in --out out --once --settle 1h");
     assert!(dir.path("out/slow.validated.csv").exists());
 
     // With --require-marker only NAME.ready makes a file ready; the marker goes afterwards.
@@ -180,7 +160,7 @@ fn overlapping_invocations_exit_quietly_or_wait() {
 fn spawn(dir: &Dir, mock: &Mock, extra: &[&str]) -> Child {
     let mut args = vec!["inbox", "in", "--out", "out", "--settle", "0s"];
     args.extend_from_slice(extra);
-    dir.spawn(mock, &args)
+    dir.command(mock).args(args).spawn().unwrap()
 }
 
 /// The child's stderr lines, as they come.

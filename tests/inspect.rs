@@ -1,21 +1,16 @@
 //! `status` and `cache`: looking at the state directory, and clearing what was paid for only
 //! on someone's word.
 
-use predicates::prelude::*;
 use serde_json::Value;
 
-use crate::util::{contacts, Dir, Mock};
+use crate::util::{contacts, Dir, Mock, Printed};
 
 fn json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).expect("JSON on stdout")
 }
 
 fn entries(dir: &Dir) -> u64 {
-    let out = dir
-        .bare()
-        .args(["cache", "stats", "--json"])
-        .assert()
-        .success();
+    let out = dir.bare_run("cache stats --json").success();
     json(&out.get_output().stdout)["entries"].as_u64().unwrap()
 }
 
@@ -38,38 +33,23 @@ fn cache_clear_removes_paid_answers_only_when_told_to() {
     assert!(cached > 0);
 
     // No terminal to ask (cron, a script): nothing is removed without --yes.
-    dir.bare()
-        .args(["cache", "clear"])
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("--yes"));
+    dir.bare_run("cache clear").code(2).stderr_has(&["--yes"]);
     assert_eq!(entries(&dir), cached);
 
     // A dry run counts and removes nothing, and says ages as a person would.
-    let later = (1_790_000_000 + 2 * 86_400).to_string();
-    dir.bare()
-        .env("MAILSIFT_NOW", &later)
-        .args(["cache", "clear", "--older-than", "1d", "--dry-run"])
-        .assert()
+    let later = 1_790_000_000 + 2 * 86_400;
+    let says = format!("would remove {cached} cached answers older than 1 day");
+    dir.bare_run_at(later, "cache clear --older-than 1d --dry-run")
         .success()
-        .stdout(predicate::str::contains(format!(
-            "would remove {cached} cached answers older than 1 day"
-        )));
+        .stdout_has(&[&says]);
     assert_eq!(entries(&dir), cached);
 
-    dir.bare()
-        .env("MAILSIFT_NOW", &later)
-        .args(["cache", "clear", "--older-than", "1d", "--yes"])
-        .assert()
+    let says = format!("removed {cached} cached answers older than 1 day");
+    dir.bare_run_at(later, "cache clear --older-than 1d --yes")
         .success()
-        .stdout(predicate::str::contains(format!(
-            "removed {cached} cached answers older than 1 day"
-        )));
+        .stdout_has(&[&says]);
     assert_eq!(entries(&dir), 0);
-    dir.bare()
-        .args(["cache", "clear", "--yes", "--dry-run"])
-        .assert()
-        .code(2);
+    dir.bare_run("cache clear --yes --dry-run").code(2);
 }
 
 #[test]
@@ -103,25 +83,15 @@ fn looking_at_a_state_directory_that_does_not_exist_creates_nothing() {
 fn status_points_to_the_sandbox_after_a_sandbox_run() {
     let dir = Dir::new();
     dir.write("in.csv", contacts(5));
-    dir.bare()
-        .args(["--sandbox", "validate", "in.csv", "-q"])
-        .assert()
-        .success();
-    dir.bare()
-        .arg("status")
-        .assert()
+    dir.bare_run("--sandbox validate in.csv -q").success();
+    dir.bare_run("status")
         .success()
-        .stdout(predicate::str::contains("no jobs"))
-        .stdout(predicate::str::contains("mailsift --sandbox status"));
-    let out = dir.bare().args(["status", "--json"]).assert().success();
+        .stdout_has(&["no jobs", "mailsift --sandbox status"]);
+    let out = dir.bare_run("status --json").success();
     let status = json(&out.get_output().stdout);
     assert_eq!(status["jobs"].as_array().unwrap().len(), 0);
     assert!(status["note"].as_str().unwrap().contains("--sandbox"));
-    let out = dir
-        .bare()
-        .args(["--sandbox", "status", "--json"])
-        .assert()
-        .success();
+    let out = dir.bare_run("--sandbox status --json").success();
     assert_eq!(
         json(&out.get_output().stdout)["jobs"]
             .as_array()
@@ -135,7 +105,7 @@ fn status_points_to_the_sandbox_after_a_sandbox_run() {
 fn status_prints_credits_as_the_sum_a_person_would_write() {
     let mock = Mock::fast();
     let dir = validated(&mock);
-    let out = dir.bare().args(["status", "--json"]).assert().success();
+    let out = dir.bare_run("status --json").success();
     let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
     let spent = &json(text.as_bytes())["jobs"][0]["credits_spent"];
     let charged = mock.stats().credits_charged;

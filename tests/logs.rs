@@ -200,19 +200,16 @@ fn tracing_warnings_read_as_the_programs_own_messages_or_as_json_lines() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     dir.write("in.csv", "email\nann@acme-corp.com\n");
 
-    let out = dir
-        .mailsift(&mock)
-        .env_remove("LEADMAGIC_API_KEY")
-        .args([
-            "--api-key-file",
-            "key.txt",
-            "validate",
-            "in.csv",
-            "-o",
-            "out.csv",
-        ])
-        .output()
-        .unwrap();
+    // Runs with the key in a file others can read.
+    let with_key_file = |line: &str| {
+        dir.mailsift(&mock)
+            .env_remove("LEADMAGIC_API_KEY")
+            .args(["--api-key-file", "key.txt"])
+            .args(line.split_whitespace())
+            .output()
+            .unwrap()
+    };
+    let out = with_key_file("validate in.csv -o out.csv");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
     let warning = stderr
@@ -226,21 +223,7 @@ fn tracing_warnings_read_as_the_programs_own_messages_or_as_json_lines() {
 
     std::fs::create_dir(dir.path("in")).unwrap();
     dir.write("in/list.csv", "email\nbob@acme-corp.com\n");
-    let out = dir
-        .mailsift(&mock)
-        .env_remove("LEADMAGIC_API_KEY")
-        .args([
-            "--api-key-file",
-            "key.txt",
-            "-vv",
-            "inbox",
-            "in",
-            "--out",
-            "out",
-        ])
-        .args(["--once", "--settle", "0s", "--log-format", "json"])
-        .output()
-        .unwrap();
+    let out = with_key_file("-vv inbox in --out out --once --settle 0s --log-format json");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
     assert!(!stderr.contains(KEY));

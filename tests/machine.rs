@@ -5,16 +5,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Stdio};
-use std::time::Duration;
 
-use mailsift::mock::{Latency, MockConfig};
 use predicates::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::crash::assert_same_file;
 use crate::util::{
-    assert_none_sent_twice, contacts, finish, is_root, rows, signal, text, wait_for, Dir, Mock,
+    assert_none_sent_twice, contacts, finish, finish_with, is_root, rows, signal, text, with_input,
+    Dir, Mock,
 };
 
 /// No panic report, whatever happened.
@@ -28,10 +27,7 @@ fn no_panic(stderr: &str) {
 /// The state directory still works: a small job runs to the end on it.
 fn store_still_usable(dir: &Dir, mock: &Mock) {
     dir.write("small.csv", "email\nok1@acme-corp.com\nok2@acme-corp.com\n");
-    dir.mailsift(mock)
-        .args(["validate", "small.csv", "-o", "small.out.csv", "-q"])
-        .assert()
-        .success();
+    dir.ok(mock, "validate small.csv -o small.out.csv -q");
 }
 
 /// A tmpfs mounted for one test, unmounted when dropped. `None` where mounting is not allowed
@@ -72,9 +68,7 @@ impl Drop for Tmpfs {
 
 #[test]
 fn an_output_that_cannot_be_created_is_exit_2_before_anything_is_spent() {
-    let mock = Mock::fast();
-    let dir = Dir::new();
-    dir.write("in.csv", contacts(50));
+    let (mock, dir) = with_input(contacts(50));
     dir.write("a-file", "not a directory");
     // (how the output directory refuses, -o)
     let mut cases: Vec<(&str, String)> = vec![
@@ -100,9 +94,7 @@ fn an_output_that_cannot_be_created_is_exit_2_before_anything_is_spent() {
     }
     for (why, output) in &cases {
         let out = dir
-            .mailsift(&mock)
-            .args(["validate", "in.csv", "-o", output])
-            .assert()
+            .run(&mock, &format!("validate in.csv -o {output}"))
             .code(2);
         let stderr = text(&out.get_output().stderr);
         no_panic(&stderr);
@@ -118,9 +110,7 @@ fn an_output_that_cannot_be_created_is_exit_2_before_anything_is_spent() {
 
 #[test]
 fn an_output_path_that_is_a_directory_is_exit_2() {
-    let mock = Mock::fast();
-    let dir = Dir::new();
-    dir.write("in.csv", contacts(20));
+    let (mock, dir) = with_input(contacts(20));
     std::fs::create_dir(dir.path("out.csv")).unwrap();
     std::fs::create_dir(dir.path("in.validated.csv")).unwrap();
     for args in [&["-o", "out.csv"][..], &[][..]] {
@@ -139,20 +129,11 @@ fn an_output_path_that_is_a_directory_is_exit_2() {
 fn a_full_disk_under_the_output_is_exit_1_and_the_same_command_resumes_once_there_is_room() {
     // /dev/full answers every write with ENOSPC, as a full disk does; the partial file is a
     // link to it. Works everywhere on Linux, no privileges needed.
-    let mock = Mock::fast();
-    let dir = Dir::new();
-    dir.write("in.csv", contacts(600));
+    let (mock, dir) = with_input(contacts(600));
     let reference = dir.reference("in.csv", "ref.csv");
     std::os::unix::fs::symlink("/dev/full", dir.path("out.csv.partial")).unwrap();
-    let job = [
-        "validate",
-        "in.csv",
-        "-o",
-        "out.csv",
-        "--checkpoint-rows",
-        "50",
-    ];
-    let out = dir.mailsift(&mock).args(job).assert().code(1);
+    let job = "validate in.csv -o out.csv --checkpoint-rows 50";
+    let out = dir.run(&mock, job).code(1);
     let stderr = text(&out.get_output().stderr);
     no_panic(&stderr);
     assert!(
@@ -163,7 +144,7 @@ fn a_full_disk_under_the_output_is_exit_1_and_the_same_command_resumes_once_ther
     );
     let asked = mock.validations();
     std::fs::remove_file(dir.path("out.csv.partial")).unwrap(); // room again
-    dir.mailsift(&mock).args(job).arg("-q").assert().success();
+    dir.ok(&mock, &format!("{job} -q"));
     assert_same_file(&dir.read("out.csv"), &reference, "after the disk was full");
     let stats = mock.stats();
     assert_none_sent_twice(&stats, "after the disk was full");
@@ -180,21 +161,14 @@ fn a_disk_that_fills_up_mid_run_then_gets_room_resumes_to_the_identical_file() {
     dir.write("in.csv", contacts(4000)); // about 1 MB of output
     let reference = dir.reference("in.csv", "ref.csv");
     let mock = Mock::fast();
-    let job = [
-        "validate",
-        "in.csv",
-        "-o",
-        "small-disk/out.csv",
-        "--checkpoint-rows",
-        "100",
-    ];
-    let out = dir.mailsift(&mock).args(job).assert().code(1);
+    let job = "validate in.csv -o small-disk/out.csv --checkpoint-rows 100";
+    let out = dir.run(&mock, job).code(1);
     let stderr = text(&out.get_output().stderr);
     no_panic(&stderr);
     assert!(stderr.contains("No space left on device"), "{stderr}");
     assert!(dir.path("small-disk/out.csv.partial").exists());
     disk.remount("size=8m");
-    dir.mailsift(&mock).args(job).assert().success();
+    dir.ok(&mock, job);
     assert_same_file(
         &dir.read("small-disk/out.csv"),
         &reference,
@@ -213,8 +187,8 @@ fn a_full_disk_under_the_state_directory_is_exit_1_with_a_message_and_resumes_la
     dir.write("in.csv", contacts(3000));
     let reference = dir.reference("in.csv", "ref.csv");
     let mock = Mock::fast();
-    let job = ["validate", "in.csv", "-o", "out.csv"];
-    let out = dir.mailsift(&mock).args(job).assert().code(1);
+    let job = "validate in.csv -o out.csv";
+    let out = dir.run(&mock, job).code(1);
     let stderr = text(&out.get_output().stderr);
     no_panic(&stderr);
     assert!(
@@ -226,17 +200,13 @@ fn a_full_disk_under_the_state_directory_is_exit_1_with_a_message_and_resumes_la
         "one message, not one per worker: {stderr}"
     );
     disk.remount("size=64m");
-    dir.mailsift(&mock).args(job).assert().success();
+    dir.ok(&mock, job);
     assert_same_file(&dir.read("out.csv"), &reference, "after room was made");
 }
 
 /// A mock slow enough that the job is still running when the test acts on it.
 fn slow_mock() -> Mock {
-    Mock::start(MockConfig {
-        rate_per_min: 1_000_000,
-        latency: Latency::Fixed(Duration::from_millis(3)),
-        ..MockConfig::default()
-    })
+    Mock::fixed_latency(3)
 }
 
 #[test]
@@ -246,20 +216,12 @@ fn an_input_deleted_during_the_run_is_read_to_the_end() {
     dir.write("in.csv", contacts(1500));
     let reference = dir.reference("in.csv", "ref.csv");
     let mock = slow_mock();
-    let mut child = dir
-        .command(&mock)
-        .args(["validate", "in.csv", "-o", "out.csv", "--concurrency", "8"])
-        .spawn()
-        .unwrap();
-    assert!(wait_for(&mut child, || mock.validations() >= 100));
+    let child = dir.spawn_until(&mock, "validate in.csv -o out.csv --concurrency 8", 100);
     std::fs::remove_file(dir.path("in.csv")).unwrap();
-    let (code, stderr) = finish(child);
-    assert_eq!(code, Some(0), "{stderr}");
+    finish_with(child, 0, &[]);
     assert_same_file(&dir.read("out.csv"), &reference, "input deleted mid-run");
     // Run again: the input is gone, and the message says so.
-    dir.mailsift(&mock)
-        .args(["validate", "in.csv", "-o", "out.csv"])
-        .assert()
+    dir.run(&mock, "validate in.csv -o out.csv")
         .code(2)
         .stderr(predicate::str::contains("in.csv does not exist"));
 }
@@ -270,10 +232,9 @@ fn an_input_cut_short_during_the_run_is_exit_2_naming_it_and_nothing_torn_is_wri
     let input = contacts(12_000);
     dir.write("in.csv", &input);
     let mock = slow_mock();
-    let job = ["validate", "in.csv", "-o", "out.csv", "--concurrency", "8"];
-    let mut child = dir.command(&mock).args(job).spawn().unwrap();
+    let job = "validate in.csv -o out.csv --concurrency 8";
     // The reader runs at most a few thousand rows ahead of the answers: cut well past that.
-    assert!(wait_for(&mut child, || mock.validations() >= 50));
+    let child = dir.spawn_until(&mock, job, 50);
     let cut = input.len() as u64 * 2 / 5 + 7; // mid-row
     std::fs::OpenOptions::new()
         .write(true)
@@ -296,16 +257,10 @@ fn an_input_cut_short_during_the_run_is_exit_2_naming_it_and_nothing_torn_is_wri
         assert_eq!(&got[..want.len()], &want[..]);
     }
     // The same command refuses the changed file; --restart runs it as it is now.
-    dir.mailsift(&mock)
-        .args(job)
-        .assert()
+    dir.run(&mock, job)
         .code(2)
         .stderr(predicate::str::contains("changed").and(predicate::str::contains("--restart")));
-    dir.mailsift(&mock)
-        .args(job)
-        .args(["--restart", "-q"])
-        .assert()
-        .success();
+    dir.ok(&mock, &format!("{job} --restart -q"));
 }
 
 /// Damages the store's files in one of several ways. sled takes some damage as a torn end
@@ -405,13 +360,8 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn a_damaged_state_directory_is_refused_with_a_message_never_a_panic() {
-    let mock = Mock::fast();
-    let dir = Dir::new();
-    dir.write("in.csv", contacts(500));
-    dir.mailsift(&mock)
-        .args(["validate", "in.csv", "-o", "first.csv", "-q"])
-        .assert()
-        .success();
+    let (mock, dir) = with_input(contacts(500));
+    dir.ok(&mock, "validate in.csv -o first.csv -q");
     let mut rng = StdRng::seed_from_u64(8);
     let mut refused = 0;
     for (i, how) in [0, 1, 2, 3, 4, 0, 3, 5, 6, 7, 5].into_iter().enumerate() {
@@ -468,9 +418,7 @@ fn a_damaged_state_directory_is_refused_with_a_message_never_a_panic() {
 
 #[test]
 fn a_state_directory_from_another_version_is_refused_and_left_alone() {
-    let mock = Mock::fast();
-    let dir = Dir::new();
-    dir.write("in.csv", contacts(30));
+    let (mock, dir) = with_input(contacts(30));
     store_still_usable(&dir, &mock);
     {
         let db = sled::open(dir.state().join("db")).unwrap();
@@ -507,12 +455,7 @@ fn two_runs_on_one_state_directory_the_second_fails_fast_and_nothing_is_corrupte
     dir.write("other.csv", contacts(200));
     let reference = dir.reference("in.csv", "ref.csv");
     let mock = slow_mock();
-    let mut first = dir
-        .command(&mock)
-        .args(["validate", "in.csv", "-o", "out.csv", "--concurrency", "8"])
-        .spawn()
-        .unwrap();
-    assert!(wait_for(&mut first, || mock.validations() >= 50));
+    let mut first = dir.spawn_until(&mock, "validate in.csv -o out.csv --concurrency 8", 50);
     // Frozen mid-run (SIGSTOP), the first run holds the directory for as long as the test
     // needs, however slow the machine: the others wait up to a second for the lock, then fail.
     signal(first.id(), "STOP");
@@ -535,16 +478,8 @@ fn two_runs_on_one_state_directory_the_second_fails_fast_and_nothing_is_corrupte
     );
     assert!(!dir.path("other.out.csv.partial").exists());
     signal(first.id(), "CONT");
-    let (code, stderr) = finish(first);
-    assert_eq!(code, Some(0), "{stderr}");
-    assert_same_file(
-        &dir.read("out.csv"),
-        &reference,
-        "with a second run refused",
-    );
+    finish_with(first, 0, &[]);
+    assert_same_file(&dir.read("out.csv"), &reference, "beside a refused run");
     assert_none_sent_twice(&mock.stats(), "with a second run refused");
-    dir.mailsift(&mock)
-        .args(["validate", "other.csv", "-o", "other.out.csv", "-q"])
-        .assert()
-        .success();
+    dir.ok(&mock, "validate other.csv -o other.out.csv -q");
 }

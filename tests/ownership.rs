@@ -2,23 +2,17 @@
 //! aimed at one file, a finished file replaced or edited behind the job's back, a kill at the
 //! very end, and the report's path.
 
-use std::time::Duration;
-
-use mailsift::mock::{Latency, MockConfig};
 use serde_json::Value;
 
 use crate::crash::assert_same_file;
 use crate::util::{
-    assert_none_sent_twice, contacts, finish, is_root, rows, signal, text, wait_for, Dir, Mock,
+    assert_none_sent_twice, contacts, finish, finish_with, is_root, json, rows, signal, text,
+    with_input, Dir, Mock,
 };
 
 /// A mock slow enough that a 3,000-row job is still running when the test acts on it.
 fn slow_mock() -> Mock {
-    Mock::start(MockConfig {
-        rate_per_min: 1_000_000,
-        latency: Latency::Fixed(Duration::from_millis(3)),
-        ..MockConfig::default()
-    })
+    Mock::fixed_latency(3)
 }
 
 /// Another list: none of its addresses is in [`contacts`].
@@ -29,7 +23,7 @@ fn others(n: usize) -> String {
 }
 
 fn report(dir: &Dir, name: &str) -> Value {
-    serde_json::from_slice(&dir.read(name)).unwrap()
+    json(&dir.read(name))
 }
 
 #[test]
@@ -44,19 +38,9 @@ fn a_second_job_aimed_at_a_running_jobs_output_exits_2_naming_its_pid() {
     std::fs::create_dir(dir.path("out")).unwrap();
     let reference = dir.reference("in.csv", "ref.csv");
     let mock = slow_mock();
-    let first_job = [
-        "validate",
-        "in.csv",
-        "-o",
-        "out/out.csv",
-        "--split",
-        "--report",
-        "out/report.json",
-        "--concurrency",
-        "8",
-    ];
-    let mut first = dir.command(&mock).args(first_job).spawn().unwrap();
-    assert!(wait_for(&mut first, || mock.validations() >= 50));
+    let first_job =
+        "validate in.csv -o out/out.csv --split --report out/report.json --concurrency 8";
+    let first = dir.spawn_until(&mock, first_job, 50);
     // Frozen mid-run, the first job holds its files for as long as the test needs.
     signal(first.id(), "STOP");
     // The second job talks to a server of its own, so what it sends is counted apart.
@@ -90,13 +74,9 @@ fn a_second_job_aimed_at_a_running_jobs_output_exits_2_naming_its_pid() {
     );
     assert!(!dir.path("out/small.csv.partial").exists());
     signal(first.id(), "CONT");
-    let (code, stderr) = finish(first);
-    assert_eq!(code, Some(0), "{stderr}");
-    assert_same_file(
-        &dir.read("out/out.csv"),
-        &reference,
-        "with a second job refused",
-    );
+    finish_with(first, 0, &[]);
+    let out = dir.read("out/out.csv");
+    assert_same_file(&out, &reference, "with a second job refused");
     assert_eq!(report(&dir, "out/report.json")["rows"]["total"], 3000);
     assert_none_sent_twice(&mock.stats(), "with a second job refused");
     // Released at the end: no lock file is left, and the other job may now write the file.
@@ -106,11 +86,10 @@ fn a_second_job_aimed_at_a_running_jobs_output_exits_2_naming_its_pid() {
         .filter(|n| n.ends_with(".lock"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
-    dir.mailsift(&mock)
-        .args(["validate", "small.csv", "-o", "out/out.csv", "-q"])
-        .args(["--state-dir", "state2"])
-        .assert()
-        .success();
+    dir.ok(
+        &mock,
+        "validate small.csv -o out/out.csv -q --state-dir state2",
+    );
     assert_eq!(rows(&dir.read("out/out.csv")).len(), 501);
 }
 
@@ -120,23 +99,14 @@ fn a_killed_jobs_output_is_free_at_once() {
     dir.write("in.csv", contacts(3000));
     dir.write("small.csv", others(500));
     let mock = slow_mock();
-    let mut first = dir
-        .command(&mock)
-        .args(["validate", "in.csv", "-o", "out.csv", "--concurrency", "8"])
-        .spawn()
-        .unwrap();
-    assert!(wait_for(&mut first, || mock.validations() >= 50));
+    let mut first = dir.spawn_until(&mock, "validate in.csv -o out.csv --concurrency 8", 50);
     first.kill().unwrap(); // SIGKILL: no destructor runs, the OS frees the lock
     first.wait().unwrap();
     assert!(
         dir.path(".out.csv.lock").exists(),
         "left behind by the kill"
     );
-    dir.mailsift(&mock)
-        .args(["validate", "small.csv", "-o", "out.csv", "-q"])
-        .args(["--state-dir", "state2"])
-        .assert()
-        .success();
+    dir.ok(&mock, "validate small.csv -o out.csv -q --state-dir state2");
     assert_eq!(rows(&dir.read("out.csv")).len(), 501);
     assert!(!dir.path(".out.csv.lock").exists());
 }
@@ -147,20 +117,19 @@ fn a_finished_output_that_is_not_the_jobs_bytes_is_written_again_from_the_cache(
     dir.write("in.csv", contacts(300));
     dir.write("other.csv", others(300));
     let mock = Mock::fast();
-    let job = ["validate", "in.csv", "-o", "out.csv", "--split"];
-    dir.mailsift(&mock).args(job).assert().success();
+    let job = "validate in.csv -o out.csv --split";
+    dir.ok(&mock, job);
     let first = dir.read("out.csv");
     let statuses =
         |bytes: &[u8]| -> Vec<String> { rows(bytes).into_iter().map(|r| r[4].clone()).collect() };
     let asked = mock.validations();
-    dir.mailsift(&mock)
-        .args(["validate", "other.csv", "-o", "other.out.csv", "-q"])
-        .args(["--state-dir", "state2"])
-        .assert()
-        .success();
+    dir.ok(
+        &mock,
+        "validate other.csv -o other.out.csv -q --state-dir state2",
+    );
     let others_paid = mock.validations() - asked;
     let again = |what: &str| {
-        let out = dir.mailsift(&mock).args(job).assert().success();
+        let out = dir.ok(&mock, job);
         let stderr = text(&out.get_output().stderr);
         assert!(
             stderr.contains("is not the file this job wrote"),
@@ -188,7 +157,7 @@ fn a_finished_output_that_is_not_the_jobs_bytes_is_written_again_from_the_cache(
     std::fs::write(dir.path("out.risky.csv"), b"").unwrap();
     again("a split file emptied");
     // Untouched: done, nothing to do.
-    let out = dir.mailsift(&mock).args(job).assert().success();
+    let out = dir.ok(&mock, job);
     assert!(text(&out.get_output().stderr).contains("already done"));
     assert_none_sent_twice(&mock.stats(), "rewritten four times");
 }
@@ -200,23 +169,17 @@ fn a_done_jobs_missing_report_is_written_again_from_its_record() {
     let dir = Dir::new();
     dir.write("in.csv", contacts(200));
     let mock = Mock::fast();
-    let job = [
-        "validate", "in.csv", "-o", "out.csv", "--report", "rep.json",
-    ];
-    dir.mailsift(&mock).args(job).assert().success();
+    let job = "validate in.csv -o out.csv --report rep.json";
+    dir.ok(&mock, job);
     let written = dir.read("rep.json");
     std::fs::remove_file(dir.path("rep.json")).unwrap();
     let asked = mock.validations();
-    let out = dir.mailsift(&mock).args(job).assert().success();
+    let out = dir.ok(&mock, job);
     assert!(text(&out.get_output().stderr).contains("already done"));
     assert_eq!(dir.read("rep.json"), written, "the finishing run's report");
     assert_eq!(mock.validations(), asked);
     // Asked for on standard output, the same report.
-    let out = dir
-        .mailsift(&mock)
-        .args(["validate", "in.csv", "-o", "out.csv", "--report", "-"])
-        .assert()
-        .success();
+    let out = dir.ok(&mock, "validate in.csv -o out.csv --report -");
     let printed: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(printed, serde_json::from_slice::<Value>(&written).unwrap());
     assert_eq!(printed["rows"]["total"], 200);
@@ -224,9 +187,7 @@ fn a_done_jobs_missing_report_is_written_again_from_its_record() {
 
 #[test]
 fn killed_at_the_end_the_rerun_finishes_with_the_real_report() {
-    let job = [
-        "validate", "in.csv", "-o", "out.csv", "--split", "--report", "rep.json",
-    ];
+    let job = "validate in.csv -o out.csv --split --report rep.json";
     // After the last rename (the output in place, no report, not done); after the report
     // (not done): each time the same command ends the job with the real counts, asking nothing.
     for point in ["rename:4", "report:1"] {
@@ -234,25 +195,14 @@ fn killed_at_the_end_the_rerun_finishes_with_the_real_report() {
         dir.write("in.csv", contacts(400));
         let reference = dir.reference("in.csv", "ref.csv");
         let mock = Mock::fast();
-        let (code, stderr) = finish(
-            dir.command(&mock)
-                .args(job)
-                .env("MAILSIFT_TEST_CRASH_AT", point)
-                .spawn()
-                .unwrap(),
-        );
-        assert_eq!(
-            code,
-            Some(mailsift::output::CRASH_EXIT),
-            "{point}: {stderr}"
-        );
+        dir.crash_at(&mock, job, point);
         assert_eq!(
             dir.path("rep.json").exists(),
             point == "report:1",
             "{point}"
         );
         let asked = mock.validations();
-        let out = dir.mailsift(&mock).args(job).assert().success();
+        let out = dir.ok(&mock, job);
         let stderr = text(&out.get_output().stderr);
         assert!(!stderr.contains("already done"), "{point}: {stderr}");
         assert_eq!(mock.validations(), asked, "{point}: nothing asked again");
@@ -315,10 +265,7 @@ fn the_inbox_after_a_kill_at_the_end_hands_the_hook_the_real_counts() {
     // The window the outsider hit: the job marked done, its report not yet written. (Built
     // here by finishing the inbox's job without a report.)
     dir.write("in/c.csv", contacts(100));
-    dir.mailsift(&mock)
-        .args(["validate", "in/c.csv", "-o", "out/c.validated.csv", "-q"])
-        .assert()
-        .success();
+    dir.ok(&mock, "validate in/c.csv -o out/c.validated.csv -q");
     let (code, stderr) = inbox(None);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("100 rows"), "{stderr}");
@@ -330,21 +277,13 @@ fn report_dash_writes_standard_output_and_no_file_named_dash() {
     let dir = Dir::new();
     dir.write("in.csv", contacts(50));
     let mock = Mock::fast();
-    let out = dir
-        .mailsift(&mock)
-        .args(["validate", "in.csv", "-o", "out.csv", "--report", "-", "-q"])
-        .assert()
-        .success();
-    let printed: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let out = dir.ok(&mock, "validate in.csv -o out.csv --report - -q");
+    let printed = json(&out.get_output().stdout);
     assert_eq!(printed["rows"]["total"], 50);
     assert_eq!(printed["outcome"], "done");
     assert!(!dir.path("-").exists());
     // The output on standard output too: refused before anything is asked.
-    let out = dir
-        .mailsift(&mock)
-        .args(["validate", "in.csv", "-o", "-", "--report", "-"])
-        .assert()
-        .code(2);
+    let out = dir.run(&mock, "validate in.csv -o - --report -").code(2);
     assert!(text(&out.get_output().stderr).contains("--report -"));
 }
 
@@ -379,9 +318,10 @@ fn a_bad_report_path_is_exit_2_before_anything_is_sent() {
     let mock = Mock::fast();
     for (why, path, says) in cases {
         let out = dir
-            .mailsift(&mock)
-            .args(["validate", "in.csv", "-o", "out.csv", "--report", path])
-            .assert()
+            .run(
+                &mock,
+                &format!("validate in.csv -o out.csv --report {path}"),
+            )
             .code(2);
         let stderr = text(&out.get_output().stderr);
         assert!(
@@ -404,8 +344,8 @@ fn a_row_over_16_mib_is_exit_2_and_leaves_nothing_that_breaks_the_next_run() {
     );
     dir.write("in.csv", &bad);
     let mock = Mock::fast();
-    let job = ["validate", "in.csv", "-o", "out.csv", "--split"];
-    let out = dir.mailsift(&mock).args(job).assert().code(2);
+    let job = "validate in.csv -o out.csv --split";
+    let out = dir.run(&mock, job).code(2);
     let stderr = text(&out.get_output().stderr);
     assert!(stderr.contains("16 MiB"), "{stderr}");
     let left: Vec<_> = dir
@@ -418,7 +358,7 @@ fn a_row_over_16_mib_is_exit_2_and_leaves_nothing_that_breaks_the_next_run() {
     // comes from the cache.
     dir.write("in.csv", &good);
     let reference = dir.reference("in.csv", "ref.csv");
-    dir.mailsift(&mock).args(job).assert().success();
+    dir.ok(&mock, job);
     let statuses =
         |bytes: &[u8]| -> Vec<String> { rows(bytes).into_iter().map(|r| r[4].clone()).collect() };
     assert_eq!(statuses(&dir.read("out.csv")), statuses(&reference));
@@ -434,30 +374,15 @@ fn a_report_that_cannot_be_written_at_the_end_is_written_by_the_same_command() {
     dir.write("in.csv", contacts(1500));
     std::fs::create_dir(dir.path("reports")).unwrap();
     let mock = slow_mock();
-    let job = [
-        "validate",
-        "in.csv",
-        "-o",
-        "out.csv",
-        "--report",
-        "reports/rep.json",
-        "--concurrency",
-        "8",
-    ];
-    let mut child = dir.command(&mock).args(job).spawn().unwrap();
-    assert!(wait_for(&mut child, || mock.validations() >= 50));
+    let job = "validate in.csv -o out.csv --report reports/rep.json --concurrency 8";
+    let child = dir.spawn_until(&mock, job, 50);
     std::fs::remove_dir_all(dir.path("reports")).unwrap();
-    let (code, stderr) = finish(child);
-    assert_eq!(code, Some(1), "{stderr}");
-    assert!(
-        stderr.contains("the output is complete, but its report could not be written")
-            && stderr.contains("reports/rep.json"),
-        "{stderr}"
-    );
+    let says = "the output is complete, but its report could not be written";
+    finish_with(child, 1, &[says, "reports/rep.json"]);
     assert_eq!(rows(&dir.read("out.csv")).len(), 1501);
     std::fs::create_dir(dir.path("reports")).unwrap();
     let asked = mock.validations();
-    let out = dir.mailsift(&mock).args(job).assert().success();
+    let out = dir.ok(&mock, job);
     assert!(text(&out.get_output().stderr).contains("already done"));
     assert_eq!(mock.validations(), asked);
     let rep = report(&dir, "reports/rep.json");
@@ -474,32 +399,22 @@ fn a_report_that_cannot_be_written_at_the_end_is_written_by_the_same_command() {
 #[test]
 fn a_device_or_pipe_as_report_is_written_in_place_and_as_output_is_refused() {
     use std::os::unix::fs::FileTypeExt;
-    let mock = Mock::fast();
-    let dir = Dir::new();
-    dir.write("in.csv", others(20));
+    let (mock, dir) = with_input(others(20));
     let fifo = dir.path("pipe");
     let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-    if !made.is_ok_and(|s| s.success()) {
-        eprintln!("skipped: mkfifo is not available here");
-        return;
-    }
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo {fifo:?}");
     let reader = {
         let fifo = fifo.clone();
         std::thread::spawn(move || std::fs::read(fifo).unwrap())
     };
-    dir.mailsift(&mock)
-        .args(["validate", "in.csv", "-q", "--report", "pipe"])
-        .assert()
-        .success();
-    let report: Value = serde_json::from_slice(&reader.join().unwrap()).unwrap();
+    dir.ok(&mock, "validate in.csv -q --report pipe");
+    let report = json(&reader.join().unwrap());
     assert_eq!(report["rows"]["total"], 20);
     assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
     assert!(!dir.path(".pipe.lock").exists());
 
     let sent = mock.stats().validations;
-    dir.mailsift(&mock)
-        .args(["validate", "in.csv", "-o", "pipe", "--restart"])
-        .assert()
+    dir.run(&mock, "validate in.csv -o pipe --restart")
         .code(2)
         .stderr(predicates::str::contains("-o -"));
     assert_eq!(mock.stats().validations, sent, "nothing sent");

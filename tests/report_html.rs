@@ -8,7 +8,7 @@ use std::process::Command as StdCommand;
 use predicates::prelude::*;
 use serde_json::Value;
 
-use crate::util::{sample, text, Dir, Mock};
+use crate::util::{sample, text, Dir, Mock, Printed};
 
 /// Validates the sample with both reports; returns (JSON, HTML).
 fn run_sample(dir: &Dir, mock: &Mock) -> (Value, String) {
@@ -146,11 +146,7 @@ fn the_page_shows_the_numbers_of_the_json_report() {
     assert!(html.contains("2026-09-21 14:13 UTC"));
 
     // The same page again from the JSON, on standard output.
-    let out = dir
-        .bare()
-        .args(["report", "r.json", "--html", "-"])
-        .assert()
-        .success();
+    let out = dir.bare_run("report r.json --html -").success();
     assert_eq!(text(&out.get_output().stdout), html);
 }
 
@@ -226,22 +222,18 @@ fn a_job_input_or_output_makes_the_page_from_the_job_record() {
     }
     // A file no job read or wrote.
     dir.write("other.csv", "email\na@b.com\n");
-    dir.bare()
-        .args(["report", "other.csv", "--html", "x.html"])
-        .assert()
+    dir.bare_run("report other.csv --html x.html")
         .code(2)
-        .stderr(predicate::str::contains("no job in the state directory"));
+        .stderr_has(&["no job in the state directory"]);
 }
 
 #[test]
 fn report_html_and_the_output_cannot_both_be_standard_output() {
     let dir = Dir::new();
     dir.write("in.csv", "email\na@b.com\n");
-    dir.bare()
-        .args(["validate", "in.csv", "-o", "-", "--report-html", "-"])
-        .assert()
+    dir.bare_run("validate in.csv -o - --report-html -")
         .code(2)
-        .stderr(predicate::str::contains("--report-html -"));
+        .stderr_has(&["--report-html -"]);
 }
 
 #[test]
@@ -253,29 +245,14 @@ fn inbox_writes_the_page_beside_the_json_report() {
         "in/leads.csv",
         "email\nvalid.a@acme-corp.com\ninvalid.b@acme-corp.com\n",
     );
-    dir.mailsift(&mock)
-        .args([
-            "inbox",
-            "in",
-            "--out",
-            "out",
-            "--settle",
-            "0s",
-            "--once",
-            "--report-html",
-        ])
-        .assert()
-        .success();
+    dir.ok(&mock, "inbox in --out out --settle 0s --once --report-html");
     let html = text(&dir.read("out/leads.report.html"));
     assert!(html.contains("<h1 title=") && html.contains("leads.csv</h1>"));
     assert!(html.contains("data-status=\"valid\" data-rows=\"1\""));
     assert!(dir.path("out/leads.report.json").exists());
     // Not asked: not written.
     dir.write("in/more.csv", "email\nvalid.c@acme-corp.com\n");
-    dir.mailsift(&mock)
-        .args(["inbox", "in", "--out", "out", "--settle", "0s", "--once"])
-        .assert()
-        .success();
+    dir.ok(&mock, "inbox in --out out --settle 0s --once");
     assert!(dir.path("out/more.report.json").exists());
     assert!(!dir.path("out/more.report.html").exists());
 }

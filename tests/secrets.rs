@@ -44,70 +44,38 @@ fn the_key_appears_nowhere_after_a_verbose_job_with_faults_a_rejected_key_and_a_
     dir.write("in.csv", contacts(120));
     dir.write("key.txt", format!("{KEY}\n"));
     let mut outputs = Vec::new();
-    let mut runs: Vec<(&str, assert_cmd::Command)> = Vec::new();
-
-    let mut env_key = dir.mailsift(&mock);
-    env_key.env("LEADMAGIC_API_KEY", KEY).args([
-        "-vvvv",
-        "validate",
-        "in.csv",
-        "-o",
-        "out.csv",
-        "--report",
-        "report.json",
-        "--max-retries",
-        "8",
-    ]);
-    runs.push(("a whole job, key from the environment", env_key));
-
-    let mut key_file = dir.mailsift(&mock);
-    key_file.env_remove("LEADMAGIC_API_KEY").args([
-        "-vvvv",
-        "--api-key-file",
-        "key.txt",
-        "validate",
-        "in.csv",
-        "-o",
-        "again.csv",
-        "--refresh",
-        "--report",
-        "again.json",
-        "--max-retries",
-        "8",
-    ]);
-    runs.push(("a whole job, key from a file", key_file));
-
-    let mut credits = dir.mailsift(&mock);
-    credits
-        .env("LEADMAGIC_API_KEY", KEY)
-        .args(["-vvvv", "credits", "--json"]);
-    runs.push(("credits", credits));
-
-    let mut check = dir.mailsift(&mock);
-    check.env("LEADMAGIC_API_KEY", KEY).args([
-        "-vvvv",
-        "check",
-        "valid.a@acme-corp.com",
-        "b.c@acme-corp.com",
-        "--json",
-    ]);
-    runs.push(("check", check));
-
-    let mut rejected = dir.mailsift(&mock);
-    rejected.env("LEADMAGIC_API_KEY", REVOKED).args([
-        "-vvvv",
-        "validate",
-        "in.csv",
-        "-o",
-        "rejected.csv",
-        "--refresh",
-        "--report",
-        "rejected.json",
-    ]);
-    runs.push(("a rejected key", rejected));
-
-    for (what, mut cmd) in runs {
-        let out = cmd.output().unwrap();
+    // What runs, the key in its environment (none: it reads the key file), its command line.
+    let runs: [(&str, Option<&str>, &str); 5] = [
+        (
+            "a whole job, key from the environment",
+            Some(KEY),
+            "-vvvv validate in.csv -o out.csv --report report.json --max-retries 8",
+        ),
+        (
+            "a whole job, key from a file",
+            None,
+            "-vvvv --api-key-file key.txt validate in.csv -o again.csv --refresh \
+             --report again.json --max-retries 8",
+        ),
+        ("credits", Some(KEY), "-vvvv credits --json"),
+        (
+            "check",
+            Some(KEY),
+            "-vvvv check valid.a@acme-corp.com b.c@acme-corp.com --json",
+        ),
+        (
+            "a rejected key",
+            Some(REVOKED),
+            "-vvvv validate in.csv -o rejected.csv --refresh --report rejected.json",
+        ),
+    ];
+    for (what, key, line) in runs {
+        let mut cmd = dir.mailsift(&mock);
+        match key {
+            Some(key) => cmd.env("LEADMAGIC_API_KEY", key),
+            None => cmd.env_remove("LEADMAGIC_API_KEY"),
+        };
+        let out = cmd.args(line.split_whitespace()).output().unwrap();
         assert!(
             !out.stderr.is_empty(),
             "{what}: -vvvv logs something to search"

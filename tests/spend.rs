@@ -7,7 +7,11 @@ use mailsift::mock::MockConfig;
 use predicates::prelude::*;
 use serde_json::Value;
 
-use crate::util::{assert_none_sent_twice, rows, text, Dir, Mock};
+use crate::scenario::{self, counts, with_credits, Expect, Lit, Scenario};
+use crate::util::{
+    assert_none_sent_twice, column, finish, finish_with, json, rows, signal, text, wait_for_line,
+    wait_for_validations, with_input, Dir, Mock, Printed,
+};
 
 /// `n` rows: addresses `valid*`, `invalid*`, `catchall*`, `unknown*` in turn (all charged but
 /// the free ones), plus a duplicate, a syntax reject and an empty cell every ten rows.
@@ -28,20 +32,10 @@ fn list(n: usize) -> String {
     out
 }
 
-fn json(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("{e}: {}", text(bytes)))
-}
-
 #[test]
 fn estimate_counts_and_prices_without_spending() {
-    let mock = Mock::fast();
-    let dir = Dir::new();
-    dir.write("in.csv", list(100));
-    let out = dir
-        .mailsift(&mock)
-        .args(["estimate", "in.csv", "--json"])
-        .assert()
-        .success();
+    let (mock, dir) = with_input(list(100));
+    let out = dir.ok(&mock, "estimate in.csv --json");
     let e = json(&out.get_output().stdout);
     assert_eq!(e["rows"], 100);
     assert_eq!(e["empty"], 10);
@@ -60,16 +54,9 @@ fn estimate_counts_and_prices_without_spending() {
     assert_eq!(mock.stats().validations, 0, "an estimate spends nothing");
 
     // After a run the cache answers, and the last price seen is used.
-    dir.mailsift(&mock)
-        .args(["validate", "in.csv", "-q"])
-        .assert()
-        .success();
+    dir.ok(&mock, "validate in.csv -q");
     dir.write("more.csv", list(120));
-    let out = dir
-        .mailsift(&mock)
-        .args(["estimate", "more.csv", "--json"])
-        .assert()
-        .success();
+    let out = dir.ok(&mock, "estimate more.csv --json");
     let e = json(&out.get_output().stdout);
     assert_eq!(
         (e["fresh_in_store"].as_u64(), e["requests"].as_u64()),
@@ -78,157 +65,137 @@ fn estimate_counts_and_prices_without_spending() {
     assert_eq!(e["cost_per_check"], 0.05);
 
     // No key: no balance, and a plain-text answer.
-    dir.bare()
-        .args(["estimate", "in.csv", "--cost-per-check", "0.1"])
-        .assert()
+    dir.bare_run("estimate in.csv --cost-per-check 0.1")
         .success()
-        .stdout(predicate::str::contains("100 rows"))
-        .stdout(predicate::str::contains("balance: unknown"));
+        .stdout_has(&["100 rows", "balance: unknown"]);
 }
 
+/// Spend scenarios of one job: the mock's credits, the command and what must come of it.
 #[test]
-fn validate_states_the_balance_and_the_maximum_cost_and_warns_when_short() {
-    let mock = Mock::start(MockConfig {
-        rate_per_min: 600_000,
-        credits: 1.0,
-        ..MockConfig::default()
-    });
-    let dir = Dir::new();
-    dir.write("in.csv", list(100));
-    dir.mailsift(&mock)
-        .args(["validate", "in.csv", "--cost-per-check", "0.05"])
-        .assert()
-        .code(4)
-        .stderr(predicate::str::contains(
-            // Duplicates are not looked for here (that would take memory): still a true maximum.
-            "at most 80 requests: at most 4 credits",
-        ))
-        .stderr(predicate::str::contains(
-            "warning: the balance may not cover this run",
-        ))
-        .stderr(predicate::str::contains(
-            "Top up, then run the same command to resume",
-        ));
+fn spend_scenarios_end_as_documented() {
+    scenario::run([
+        Scenario {
+            name: "validate states the balance and the maximum cost, and warns when short",
+            mock: with_credits(1.0),
+            input: list(100),
+            args: "validate in.csv --cost-per-check 0.05",
+            expect: Expect {
+                code: 4,
+                stderr: &[
+                    // Duplicates are not looked for here (that would take memory): still a
+                    // true maximum.
+                    "at most 80 requests: at most 4 credits",
+                    "warning: the balance may not cover this run",
+                    "Top up, then run the same command to resume",
+                ],
+                ..Expect::default()
+            },
+            ..Scenario::default()
+        },
+        Scenario {
+            name: "--min-balance keeps a reserve",
+            mock: with_credits(3.0),
+            input: list(200),
+            args: "validate in.csv --min-balance 2 --concurrency 1",
+            expect: Expect {
+                code: 4,
+                // A reserve is kept by topping up or by lowering it, not by "raising a limit".
+                stderr: &["below --min-balance 2", "top up, or lower --min-balance"],
+                not_stderr: &["raise"],
+                ..Expect::default()
+            },
+            then: |ran| {
+                let balance = ran.stats.balance;
+                assert!(
+                    (1.9..2.0).contains(&balance),
+                    "stopped as soon as the balance fell below 2: {balance}"
+                );
+                // Already below: nothing is sent at all.
+                ran.dir
+                    .run(&ran.mock, "validate in.csv --min-balance 2")
+                    .code(4);
+                assert_eq!(ran.mock.stats().validations, ran.stats.validations);
+            },
+            ..Scenario::default()
+        },
+        Scenario {
+            name: "a budget reached mid-run, then raised, finishes the identical file",
+            input: list(200),
+            args: "validate in.csv -o out.csv --max-credits 2 --report r.json",
+            expect: Expect {
+                code: 4,
+                stderr: &["--max-credits 2", "raise --max-credits to go further"],
+                charged: Some(0.0..=2.0),
+                report: &[("/outcome", Lit::Str("budget_reached"))],
+                ..Expect::default()
+            },
+            then: |ran| {
+                let (dir, mock) = (&ran.dir, &ran.mock);
+                assert!(ran.report()["credits"]["spent_job"].as_f64().unwrap() <= 2.0 + 1e-9);
+                // The same budget again: the job as a whole still stays within it. (The first
+                // run stopped early: it reserved the documented worst case for each request in
+                // flight before any answer showed the real price.)
+                dir.run(mock, "validate in.csv -o out.csv --max-credits 2 -q")
+                    .code(4);
+                let charged = mock.stats().credits_charged;
+                assert!(charged <= 2.0 + 1e-9, "{charged}");
+                dir.ok(mock, "validate in.csv -o out.csv --max-credits 100 -q");
+                assert_eq!(dir.read("out.csv"), dir.reference("in.csv", "ref.csv"));
+                assert_none_sent_twice(&mock.stats(), "budget reached, then resumed");
+            },
+            ..Scenario::default()
+        },
+        Scenario {
+            name: "the report follows its schema and adds up",
+            input: list(60),
+            args: "validate in.csv -q --report r.json",
+            expect: Expect {
+                report: &[
+                    ("/schema", Lit::Str("mailsift.report/1")),
+                    ("/outcome", Lit::Str("done")),
+                    ("/rows/this_run", Lit::Num(60.0)),
+                    ("/requests", Lit::Num(42.0)),
+                    ("/sources/duplicate", Lit::Num(6.0)),
+                    ("/credits/balance_start", Lit::Num(1_000_000.0)),
+                    // The client followed the mock's advertised limit.
+                    ("/rate_limit_per_minute", Lit::Num(600_000.0)),
+                ],
+                ..Expect::default()
+            },
+            then: |ran| {
+                let r = ran.report();
+                let statuses: u64 = counts(&r, "statuses").values().sum();
+                let sources: u64 = counts(&r, "sources").values().sum();
+                assert_eq!(statuses, 60);
+                assert_eq!(sources, 60, "no error rows, so every row has a source");
+                let spent = r["credits"]["spent_this_run"].as_f64().unwrap();
+                assert!((spent - ran.stats.credits_charged).abs() < 1e-9);
+                assert!(r["credits"]["balance_end"].as_f64().unwrap() < 1_000_000.0);
+                for key in [
+                    "retries",
+                    "maybe_charged_twice",
+                    "daily_quota_left",
+                    "elapsed_seconds",
+                    "rows_per_second",
+                ] {
+                    assert!(r.get(key).is_some(), "{key} missing");
+                }
+            },
+            ..Scenario::default()
+        },
+        Scenario {
+            name: "split files partition the rows by deliverability",
+            input: list(50),
+            args: "validate in.csv -o out.csv --split -q",
+            then: |ran| split_files_partition_the_rows(&ran.dir),
+            ..Scenario::default()
+        },
+    ]);
 }
 
-#[test]
-fn a_budget_reached_mid_run_then_raised_finishes_the_identical_file() {
-    let dir = Dir::new();
-    dir.write("in.csv", list(200));
-    dir.reference("in.csv", "ref.csv");
-
-    let mock = Mock::fast();
-    let out = dir
-        .mailsift(&mock)
-        .args([
-            "validate",
-            "in.csv",
-            "-o",
-            "out.csv",
-            "--max-credits",
-            "2",
-            "--report",
-            "r1.json",
-        ])
-        .assert()
-        .code(4)
-        .stderr(predicate::str::contains("--max-credits 2"))
-        .stderr(predicate::str::contains(
-            "raise --max-credits to go further",
-        ));
-    let _ = out;
-    let report = json(&dir.read("r1.json"));
-    assert_eq!(report["outcome"], "budget_reached");
-    assert!(report["credits"]["spent_job"].as_f64().unwrap() <= 2.0 + 1e-9);
-    assert!(
-        mock.stats().credits_charged <= 2.0 + 1e-9,
-        "the budget held: {}",
-        mock.stats().credits_charged
-    );
-
-    // The same budget again: the job as a whole still stays within it. (The first run stopped
-    // early: it reserved the documented worst case for each request in flight before any answer
-    // showed the real price.)
-    dir.mailsift(&mock)
-        .args([
-            "validate",
-            "in.csv",
-            "-o",
-            "out.csv",
-            "--max-credits",
-            "2",
-            "-q",
-        ])
-        .assert()
-        .code(4);
-    let charged = mock.stats().credits_charged;
-    assert!(charged <= 2.0 + 1e-9, "{charged}");
-
-    dir.mailsift(&mock)
-        .args([
-            "validate",
-            "in.csv",
-            "-o",
-            "out.csv",
-            "--max-credits",
-            "100",
-            "-q",
-        ])
-        .assert()
-        .success();
-    assert_eq!(dir.read("out.csv"), dir.read("ref.csv"));
-    assert_none_sent_twice(&mock.stats(), "budget reached, then resumed");
-}
-
-#[test]
-fn min_balance_keeps_a_reserve() {
-    let mock = Mock::start(MockConfig {
-        rate_per_min: 600_000,
-        credits: 3.0,
-        ..MockConfig::default()
-    });
-    let dir = Dir::new();
-    dir.write("in.csv", list(200));
-    dir.mailsift(&mock)
-        .args([
-            "validate",
-            "in.csv",
-            "--min-balance",
-            "2",
-            "--concurrency",
-            "1",
-        ])
-        .assert()
-        .code(4)
-        .stderr(predicate::str::contains("below --min-balance 2"))
-        // A reserve is kept by topping up or by lowering it, not by "raising a limit".
-        .stderr(predicate::str::contains("top up, or lower --min-balance"))
-        .stderr(predicate::str::contains("raise").not());
-    let balance = mock.stats().balance;
-    assert!(
-        (1.9..2.0).contains(&balance),
-        "stopped as soon as the balance fell below 2: {balance}"
-    );
-    // Already below: nothing is sent at all.
-    let sent = mock.stats().validations;
-    dir.mailsift(&mock)
-        .args(["validate", "in.csv", "--min-balance", "2"])
-        .assert()
-        .code(4);
-    assert_eq!(mock.stats().validations, sent);
-}
-
-#[test]
-fn split_files_partition_the_rows_by_deliverability() {
-    let mock = Mock::fast();
-    let dir = Dir::new();
-    dir.write("in.csv", list(50));
-    dir.mailsift(&mock)
-        .args(["validate", "in.csv", "-o", "out.csv", "--split", "-q"])
-        .assert()
-        .success();
+fn split_files_partition_the_rows(dir: &Dir) {
     let all = rows(&dir.read("out.csv"));
-    let status = all[0].iter().position(|c| c == "email_status").unwrap();
+    let status = column(&all, "email_status");
     let mut total = 0;
     for (kind, allowed) in [
         ("deliverable", &["valid"][..]),
@@ -262,38 +229,32 @@ fn split_files_partition_the_rows_by_deliverability() {
     );
 }
 
+/// A first run of `list(n)` against a mock failing 30% of requests, without retries: some
+/// rows end as errors. Returns its report (`r1.json`).
+fn a_run_with_errors(dir: &Dir, n: usize) -> Value {
+    dir.write("in.csv", list(n));
+    let flaky = Mock::flaky();
+    dir.ok(
+        &flaky,
+        "validate in.csv -q --max-retries 0 --report r1.json",
+    );
+    let report = json(&dir.read("r1.json"));
+    assert!(
+        report["statuses"]["error"].as_u64().unwrap() > 0,
+        "the test needs some errors"
+    );
+    report
+}
+
 #[test]
 fn retry_errors_asks_again_only_for_the_rows_that_failed() {
     let dir = Dir::new();
-    dir.write("in.csv", list(100));
-    let flaky = Mock::start(MockConfig {
-        rate_per_min: 600_000,
-        p_500: 0.3,
-        seed: 7,
-        ..MockConfig::default()
-    });
-    dir.mailsift(&flaky)
-        .args([
-            "validate",
-            "in.csv",
-            "-q",
-            "--max-retries",
-            "0",
-            "--report",
-            "r.json",
-        ])
-        .assert()
-        .success();
-    let errors = json(&dir.read("r.json"))["statuses"]["error"]
+    let errors = a_run_with_errors(&dir, 100)["statuses"]["error"]
         .as_u64()
         .unwrap();
-    assert!(errors > 0, "the test needs some errors");
     let before = rows(&dir.read("in.validated.csv"));
-    let status = before[0].iter().position(|c| c == "email_status").unwrap();
-    let normalized = before[0]
-        .iter()
-        .position(|c| c == "email_normalized")
-        .unwrap();
+    let status = column(&before, "email_status");
+    let normalized = column(&before, "email_normalized");
     // Duplicates of a failed address failed with it; they are asked once.
     let failed: std::collections::HashSet<String> = before[1..]
         .iter()
@@ -302,10 +263,7 @@ fn retry_errors_asks_again_only_for_the_rows_that_failed() {
         .collect();
 
     let healthy = Mock::fast();
-    dir.mailsift(&healthy)
-        .args(["validate", "in.csv", "--retry-errors"])
-        .assert()
-        .success()
+    dir.ok(&healthy, "validate in.csv --retry-errors")
         .stderr(predicate::str::contains(format!(
             "asking again for the {errors} rows"
         )));
@@ -325,70 +283,15 @@ fn retry_errors_asks_again_only_for_the_rows_that_failed() {
 }
 
 #[test]
-fn the_report_follows_its_schema_and_adds_up() {
-    let mock = Mock::fast();
-    let dir = Dir::new();
-    dir.write("in.csv", list(60));
-    dir.mailsift(&mock)
-        .args(["validate", "in.csv", "-q", "--report", "r.json"])
-        .assert()
-        .success();
-    let r = json(&dir.read("r.json"));
-    assert_eq!(r["schema"], "mailsift.report/1");
-    assert_eq!(r["outcome"], "done");
-    let statuses: u64 = r["statuses"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
-    let sources: u64 = r["sources"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
-    assert_eq!(r["rows"]["this_run"], 60);
-    assert_eq!(statuses, 60);
-    assert_eq!(sources, 60, "no error rows, so every row has a source");
-    assert_eq!(r["requests"], 42);
-    assert_eq!(r["sources"]["duplicate"], 6);
-    assert_eq!(r["credits"]["balance_start"], 1_000_000.0);
-    let spent = r["credits"]["spent_this_run"].as_f64().unwrap();
-    assert!((spent - mock.stats().credits_charged).abs() < 1e-9);
-    assert!(r["credits"]["balance_end"].as_f64().unwrap() < 1_000_000.0);
-    // The client followed the mock's advertised limit.
-    assert_eq!(r["rate_limit_per_minute"], 600_000);
-    for key in [
-        "retries",
-        "maybe_charged_twice",
-        "daily_quota_left",
-        "elapsed_seconds",
-        "rows_per_second",
-    ] {
-        assert!(r.get(key).is_some(), "{key} missing");
-    }
-}
-
-#[test]
 fn status_lists_jobs_and_where_they_stand() {
     let dir = Dir::new();
     dir.write("a.csv", list(40));
     dir.write("b.csv", list(200));
-    let mock = Mock::start(MockConfig {
-        rate_per_min: 600_000,
-        credits: 3.0,
-        ..MockConfig::default()
-    });
-    dir.mailsift(&mock)
-        .args(["validate", "a.csv", "-q"])
-        .assert()
-        .success();
-    dir.mailsift(&mock)
-        .args(["validate", "b.csv", "-q", "--checkpoint-rows", "10"])
-        .assert()
+    let mock = Mock::with_credits(3.0);
+    dir.ok(&mock, "validate a.csv -q");
+    dir.run(&mock, "validate b.csv -q --checkpoint-rows 10")
         .code(4);
-    let out = dir.bare().args(["status", "--json"]).assert().success();
+    let out = dir.bare_run("status --json").success();
     let jobs = json(&out.get_output().stdout)["jobs"]
         .as_array()
         .unwrap()
@@ -423,48 +326,30 @@ fn status_lists_jobs_and_where_they_stand() {
 
 #[test]
 fn cache_stats_and_clear() {
-    let mock = Mock::fast();
-    let dir = Dir::new();
-    dir.write("in.csv", list(40));
-    dir.mailsift(&mock)
-        .args(["validate", "in.csv", "-q"])
-        .assert()
-        .success();
-    let out = dir
-        .bare()
-        .args(["cache", "stats", "--json"])
-        .assert()
-        .success();
+    let (mock, dir) = with_input(list(40));
+    dir.ok(&mock, "validate in.csv -q");
+    let out = dir.bare_run("cache stats --json").success();
     let s = json(&out.get_output().stdout);
     assert_eq!(s["entries"], 28);
     assert_eq!(s["by_status"]["valid"], 8);
     assert_eq!(s["by_age"]["< 1 day"], 28);
     assert!(s["size_on_disk_bytes"].as_u64().unwrap() > 0);
 
-    // Answers given at the pinned time are a day old a day later.
-    dir.bare()
-        .env("MAILSIFT_NOW", (1_790_000_000 + 2 * 86_400).to_string())
-        .args(["cache", "clear", "--older-than", "3d", "--yes"])
-        .assert()
+    // Answers given at the pinned time are two days old two days later.
+    let later = 1_790_000_000 + 2 * 86_400;
+    dir.bare_run_at(later, "cache clear --older-than 3d --yes")
         .success()
-        .stdout(predicate::str::contains("removed 0 cached answers"));
-    dir.bare()
-        .env("MAILSIFT_NOW", (1_790_000_000 + 2 * 86_400).to_string())
-        .args(["cache", "clear", "--older-than", "1d", "--yes"])
-        .assert()
+        .stdout_has(&["removed 0 cached answers"]);
+    dir.bare_run_at(later, "cache clear --older-than 1d --yes")
         .success()
-        .stdout(predicate::str::contains("removed 28 cached answers"));
-    let out = dir
-        .bare()
-        .args(["cache", "stats", "--json"])
-        .assert()
-        .success();
+        .stdout_has(&["removed 28 cached answers"]);
+    let out = dir.bare_run("cache stats --json").success();
     assert_eq!(json(&out.get_output().stdout)["entries"], 0);
 }
 
 /// What `status --json` says the job has spent.
 fn status_spent(dir: &Dir) -> f64 {
-    let out = dir.bare().args(["status", "--json"]).assert().success();
+    let out = dir.bare_run("status --json").success();
     let jobs = json(&out.get_output().stdout)["jobs"].clone();
     jobs.as_array()
         .unwrap()
@@ -486,19 +371,6 @@ fn announced_in_flight(stderr: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Waits until the mock has finished every request it received (a killed client's requests
-/// are still charged when their latency ends).
-fn settled(mock: &Mock) -> mailsift::mock::Stats {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let stats = mock.stats();
-        if stats.in_flight == 0 || std::time::Instant::now() > deadline {
-            return stats;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-}
-
 /// Issue 11, points 1 and 6: a budgeted job killed with SIGKILL at seeded random moments. The
 /// mock never charges more than `--max-credits`; after every kill `status` knows at least what
 /// the mock charged; the in-flight counts the runs announce add up to at least the addresses
@@ -508,48 +380,28 @@ fn budget_holds_across_kills(kills: usize, rows: usize, max: f64, seed: u64) {
     const CONCURRENCY: u64 = 8;
     let dir = Dir::new();
     dir.write("in.csv", list(rows));
-    let mock = Mock::start(MockConfig {
-        rate_per_min: 1_000_000,
-        latency: mailsift::mock::Latency::LogNormal {
-            median: std::time::Duration::from_millis(15),
-            p99: std::time::Duration::from_millis(80),
-        },
-        ..MockConfig::default()
-    });
-    let max_arg = max.to_string();
-    let job = [
-        "validate",
-        "in.csv",
-        "-o",
-        "out.csv",
-        "--max-credits",
-        &max_arg,
-        "--cost-per-check",
-        "0.05",
-        "--concurrency",
-        "8",
-        "--rate",
-        "600000/min",
-        "--report",
-        "rep.json",
-    ];
+    let mock = Mock::lognormal(1_000_000, 15, 80);
+    let job = format!(
+        "validate in.csv -o out.csv --max-credits {max} --cost-per-check 0.05 \
+         --concurrency {CONCURRENCY} --rate 600000/min --report rep.json"
+    );
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let (mut killed, mut announced) = (0, 0);
     while killed < kills {
         let point = mock.validations() + rng.random_range(1..=25);
-        let mut child = dir.command(&mock).args(job).spawn().unwrap();
-        if !crate::util::wait_for(&mut child, || mock.validations() >= point) {
-            let (code, stderr) = crate::util::finish(child);
+        let mut child = dir.spawn(&mock, &job);
+        if !wait_for_validations(&mut child, &mock, point) {
+            let (code, stderr) = finish(child);
             assert_eq!(code, Some(4), "the budget ended the job: {stderr}");
             announced += announced_in_flight(&stderr);
             break;
         }
         child.kill().unwrap();
-        let (code, stderr) = crate::util::finish(child);
+        let (code, stderr) = finish(child);
         assert_eq!(code, None, "killed");
         announced += announced_in_flight(&stderr);
         killed += 1;
-        let stats = settled(&mock);
+        let stats = mock.settled();
         assert!(
             stats.credits_charged <= max + 1e-9,
             "kill {killed}: the mock charged {} over --max-credits {max}",
@@ -564,9 +416,9 @@ fn budget_holds_across_kills(kills: usize, rows: usize, max: f64, seed: u64) {
     }
     assert!(killed >= kills.min(20), "only {killed} kills landed");
     // Then to its end: the budget stops it.
-    let out = dir.mailsift(&mock).args(job).assert().code(4);
+    let out = dir.run(&mock, &job).code(4);
     announced += announced_in_flight(&text(&out.get_output().stderr));
-    let stats = settled(&mock);
+    let stats = mock.settled();
     assert!(
         stats.credits_charged <= max + 1e-9,
         "the mock charged {} over --max-credits {max}",
@@ -597,52 +449,24 @@ fn issue_11_a_budget_holds_across_100_sigkills() {
 /// waits on the limiter) until its answer is stored, and per job.
 #[test]
 fn issue_11_in_flight_counts_what_was_sent_and_belongs_to_its_job() {
-    use std::io::BufRead;
     let mock = Mock::fast();
     let dir = Dir::new();
     dir.write("a.csv", list(300));
     dir.write("b.csv", list(50).replace("acme-corp.com", "other.org"));
-    let job_a = [
-        "validate",
-        "a.csv",
-        "-o",
-        "a-out.csv",
-        "--concurrency",
-        "16",
-    ];
+    let job_a = "validate a.csv -o a-out.csv --concurrency 16";
 
     // Killed before its first request (the limiter holds it back a minute): nothing to announce.
-    let mut child = dir
-        .command(&mock)
-        .args(job_a)
-        .args(["--rate", "1/min"])
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    for line in stderr.lines() {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains("this run sends at most") {
-            break;
-        }
-    }
+    let mut child = dir.spawn(&mock, &format!("{job_a} --rate 1/min"));
+    let seen = wait_for_line(&mut child, "this run sends at most");
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(mock.validations(), 0, "{seen}");
 
     // Paced at 5 a second against a fast server: of the 16 requests its workers hold, one at
     // a time is in flight. Killed just after the third arrives.
-    let mut child = dir
-        .command(&mock)
-        .args(job_a)
-        .args(["--rate", "300/min"])
-        .spawn()
-        .unwrap();
-    assert!(crate::util::wait_for(&mut child, || mock.validations() >= 3));
+    let mut child = dir.spawn_until(&mock, &format!("{job_a} --rate 300/min"), 3);
     child.kill().unwrap();
-    let (_, stderr) = crate::util::finish(child);
+    let (_, stderr) = finish(child);
     assert_eq!(
         announced_in_flight(&stderr),
         0,
@@ -650,23 +474,14 @@ fn issue_11_in_flight_counts_what_was_sent_and_belongs_to_its_job() {
     );
 
     // Another job in the same state directory inherits nothing.
-    let out = dir
-        .mailsift(&mock)
-        .args(["validate", "b.csv", "-o", "b-out.csv", "--report", "b.json"])
-        .assert()
-        .success();
+    let out = dir.ok(&mock, "validate b.csv -o b-out.csv --report b.json");
     let stderr = text(&out.get_output().stderr);
     assert!(!stderr.contains("in flight"), "{stderr}");
     assert_eq!(json(&dir.read("b.json"))["maybe_charged_twice"], 0);
 
     // The killed job announces what it really left in flight, and its report says the same.
     let before = mock.stats();
-    let out = dir
-        .mailsift(&mock)
-        .args(job_a)
-        .args(["--report", "a.json"])
-        .assert()
-        .success();
+    let out = dir.ok(&mock, &format!("{job_a} --report a.json"));
     let announced = announced_in_flight(&text(&out.get_output().stderr));
     let stats = mock.stats();
     let repeats = (stats.validations - stats.unique_addresses)
@@ -678,23 +493,13 @@ fn issue_11_in_flight_counts_what_was_sent_and_belongs_to_its_job() {
     assert_eq!(json(&dir.read("a.json"))["maybe_charged_twice"], announced);
 
     // Stopped with SIGTERM, requests in flight finish: the next run announces none.
-    let mut child = dir
-        .command(&mock)
-        .args(job_a)
-        .args(["--force", "--refresh", "--rate", "300/min"])
-        .spawn()
-        .unwrap();
     let sent = mock.validations();
-    assert!(crate::util::wait_for(&mut child, || mock.validations() >= sent + 2));
-    crate::util::signal(child.id(), "TERM");
-    let (code, _) = crate::util::finish(child);
+    let job = format!("{job_a} --force --refresh --rate 300/min");
+    let child = dir.spawn_until(&mock, &job, sent + 2);
+    signal(child.id(), "TERM");
+    let (code, _) = finish(child);
     assert_eq!(code, Some(5));
-    let out = dir
-        .mailsift(&mock)
-        .args(job_a)
-        .args(["--refresh", "--report", "a.json"])
-        .assert()
-        .success();
+    let out = dir.ok(&mock, &format!("{job_a} --refresh --report a.json"));
     let stderr = text(&out.get_output().stderr);
     assert_eq!(announced_in_flight(&stderr), 0, "{stderr}");
     assert_eq!(json(&dir.read("a.json"))["maybe_charged_twice"], 0);
@@ -705,40 +510,11 @@ fn issue_11_in_flight_counts_what_was_sent_and_belongs_to_its_job() {
 #[test]
 fn issue_11_retry_errors_counts_its_requests_and_reports_its_own_spend() {
     let dir = Dir::new();
-    dir.write("in.csv", list(200));
-    let flaky = Mock::start(MockConfig {
-        rate_per_min: 600_000,
-        p_500: 0.3,
-        seed: 7,
-        ..MockConfig::default()
-    });
-    dir.mailsift(&flaky)
-        .args([
-            "validate",
-            "in.csv",
-            "--max-retries",
-            "0",
-            "--report",
-            "r1.json",
-        ])
-        .assert()
-        .success();
-    let first = json(&dir.read("r1.json"));
+    let first = a_run_with_errors(&dir, 200);
     let errors = first["statuses"]["error"].as_u64().unwrap();
-    assert!(errors > 0, "the test needs some errors");
 
     let healthy = Mock::fast();
-    let out = dir
-        .mailsift(&healthy)
-        .args([
-            "validate",
-            "in.csv",
-            "--retry-errors",
-            "--report",
-            "r2.json",
-        ])
-        .assert()
-        .success();
+    let out = dir.ok(&healthy, "validate in.csv --retry-errors --report r2.json");
     let stderr = text(&out.get_output().stderr);
     assert!(
         stderr.contains(&format!("this run sends at most {errors} requests")),
@@ -762,31 +538,24 @@ fn issue_11_retry_errors_counts_its_requests_and_reports_its_own_spend() {
 /// Issue 11, point 10: `--force` writes a finished job again; what the job paid stays paid.
 #[test]
 fn issue_11_force_keeps_the_jobs_accounting() {
-    let mock = Mock::fast();
-    let dir = Dir::new();
-    dir.write("in.csv", list(100));
-    dir.mailsift(&mock)
-        .args(["validate", "in.csv", "-q"])
-        .assert()
-        .success();
+    let (mock, dir) = with_input(list(100));
+    dir.ok(&mock, "validate in.csv -q");
     let paid = mock.stats().credits_charged;
     assert!(paid > 0.0);
     assert_eq!(status_spent(&dir), paid);
-    dir.mailsift(&mock)
-        .args(["validate", "in.csv", "-q", "--force", "--report", "r.json"])
-        .assert()
-        .success();
+    dir.ok(&mock, "validate in.csv -q --force --report r.json");
     assert_eq!(mock.stats().credits_charged, paid, "all from the cache");
     let r = json(&dir.read("r.json"));
     assert_eq!(r["credits"]["spent_this_run"], 0.0);
     assert_eq!(r["credits"]["spent_job"].as_f64().unwrap(), paid);
     assert_eq!(status_spent(&dir), paid);
     // So a budget given to the job still counts what it paid before.
-    dir.mailsift(&mock)
-        .args(["validate", "in.csv", "-q", "--force", "--refresh"])
-        .args(["--max-credits", &(paid + 0.5).to_string()])
-        .assert()
-        .code(4);
+    let budget = paid + 0.5;
+    dir.run(
+        &mock,
+        &format!("validate in.csv -q --force --refresh --max-credits {budget}"),
+    )
+    .code(4);
     assert!(mock.stats().credits_charged <= 2.0 * paid + 0.5 + 1e-9);
     assert!(status_spent(&dir) <= paid + 0.5 + 1e-9);
 }
@@ -802,27 +571,16 @@ fn issue_11_requests_given_up_after_the_grace_period_are_announced_by_the_next_r
     });
     let dir = Dir::new();
     dir.write("in.csv", list(40));
-    let job = ["validate", "in.csv", "-o", "out.csv", "--concurrency", "4"];
-    let mut child = dir
-        .command(&frozen)
-        .args(job)
-        .args(["--grace", "50ms", "--cost-per-check", "0.05"])
-        .spawn()
-        .unwrap();
-    assert!(crate::util::wait_for(&mut child, || frozen.validations() >= 4));
-    crate::util::signal(child.id(), "TERM");
-    let (code, stderr) = crate::util::finish(child);
-    assert_eq!(code, Some(5), "{stderr}");
+    let job = "validate in.csv -o out.csv --concurrency 4";
+    let grace = format!("{job} --grace 50ms --cost-per-check 0.05");
+    let child = dir.spawn_until(&frozen, &grace, 4);
+    signal(child.id(), "TERM");
+    finish_with(child, 5, &[]);
     // At the worst case until known: 4 × 0.05.
     assert!((status_spent(&dir) - 0.2).abs() < 1e-9);
 
     let mock = Mock::fast();
-    let out = dir
-        .mailsift(&mock)
-        .args(job)
-        .args(["--report", "r.json"])
-        .assert()
-        .success();
+    let out = dir.ok(&mock, &format!("{job} --report r.json"));
     let stderr = text(&out.get_output().stderr);
     assert_eq!(announced_in_flight(&stderr), 4, "{stderr}");
     let r = json(&dir.read("r.json"));

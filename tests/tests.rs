@@ -19,6 +19,7 @@ mod machine;
 mod mock;
 mod ownership;
 mod report_html;
+mod scenario;
 mod secrets;
 mod spend;
 mod util;

@@ -2,7 +2,9 @@
 //! pointed at both.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use assert_cmd::assert::Assert;
 use assert_cmd::Command;
 use mailsift::mock::{MockConfig, MockServer, Stats};
 
@@ -31,14 +33,58 @@ impl Mock {
 
     /// A mock that answers as fast as the tests can ask.
     pub fn fast() -> Mock {
+        Mock::start(crate::scenario::fast())
+    }
+
+    /// A fast mock holding `credits` (to run out of).
+    pub fn with_credits(credits: f64) -> Mock {
+        Mock::start(crate::scenario::with_credits(credits))
+    }
+
+    /// A mock that fails 30% of validations with a 500 (seeded), otherwise fast.
+    pub fn flaky() -> Mock {
         Mock::start(MockConfig {
             rate_per_min: 600_000,
+            p_500: 0.3,
+            seed: 7,
+            ..MockConfig::default()
+        })
+    }
+
+    /// A mock whose every answer takes `ms` milliseconds, so a job is still running when the
+    /// test acts on it.
+    pub fn fixed_latency(ms: u64) -> Mock {
+        Mock::start(MockConfig {
+            rate_per_min: 1_000_000,
+            latency: mailsift::mock::Latency::Fixed(Duration::from_millis(ms)),
+            ..MockConfig::default()
+        })
+    }
+
+    /// A mock whose answers take a log-normal time (`median` and `p99` in milliseconds), so
+    /// requests overlap and finish out of order.
+    pub fn lognormal(rate_per_min: u32, median: u64, p99: u64) -> Mock {
+        Mock::start(MockConfig {
+            rate_per_min,
+            latency: mailsift::mock::Latency::LogNormal {
+                median: Duration::from_millis(median),
+                p99: Duration::from_millis(p99),
+            },
             ..MockConfig::default()
         })
     }
 
     pub fn stats(&self) -> Stats {
         self.server.stats()
+    }
+
+    /// The statistics once the mock has finished every request it received (a killed
+    /// client's requests are still answered and charged when their latency ends).
+    pub fn settled(&self) -> Stats {
+        eventually("the mock to finish the requests in flight", || {
+            self.stats().in_flight == 0
+        });
+        self.stats()
     }
 
     pub fn url(&self) -> String {
@@ -95,10 +141,59 @@ impl Dir {
         cmd
     }
 
-    /// The binary started in the background against `mock`, its stderr piped, for tests
-    /// that signal or kill it.
-    pub fn spawn(&self, mock: &Mock, args: &[&str]) -> std::process::Child {
-        self.command(mock).args(args).spawn().unwrap()
+    /// `mailsift` against `mock` with the arguments written in `line` (split at white
+    /// space), run to its end.
+    pub fn run(&self, mock: &Mock, line: &str) -> Assert {
+        self.mailsift(mock).args(line.split_whitespace()).assert()
+    }
+
+    /// [`Dir::run`] that must succeed.
+    pub fn ok(&self, mock: &Mock, line: &str) -> Assert {
+        self.run(mock, line).success()
+    }
+
+    /// The binary started in the background against `mock` with the arguments written in
+    /// `line`, its stderr piped, for tests that signal or kill it.
+    pub fn spawn(&self, mock: &Mock, line: &str) -> std::process::Child {
+        self.command(mock)
+            .args(line.split_whitespace())
+            .spawn()
+            .unwrap()
+    }
+
+    /// [`Dir::spawn`], returned once the mock has received `n` validations in all; fails if
+    /// the job ends first.
+    pub fn spawn_until(&self, mock: &Mock, line: &str, n: u64) -> std::process::Child {
+        let mut child = self.spawn(mock, line);
+        if !wait_for_validations(&mut child, mock, n) {
+            let (code, stderr) = finish(child);
+            panic!("the job ended ({code:?}) before validation {n}: {stderr}");
+        }
+        child
+    }
+
+    /// Kills the job with SIGKILL once the mock has received `n` validations in all.
+    pub fn kill_at(&self, mock: &Mock, line: &str, n: u64) {
+        let mut child = self.spawn_until(mock, line, n);
+        child.kill().unwrap();
+        let (code, _) = finish(child);
+        assert_eq!(code, None, "killed by SIGKILL at validation {n}");
+    }
+
+    /// Runs the job with the test crash point `at` (`write:2`, `rename:1`...), which it must
+    /// reach: the process exits with `CRASH_EXIT` there. Returns its stderr.
+    pub fn crash_at(&self, mock: &Mock, line: &str, at: &str) -> String {
+        let mut child = self.command(mock);
+        child
+            .args(line.split_whitespace())
+            .env("MAILSIFT_TEST_CRASH_AT", at);
+        let (code, stderr) = finish(child.spawn().unwrap());
+        assert_eq!(
+            code,
+            Some(mailsift::output::CRASH_EXIT),
+            "crash at {at}: {stderr}"
+        );
+        stderr
     }
 
     /// The binary as a plain `std` command (to spawn, signal and kill), with the same clean
@@ -148,20 +243,32 @@ impl Dir {
     /// directory of its own (`ref-state`): what every interrupted run must end up equal to.
     /// Returns the output's bytes.
     pub fn reference(&self, input: &str, output: &str) -> Vec<u8> {
+        self.reference_counted(input, output).0
+    }
+
+    /// [`Dir::reference`], with the number of distinct addresses the run sent (each once).
+    pub fn reference_counted(&self, input: &str, output: &str) -> (Vec<u8>, u64) {
         let mock = Mock::fast();
-        self.mailsift(&mock)
-            .args([
-                "validate",
-                input,
-                "-o",
-                output,
-                "-q",
-                "--state-dir",
-                "ref-state",
-            ])
+        self.ok(
+            &mock,
+            &format!("validate {input} -o {output} -q --state-dir ref-state"),
+        );
+        let stats = mock.stats();
+        assert_none_sent_twice(&stats, "the uninterrupted run");
+        (self.read(output), stats.unique_addresses)
+    }
+
+    /// [`Dir::bare`] with the arguments written in `line`, run to its end.
+    pub fn bare_run(&self, line: &str) -> Assert {
+        self.bare().args(line.split_whitespace()).assert()
+    }
+
+    /// [`Dir::bare_run`] at another time than [`NOW`] (Unix seconds).
+    pub fn bare_run_at(&self, now: u64, line: &str) -> Assert {
+        self.bare()
+            .env("MAILSIFT_NOW", now.to_string())
+            .args(line.split_whitespace())
             .assert()
-            .success();
-        self.read(output)
     }
 
     /// The binary with no key and no base URL.
@@ -173,9 +280,43 @@ impl Dir {
             .env("MAILSIFT_STATE_DIR", self.state())
             // Pinned, so two runs of one input are comparable byte for byte.
             .env("MAILSIFT_NOW", NOW)
-            .env_remove("RUST_LOG");
+            .env_remove("RUST_LOG")
+            .timeout(PATIENCE);
         cmd
     }
+}
+
+/// What a finished command printed.
+pub trait Printed {
+    /// Standard error holds each of `texts`.
+    fn stderr_has(self, texts: &[&str]) -> Self;
+    /// Standard output holds each of `texts`.
+    fn stdout_has(self, texts: &[&str]) -> Self;
+}
+
+impl Printed for Assert {
+    fn stderr_has(self, texts: &[&str]) -> Assert {
+        let stderr = text(&self.get_output().stderr);
+        for want in texts {
+            assert!(stderr.contains(want), "no {want:?} in stderr: {stderr}");
+        }
+        self
+    }
+
+    fn stdout_has(self, texts: &[&str]) -> Assert {
+        let stdout = text(&self.get_output().stdout);
+        for want in texts {
+            assert!(stdout.contains(want), "no {want:?} in stdout: {stdout}");
+        }
+        self
+    }
+}
+
+/// A fast mock and a scratch directory holding `input` as `in.csv`: how most tests begin.
+pub fn with_input(input: impl AsRef<[u8]>) -> (Mock, Dir) {
+    let dir = Dir::new();
+    dir.write("in.csv", input);
+    (Mock::fast(), dir)
 }
 
 /// No address went out twice.
@@ -242,8 +383,31 @@ pub fn signal(pid: u32, name: &str) {
     assert!(status.success(), "kill -{name} {pid}");
 }
 
+/// How long a test waits for what another thread or process brings about (a run of the
+/// binary included), however loaded the machine: far longer than any of them takes, short of
+/// hanging the suite.
+pub const PATIENCE: Duration = Duration::from_secs(180);
+
+/// Waits (polling) until `done()` holds; fails naming `what` after [`PATIENCE`].
+pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {PATIENCE:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Waits (polling) until `done()` holds or the child exits; true if `done()` held first.
-pub fn wait_for(child: &mut std::process::Child, mut done: impl FnMut() -> bool) -> bool {
+/// After [`PATIENCE`] it kills the child and fails naming `what`.
+pub fn wait_for(
+    child: &mut std::process::Child,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+) -> bool {
+    let deadline = Instant::now() + PATIENCE;
     loop {
         if done() {
             return true;
@@ -251,14 +415,81 @@ pub fn wait_for(child: &mut std::process::Child, mut done: impl FnMut() -> bool)
         if child.try_wait().unwrap().is_some() {
             return false;
         }
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("timed out after {PATIENCE:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
-/// The child's exit code and stderr, once it ends.
+/// Reads the child's stderr until a line holds `text`; fails after [`PATIENCE`] or if stderr
+/// ends first. Returns what it read.
+pub fn wait_for_line(child: &mut std::process::Child, text: &str) -> String {
+    use std::io::BufRead;
+    let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr piped"));
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + PATIENCE;
+    let mut read = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match seen.recv_timeout(left) {
+            Ok(line) => {
+                read.push_str(&line);
+                read.push('\n');
+                if line.contains(text) {
+                    return read;
+                }
+            }
+            Err(e) => {
+                let _ = child.kill();
+                panic!("waiting for a line with {text:?} on stderr: {e}; read: {read}");
+            }
+        }
+    }
+}
+
+/// [`wait_for`] the mock to have received `n` validations in all.
+pub fn wait_for_validations(child: &mut std::process::Child, mock: &Mock, n: u64) -> bool {
+    let what = format!("the mock to receive {n} validations");
+    wait_for(child, &what, || mock.validations() >= n)
+}
+
+/// The child's exit code and stderr, once it ends; after [`PATIENCE`] it is killed and the
+/// test fails.
 pub fn finish(child: std::process::Child) -> (Option<i32>, String) {
-    let out = child.wait_with_output().unwrap();
-    (out.status.code(), text(&out.stderr))
+    let pid = child.id();
+    let (done, ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    match ended.recv_timeout(PATIENCE) {
+        Ok(out) => {
+            let out = out.unwrap();
+            (out.status.code(), text(&out.stderr))
+        }
+        Err(_) => {
+            signal(pid, "KILL");
+            panic!("timed out after {PATIENCE:?} waiting for process {pid} to end");
+        }
+    }
+}
+
+/// Waits for the child to end with `code` and a stderr holding each of `texts`; returns the
+/// stderr.
+pub fn finish_with(child: std::process::Child, code: i32, texts: &[&str]) -> String {
+    let (got, stderr) = finish(child);
+    assert_eq!(got, Some(code), "{stderr}");
+    for text in texts {
+        assert!(stderr.contains(text), "no {text:?} in: {stderr}");
+    }
+    stderr
 }
 
 /// A contacts file of `n` data rows: mostly distinct addresses, plus in-file duplicates (near
@@ -293,4 +524,34 @@ pub fn is_root() -> bool {
     let probe = dir.path().join("probe");
     std::fs::write(&probe, b"").unwrap();
     std::fs::metadata(&probe).unwrap().uid() == 0
+}
+
+/// Every value `email_status` may take.
+#[rustfmt::skip]
+pub const STATUSES: [&str; 7] =
+    ["valid", "valid_catch_all", "catch_all", "unknown", "invalid", "missing", "error"];
+
+/// Each line `n` (counted from 0) of `bytes` starts with its text.
+pub fn assert_lines_start(bytes: &[u8], want: &[(usize, &str)]) {
+    let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    for (n, start) in want {
+        assert!(
+            lines[*n].starts_with(start.as_bytes()),
+            "line {n} does not start with {start:?}: {}",
+            text(lines[*n])
+        );
+    }
+}
+
+/// Index of the column `name` in parsed rows' header.
+pub fn column(rows: &[Vec<String>], name: &str) -> usize {
+    rows[0]
+        .iter()
+        .position(|c| c == name)
+        .unwrap_or_else(|| panic!("no column {name} in {:?}", rows[0]))
+}
+
+/// Parses JSON bytes (a report, a `--json` answer), showing them when they are not JSON.
+pub fn json(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("{e}: {}", text(bytes)))
 }
