@@ -14,7 +14,7 @@ use mailsift::address::{self, Checked};
 use mailsift::cell;
 use mailsift::client::Status;
 use mailsift::input::{self, Charset, ColumnSpec, Format, InputOptions, Row, Source};
-use mailsift::output::RowFormat;
+use mailsift::output::{self, RowFormat};
 use mailsift::plan::{Freshness, Job, Outcome, Planned, Planner, Resolved};
 use mailsift::store::{Answer, Store};
 
@@ -393,13 +393,10 @@ pub fn cells(data: &[u8]) {
     let (best, outcome) = planned.best().expect("every address answered");
     for (_, slot) in planned.addresses() {
         let other = planned.outcome_of(slot).expect("answered");
-        assert!(
-            cell::rank(&other) <= cell::rank(&outcome),
-            "the best is shown"
-        );
+        assert!(other.rank() <= outcome.rank(), "the best is shown");
     }
 
-    let listed = cell::others(&planned, best);
+    let listed = output::others(&planned, best);
     let past_cap = pieces[pieces.len().min(cell::MAX_ASKED)..]
         .iter()
         .filter(|p| address::check(p) != Checked::Empty)

@@ -41,7 +41,7 @@ impl Log {
         }
         if self.json {
             let mut line = json!({
-                "time": crate::output::rfc3339(crate::clock::now()),
+                "time": crate::schema::rfc3339(crate::clock::now()),
                 "event": event,
                 "message": message,
             });
@@ -388,7 +388,7 @@ fn hook(
         }
     }
     if split {
-        for (kind, path) in crate::output::SPLITS
+        for (kind, path) in crate::schema::SPLITS
             .iter()
             .zip(crate::output::split_paths(output))
         {

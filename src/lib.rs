@@ -37,6 +37,7 @@ pub mod progress;
 pub mod report;
 pub mod report_html;
 pub mod retry;
+pub mod schema;
 pub mod store;
 pub mod tally;
 pub mod validate;
@@ -88,5 +89,30 @@ pub async fn run(
             dry_run,
             yes,
         } => inspect::cache_clear(&state_dir, older_than, dry_run, yes),
+    }
+}
+
+// Here rather than in exit.rs: it names the typed errors of `client` and `input`, and exit.rs
+// must stay below every module that raises a usage error (tests/layering.rs).
+impl Exit {
+    /// The exit code an error stands for: the first cause in its chain that has one.
+    pub fn for_error(error: &anyhow::Error) -> Exit {
+        for cause in error.chain() {
+            if cause.is::<exit::UsageError>() {
+                return Exit::Usage;
+            }
+            if let Some(input) = cause.downcast_ref::<input::InputError>() {
+                if input.is_usage() {
+                    return Exit::Usage;
+                }
+            }
+            match cause.downcast_ref::<client::ApiError>() {
+                Some(client::ApiError::KeyRejected { .. }) => return Exit::KeyRejected,
+                Some(client::ApiError::OutOfCredits { .. }) => return Exit::OutOfCredits,
+                Some(client::ApiError::Unreachable { .. }) => return Exit::TooManyFailures,
+                _ => {}
+            }
+        }
+        Exit::Failed
     }
 }

@@ -153,7 +153,7 @@ where
             let mut fields = JsonFields(serde_json::Map::new());
             event.record(&mut fields);
             let mut line = serde_json::json!({
-                "time": mailsift::output::rfc3339(mailsift::clock::now()),
+                "time": mailsift::schema::rfc3339(mailsift::clock::now()),
                 "level": word,
             });
             if let serde_json::Value::Object(line) = &mut line {

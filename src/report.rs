@@ -10,22 +10,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::output::format_credits;
 use crate::plan::{Outcome, Source};
+use crate::schema::{format_credits, STATUSES};
 use crate::tally::{Breakdown, Tally, DOMAINS_REPORTED, PROVIDERS_REPORTED};
-
-/// The statuses a row can end with, in display order (an unknown API status counts as
-/// `other`).
-pub const STATUSES: [&str; 8] = [
-    "valid",
-    "valid_catch_all",
-    "catch_all",
-    "unknown",
-    "invalid",
-    "missing",
-    "error",
-    "other",
-];
 
 pub(crate) fn status_index(outcome: &Outcome) -> usize {
     let name = match outcome {
@@ -273,7 +260,7 @@ impl Summary {
             input,
             output,
             split: split.map(|paths| {
-                crate::output::SPLITS
+                crate::schema::SPLITS
                     .iter()
                     .zip(paths)
                     .map(|(kind, p)| (*kind, p.display().to_string()))
@@ -311,8 +298,8 @@ impl Summary {
             } else {
                 0.0
             },
-            started_at: crate::output::rfc3339(now - elapsed.as_secs() as i64),
-            finished_at: crate::output::rfc3339(now),
+            started_at: crate::schema::rfc3339(now - elapsed.as_secs() as i64),
+            finished_at: crate::schema::rfc3339(now),
             mailsift_version: env!("CARGO_PKG_VERSION"),
             domains: tally.domains.report(DOMAINS_REPORTED),
             providers: tally.providers.report(PROVIDERS_REPORTED),

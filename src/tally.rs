@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use crate::plan::Outcome;
-use crate::report::STATUSES;
+use crate::schema::STATUSES;
 
 /// Distinct domains kept (about 200 bytes each with the index: some 400 KB in all).
 pub const DOMAINS_KEPT: usize = 2048;

@@ -39,6 +39,7 @@ use crate::pool::{Halt, Ledger, Pool};
 use crate::progress::{self, Display};
 use crate::report::{Counters, Summary};
 use crate::retry::RetryPolicy;
+use crate::schema;
 use crate::store::{self, JobRecord, JobState, Store, Tally, Watermark};
 
 /// The starting rate when the user gave none: the lowest limit LeadMagic documents. The
@@ -317,8 +318,8 @@ pub async fn run(
         if balance < min {
             pool.halt_with(Halt::Budget(format!(
                 "the balance ({}) is below --min-balance {}; top up, or lower --min-balance",
-                output::format_credits(balance),
-                output::format_credits(min)
+                schema::format_credits(balance),
+                schema::format_credits(min)
             )));
         }
     }
@@ -526,9 +527,9 @@ pub async fn run(
         let cells = crate::xlsx::Cells {
             delimiter: layout.delimiter,
             typed: matches!(layout.format, input::Format::Sheet(_)),
-            annotations: output::ANNOTATION_COLUMNS.len()
+            annotations: schema::ANNOTATION_COLUMNS.len()
                 + if config.company {
-                    output::COMPANY_COLUMNS.len()
+                    schema::COMPANY_COLUMNS.len()
                 } else {
                     0
                 },
@@ -1043,7 +1044,7 @@ fn background_priority() {
 
 /// The line about cost that appears once the input has been counted.
 fn cost_note(e: &Estimate, balance: Option<f64>) -> String {
-    let f = output::format_credits;
+    let f = schema::format_credits;
     let mut text = format!(
         "mailsift: this run sends at most {} requests: at most {} credits ({} per check, from {})",
         e.requests,
