@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use mailsift::client::Status;
-use mailsift::input::{self, InputOptions, Source};
+use mailsift::input::{self, InputOptions, Location};
 use mailsift::output::{self, CheckpointEvery, RowFormat, Sink, Writer};
 use mailsift::plan::{Freshness, Pending, Planned, Planner, Resolved, Slot};
 use mailsift::report::Counters;
@@ -92,7 +92,7 @@ fn freshness() -> Freshness {
 fn reader_and_planner(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let (path, bytes) = input_file(dir.path());
-    let source = Source::Path(path);
+    let source = Location::Path(path);
     let read_all = || {
         let (_, reader) = input::open(&source, &InputOptions::default(), None).unwrap();
         let mut rows = 0u64;
@@ -165,7 +165,7 @@ fn reorder(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = input_file(dir.path());
     let (layout, reader) =
-        input::open(&Source::Path(path), &InputOptions::default(), None).unwrap();
+        input::open(&Location::Path(path), &InputOptions::default(), None).unwrap();
     let rows: Vec<input::Row> = reader.map(Result::unwrap).collect();
     let format = RowFormat::new(&layout, false, None);
     let answers: Vec<Arc<Answer>> = (0..ROWS).map(|i| Arc::new(answer(i))).collect();

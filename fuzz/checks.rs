@@ -13,7 +13,7 @@ use std::time::Duration;
 use mailsift::address::{self, Checked};
 use mailsift::cell;
 use mailsift::client::Status;
-use mailsift::input::{self, Charset, ColumnSpec, Format, InputOptions, Row, Source};
+use mailsift::input::{self, Charset, ColumnSpec, Format, InputOptions, Location, Row};
 use mailsift::output::{self, RowFormat};
 use mailsift::plan::{Freshness, Job, Outcome, Planned, Planner, Resolved};
 use mailsift::store::{Answer, Store};
@@ -250,7 +250,7 @@ pub fn decoder(data: &[u8]) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("input.txt");
     std::fs::write(&path, data).expect("writing the input");
-    let source = Source::Path(path);
+    let source = Location::Path(path);
     let opts = InputOptions {
         email_column: Some(ColumnSpec::Index(1)),
         no_header: true,

@@ -10,7 +10,7 @@ use crate::cli::{
     Args, CacheAction, CacheArgs, Command, FormatArgs, GlobalArgs, JobArgs, StateArgs,
 };
 use crate::exit::usage;
-use crate::input::{ColumnSpec, InputOptions, Source};
+use crate::input::{ColumnSpec, InputOptions, Location};
 use crate::output::CheckpointEvery;
 use crate::plan::Freshness;
 use crate::progress::Display;
@@ -62,7 +62,7 @@ pub enum Config {
 /// `mailsift estimate`.
 #[derive(Debug, Clone)]
 pub struct EstimateConfig {
-    pub input: Source,
+    pub input: Location,
     pub input_options: InputOptions,
     pub freshness: Freshness,
     pub state_dir: PathBuf,
@@ -137,7 +137,7 @@ impl Config {
                 let output = match v.output {
                     Some(p) if p.as_os_str() == "-" => None,
                     Some(p) => Some(p),
-                    None if input == Source::Stdin => None,
+                    None if input == Location::Stdin => None,
                     None => Some(default_output(&v.input)),
                 };
                 if v.job.split && output.is_none() {
@@ -186,7 +186,7 @@ impl Config {
                         glob::Pattern::new(p).map_err(|e| usage(format!("--pattern {p:?}: {e}")))
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                let mut template = job(Source::Stdin, None, &i.format, &i.job, g, api)?;
+                let mut template = job(Location::Stdin, None, &i.format, &i.job, g, api)?;
                 template.display = Display::Quiet;
                 template.announce = false;
                 Config::Inbox(Box::new(InboxConfig {
@@ -248,7 +248,7 @@ impl Config {
 
 /// The settings of one job, from the flags `validate` and `inbox` share.
 fn job(
-    input: Source,
+    input: Location,
     output: Option<PathBuf>,
     format: &FormatArgs,
     j: &JobArgs,
@@ -292,9 +292,9 @@ fn job(
     })
 }
 
-fn input(path: &Path) -> anyhow::Result<Source> {
+fn input(path: &Path) -> anyhow::Result<Location> {
     if path.as_os_str() == "-" {
-        return Ok(Source::Stdin);
+        return Ok(Location::Stdin);
     }
     if !path.exists() {
         return Err(usage(format!(
@@ -302,7 +302,7 @@ fn input(path: &Path) -> anyhow::Result<Source> {
             path.display()
         )));
     }
-    Ok(Source::Path(path.to_owned()))
+    Ok(Location::Path(path.to_owned()))
 }
 
 fn input_options(args: &FormatArgs, column_prefix: Option<String>) -> InputOptions {

@@ -249,16 +249,16 @@ fn field(out: &mut Vec<u8>, value: &[u8], delimiter: u8) {
 }
 
 /// One file being written: `<path>.partial`, renamed to `path` at the end.
-pub struct Part {
+pub struct PartialFile {
     file: io::BufWriter<File>,
     partial: PathBuf,
     path: PathBuf,
 }
 
-impl Part {
+impl PartialFile {
     /// Creates `<path>.partial`, or reopens it cut back to `resume_at` bytes (whatever came
     /// after the last checkpoint is written again).
-    pub fn open(path: &Path, resume_at: Option<u64>) -> anyhow::Result<Part> {
+    pub fn open(path: &Path, resume_at: Option<u64>) -> anyhow::Result<PartialFile> {
         let partial = partial_path(path);
         let file = match resume_at {
             Some(len) => {
@@ -280,7 +280,7 @@ impl Part {
                 ))
             })?,
         };
-        Ok(Part {
+        Ok(PartialFile {
             file: io::BufWriter::with_capacity(256 * 1024, file),
             partial,
             path: path.to_owned(),
@@ -311,7 +311,7 @@ impl Part {
     /// fsync, then rename into place, then fsync the directory so the rename is durable too.
     /// Returns the finished file's size and hash, for the job record.
     fn finish(self) -> anyhow::Result<FileSum> {
-        let Part {
+        let PartialFile {
             file,
             partial,
             path,
@@ -367,8 +367,8 @@ fn split_of(outcome: &Outcome) -> Option<usize> {
 pub enum Sink {
     /// Files, checkpointed and renamed into place at the end.
     Files {
-        main: Part,
-        splits: Option<Box<[Part; 3]>>,
+        main: PartialFile,
+        splits: Option<Box<[PartialFile; 3]>>,
     },
     /// Standard output: no checkpoints, no resume.
     Stdout(io::BufWriter<io::Stdout>),
@@ -381,14 +381,14 @@ impl Sink {
 
     /// Opens the output (and the split files), fresh or cut back to a checkpoint.
     pub fn files(output: &Path, split: bool, resume: Option<&Watermark>) -> anyhow::Result<Sink> {
-        let main = Part::open(output, resume.map(|w| w.output_bytes))?;
+        let main = PartialFile::open(output, resume.map(|w| w.output_bytes))?;
         let splits = if split {
             let paths = split_paths(output);
             let mut parts = Vec::with_capacity(3);
             for (i, path) in paths.iter().enumerate() {
-                parts.push(Part::open(path, resume.map(|w| w.split_bytes[i]))?);
+                parts.push(PartialFile::open(path, resume.map(|w| w.split_bytes[i]))?);
             }
-            let parts: [Part; 3] = parts
+            let parts: [PartialFile; 3] = parts
                 .try_into()
                 .map_err(|_| anyhow::anyhow!("three split files"))?;
             Some(Box::new(parts))

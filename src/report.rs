@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::plan::{Outcome, Source};
 use crate::schema::{format_credits, STATUSES};
-use crate::tally::{Breakdown, Tally, DOMAINS_REPORTED, PROVIDERS_REPORTED};
+use crate::tally::{Breakdown, Profile, DOMAINS_REPORTED, PROVIDERS_REPORTED};
 
 pub(crate) fn status_index(outcome: &Outcome) -> usize {
     let name = match outcome {
@@ -50,7 +50,7 @@ pub struct Counters {
     /// Latest `X-RateLimit-Remaining-Daily` (u64::MAX: not seen).
     pub daily_left: AtomicU64,
     /// Rows per domain, provider and syntax problem: only the writer adds, so never contended.
-    tally: Mutex<Tally>,
+    tally: Mutex<Profile>,
     /// `--max-credits`, and the most this run could cost as announced at its start (f64 bits;
     /// u64::MAX: none).
     max_credits_bits: AtomicU64,

@@ -60,7 +60,7 @@ pub struct Budget {
 /// Everything `validate` needs, validated.
 #[derive(Debug, Clone)]
 pub struct ValidateConfig {
-    pub input: input::Source,
+    pub input: input::Location,
     /// `None`: standard output.
     pub output: Option<PathBuf>,
     pub input_options: InputOptions,
@@ -131,8 +131,8 @@ pub async fn run(
     };
     check_paths(&config)?;
     let input_name = match &config.input {
-        input::Source::Path(p) => p.display().to_string(),
-        input::Source::Stdin => "standard input".to_owned(),
+        input::Location::Path(p) => p.display().to_string(),
+        input::Location::Stdin => "standard input".to_owned(),
     };
 
     // Opening may sync (a new store, a converted one) and wait for the lock: not on a worker.
@@ -155,7 +155,7 @@ pub async fn run(
         input::Format::Sheet(_) => {}
     }
 
-    if matches!(config.input, input::Source::Stdin) {
+    if matches!(config.input, input::Location::Stdin) {
         say(
             "mailsift: reading standard input: this run cannot resume if it is stopped \
              (answers already paid for stay cached)"
@@ -358,7 +358,7 @@ pub async fn run(
     // What the run can cost, counted from the input (spending nothing): before the first
     // request for a small file, alongside the run for a big one, so it never delays a resume.
     let mut _counting = None;
-    if let (input::Source::Path(path), false) = (&config.input, stop.is_cancelled()) {
+    if let (input::Location::Path(path), false) = (&config.input, stop.is_cancelled()) {
         let (source, opts, store) = (config.input.clone(), input_options.clone(), store.clone());
         let resume = plan.resume.map(|m| Resume {
             byte: m.byte,
@@ -524,7 +524,7 @@ pub async fn run(
     // A workbook output was checkpointed as CSV: it becomes a workbook here, before its size
     // and hash are kept and the job is marked done (a kill here leaves it to be finished again).
     if let Some((path, files)) = finished.as_mut().filter(|(p, _)| crate::xlsx::is_xlsx(p)) {
-        let cells = crate::xlsx::Cells {
+        let cells = crate::xlsx::Conversion {
             delimiter: layout.delimiter,
             typed: matches!(layout.format, input::Format::Sheet(_)),
             annotations: schema::ANNOTATION_COLUMNS.len()
@@ -655,7 +655,7 @@ fn check_paths(config: &ValidateConfig) -> anyhow::Result<()> {
     let Some(output) = &config.output else {
         return Ok(());
     };
-    if let input::Source::Path(input) = &config.input {
+    if let input::Location::Path(input) = &config.input {
         if same_file(input, output) {
             return Err(usage(format!(
                 "the output {} is the input file; choose another with -o",
@@ -694,7 +694,7 @@ fn check_report(report: &Path, config: &ValidateConfig) -> anyhow::Result<()> {
             Some(_) => Ok(()),
         };
     }
-    let is_input = matches!(&config.input, input::Source::Path(i) if same_file(i, report));
+    let is_input = matches!(&config.input, input::Location::Path(i) if same_file(i, report));
     let is_output = config
         .output
         .as_ref()
@@ -810,7 +810,7 @@ fn plan_job(
         run: rand::random(),
         freshness: config.freshness,
     };
-    let (input::Source::Path(input_path), Some(output_path)) = (&config.input, &config.output)
+    let (input::Location::Path(input_path), Some(output_path)) = (&config.input, &config.output)
     else {
         return Ok(Some(plan));
     };
@@ -1099,13 +1099,13 @@ fn read_rows(
     Ok(ended)
 }
 
-fn input_len(source: &input::Source) -> Option<u64> {
+fn input_len(source: &input::Location) -> Option<u64> {
     match source {
-        input::Source::Path(p) => std::fs::metadata(p)
+        input::Location::Path(p) => std::fs::metadata(p)
             .ok()
             .filter(|m| m.is_file())
             .map(|m| m.len()),
-        input::Source::Stdin => None,
+        input::Location::Stdin => None,
     }
 }
 
