@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use mailsift::client::Status;
-use mailsift::input::{self, InputOptions, Location};
-use mailsift::output::{self, CheckpointEvery, RowFormat, Sink, Writer};
-use mailsift::plan::{Freshness, Pending, Planned, Planner, Resolved, Slot};
-use mailsift::report::Counters;
+use mailsift::internals::client::Status;
+use mailsift::internals::input::{self, InputOptions, Location};
+use mailsift::internals::output::{self, CheckpointEvery, RowFormat, Sink, Writer};
+use mailsift::internals::plan::{Freshness, Pending, Planned, Planner, Resolved, Slot};
+use mailsift::internals::report::Counters;
 use mailsift::store::{Answer, Store, Watermark};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;

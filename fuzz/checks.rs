@@ -11,11 +11,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use mailsift::address::{self, Checked};
-use mailsift::cell;
-use mailsift::client::Status;
-use mailsift::input::{self, Charset, ColumnSpec, Format, InputOptions, Location, Row};
-use mailsift::output::{self, RowFormat};
-use mailsift::plan::{Freshness, Job, Outcome, Planned, Planner, Resolved};
+use mailsift::internals::cell;
+use mailsift::internals::client::Status;
+use mailsift::internals::input::{self, Charset, ColumnSpec, Format, InputOptions, Location, Row};
+use mailsift::internals::output::{self, RowFormat};
+use mailsift::internals::plan::{Freshness, Job, Outcome, Planned, Planner, Resolved};
 use mailsift::store::{Answer, Store};
 
 /// The normaliser, syntax check and suggestion: total (no panic), what the check accepts is

@@ -20,41 +20,68 @@ use crate::validate::{default_output, Budget, ValidateConfig};
 /// What to do, fully decided.
 #[derive(Debug)]
 pub enum Config {
+    /// `mailsift credits`: print the balance.
     Credits {
+        /// How to reach the API (base URL, key, timeout, sandbox).
         api: ApiSettings,
+        /// Print JSON instead of text.
         json: bool,
     },
+    /// `mailsift check`: validate a few addresses given on the command line.
     Check {
+        /// How to reach the API (base URL, key, timeout, sandbox).
         api: ApiSettings,
+        /// The addresses, as typed.
         addresses: Vec<String>,
+        /// Print JSON instead of text.
         json: bool,
+        /// How failed requests are retried.
         retry: RetryPolicy,
         /// The answer cache `validate` uses (`sandbox/` inside it with --sandbox).
         state_dir: PathBuf,
+        /// How old a cached answer may be and still be used.
         freshness: Freshness,
+        /// What the address check lets through.
         rules: address::Rules,
     },
+    /// `mailsift validate`: one validation job.
     Validate(Box<ValidateConfig>),
+    /// `mailsift estimate`: what a job would cost, spending nothing.
     Estimate(Box<EstimateConfig>),
+    /// `mailsift inbox`: validate every file dropped into a directory.
     Inbox(Box<InboxConfig>),
+    /// `mailsift status`: the jobs in the state directory.
     Status {
+        /// The state directory.
         state_dir: PathBuf,
+        /// Print JSON instead of text.
         json: bool,
     },
+    /// `mailsift cache stats`.
     CacheStats {
+        /// The state directory.
         state_dir: PathBuf,
+        /// Print JSON instead of text.
         json: bool,
     },
+    /// `mailsift cache clear`.
     CacheClear {
+        /// The state directory.
         state_dir: PathBuf,
+        /// Clear only answers older than this.
         older_than: Option<Duration>,
+        /// Say what would be cleared, clear nothing.
         dry_run: bool,
+        /// Do not ask for confirmation.
         yes: bool,
     },
     /// `mailsift report`: a JSON report rendered as HTML.
     Report {
+        /// The JSON report to read.
         report: PathBuf,
+        /// The HTML file to write.
         html: PathBuf,
+        /// The state directory.
         state_dir: PathBuf,
     },
 }
@@ -93,15 +120,6 @@ pub struct InboxConfig {
     pub report_html: bool,
     /// Every file runs as this job, with its own input, output and report.
     pub template: ValidateConfig,
-}
-
-/// How verbose the logs are: 0 quiet, 1 default, 2+ more.
-pub fn verbosity(global: &GlobalArgs) -> u8 {
-    if global.quiet {
-        0
-    } else {
-        1 + global.verbose
-    }
 }
 
 impl Config {

@@ -61,6 +61,7 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 }
 
 impl Exit {
+    /// The number the process exits with.
     pub fn code(self) -> u8 {
         self as u8
     }

@@ -60,33 +60,53 @@ pub struct Budget {
 /// Everything `validate` needs, validated.
 #[derive(Debug, Clone)]
 pub struct ValidateConfig {
+    /// Where the CSV is read from.
     pub input: input::Location,
     /// `None`: standard output.
     pub output: Option<PathBuf>,
+    /// What the user said about the input (delimiter, header, email column); the rest is
+    /// detected.
     pub input_options: InputOptions,
+    /// Add the free company columns (`--columns all`).
     pub company: bool,
     /// `--raw-fields`: API text is written without neutralising formulas.
     pub raw_fields: bool,
+    /// Also write the deliverable, risky and undeliverable files beside the output (`--split`).
     pub split: bool,
+    /// Requests per minute to start at; `None`: [`DEFAULT_RATE`], then the server's advertised
+    /// limit.
     pub rate: Option<Rate>,
+    /// Requests waiting for an answer at once.
     pub concurrency: usize,
+    /// How failed requests are retried.
     pub retry: RetryPolicy,
+    /// How old a cached answer may be and still be used.
     pub freshness: Freshness,
+    /// The state directory: answer cache and job records.
     pub state_dir: PathBuf,
+    /// Start over even though an interrupted run of this job exists, or its input changed.
     pub restart: bool,
+    /// Run a finished job again (its answers come from the cache).
     pub force: bool,
+    /// Run a finished job again, asking only for the rows whose status is `error`.
     pub retry_errors: bool,
+    /// Spending limits.
     pub budget: Budget,
+    /// Where to write the JSON report (`--report`).
     pub report: Option<PathBuf>,
     /// `--report-html`: the report as a web page.
     pub report_html: Option<PathBuf>,
+    /// After Ctrl-C or SIGTERM, how long requests in flight may take to finish.
     pub grace: Duration,
+    /// How progress is shown: a bar, log lines or nothing.
     pub display: Display,
     /// Print what to do after a resumable stop (off when the inbox runs the job: it logs that).
     pub announce: bool,
+    /// How to reach the API (base URL, key, timeout, sandbox).
     pub api: ApiSettings,
     /// What the address check lets through (`--allow-unknown-tld`).
     pub rules: address::Rules,
+    /// How often the writer takes a checkpoint.
     pub checkpoint: CheckpointEvery,
 }
 

@@ -398,7 +398,7 @@ fn a_crash_inside_checkpoints_and_a_kill_resume_to_the_identical_file() {
         );
         assert_eq!(
             code,
-            Some(mailsift::output::CRASH_EXIT),
+            Some(mailsift::internals::CRASH_EXIT),
             "{point}:{n}: {stderr}"
         );
     }

@@ -283,7 +283,7 @@ fn a_power_cut_inside_a_checkpoint_still_resumes_to_the_identical_file() {
         );
         assert_eq!(
             code,
-            Some(mailsift::output::CRASH_EXIT),
+            Some(mailsift::internals::CRASH_EXIT),
             "crash at {point}:{n}: {stderr}"
         );
         crashes.record(&dir, &mock);
@@ -298,7 +298,7 @@ fn a_power_cut_inside_a_checkpoint_still_resumes_to_the_identical_file() {
             .spawn()
             .unwrap(),
     );
-    assert_eq!(code, Some(mailsift::output::CRASH_EXIT), "{stderr}");
+    assert_eq!(code, Some(mailsift::internals::CRASH_EXIT), "{stderr}");
     crashes.record(&dir, &mock);
     let before = mock.validations();
     resume_to_the_end(&dir, &mock, &reference, "after the power cuts");
@@ -321,7 +321,7 @@ fn a_partial_file_shorter_than_its_checkpoint_is_started_over_from_the_store() {
             .spawn()
             .unwrap(),
     );
-    assert_eq!(code, Some(mailsift::output::CRASH_EXIT), "{stderr}");
+    assert_eq!(code, Some(mailsift::internals::CRASH_EXIT), "{stderr}");
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(dir.path("out.csv.partial"))

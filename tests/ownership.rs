@@ -243,7 +243,7 @@ fn killed_at_the_end_the_rerun_finishes_with_the_real_report() {
         );
         assert_eq!(
             code,
-            Some(mailsift::output::CRASH_EXIT),
+            Some(mailsift::internals::CRASH_EXIT),
             "{point}: {stderr}"
         );
         assert_eq!(
@@ -304,7 +304,7 @@ fn the_inbox_after_a_kill_at_the_end_hands_the_hook_the_real_counts() {
         let (code, stderr) = inbox(Some(point));
         assert_eq!(
             code,
-            Some(mailsift::output::CRASH_EXIT),
+            Some(mailsift::internals::CRASH_EXIT),
             "{point}: {stderr}"
         );
         assert!(!dir.path("hook.txt").exists());
