@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use mailsift::client::Status;
-use mailsift::input::{self, InputOptions, Source};
-use mailsift::output::{self, CheckpointEvery, RowFormat, Sink, Writer};
-use mailsift::plan::{Freshness, Pending, Planned, Planner, Resolved, Slot};
-use mailsift::report::Counters;
+use mailsift::internals::client::Status;
+use mailsift::internals::input::{self, InputOptions, Location};
+use mailsift::internals::output::{self, CheckpointEvery, RowFormat, Sink, Writer};
+use mailsift::internals::plan::{Freshness, Pending, Planned, Planner, Resolved, Slot};
+use mailsift::internals::report::Counters;
 use mailsift::store::{Answer, Store, Watermark};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -92,7 +92,7 @@ fn freshness() -> Freshness {
 fn reader_and_planner(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let (path, bytes) = input_file(dir.path());
-    let source = Source::Path(path);
+    let source = Location::Path(path);
     let read_all = || {
         let (_, reader) = input::open(&source, &InputOptions::default(), None).unwrap();
         let mut rows = 0u64;
@@ -165,7 +165,7 @@ fn reorder(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = input_file(dir.path());
     let (layout, reader) =
-        input::open(&Source::Path(path), &InputOptions::default(), None).unwrap();
+        input::open(&Location::Path(path), &InputOptions::default(), None).unwrap();
     let rows: Vec<input::Row> = reader.map(Result::unwrap).collect();
     let format = RowFormat::new(&layout, false, None);
     let answers: Vec<Arc<Answer>> = (0..ROWS).map(|i| Arc::new(answer(i))).collect();

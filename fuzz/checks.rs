@@ -11,11 +11,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use mailsift::address::{self, Checked};
-use mailsift::cell;
-use mailsift::client::Status;
-use mailsift::input::{self, Charset, ColumnSpec, Format, InputOptions, Row, Source};
-use mailsift::output::RowFormat;
-use mailsift::plan::{Freshness, Job, Outcome, Planned, Planner, Resolved};
+use mailsift::internals::cell;
+use mailsift::internals::client::Status;
+use mailsift::internals::input::{self, Charset, ColumnSpec, Format, InputOptions, Location, Row};
+use mailsift::internals::output::{self, RowFormat};
+use mailsift::internals::plan::{Freshness, Job, Outcome, Planned, Planner, Resolved};
 use mailsift::store::{Answer, Store};
 
 /// The normaliser, syntax check and suggestion: total (no panic), what the check accepts is
@@ -250,7 +250,7 @@ pub fn decoder(data: &[u8]) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("input.txt");
     std::fs::write(&path, data).expect("writing the input");
-    let source = Source::Path(path);
+    let source = Location::Path(path);
     let opts = InputOptions {
         email_column: Some(ColumnSpec::Index(1)),
         no_header: true,
@@ -393,13 +393,10 @@ pub fn cells(data: &[u8]) {
     let (best, outcome) = planned.best().expect("every address answered");
     for (_, slot) in planned.addresses() {
         let other = planned.outcome_of(slot).expect("answered");
-        assert!(
-            cell::rank(&other) <= cell::rank(&outcome),
-            "the best is shown"
-        );
+        assert!(other.rank() <= outcome.rank(), "the best is shown");
     }
 
-    let listed = cell::others(&planned, best);
+    let listed = output::others(&planned, best);
     let past_cap = pieces[pieces.len().min(cell::MAX_ASKED)..]
         .iter()
         .filter(|p| address::check(p) != Checked::Empty)

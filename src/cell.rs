@@ -2,8 +2,8 @@
 //! `a@x.com|b@x.com`, one per line, `<a@x.com>, <b@x.com>`, `Jane <a@x.com>, Bob <b@x.com>`.
 //!
 //! Owns: cutting one raw cell into the pieces that each hold one address (each piece then goes
-//! through [`address::check`] on its own), the ranking that picks the address a row shows, and
-//! the `email_others` column that lists the rest.
+//! through [`address::check`] on its own). Which address a row shows is the plan's choice
+//! (`Outcome::rank`); the `email_others` column that lists the rest is the writer's.
 //!
 //! Must not: change what happens to a cell with one address. A cell with fewer than two `@`,
 //! or in which fewer than two pieces hold an `@`, is not cut at all: it is checked whole,
@@ -23,9 +23,7 @@
 //! money beyond that.
 
 use crate::address::{self, Checked};
-use crate::client::Status;
 use crate::input::Row;
-use crate::plan::{Outcome, Planned, Source};
 
 /// How many pieces of one cell are planned and asked; the others are listed as `skipped`.
 pub const MAX_ASKED: usize = 20;
@@ -177,89 +175,6 @@ impl Iterator for Tokens<'_> {
         token.end = end;
         Some(token)
     }
-}
-
-/// How good a verdict is for the row (higher is better): the row shows its best address.
-///
-/// valid > valid_catch_all > catch_all > unknown (and statuses this version does not know) >
-/// error (no answer yet: `--retry-errors` asks again) > invalid (from the API or the syntax
-/// check alike) > missing. Between equals, the first in the cell wins.
-pub fn rank(outcome: &Outcome) -> u8 {
-    match outcome {
-        Outcome::Answer { answer, .. } => match answer.status {
-            Some(Status::Valid) => 7,
-            Some(Status::ValidCatchAll) => 6,
-            Some(Status::CatchAll) => 5,
-            Some(Status::Invalid) => 2,
-            Some(Status::Unknown | Status::Other(_)) | None => 4,
-        },
-        Outcome::Error { .. } => 3,
-        Outcome::Syntax(_) => 2,
-        Outcome::Empty => 0,
-    }
-}
-
-/// The `email_status` word of an outcome.
-fn status(outcome: &Outcome) -> &str {
-    match outcome {
-        Outcome::Empty => "missing",
-        Outcome::Syntax(_) => "invalid",
-        Outcome::Answer { answer, .. } => answer.status.as_ref().map_or("unknown", |s| s.as_str()),
-        Outcome::Error { .. } => "error",
-    }
-}
-
-/// The `email_others` column of a row whose cell held several addresses: every address but
-/// the one the row shows (`best`, an index into [`Planned::addresses`]), in cell order, as
-/// `ADDRESS:STATUS` joined by `"; "`, then the pieces past [`MAX_ASKED`] as
-/// `ADDRESS:skipped` (or `:invalid`, when the free syntax check rejects them). Valid
-/// addresses hold no `;`, `:` or space; a `;` in a rejected one is written `%3B` (and a `;` or
-/// `:` in a status `%3B`, `%3A`), so the list always splits at `"; "` and each item at its
-/// last `:`.
-pub fn others(planned: &Planned, best: usize) -> String {
-    let mut out = String::new();
-    let mut item = |address: &str, status: &str| {
-        if !out.is_empty() {
-            out.push_str("; ");
-        }
-        out.push_str(&address.replace(';', "%3B"));
-        out.push(':');
-        // A status this version does not know is the server's text: kept splittable too.
-        out.push_str(&status.replace(';', "%3B").replace(':', "%3A"));
-    };
-    for (i, (address, slot)) in planned.addresses().enumerate() {
-        if i != best {
-            let outcome = planned.outcome_of(slot);
-            item(address, outcome.as_ref().map_or("error", status));
-        }
-    }
-    let past_cap = of_row(&planned.row).into_iter().flatten().skip(MAX_ASKED);
-    for piece in past_cap {
-        match address::check(piece) {
-            Checked::Valid(a) => item(&a.normalized, "skipped"),
-            Checked::Invalid { normalized, .. } => item(&normalized, "invalid"),
-            Checked::Empty => {}
-        }
-    }
-    out
-}
-
-/// What a row's addresses cost in this run: the answers this row paid for (source `api`),
-/// summed; and whether that is all of it (not when one of them ended in `error`: whether it
-/// was charged is unknown, and the `credits_consumed` column prints no guess).
-pub fn cost(planned: &Planned) -> (f64, bool) {
-    let (mut paid, mut known) = (0.0, true);
-    for (_, slot) in planned.addresses() {
-        match planned.outcome_of(slot) {
-            Some(Outcome::Answer {
-                answer,
-                source: Source::Api,
-            }) => paid += answer.credits,
-            Some(Outcome::Error { .. }) | None => known = false,
-            Some(_) => {}
-        }
-    }
-    (paid, known)
 }
 
 #[cfg(test)]

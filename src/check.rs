@@ -18,9 +18,9 @@ use crate::api::Api;
 use crate::cell;
 use crate::client::{ApiError, Status};
 use crate::exit::Exit;
-use crate::output::format_credits;
 use crate::plan::Freshness;
 use crate::retry::RetryPolicy;
+use crate::schema::format_credits;
 use crate::store::{Answer, Store};
 
 /// Prints the balance.

@@ -1,7 +1,11 @@
 //! The command line as typed: clap-derive types that mirror the flags and do no I/O.
 //!
-//! They are turned once into a validated [`crate::config`] value; nothing below the commands'
+//! They are turned once into a validated [`crate::Config`]; nothing below the commands'
 //! entry points sees a clap type. Help text is the `///` on each flag.
+
+// clap makes help text of doc comments, so an item here has one only where `--help` should
+// show it: the undocumented ones are option groups and subcommand holders.
+#![allow(missing_docs)]
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,7 +23,7 @@ The API key:
 
 /// The whole command line. `Parser` and `CommandFactory` are implemented by hand below, so that
 /// every way of getting the command (parsing, `--help`, completions, man pages) goes through
-/// [`finish`].
+/// `finish`.
 #[derive(Debug, clap::Args)]
 #[command(
     version,
@@ -216,6 +220,17 @@ pub enum CacheAction {
         #[arg(long, short = 'y', conflicts_with = "dry_run")]
         yes: bool,
     },
+}
+
+impl GlobalArgs {
+    /// How verbose the logs are: 0 quiet (`-q`), 1 by default, 2 and more with each `-v`.
+    pub fn verbosity(&self) -> u8 {
+        if self.quiet {
+            0
+        } else {
+            1 + self.verbose
+        }
+    }
 }
 
 /// What `completions` and `man` print, generated from these very types so they never drift

@@ -236,7 +236,7 @@ impl fmt::Display for Status {
 
 /// The balance (`GET /v1/credits`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Credits {
+pub struct Balance {
     pub credits: f64,
     /// The whole answer, for `--json`.
     pub raw: Value,
@@ -354,7 +354,7 @@ impl Client {
     }
 
     /// `GET /v1/credits` (free).
-    pub async fn credits(&self) -> Result<Reply<Credits>, ApiError> {
+    pub async fn credits(&self) -> Result<Reply<Balance>, ApiError> {
         let request = self
             .http
             .get(&self.credits_url)
@@ -369,7 +369,7 @@ impl Client {
                 retry_after: None,
             })?;
         Ok(Reply {
-            body: Credits {
+            body: Balance {
                 credits,
                 raw: self.scrub.json(body),
             },
@@ -382,7 +382,7 @@ impl Client {
     /// such host, TLS, a gateway error) is tried again, up to [`FIRST_CONTACT_ATTEMPTS`] times within [`FIRST_CONTACT_LIMIT`];
     /// then the base URL is [`ApiError::Unreachable`]. Once anything has answered, an error is
     /// returned as it is: an API that goes away mid-run gets the pool's bounded retries.
-    pub async fn first_contact(&self) -> Result<Reply<Credits>, ApiError> {
+    pub async fn first_contact(&self) -> Result<Reply<Balance>, ApiError> {
         let limit = tokio::time::Instant::now() + FIRST_CONTACT_LIMIT;
         until_answered(
             || self.credits(),

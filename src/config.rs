@@ -10,7 +10,7 @@ use crate::cli::{
     Args, CacheAction, CacheArgs, Command, FormatArgs, GlobalArgs, JobArgs, StateArgs,
 };
 use crate::exit::usage;
-use crate::input::{ColumnSpec, InputOptions, Source};
+use crate::input::{ColumnSpec, InputOptions, Location};
 use crate::output::CheckpointEvery;
 use crate::plan::Freshness;
 use crate::progress::Display;
@@ -20,41 +20,68 @@ use crate::validate::{default_output, Budget, ValidateConfig};
 /// What to do, fully decided.
 #[derive(Debug)]
 pub enum Config {
+    /// `mailsift credits`: print the balance.
     Credits {
+        /// How to reach the API (base URL, key, timeout, sandbox).
         api: ApiSettings,
+        /// Print JSON instead of text.
         json: bool,
     },
+    /// `mailsift check`: validate a few addresses given on the command line.
     Check {
+        /// How to reach the API (base URL, key, timeout, sandbox).
         api: ApiSettings,
+        /// The addresses, as typed.
         addresses: Vec<String>,
+        /// Print JSON instead of text.
         json: bool,
+        /// How failed requests are retried.
         retry: RetryPolicy,
         /// The answer cache `validate` uses (`sandbox/` inside it with --sandbox).
         state_dir: PathBuf,
+        /// How old a cached answer may be and still be used.
         freshness: Freshness,
+        /// What the address check lets through.
         rules: address::Rules,
     },
+    /// `mailsift validate`: one validation job.
     Validate(Box<ValidateConfig>),
+    /// `mailsift estimate`: what a job would cost, spending nothing.
     Estimate(Box<EstimateConfig>),
+    /// `mailsift inbox`: validate every file dropped into a directory.
     Inbox(Box<InboxConfig>),
+    /// `mailsift status`: the jobs in the state directory.
     Status {
+        /// The state directory.
         state_dir: PathBuf,
+        /// Print JSON instead of text.
         json: bool,
     },
+    /// `mailsift cache stats`.
     CacheStats {
+        /// The state directory.
         state_dir: PathBuf,
+        /// Print JSON instead of text.
         json: bool,
     },
+    /// `mailsift cache clear`.
     CacheClear {
+        /// The state directory.
         state_dir: PathBuf,
+        /// Clear only answers older than this.
         older_than: Option<Duration>,
+        /// Say what would be cleared, clear nothing.
         dry_run: bool,
+        /// Do not ask for confirmation.
         yes: bool,
     },
     /// `mailsift report`: a JSON report rendered as HTML.
     Report {
+        /// The JSON report to read.
         report: PathBuf,
+        /// The HTML file to write.
         html: PathBuf,
+        /// The state directory.
         state_dir: PathBuf,
     },
 }
@@ -62,7 +89,7 @@ pub enum Config {
 /// `mailsift estimate`.
 #[derive(Debug, Clone)]
 pub struct EstimateConfig {
-    pub input: Source,
+    pub input: Location,
     pub input_options: InputOptions,
     pub freshness: Freshness,
     pub state_dir: PathBuf,
@@ -93,15 +120,6 @@ pub struct InboxConfig {
     pub report_html: bool,
     /// Every file runs as this job, with its own input, output and report.
     pub template: ValidateConfig,
-}
-
-/// How verbose the logs are: 0 quiet, 1 default, 2+ more.
-pub fn verbosity(global: &GlobalArgs) -> u8 {
-    if global.quiet {
-        0
-    } else {
-        1 + global.verbose
-    }
 }
 
 impl Config {
@@ -137,7 +155,7 @@ impl Config {
                 let output = match v.output {
                     Some(p) if p.as_os_str() == "-" => None,
                     Some(p) => Some(p),
-                    None if input == Source::Stdin => None,
+                    None if input == Location::Stdin => None,
                     None => Some(default_output(&v.input)),
                 };
                 if v.job.split && output.is_none() {
@@ -186,7 +204,7 @@ impl Config {
                         glob::Pattern::new(p).map_err(|e| usage(format!("--pattern {p:?}: {e}")))
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                let mut template = job(Source::Stdin, None, &i.format, &i.job, g, api)?;
+                let mut template = job(Location::Stdin, None, &i.format, &i.job, g, api)?;
                 template.display = Display::Quiet;
                 template.announce = false;
                 Config::Inbox(Box::new(InboxConfig {
@@ -248,7 +266,7 @@ impl Config {
 
 /// The settings of one job, from the flags `validate` and `inbox` share.
 fn job(
-    input: Source,
+    input: Location,
     output: Option<PathBuf>,
     format: &FormatArgs,
     j: &JobArgs,
@@ -292,9 +310,9 @@ fn job(
     })
 }
 
-fn input(path: &Path) -> anyhow::Result<Source> {
+fn input(path: &Path) -> anyhow::Result<Location> {
     if path.as_os_str() == "-" {
-        return Ok(Source::Stdin);
+        return Ok(Location::Stdin);
     }
     if !path.exists() {
         return Err(usage(format!(
@@ -302,7 +320,7 @@ fn input(path: &Path) -> anyhow::Result<Source> {
             path.display()
         )));
     }
-    Ok(Source::Path(path.to_owned()))
+    Ok(Location::Path(path.to_owned()))
 }
 
 fn input_options(args: &FormatArgs, column_prefix: Option<String>) -> InputOptions {

@@ -209,7 +209,7 @@ fn print(
     covered: Option<bool>,
     failed: bool,
 ) -> anyhow::Result<()> {
-    use crate::output::format_credits as f;
+    use crate::schema::format_credits as f;
     use std::io::Write;
 
     let mut out = std::io::stdout().lock();

@@ -3,8 +3,10 @@
 //! Commands return `Ok(Exit)` for the outcomes they decide themselves (a resumable stop) and
 //! errors for everything else; [`Exit::for_error`] walks the error chain to find the code, so
 //! code deep down only has to return the right typed error.
-
-use crate::client::ApiError;
+//!
+//! Must not: import the modules whose errors it maps. Every layer raises [`usage`] errors, so
+//! this module sits at the bottom of the graph; `Exit::for_error`, which has to know the typed
+//! errors of `client` and `input`, is implemented at the crate root (lib.rs) for that reason.
 
 /// The process exit codes, as documented in `--help` and the README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,35 +61,16 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 }
 
 impl Exit {
+    /// The number the process exits with.
     pub fn code(self) -> u8 {
         self as u8
-    }
-
-    /// The exit code an error stands for: the first cause in its chain that has one.
-    pub fn for_error(error: &anyhow::Error) -> Exit {
-        for cause in error.chain() {
-            if cause.is::<UsageError>() {
-                return Exit::Usage;
-            }
-            if let Some(input) = cause.downcast_ref::<crate::input::InputError>() {
-                if input.is_usage() {
-                    return Exit::Usage;
-                }
-            }
-            match cause.downcast_ref::<ApiError>() {
-                Some(ApiError::KeyRejected { .. }) => return Exit::KeyRejected,
-                Some(ApiError::OutOfCredits { .. }) => return Exit::OutOfCredits,
-                Some(ApiError::Unreachable { .. }) => return Exit::TooManyFailures,
-                _ => {}
-            }
-        }
-        Exit::Failed
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::ApiError;
     use anyhow::Context;
 
     #[test]

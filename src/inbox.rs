@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::InboxConfig;
 use crate::durable::{write_atomic, Lock};
 use crate::exit::Exit;
-use crate::input::Source;
+use crate::input::Location;
 use crate::validate;
 
 /// Names that are someone else's work in progress, never picked up.
@@ -41,7 +41,7 @@ impl Log {
         }
         if self.json {
             let mut line = json!({
-                "time": crate::output::rfc3339(crate::clock::now()),
+                "time": crate::schema::rfc3339(crate::clock::now()),
                 "event": event,
                 "message": message,
             });
@@ -154,7 +154,7 @@ async fn process(
     );
 
     let mut job = config.template.clone();
-    job.input = Source::Path(path.to_owned());
+    job.input = Location::Path(path.to_owned());
     job.output = Some(output.clone());
     job.report = Some(report.clone());
     job.report_html = config.report_html.then(|| report.with_extension("html"));
@@ -388,7 +388,7 @@ fn hook(
         }
     }
     if split {
-        for (kind, path) in crate::output::SPLITS
+        for (kind, path) in crate::schema::SPLITS
             .iter()
             .zip(crate::output::split_paths(output))
         {

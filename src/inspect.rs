@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::exit::Exit;
-use crate::output::{format_credits, rfc3339};
+use crate::schema::{format_credits, rfc3339};
 use crate::store::{JobRecord, Store};
 
 /// One job, as `status` shows it.

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     if let Some(text) = mailsift::cli::generated(&args.command) {
         return print_generated(text);
     }
-    let verbosity = mailsift::config::verbosity(&args.global);
+    let verbosity = args.global.verbosity();
     // `inbox --log-format json` promises JSON lines on stderr: tracing's too.
     let json = matches!(&args.command, Command::Inbox(inbox) if inbox.log_format == "json");
     init_logging(verbosity, json);
@@ -56,7 +56,7 @@ fn print_generated(text: anyhow::Result<Vec<u8>>) -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<Exit> {
-    let config = Config::from_args(args, std::env::var(mailsift::api::KEY_VAR).ok())?;
+    let config = Config::from_args(args, std::env::var(mailsift::KEY_VAR).ok())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -153,7 +153,7 @@ where
             let mut fields = JsonFields(serde_json::Map::new());
             event.record(&mut fields);
             let mut line = serde_json::json!({
-                "time": mailsift::output::rfc3339(mailsift::clock::now()),
+                "time": mailsift::schema::rfc3339(mailsift::clock::now()),
                 "level": word,
             });
             if let serde_json::Value::Object(line) = &mut line {

@@ -35,43 +35,14 @@ use anyhow::Context;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::address;
+use crate::address::{self, Checked};
 use crate::cell;
 use crate::durable::{self, FileSum};
 use crate::input::{Layout, Row};
 use crate::plan::{Outcome, Planned, Source};
 use crate::report::Counters;
+use crate::schema::{format_credits, rfc3339, ANNOTATION_COLUMNS, COMPANY_COLUMNS, SPLITS};
 use crate::store::{JobRecord, Store, Watermark};
-
-/// The annotation columns, in order (the input reader recognises them, to replace them when an
-/// annotated file is validated again). New columns only ever go at the end, so that a file
-/// annotated by an earlier version (the first [`FIRST_RELEASE_COLUMNS`] or more) is recognised.
-pub const ANNOTATION_COLUMNS: [&str; 11] = [
-    "email_status",
-    "email_message",
-    "email_normalized",
-    "mx_provider",
-    "mx_record",
-    "is_catch_all",
-    "credits_consumed",
-    "checked_at",
-    "source",
-    "email_suggestion",
-    "email_others",
-];
-
-/// How many annotation columns the first release wrote (up to `source`).
-pub const FIRST_RELEASE_COLUMNS: usize = 9;
-
-/// Added by `--columns all`: the free company enrichment.
-pub const COMPANY_COLUMNS: [&str; 6] = [
-    "company_name",
-    "company_industry",
-    "company_size",
-    "company_founded",
-    "company_location",
-    "company_linkedin_url",
-];
 
 /// How rows are written: the input's delimiter and line ending, the annotation columns.
 #[derive(Debug, Clone)]
@@ -202,7 +173,7 @@ impl RowFormat {
         };
         if !planned.others.is_empty() {
             // The row cost what all its addresses cost; unknown if one of them is an error.
-            let (paid, known) = cell::cost(planned);
+            let (paid, known) = cost(planned);
             credits = if known {
                 format_credits(paid)
             } else {
@@ -215,7 +186,7 @@ impl RowFormat {
         put(out, &address::suggest(shown).unwrap_or_default());
         put(
             out,
-            &best.map_or_else(String::new, |best| cell::others(planned, best)),
+            &best.map_or_else(String::new, |best| others(planned, best)),
         );
         if self.company {
             let c = answer.map(|a| &a.company);
@@ -277,31 +248,17 @@ fn field(out: &mut Vec<u8>, value: &[u8], delimiter: u8) {
     out.push(b'"');
 }
 
-pub fn format_credits(credits: f64) -> String {
-    if credits == 0.0 {
-        return "0".to_owned();
-    }
-    // Round away float noise (0.1 + 0.2) without losing real precision.
-    let rounded = (credits * 1e6).round() / 1e6;
-    format!("{rounded}")
-}
-
-pub fn rfc3339(unix_seconds: i64) -> String {
-    let time = std::time::UNIX_EPOCH + Duration::from_secs(unix_seconds.max(0) as u64);
-    humantime::format_rfc3339_seconds(time).to_string()
-}
-
 /// One file being written: `<path>.partial`, renamed to `path` at the end.
-pub struct Part {
+pub struct PartialFile {
     file: io::BufWriter<File>,
     partial: PathBuf,
     path: PathBuf,
 }
 
-impl Part {
+impl PartialFile {
     /// Creates `<path>.partial`, or reopens it cut back to `resume_at` bytes (whatever came
     /// after the last checkpoint is written again).
-    pub fn open(path: &Path, resume_at: Option<u64>) -> anyhow::Result<Part> {
+    pub fn open(path: &Path, resume_at: Option<u64>) -> anyhow::Result<PartialFile> {
         let partial = partial_path(path);
         let file = match resume_at {
             Some(len) => {
@@ -323,7 +280,7 @@ impl Part {
                 ))
             })?,
         };
-        Ok(Part {
+        Ok(PartialFile {
             file: io::BufWriter::with_capacity(256 * 1024, file),
             partial,
             path: path.to_owned(),
@@ -354,7 +311,7 @@ impl Part {
     /// fsync, then rename into place, then fsync the directory so the rename is durable too.
     /// Returns the finished file's size and hash, for the job record.
     fn finish(self) -> anyhow::Result<FileSum> {
-        let Part {
+        let PartialFile {
             file,
             partial,
             path,
@@ -383,9 +340,6 @@ pub fn partial_path(output: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// `--split`: which file a row also goes to.
-pub const SPLITS: [&str; 3] = ["deliverable", "risky", "undeliverable"];
-
 /// The split files' paths: `<stem>.deliverable.csv` etc. beside the output.
 pub fn split_paths(output: &Path) -> [PathBuf; 3] {
     let stem = output
@@ -413,8 +367,8 @@ fn split_of(outcome: &Outcome) -> Option<usize> {
 pub enum Sink {
     /// Files, checkpointed and renamed into place at the end.
     Files {
-        main: Part,
-        splits: Option<Box<[Part; 3]>>,
+        main: PartialFile,
+        splits: Option<Box<[PartialFile; 3]>>,
     },
     /// Standard output: no checkpoints, no resume.
     Stdout(io::BufWriter<io::Stdout>),
@@ -427,14 +381,14 @@ impl Sink {
 
     /// Opens the output (and the split files), fresh or cut back to a checkpoint.
     pub fn files(output: &Path, split: bool, resume: Option<&Watermark>) -> anyhow::Result<Sink> {
-        let main = Part::open(output, resume.map(|w| w.output_bytes))?;
+        let main = PartialFile::open(output, resume.map(|w| w.output_bytes))?;
         let splits = if split {
             let paths = split_paths(output);
             let mut parts = Vec::with_capacity(3);
             for (i, path) in paths.iter().enumerate() {
-                parts.push(Part::open(path, resume.map(|w| w.split_bytes[i]))?);
+                parts.push(PartialFile::open(path, resume.map(|w| w.split_bytes[i]))?);
             }
-            let parts: [Part; 3] = parts
+            let parts: [PartialFile; 3] = parts
                 .try_into()
                 .map_err(|_| anyhow::anyhow!("three split files"))?;
             Some(Box::new(parts))
@@ -566,7 +520,7 @@ pub async fn run(
                     } => answer.credits,
                     _ => 0.0,
                 };
-                writer.counters.add_credits(cell::cost(&planned).0 - shown);
+                writer.counters.add_credits(cost(&planned).0 - shown);
             }
             writer.counters.tally(&planned.normalized, &outcome);
             let next = planned.row.resume_after();
@@ -706,6 +660,72 @@ pub(crate) fn crash_point(point: &str) {
 /// The exit code of a crash on purpose (`MAILSIFT_TEST_CRASH_AT`); no real outcome uses it.
 pub const CRASH_EXIT: i32 = 99;
 
+/// The `email_status` word of an outcome.
+fn status(outcome: &Outcome) -> &str {
+    match outcome {
+        Outcome::Empty => "missing",
+        Outcome::Syntax(_) => "invalid",
+        Outcome::Answer { answer, .. } => answer.status.as_ref().map_or("unknown", |s| s.as_str()),
+        Outcome::Error { .. } => "error",
+    }
+}
+
+/// The `email_others` column of a row whose cell held several addresses: every address but
+/// the one the row shows (`best`, an index into [`Planned::addresses`]), in cell order, as
+/// `ADDRESS:STATUS` joined by `"; "`, then the pieces past [`cell::MAX_ASKED`] as
+/// `ADDRESS:skipped` (or `:invalid`, when the free syntax check rejects them). Valid
+/// addresses hold no `;`, `:` or space; a `;` in a rejected one is written `%3B` (and a `;` or
+/// `:` in a status `%3B`, `%3A`), so the list always splits at `"; "` and each item at its
+/// last `:`.
+pub fn others(planned: &Planned, best: usize) -> String {
+    let mut out = String::new();
+    let mut item = |address: &str, status: &str| {
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        out.push_str(&address.replace(';', "%3B"));
+        out.push(':');
+        // A status this version does not know is the server's text: kept splittable too.
+        out.push_str(&status.replace(';', "%3B").replace(':', "%3A"));
+    };
+    for (i, (address, slot)) in planned.addresses().enumerate() {
+        if i != best {
+            let outcome = planned.outcome_of(slot);
+            item(address, outcome.as_ref().map_or("error", status));
+        }
+    }
+    let past_cap = cell::of_row(&planned.row)
+        .into_iter()
+        .flatten()
+        .skip(cell::MAX_ASKED);
+    for piece in past_cap {
+        match address::check(piece) {
+            Checked::Valid(a) => item(&a.normalized, "skipped"),
+            Checked::Invalid { normalized, .. } => item(&normalized, "invalid"),
+            Checked::Empty => {}
+        }
+    }
+    out
+}
+
+/// What a row's addresses cost in this run: the answers this row paid for (source `api`),
+/// summed; and whether that is all of it (not when one of them ended in `error`: whether it
+/// was charged is unknown, and the `credits_consumed` column prints no guess).
+fn cost(planned: &Planned) -> (f64, bool) {
+    let (mut paid, mut known) = (0.0, true);
+    for (_, slot) in planned.addresses() {
+        match planned.outcome_of(slot) {
+            Some(Outcome::Answer {
+                answer,
+                source: Source::Api,
+            }) => paid += answer.credits,
+            Some(Outcome::Error { .. }) | None => known = false,
+            Some(_) => {}
+        }
+    }
+    (paid, known)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -842,14 +862,5 @@ mod tests {
             String::from_utf8(header).unwrap(),
             "a;b;c;lm_email_status;lm_email_message;lm_email_normalized;lm_mx_provider;lm_mx_record;lm_is_catch_all;lm_credits_consumed;lm_checked_at;lm_source;lm_email_suggestion;lm_email_others\r\n"
         );
-    }
-
-    #[test]
-    fn credits_and_times_print_plainly() {
-        assert_eq!(format_credits(0.0), "0");
-        assert_eq!(format_credits(0.05), "0.05");
-        assert_eq!(format_credits(0.1 + 0.2), "0.3");
-        assert_eq!(format_credits(1.0), "1");
-        assert_eq!(rfc3339(1_790_000_000), "2026-09-21T14:13:20Z");
     }
 }

@@ -8,7 +8,7 @@
 //! A cell holding several addresses ([`crate::cell`]) is decided address by address, each
 //! exactly as a one-address cell would be (so an address is paid for once across the file
 //! and across runs, whichever cells hold it); the row waits for all of them and shows the
-//! best ([`crate::cell::rank`]).
+//! best ([`Outcome::rank`]).
 //!
 //! The planner holds no per-address memory beyond the requests in flight: in-run duplicates
 //! are found through the store, where every answer lands the moment it is paid for, tagged
@@ -71,6 +71,28 @@ pub enum Outcome {
     Answer { answer: Arc<Answer>, source: Source },
     /// The request failed for good (`error`): retries ran out, or the API refused it.
     Error { message: Arc<str> },
+}
+
+impl Outcome {
+    /// How good a verdict is for the row (higher is better): the row shows its best address.
+    ///
+    /// valid > valid_catch_all > catch_all > unknown (and statuses this version does not know) >
+    /// error (no answer yet: `--retry-errors` asks again) > invalid (from the API or the syntax
+    /// check alike) > missing. Between equals, the first in the cell wins.
+    pub fn rank(&self) -> u8 {
+        match self {
+            Outcome::Answer { answer, .. } => match answer.status {
+                Some(Status::Valid) => 7,
+                Some(Status::ValidCatchAll) => 6,
+                Some(Status::CatchAll) => 5,
+                Some(Status::Invalid) => 2,
+                Some(Status::Unknown | Status::Other(_)) | None => 4,
+            },
+            Outcome::Error { .. } => 3,
+            Outcome::Syntax(_) => 2,
+            Outcome::Empty => 0,
+        }
+    }
 }
 
 /// What a request ends in, shared by every row that waits for it.
@@ -168,15 +190,12 @@ impl Planned {
     }
 
     /// Once every address has its outcome: the one the row shows (the best, the first of
-    /// equals; see [`cell::rank`]), as an index into [`Planned::addresses`], and its outcome.
+    /// equals; see [`Outcome::rank`]), as an index into [`Planned::addresses`], and its outcome.
     pub fn best(&self) -> Option<(usize, Outcome)> {
         let mut best: Option<(usize, Outcome)> = None;
         for (i, (_, slot)) in self.addresses().enumerate() {
             let outcome = self.outcome_of(slot)?;
-            if best
-                .as_ref()
-                .is_none_or(|(_, b)| cell::rank(&outcome) > cell::rank(b))
-            {
+            if best.as_ref().is_none_or(|(_, b)| outcome.rank() > b.rank()) {
                 best = Some((i, outcome));
             }
         }

@@ -134,8 +134,8 @@ impl Ledger {
                     return Err(Halt::Budget(format!(
                         "the budget is reached: {} of --max-credits {} spent or committed; \
                          raise --max-credits to go further",
-                        crate::output::format_credits(credits(s.job.worst())),
-                        crate::output::format_credits(max)
+                        crate::schema::format_credits(credits(s.job.worst())),
+                        crate::schema::format_credits(max)
                     )));
                 }
             }
@@ -502,8 +502,8 @@ impl Pool {
                 self.set_halt(Halt::Budget(format!(
                     "the balance ({}) fell below --min-balance {}; top up, or lower \
                      --min-balance",
-                    crate::output::format_credits(balance),
-                    crate::output::format_credits(min)
+                    crate::schema::format_credits(balance),
+                    crate::schema::format_credits(min)
                 )));
                 self.stop.cancel();
             }

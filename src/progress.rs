@@ -12,8 +12,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::output::format_credits;
-use crate::report::{Counters, STATUSES};
+use crate::report::Counters;
+use crate::schema::{format_credits, STATUSES};
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,22 +10,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::output::format_credits;
 use crate::plan::{Outcome, Source};
-use crate::tally::{Breakdown, Tally, DOMAINS_REPORTED, PROVIDERS_REPORTED};
-
-/// The statuses a row can end with, in display order (an unknown API status counts as
-/// `other`).
-pub const STATUSES: [&str; 8] = [
-    "valid",
-    "valid_catch_all",
-    "catch_all",
-    "unknown",
-    "invalid",
-    "missing",
-    "error",
-    "other",
-];
+use crate::schema::{format_credits, STATUSES};
+use crate::tally::{Breakdown, Profile, DOMAINS_REPORTED, PROVIDERS_REPORTED};
 
 pub(crate) fn status_index(outcome: &Outcome) -> usize {
     let name = match outcome {
@@ -63,7 +50,7 @@ pub struct Counters {
     /// Latest `X-RateLimit-Remaining-Daily` (u64::MAX: not seen).
     pub daily_left: AtomicU64,
     /// Rows per domain, provider and syntax problem: only the writer adds, so never contended.
-    tally: Mutex<Tally>,
+    tally: Mutex<Profile>,
     /// `--max-credits`, and the most this run could cost as announced at its start (f64 bits;
     /// u64::MAX: none).
     max_credits_bits: AtomicU64,
@@ -273,7 +260,7 @@ impl Summary {
             input,
             output,
             split: split.map(|paths| {
-                crate::output::SPLITS
+                crate::schema::SPLITS
                     .iter()
                     .zip(paths)
                     .map(|(kind, p)| (*kind, p.display().to_string()))
@@ -311,8 +298,8 @@ impl Summary {
             } else {
                 0.0
             },
-            started_at: crate::output::rfc3339(now - elapsed.as_secs() as i64),
-            finished_at: crate::output::rfc3339(now),
+            started_at: crate::schema::rfc3339(now - elapsed.as_secs() as i64),
+            finished_at: crate::schema::rfc3339(now),
             mailsift_version: env!("CARGO_PKG_VERSION"),
             domains: tally.domains.report(DOMAINS_REPORTED),
             providers: tally.providers.report(PROVIDERS_REPORTED),

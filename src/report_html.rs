@@ -18,8 +18,9 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::exit::{usage, Exit};
-use crate::output::{format_credits, rfc3339};
-use crate::report::{Summary, REPORT_SCHEMA, STATUSES};
+use crate::report::{Summary, REPORT_SCHEMA};
+use crate::schema::STATUSES;
+use crate::schema::{format_credits, rfc3339};
 use crate::store::{JobState, Store};
 
 const CSS: &str = include_str!("report_html.css");

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use crate::plan::Outcome;
-use crate::report::STATUSES;
+use crate::schema::STATUSES;
 
 /// Distinct domains kept (about 200 bytes each with the index: some 400 KB in all).
 pub const DOMAINS_KEPT: usize = 2048;
@@ -33,9 +33,10 @@ const NAME_MAX: usize = 100;
 
 type Counts = [u64; STATUSES.len()];
 
-/// What the writer has counted so far (it alone adds; the summary reads at the end).
+/// The list's profile for the report: rows per domain, per mail provider and per syntax
+/// problem. The writer alone adds; the summary reads it at the end.
 #[derive(Debug)]
-pub struct Tally {
+pub struct Profile {
     /// Rows whose address passed the syntax check, by domain.
     pub domains: TopK,
     /// Rows with an answer, by the answer's `mx_provider` ("" when it gave none).
@@ -44,9 +45,9 @@ pub struct Tally {
     pub syntax: BTreeMap<&'static str, u64>,
 }
 
-impl Default for Tally {
-    fn default() -> Tally {
-        Tally {
+impl Default for Profile {
+    fn default() -> Profile {
+        Profile {
             domains: TopK::new(DOMAINS_KEPT),
             providers: TopK::new(PROVIDERS_KEPT),
             syntax: BTreeMap::new(),
@@ -54,7 +55,7 @@ impl Default for Tally {
     }
 }
 
-impl Tally {
+impl Profile {
     /// Counts one written row; `status` indexes [`STATUSES`].
     pub fn add(&mut self, normalized: &str, outcome: &Outcome, status: usize) {
         let domain = normalized.rsplit_once('@').map_or("", |(_, d)| d);
@@ -317,7 +318,7 @@ mod tests {
 
     #[test]
     fn rows_are_sorted_into_domains_providers_and_reasons() {
-        let mut t = Tally::default();
+        let mut t = Profile::default();
         let answer = |provider: Option<&str>| Outcome::Answer {
             answer: Arc::new(Answer {
                 status: Some(Status::Valid),

@@ -39,6 +39,7 @@ use crate::pool::{Halt, Ledger, Pool};
 use crate::progress::{self, Display};
 use crate::report::{Counters, Summary};
 use crate::retry::RetryPolicy;
+use crate::schema;
 use crate::store::{self, JobRecord, JobState, Store, Tally, Watermark};
 
 /// The starting rate when the user gave none: the lowest limit LeadMagic documents. The
@@ -59,33 +60,53 @@ pub struct Budget {
 /// Everything `validate` needs, validated.
 #[derive(Debug, Clone)]
 pub struct ValidateConfig {
-    pub input: input::Source,
+    /// Where the CSV is read from.
+    pub input: input::Location,
     /// `None`: standard output.
     pub output: Option<PathBuf>,
+    /// What the user said about the input (delimiter, header, email column); the rest is
+    /// detected.
     pub input_options: InputOptions,
+    /// Add the free company columns (`--columns all`).
     pub company: bool,
     /// `--raw-fields`: API text is written without neutralising formulas.
     pub raw_fields: bool,
+    /// Also write the deliverable, risky and undeliverable files beside the output (`--split`).
     pub split: bool,
+    /// Requests per minute to start at; `None`: [`DEFAULT_RATE`], then the server's advertised
+    /// limit.
     pub rate: Option<Rate>,
+    /// Requests waiting for an answer at once.
     pub concurrency: usize,
+    /// How failed requests are retried.
     pub retry: RetryPolicy,
+    /// How old a cached answer may be and still be used.
     pub freshness: Freshness,
+    /// The state directory: answer cache and job records.
     pub state_dir: PathBuf,
+    /// Start over even though an interrupted run of this job exists, or its input changed.
     pub restart: bool,
+    /// Run a finished job again (its answers come from the cache).
     pub force: bool,
+    /// Run a finished job again, asking only for the rows whose status is `error`.
     pub retry_errors: bool,
+    /// Spending limits.
     pub budget: Budget,
+    /// Where to write the JSON report (`--report`).
     pub report: Option<PathBuf>,
     /// `--report-html`: the report as a web page.
     pub report_html: Option<PathBuf>,
+    /// After Ctrl-C or SIGTERM, how long requests in flight may take to finish.
     pub grace: Duration,
+    /// How progress is shown: a bar, log lines or nothing.
     pub display: Display,
     /// Print what to do after a resumable stop (off when the inbox runs the job: it logs that).
     pub announce: bool,
+    /// How to reach the API (base URL, key, timeout, sandbox).
     pub api: ApiSettings,
     /// What the address check lets through (`--allow-unknown-tld`).
     pub rules: address::Rules,
+    /// How often the writer takes a checkpoint.
     pub checkpoint: CheckpointEvery,
 }
 
@@ -130,8 +151,8 @@ pub async fn run(
     };
     check_paths(&config)?;
     let input_name = match &config.input {
-        input::Source::Path(p) => p.display().to_string(),
-        input::Source::Stdin => "standard input".to_owned(),
+        input::Location::Path(p) => p.display().to_string(),
+        input::Location::Stdin => "standard input".to_owned(),
     };
 
     // Opening may sync (a new store, a converted one) and wait for the lock: not on a worker.
@@ -154,7 +175,7 @@ pub async fn run(
         input::Format::Sheet(_) => {}
     }
 
-    if matches!(config.input, input::Source::Stdin) {
+    if matches!(config.input, input::Location::Stdin) {
         say(
             "mailsift: reading standard input: this run cannot resume if it is stopped \
              (answers already paid for stay cached)"
@@ -317,8 +338,8 @@ pub async fn run(
         if balance < min {
             pool.halt_with(Halt::Budget(format!(
                 "the balance ({}) is below --min-balance {}; top up, or lower --min-balance",
-                output::format_credits(balance),
-                output::format_credits(min)
+                schema::format_credits(balance),
+                schema::format_credits(min)
             )));
         }
     }
@@ -357,7 +378,7 @@ pub async fn run(
     // What the run can cost, counted from the input (spending nothing): before the first
     // request for a small file, alongside the run for a big one, so it never delays a resume.
     let mut _counting = None;
-    if let (input::Source::Path(path), false) = (&config.input, stop.is_cancelled()) {
+    if let (input::Location::Path(path), false) = (&config.input, stop.is_cancelled()) {
         let (source, opts, store) = (config.input.clone(), input_options.clone(), store.clone());
         let resume = plan.resume.map(|m| Resume {
             byte: m.byte,
@@ -523,12 +544,12 @@ pub async fn run(
     // A workbook output was checkpointed as CSV: it becomes a workbook here, before its size
     // and hash are kept and the job is marked done (a kill here leaves it to be finished again).
     if let Some((path, files)) = finished.as_mut().filter(|(p, _)| crate::xlsx::is_xlsx(p)) {
-        let cells = crate::xlsx::Cells {
+        let cells = crate::xlsx::Conversion {
             delimiter: layout.delimiter,
             typed: matches!(layout.format, input::Format::Sheet(_)),
-            annotations: output::ANNOTATION_COLUMNS.len()
+            annotations: schema::ANNOTATION_COLUMNS.len()
                 + if config.company {
-                    output::COMPANY_COLUMNS.len()
+                    schema::COMPANY_COLUMNS.len()
                 } else {
                     0
                 },
@@ -654,7 +675,7 @@ fn check_paths(config: &ValidateConfig) -> anyhow::Result<()> {
     let Some(output) = &config.output else {
         return Ok(());
     };
-    if let input::Source::Path(input) = &config.input {
+    if let input::Location::Path(input) = &config.input {
         if same_file(input, output) {
             return Err(usage(format!(
                 "the output {} is the input file; choose another with -o",
@@ -693,7 +714,7 @@ fn check_report(report: &Path, config: &ValidateConfig) -> anyhow::Result<()> {
             Some(_) => Ok(()),
         };
     }
-    let is_input = matches!(&config.input, input::Source::Path(i) if same_file(i, report));
+    let is_input = matches!(&config.input, input::Location::Path(i) if same_file(i, report));
     let is_output = config
         .output
         .as_ref()
@@ -809,7 +830,7 @@ fn plan_job(
         run: rand::random(),
         freshness: config.freshness,
     };
-    let (input::Source::Path(input_path), Some(output_path)) = (&config.input, &config.output)
+    let (input::Location::Path(input_path), Some(output_path)) = (&config.input, &config.output)
     else {
         return Ok(Some(plan));
     };
@@ -1043,7 +1064,7 @@ fn background_priority() {
 
 /// The line about cost that appears once the input has been counted.
 fn cost_note(e: &Estimate, balance: Option<f64>) -> String {
-    let f = output::format_credits;
+    let f = schema::format_credits;
     let mut text = format!(
         "mailsift: this run sends at most {} requests: at most {} credits ({} per check, from {})",
         e.requests,
@@ -1098,13 +1119,13 @@ fn read_rows(
     Ok(ended)
 }
 
-fn input_len(source: &input::Source) -> Option<u64> {
+fn input_len(source: &input::Location) -> Option<u64> {
     match source {
-        input::Source::Path(p) => std::fs::metadata(p)
+        input::Location::Path(p) => std::fs::metadata(p)
             .ok()
             .filter(|m| m.is_file())
             .map(|m| m.len()),
-        input::Source::Stdin => None,
+        input::Location::Stdin => None,
     }
 }
 

@@ -31,7 +31,7 @@ pub fn is_xlsx(path: &Path) -> bool {
 
 /// How to read the CSV being converted.
 #[derive(Debug, Clone, Copy)]
-pub struct Cells {
+pub struct Conversion {
     pub delimiter: u8,
     /// The input was a workbook: its cells' types are restored.
     pub typed: bool,
@@ -43,7 +43,7 @@ pub struct Cells {
 ///
 /// When the rows do not fit in a sheet (over 1,048,576), the CSV is moved to `FILE.csv` beside
 /// it, so that nothing paid for is lost, and the error says so.
-pub fn convert(path: &Path, cells: Cells) -> anyhow::Result<()> {
+pub fn convert(path: &Path, cells: Conversion) -> anyhow::Result<()> {
     let temp = sibling(path, ".partial.xlsx");
     match write(path, &temp, cells) {
         Ok(()) => {}
@@ -69,7 +69,7 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn write(csv_path: &Path, out: &Path, cells: Cells) -> anyhow::Result<()> {
+fn write(csv_path: &Path, out: &Path, cells: Conversion) -> anyhow::Result<()> {
     let fail = |e: XlsxError| anyhow::anyhow!("writing the workbook {}: {e}", out.display());
     let mut input = std::io::BufReader::new(
         File::open(csv_path).with_context(|| format!("reading {}", csv_path.display()))?,

@@ -336,7 +336,7 @@ fn validating_an_annotated_file_again_replaces_the_others_column() {
     let header = rows(&validate(&dir, &mock, "old.csv", "old.out.csv", &[]))[0].clone();
     let want: Vec<&str> = ["name", "email"]
         .into_iter()
-        .chain(mailsift::output::ANNOTATION_COLUMNS)
+        .chain(mailsift::schema::ANNOTATION_COLUMNS)
         .collect();
     assert_eq!(header, want);
 }

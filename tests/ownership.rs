@@ -254,7 +254,7 @@ fn the_inbox_after_a_kill_at_the_end_hands_the_hook_the_real_counts() {
         let (code, stderr) = inbox(Some(point));
         assert_eq!(
             code,
-            Some(mailsift::output::CRASH_EXIT),
+            Some(mailsift::internals::CRASH_EXIT),
             "{point}: {stderr}"
         );
         assert!(!dir.path("hook.txt").exists());

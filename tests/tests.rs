@@ -14,6 +14,7 @@ mod hostile;
 mod inbox;
 mod inspect;
 mod install;
+mod layering;
 mod logs;
 mod machine;
 mod mock;

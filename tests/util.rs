@@ -190,7 +190,7 @@ impl Dir {
         let (code, stderr) = finish(child.spawn().unwrap());
         assert_eq!(
             code,
-            Some(mailsift::output::CRASH_EXIT),
+            Some(mailsift::internals::CRASH_EXIT),
             "crash at {at}: {stderr}"
         );
         stderr

@@ -5,7 +5,7 @@
 //! errors (the caller turns "not found" into a message that lists what was seen).
 
 use crate::address::{self, Checked};
-use crate::output::{ANNOTATION_COLUMNS, COMPANY_COLUMNS, FIRST_RELEASE_COLUMNS};
+use crate::schema::{ANNOTATION_COLUMNS, COMPANY_COLUMNS, FIRST_RELEASE_COLUMNS};
 
 /// Delimiters we sniff, in tie-break order.
 const CANDIDATE_DELIMITERS: [u8; 4] = [b',', b';', b'\t', b'|'];

@@ -54,9 +54,9 @@ const ROW_LIMIT: usize = 16 * 1024 * 1024;
 const SAMPLE_RECORDS: usize = 200;
 const STDIN_NAME: &str = "standard input";
 
-/// Where the CSV comes from.
+/// Where the CSV is read from: a file, or standard input (`-`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub enum Location {
     Path(PathBuf),
     Stdin,
 }
@@ -354,18 +354,18 @@ const LIMITS: Limits = Limits {
 /// What the file is comes first, from its first bytes: a workbook (ZIP or OLE magic, whatever
 /// its name) is read with calamine; text is read as UTF-8 or decoded (see `decode`).
 pub fn open(
-    source: &Source,
+    source: &Location,
     opts: &InputOptions,
     resume: Option<Resume>,
 ) -> Result<(Layout, Reader), InputError> {
     let path = match source {
-        Source::Stdin => {
+        Location::Stdin => {
             if resume.is_some() {
                 return Err(InputError::StdinResume);
             }
             return open_stream(STDIN_NAME, Box::new(io::stdin()), opts);
         }
-        Source::Path(path) => path,
+        Location::Path(path) => path,
     };
     let file = path.display().to_string();
     let open_error = |source| InputError::Open {

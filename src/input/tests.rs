@@ -486,7 +486,7 @@ fn resume_gives_the_same_rows_as_a_full_read() {
     }
     input.extend_from_slice(b"last,l@x.co");
     let (_dir, path) = temp_file(&input);
-    let source = Source::Path(path);
+    let source = Location::Path(path);
     let (layout, reader) = open(&source, &opts(), None).expect("open");
     assert_eq!(reader.source_len(), Some(input.len() as u64));
     let full = collect(reader);
@@ -537,15 +537,19 @@ fn resume_gives_the_same_rows_as_a_full_read() {
 
 #[test]
 fn stdin_cannot_resume() {
-    let err = open(&Source::Stdin, &opts(), Some(Resume { byte: 10, line: 2 }))
-        .expect_err("stdin resume");
+    let err = open(
+        &Location::Stdin,
+        &opts(),
+        Some(Resume { byte: 10, line: 2 }),
+    )
+    .expect_err("stdin resume");
     assert!(matches!(err, InputError::StdinResume) && err.is_usage());
 }
 
 #[test]
 fn file_and_stream_agree() {
     let (_dir, path) = temp_file(FIXTURE_CRLF);
-    let (layout, reader) = open(&Source::Path(path), &opts(), None).expect("open");
+    let (layout, reader) = open(&Location::Path(path), &opts(), None).expect("open");
     let from_file = collect(reader);
     let (layout2, from_stream) = read_all(FIXTURE_CRLF, &opts());
     assert_eq!((layout, from_file), (layout2, from_stream));
@@ -555,13 +559,13 @@ fn file_and_stream_agree() {
 fn missing_file_is_a_usage_error_naming_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("nope.csv");
-    let err = open(&Source::Path(path.clone()), &opts(), None).expect_err("missing");
+    let err = open(&Location::Path(path.clone()), &opts(), None).expect_err("missing");
     assert!(err.is_usage());
     assert!(err.to_string().contains(&path.display().to_string()));
     let chain = format!("{:#}", anyhow::Error::new(err));
     assert!(chain.contains("No such file"), "{chain}");
     // A directory opens but cannot be read.
-    let err = open(&Source::Path(dir.path().to_path_buf()), &opts(), None).expect_err("dir");
+    let err = open(&Location::Path(dir.path().to_path_buf()), &opts(), None).expect_err("dir");
     assert!(err.is_usage(), "{err}");
 }
 
@@ -721,7 +725,7 @@ fn random_inputs_keep_every_byte() {
             let (_dir, path) = temp_file(&input);
             let i = rng.random_range(1..rows.len());
             let at = rows[i - 1].resume_after();
-            let (_, reader) = open(&Source::Path(path), &options, Some(at)).expect("resume");
+            let (_, reader) = open(&Location::Path(path), &options, Some(at)).expect("resume");
             assert_eq!(collect(reader), rows[i..], "round {round}: {input:?}");
         }
     }
@@ -803,7 +807,7 @@ fn a_file_cut_short_or_grown_while_read_is_reported_not_taken() {
     ];
     for (name, change) in cases {
         let (_dir, path) = temp_file(input.as_bytes());
-        let (_, mut reader) = open(&Source::Path(path.clone()), &opts(), None).expect("open");
+        let (_, mut reader) = open(&Location::Path(path.clone()), &opts(), None).expect("open");
         let first = reader.next().expect("a row").expect("row");
         assert_eq!(first.line, 2);
         change(&path, input.len());

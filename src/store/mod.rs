@@ -1,5 +1,5 @@
 //! The state directory: a `sled` database holding the job records (checkpoints) and a few
-//! settings, and the answer cache in [`answers`]. The only user of `sled`.
+//! settings, and the answer cache in `answers`. The only user of `sled`.
 //!
 //! - Addresses are never stored in the clear: every key is a keyed BLAKE3 hash of the
 //!   normalised address under a salt generated per store.
@@ -7,7 +7,7 @@
 //!   no longer lose it, and the next checkpoint's [`Store::flush`] syncs it to the disk.
 //! - The answer cache is not in sled: sled keeps ~40 bytes per key in memory and replays its
 //!   whole log when opened, so memory and the time to resume grew with every address cached
-//!   (benches/RESULTS.md). [`answers`] needs neither; a store of the earlier layout is moved
+//!   (benches/RESULTS.md). `answers` needs neither; a store of the earlier layout is moved
 //!   over the first time it is opened.
 //! - One process at a time: a lock file is taken before sled is opened, so a second run fails
 //!   within a second with a message instead of sled's lock error.
@@ -53,10 +53,15 @@ pub type CacheKey = [u8; 16];
 /// A paid-for verdict, as cached.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Answer {
+    /// The verdict; `None` when the answer named none.
     pub status: Option<Status>,
+    /// The API's message about the address.
     pub message: Option<String>,
+    /// The mail provider the API named.
     pub mx_provider: Option<String>,
+    /// The domain's MX record, as the API gave it.
     pub mx_record: Option<String>,
+    /// Whether the domain accepts every address.
     pub is_catch_all: Option<bool>,
     /// What the request that produced it was charged.
     pub credits: f64,
@@ -65,7 +70,9 @@ pub struct Answer {
     /// The run that paid for it, and the row that asked: a resumed run tells its own answers
     /// (source `api`/`duplicate`) from an earlier run's (source `cache`) by these.
     pub run: u64,
+    /// The row that asked, in the run that paid (see `run`).
     pub first_row: u64,
+    /// The free company enrichment that came with the answer (`--columns all`).
     pub company: Company,
 }
 
@@ -282,13 +289,21 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
+    /// A run is under way, or died without a word (the lock tells which).
     Running,
+    /// Stopped by a signal: resumable.
     Interrupted,
+    /// The server said the credits ran out (402): resumable.
     OutOfCredits,
+    /// `--max-credits` or `--min-balance` stopped it: resumable.
     BudgetReached,
+    /// The API key was rejected (401).
     KeyRejected,
+    /// Too many failed requests, or nothing answered at the base URL: resumable.
     TooManyFailures,
+    /// Ended by an error.
     Failed,
+    /// Every row written, the output in place.
     Done,
 }
 
@@ -296,9 +311,13 @@ pub enum JobState {
 /// the input row starting at `byte` (line `line`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watermark {
+    /// Input offset of the next row to read.
     pub byte: u64,
+    /// Line number of that row.
     pub line: u64,
+    /// Rows written so far.
     pub rows: u64,
+    /// Length of the durable output, in bytes.
     pub output_bytes: u64,
     /// Lengths of the `--split` files (deliverable, risky, undeliverable).
     #[serde(default)]
@@ -308,18 +327,27 @@ pub struct Watermark {
 /// One job: an input file validated into an output file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
+    /// The input, as the command line named it.
     pub input: String,
+    /// The output path.
     pub output: String,
     /// Identifies the input's content (size and sampled hashes), to refuse a changed input.
     pub fingerprint: String,
     /// The options that shape the output; a resume with others is refused.
     pub options: String,
+    /// The id of the run that wrote the record (a random number per run).
     pub run: u64,
+    /// Where the job stands.
     pub state: JobState,
+    /// The last checkpoint.
     pub watermark: Watermark,
+    /// When the job started (Unix seconds).
     pub started_at: i64,
+    /// When the record was last written (Unix seconds).
     pub updated_at: i64,
+    /// Requests sent, all runs of the job together.
     pub api_calls: u64,
+    /// Credits charged, all runs of the job together.
     pub credits_spent: f64,
     /// Rows written per status, all runs of the job together.
     #[serde(default)]
@@ -339,6 +367,7 @@ pub struct JobRecord {
 }
 
 impl JobState {
+    /// The state's name as `mailsift status` prints it.
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Running => "running",
@@ -507,10 +536,6 @@ impl Store {
         Ok(())
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The cache key of a normalised, lower-cased address.
     pub fn key(&self, address_key: &str) -> CacheKey {
         let hash = blake3::keyed_hash(&self.salt, address_key.as_bytes());
@@ -643,6 +668,7 @@ impl Store {
             .filter(|c| c.is_finite() && *c > 0.0)
     }
 
+    /// Records the price of a charged check (see [`Store::last_cost`]).
     pub fn set_last_cost(&self, cost: f64) -> anyhow::Result<()> {
         if cost.is_finite() && cost > 0.0 && self.last_cost() != Some(cost) {
             self.meta.insert("last_cost", &cost.to_le_bytes())?;
@@ -664,6 +690,7 @@ impl Store {
         }
     }
 
+    /// Writes a job record (flushed with the next [`Store::flush`]).
     pub fn save_job(&self, id: &[u8; 16], job: &JobRecord) -> anyhow::Result<()> {
         let json = serde_json::to_vec(job)?;
         self.jobs
@@ -712,6 +739,7 @@ impl Store {
         Ok(removed)
     }
 
+    /// Bytes the state directory holds.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0) + self.answers.size()
     }
