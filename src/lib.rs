@@ -29,7 +29,6 @@ pub mod inbox;
 pub mod input;
 pub mod inspect;
 pub mod limiter;
-pub mod mock;
 pub mod output;
 pub mod plan;
 pub mod pool;

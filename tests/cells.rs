@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use mailsift::mock::{Latency, MockConfig};
+use leadmagic_mock::{Latency, MockConfig};
 use serde_json::Value;
 
 use crate::crash::assert_same_file;

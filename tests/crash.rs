@@ -8,7 +8,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use mailsift::mock::{Latency, MockConfig};
+use leadmagic_mock::{Latency, MockConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

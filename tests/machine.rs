@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Stdio};
 use std::time::Duration;
 
-use mailsift::mock::{Latency, MockConfig};
+use leadmagic_mock::{Latency, MockConfig};
 use predicates::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use mailsift::mock::{Latency, MockConfig};
+use leadmagic_mock::{Latency, MockConfig};
 use serde_json::Value;
 
 use crate::crash::assert_same_file;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use mailsift::mock::MockConfig;
+use leadmagic_mock::MockConfig;
 use predicates::prelude::*;
 use serde_json::Value;
 
@@ -488,7 +488,7 @@ fn announced_in_flight(stderr: &str) -> u64 {
 
 /// Waits until the mock has finished every request it received (a killed client's requests
 /// are still charged when their latency ends).
-fn settled(mock: &Mock) -> mailsift::mock::Stats {
+fn settled(mock: &Mock) -> leadmagic_mock::Stats {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let stats = mock.stats();
@@ -510,7 +510,7 @@ fn budget_holds_across_kills(kills: usize, rows: usize, max: f64, seed: u64) {
     dir.write("in.csv", list(rows));
     let mock = Mock::start(MockConfig {
         rate_per_min: 1_000_000,
-        latency: mailsift::mock::Latency::LogNormal {
+        latency: leadmagic_mock::Latency::LogNormal {
             median: std::time::Duration::from_millis(15),
             p99: std::time::Duration::from_millis(80),
         },
@@ -797,7 +797,7 @@ fn issue_11_force_keeps_the_jobs_accounting() {
 fn issue_11_requests_given_up_after_the_grace_period_are_announced_by_the_next_run() {
     let frozen = Mock::start(MockConfig {
         rate_per_min: 1_000_000,
-        latency: mailsift::mock::Latency::Fixed(std::time::Duration::from_secs(30)),
+        latency: leadmagic_mock::Latency::Fixed(std::time::Duration::from_secs(30)),
         ..MockConfig::default()
     });
     let dir = Dir::new();

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use mailsift::mock::{MockConfig, MockServer, Stats};
+use leadmagic_mock::{MockConfig, MockServer, Stats};
 
 /// The pinned clock of every run (Unix seconds).
 pub const NOW: &str = "1790000000";

@@ -11,9 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::chance::{fault_for, latency_for, Fault};
-use super::state::{from_micros, to_micros, InFlight, Meter, Shared, State};
-use super::verdict::{fnv1a, normalize, validation_body, verdict_for_normalized, Verdict};
+use crate::chance::{fault_for, latency_for, Fault};
+use crate::state::{from_micros, to_micros, InFlight, Meter, Shared, State};
+use crate::verdict::{fnv1a, normalize, validation_body, verdict_for_normalized, Verdict};
 
 pub(crate) const VALIDATION_PATH: &str = "/v1/people/email-validation";
 const CREDITS_PATH: &str = "/v1/credits";

@@ -14,6 +14,7 @@
 //! `routes` (what to answer), `http` (sockets and bytes).
 
 mod chance;
+pub mod cli;
 mod http;
 mod routes;
 mod state;

@@ -16,8 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::routes::{self, Outcome, Request, Response};
-use super::state::{from_micros, Shared};
+use crate::routes::{self, Outcome, Request, Response};
+use crate::state::{from_micros, Shared};
 
 /// Headers parsed per request; more than this is answered 431 like an oversized head.
 const MAX_HEADERS: usize = 64;
