@@ -1,25 +1,35 @@
-//! The mock's hand-rolled HTTP/1.1 server: accept loop, keep-alive connections, request
-//! framing and response bytes.
+//! The mock's HTTP/1.1 server: hyper for the protocol, the raw socket for the faults.
 //!
-//! Owns the sockets: reading request heads (`httparse`) and `Content-Length` bodies, the size
-//! limits (431 / 413) and the 411 for chunked bodies, writing responses, and carrying out the
-//! byte-level faults (reset with `SO_LINGER 0`, hang, truncated body) that a framework would
-//! not allow. It must not decide what to answer (that is `routes`) and must not hold the state
-//! lock.
+//! Owns the sockets: the accept loop, one hyper connection per socket (keep-alive, HTTP/1.0,
+//! `Expect: 100-continue`, pipelining), the request limits (431 / 413 / 411) answered with the
+//! same headers as every other response, response headers and bodies, and the faults hyper
+//! will not produce: a reset (`SO_LINGER 0`), a hang and a truncated body. For those the
+//! service returns an [`Abort`] instead of a response; hyper hands it back with nothing
+//! written, and the connection takes its socket back from hyper to carry the fault out. It
+//! must not decide what to answer (that is `routes`) and must not hold the state lock.
 
-use std::io::Write as _;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http_body_util::BodyExt as _;
+use hyper::body::{Bytes, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::routes::{self, Outcome, Request, Response};
-use crate::state::{from_micros, Shared};
+use crate::state::{from_micros, InFlight, Shared};
 
-/// Headers parsed per request; more than this is answered 431 like an oversized head.
+/// Headers accepted per request; more is answered 431 like an oversized head.
 const MAX_HEADERS: usize = 64;
 
 /// Accepts connections until `cancel` fires. Every connection task holds a clone of `done`, so
@@ -44,7 +54,7 @@ pub(crate) async fn serve(
                     let _done = done;
                     tokio::select! {
                         _ = cancel.cancelled() => {}
-                        result = connection(stream, &shared) => {
+                        result = connection(stream, shared) => {
                             if let Err(e) = result {
                                 tracing::debug!("connection ended: {e}");
                             }
@@ -65,244 +75,88 @@ pub(crate) async fn serve(
     }
 }
 
-/// What the first look at a request head found.
-#[derive(Debug, PartialEq)]
-enum Scan {
-    /// The head is not complete yet.
-    Partial,
-    Complete(Framing),
-    /// Answer this status and close.
-    Refuse(u16, &'static str, &'static str),
+/// What the service returns instead of a response: a fault for the connection to carry out on
+/// the raw socket, with the validation's in-flight guard, which lives until it is done.
+#[derive(Debug)]
+pub(crate) struct Abort {
+    fault: SocketFault,
+    _in_flight: Option<InFlight>,
 }
 
-/// How a request is framed on the wire.
-#[derive(Debug, PartialEq)]
-struct Framing {
-    head_len: usize,
-    content_length: usize,
-    has_transfer_encoding: bool,
-    close: bool,
-    /// HTTP/1.0 with `Connection: keep-alive`: the response must say so too.
-    keep_alive_1_0: bool,
-    /// `Expect: 100-continue`: the client (curl, for bodies over 1 KiB) waits for a go-ahead.
-    expect_continue: bool,
+#[derive(Debug)]
+enum SocketFault {
+    /// Abort the connection with a reset.
+    Reset,
+    /// Answer nothing for the configured hang time, then close.
+    Hang,
+    /// Write these bytes (a head and half a body), then close.
+    Truncate(Vec<u8>),
+    /// The request body never arrived whole: close without an answer.
+    Close,
 }
 
-fn scan_head(buf: &[u8], max_head: usize) -> Scan {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            return if buf.len() > max_head {
-                too_large_head()
-            } else {
-                Scan::Partial
-            };
-        }
-        Err(httparse::Error::TooManyHeaders) => return too_large_head(),
-        Err(_) => return Scan::Refuse(400, "BAD_REQUEST", "Malformed HTTP request."),
-    };
-    if head_len > max_head {
-        return too_large_head();
+impl fmt::Display for Abort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "injected fault: {:?}", self.fault)
     }
-    let http_1_0 = req.version == Some(0);
-    let mut framing = Framing {
-        head_len,
-        content_length: 0,
-        has_transfer_encoding: false,
-        close: http_1_0,
-        keep_alive_1_0: false,
-        expect_continue: false,
-    };
-    let mut seen_length: Option<usize> = None;
-    for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let parsed = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok());
-            match (parsed, seen_length) {
-                (Some(n), None) => seen_length = Some(n),
-                (Some(n), Some(prev)) if n == prev => {}
-                _ => return Scan::Refuse(400, "BAD_REQUEST", "Invalid Content-Length."),
-            }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            framing.has_transfer_encoding = true;
-        } else if h.name.eq_ignore_ascii_case("expect") {
-            framing.expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            for token in h.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    framing.close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && http_1_0 {
-                    framing.close = false;
-                    framing.keep_alive_1_0 = true;
-                }
-            }
-        }
-    }
-    framing.content_length = seen_length.unwrap_or(0);
-    Scan::Complete(framing)
 }
 
-fn too_large_head() -> Scan {
-    Scan::Refuse(
-        431,
-        "REQUEST_HEADER_FIELDS_TOO_LARGE",
-        "Request head too large.",
-    )
-}
+impl std::error::Error for Abort {}
 
-/// The method, target and keys of a complete head (parsed a second time, after the body has
-/// been read, so the borrow of the buffer does not span the reads).
-fn request_from<'a>(head: &'a [u8], body: &'a [u8]) -> Option<Request<'a>> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    req.parse(head).ok()?;
-    let mut keys = [None, None];
-    for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("x-api-key") {
-            keys[0] = std::str::from_utf8(h.value).ok().map(str::trim);
-        } else if h.name.eq_ignore_ascii_case("authorization") {
-            keys[1] = std::str::from_utf8(h.value).ok().and_then(|v| {
-                let (scheme, key) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
-            });
-        }
-    }
-    Some(Request {
-        method: req.method?,
-        target: req.path?,
-        keys,
-        body,
-    })
-}
+/// The service's future; boxed, because hyper polls it by `&mut` and an `async fn` is not
+/// `Unpin`.
+type Answer = Pin<Box<dyn Future<Output = Result<hyper::Response<Body>, Abort>> + Send>>;
 
-/// Reads more bytes into `buf`; 0 means the peer closed.
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    buf.reserve(4096);
-    stream.read_buf(buf).await
-}
-
-/// Serves one connection: requests one after the other until the peer closes, asks to close,
-/// or a fault ends it.
-async fn connection(mut stream: TcpStream, shared: &Arc<Shared>) -> std::io::Result<()> {
+/// Serves one connection until the peer closes, asks to close, or a fault ends it.
+async fn connection(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> {
     // Each response goes out in one write; waiting for more data (Nagle) would only add delay.
     stream.set_nodelay(true)?;
     let cfg = &shared.config;
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut out: Vec<u8> = Vec::with_capacity(2048);
-    loop {
-        let framing = loop {
-            if !buf.is_empty() {
-                match scan_head(&buf, cfg.max_head_bytes) {
-                    Scan::Complete(f) => break f,
-                    Scan::Partial => {}
-                    Scan::Refuse(status, code, message) => {
-                        let resp = routes::protocol_error(shared, status, code, message);
-                        return refuse(&mut stream, &mut out, &resp).await;
-                    }
-                }
-            }
-            if read_more(&mut stream, &mut buf).await? == 0 {
-                return Ok(());
-            }
-        };
-        if framing.has_transfer_encoding {
-            let resp = routes::protocol_error(
-                shared,
-                411,
-                "LENGTH_REQUIRED",
-                "Chunked request bodies are not supported; send Content-Length.",
-            );
-            return refuse(&mut stream, &mut out, &resp).await;
-        }
-        if framing.content_length > cfg.max_body_bytes {
-            let resp =
-                routes::protocol_error(shared, 413, "PAYLOAD_TOO_LARGE", "Request body too large.");
-            return refuse(&mut stream, &mut out, &resp).await;
-        }
-        let total = framing.head_len + framing.content_length;
-        if framing.expect_continue && buf.len() < total {
-            stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
-        }
-        while buf.len() < total {
-            if read_more(&mut stream, &mut buf).await? == 0 {
-                return Ok(());
-            }
-        }
-
-        let handled = match request_from(&buf[..framing.head_len], &buf[framing.head_len..total]) {
-            Some(req) => Some(routes::handle(shared, &req).await),
-            None => None,
-        };
-        let Some((outcome, _in_flight)) = handled else {
-            let resp =
-                routes::protocol_error(shared, 400, "BAD_REQUEST", "Malformed HTTP request.");
-            return refuse(&mut stream, &mut out, &resp).await;
-        };
-        log_outcome(&buf[..framing.head_len], &outcome);
-        match outcome {
-            Outcome::Respond(resp) => {
-                write_response(&mut out, &resp, &framing);
-                stream.write_all(&out).await?;
-                if framing.close {
-                    return stream.shutdown().await;
-                }
-            }
-            Outcome::Truncate(resp) => {
-                let head_len = write_response(&mut out, &resp, &framing);
-                let cut = head_len + resp.body.len() / 2;
-                stream.write_all(out.get(..cut).unwrap_or(&out)).await?;
-                return stream.shutdown().await;
-            }
-            Outcome::Reset => {
-                // SO_LINGER 0: closing sends RST instead of FIN, the client sees a reset.
-                stream.set_zero_linger()?;
-                return Ok(());
-            }
-            Outcome::Hang => {
-                tokio::time::sleep(cfg.hang).await;
-                return Ok(());
-            }
-        }
-        buf.drain(..total);
-    }
-}
-
-/// One debug line per request: method, path (never the query or a header: no key can leak)
-/// and what was done.
-fn log_outcome(head: &[u8], outcome: &Outcome) {
-    if !tracing::enabled!(tracing::Level::DEBUG) {
-        return;
-    }
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split(' ');
-    let method = parts.next().unwrap_or("");
-    let path = parts.next().unwrap_or("").split('?').next().unwrap_or("");
-    match outcome {
-        Outcome::Respond(r) => tracing::debug!("{method} {path} -> {}", r.status),
-        Outcome::Truncate(r) => tracing::debug!("{method} {path} -> {} (truncated)", r.status),
-        Outcome::Reset => tracing::debug!("{method} {path} -> reset"),
-        Outcome::Hang => tracing::debug!("{method} {path} -> hang"),
-    }
-}
-
-/// Sends a refusal, then closes gracefully: the request may still be arriving (an oversized
-/// body), and closing with unread data would turn our answer into a reset.
-async fn refuse(stream: &mut TcpStream, out: &mut Vec<u8>, resp: &Response) -> std::io::Result<()> {
-    let framing = Framing {
-        head_len: 0,
-        content_length: 0,
-        has_transfer_encoding: false,
-        close: true,
-        keep_alive_1_0: false,
-        expect_continue: false,
+    let service = {
+        let shared = Arc::clone(&shared);
+        hyper::service::service_fn(move |req| -> Answer {
+            Box::pin(answer(Arc::clone(&shared), req))
+        })
     };
-    write_response(out, resp, &framing);
-    stream.write_all(out).await?;
+    let mut conn = http1::Builder::new()
+        // Answer a request whose sender has finished writing, as the API does.
+        .half_close(true)
+        // hyper's own 431 carries none of the API's headers: let heads a little over our
+        // limits through to `refusal`, which answers 431 like every other response.
+        .max_headers(MAX_HEADERS * 4)
+        .max_buf_size(cfg.max_head_bytes.saturating_mul(4).max(64 * 1024))
+        .serve_connection(TokioIo::new(stream), service);
+    let ended = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await;
+    let mut stream = conn.into_parts().io.into_inner();
+    let abort = match &ended {
+        Ok(()) => return close_gracefully(&mut stream).await,
+        Err(e) => std::error::Error::source(e).and_then(|s| s.downcast_ref::<Abort>()),
+    };
+    let Some(abort) = abort else {
+        // A request hyper could not parse (it answered 400 or 431 itself), or a broken socket.
+        return ended.map_err(std::io::Error::other);
+    };
+    match &abort.fault {
+        SocketFault::Reset => {
+            // SO_LINGER 0: closing sends RST instead of FIN, the client sees a reset.
+            stream.set_zero_linger()
+        }
+        SocketFault::Hang => {
+            tokio::time::sleep(cfg.hang).await;
+            Ok(())
+        }
+        SocketFault::Truncate(bytes) => {
+            stream.write_all(bytes).await?;
+            stream.shutdown().await
+        }
+        SocketFault::Close => Ok(()),
+    }
+}
+
+/// Closes after the last answer: the request may still be arriving (an oversized body), and
+/// closing with unread data would turn that answer into a reset. So: FIN first, then read
+/// (at most 1 MiB, for at most 2 s) until the peer closes too.
+async fn close_gracefully(stream: &mut TcpStream) -> std::io::Result<()> {
     stream.shutdown().await?;
     let mut sink = [0u8; 8192];
     let mut drained = 0usize;
@@ -318,151 +172,320 @@ async fn refuse(stream: &mut TcpStream, out: &mut Vec<u8>, resp: &Response) -> s
     Ok(())
 }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        402 => "Payment Required",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        411 => "Length Required",
-        413 => "Payload Too Large",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        _ => "Unknown",
+/// Answers one request: a refusal, a response, or an [`Abort`].
+async fn answer(
+    shared: Arc<Shared>,
+    req: hyper::Request<Incoming>,
+) -> Result<hyper::Response<Body>, Abort> {
+    if let Some((status, code, message)) = refusal(&req, &shared.config) {
+        let resp = routes::protocol_error(&shared, status, code, message);
+        return Ok(to_hyper(resp, true, None));
+    }
+    let (head, body) = req.into_parts();
+    // Reading the body is what makes hyper send `100 Continue` to a client that asked.
+    let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+        return Err(Abort {
+            fault: SocketFault::Close,
+            _in_flight: None,
+        });
+    };
+    let request = Request {
+        method: head.method.as_str(),
+        target: head.uri.path_and_query().map_or("/", |p| p.as_str()),
+        keys: keys(&head.headers),
+        body: &body,
+    };
+    let (outcome, in_flight) = routes::handle(&shared, &request).await;
+    log_outcome(&request, &outcome);
+    let fault = match outcome {
+        Outcome::Respond(resp) => return Ok(to_hyper(resp, false, in_flight)),
+        Outcome::Truncate(resp) => SocketFault::Truncate(truncated(&resp)),
+        Outcome::Reset => SocketFault::Reset,
+        Outcome::Hang => SocketFault::Hang,
+    };
+    Err(Abort {
+        fault,
+        _in_flight: in_flight,
+    })
+}
+
+/// Why a request is refused before it is read, as (status, code, message): a head over
+/// `max_head_bytes` or with more than [`MAX_HEADERS`] headers (431), a chunked body (411), a
+/// body over `max_body_bytes` (413).
+fn refusal<B>(
+    req: &hyper::Request<B>,
+    cfg: &crate::MockConfig,
+) -> Option<(u16, &'static str, &'static str)> {
+    let headers = req.headers();
+    if headers.len() > MAX_HEADERS || head_len(req) > cfg.max_head_bytes {
+        return Some((
+            431,
+            "REQUEST_HEADER_FIELDS_TOO_LARGE",
+            "Request head too large.",
+        ));
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return Some((
+            411,
+            "LENGTH_REQUIRED",
+            "Chunked request bodies are not supported; send Content-Length.",
+        ));
+    }
+    // hyper has checked that a Content-Length is a number, and the same in every copy.
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    if length > cfg.max_body_bytes as u64 {
+        return Some((413, "PAYLOAD_TOO_LARGE", "Request body too large."));
+    }
+    None
+}
+
+/// The length of a request head as the client wrote it (`METHOD TARGET HTTP/1.1`, then
+/// `name: value` lines, then a blank line), up to the whitespace hyper trims.
+fn head_len<B>(req: &hyper::Request<B>) -> usize {
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let request_line = req.method().as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .sum();
+    request_line + fields + 2
+}
+
+/// The keys presented in `X-API-Key` and `Authorization: Bearer` (the last of each, trimmed).
+fn keys(headers: &HeaderMap) -> [Option<&str>; 2] {
+    let last = |name: &str| {
+        let value = headers.get_all(name).iter().next_back()?;
+        std::str::from_utf8(value.as_bytes()).ok().map(str::trim)
+    };
+    let bearer = last("authorization").and_then(|v| {
+        let (scheme, key) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+    });
+    [last("x-api-key"), bearer]
+}
+
+/// One debug line per request: method, path (never the query or a header: no key can leak)
+/// and what was done.
+fn log_outcome(req: &Request<'_>, outcome: &Outcome) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let method = req.method;
+    let path = req.target.split('?').next().unwrap_or("");
+    match outcome {
+        Outcome::Respond(r) => tracing::debug!("{method} {path} -> {}", r.status),
+        Outcome::Truncate(r) => tracing::debug!("{method} {path} -> {} (truncated)", r.status),
+        Outcome::Reset => tracing::debug!("{method} {path} -> reset"),
+        Outcome::Hang => tracing::debug!("{method} {path} -> hang"),
     }
 }
 
-/// Writes the whole response into `out` (cleared first); returns the length of the head.
-fn write_response(out: &mut Vec<u8>, resp: &Response, framing: &Framing) -> usize {
-    out.clear();
+/// The headers of a response: type, length, the rate-limit and credit headers every response
+/// carries, and `Retry-After`, `Allow` and `Connection: close` where they apply.
+fn headers(resp: &Response, close: bool) -> HeaderMap {
     let m = &resp.meter;
     let content_type = if resp.html {
         "text/html; charset=utf-8"
     } else {
         "application/json"
     };
-    // Writing into a Vec cannot fail.
-    let _ = write!(
-        out,
-        "HTTP/1.1 {} {}\r\n\
-         Content-Type: {content_type}\r\n\
-         Content-Length: {}\r\n\
-         RateLimit-Limit: {}\r\n\
-         RateLimit-Remaining: {}\r\n\
-         RateLimit-Reset: {}\r\n\
-         X-RateLimit-Limit: {}\r\n\
-         X-RateLimit-Remaining: {}\r\n\
-         X-RateLimit-Reset: {}\r\n\
-         X-RateLimit-Remaining-Daily: {}\r\n\
-         X-RateLimit-Daily-Usage-Percent: {:.2}\r\n\
-         X-RateLimit-Soft-Mode: {}\r\n\
-         X-Credits-Remaining: {:.2}\r\n\
-         X-Credits-Cost: {}\r\n",
-        resp.status,
-        reason(resp.status),
-        resp.body.len(),
-        m.limit,
-        m.remaining,
-        m.reset_secs,
-        m.limit,
-        m.remaining,
-        m.reset_secs,
-        m.daily_remaining,
-        m.daily_percent,
-        m.soft,
-        from_micros(m.credits),
-        from_micros(m.cost),
-    );
-    if let Some(retry_after) = &resp.retry_after {
-        let _ = write!(out, "Retry-After: {retry_after}\r\n");
+    let fields: [(&str, String); 14] = [
+        ("content-type", content_type.to_owned()),
+        ("content-length", resp.body.len().to_string()),
+        ("ratelimit-limit", m.limit.to_string()),
+        ("ratelimit-remaining", m.remaining.to_string()),
+        ("ratelimit-reset", m.reset_secs.to_string()),
+        ("x-ratelimit-limit", m.limit.to_string()),
+        ("x-ratelimit-remaining", m.remaining.to_string()),
+        ("x-ratelimit-reset", m.reset_secs.to_string()),
+        ("x-ratelimit-remaining-daily", m.daily_remaining.to_string()),
+        (
+            "x-ratelimit-daily-usage-percent",
+            format!("{:.2}", m.daily_percent),
+        ),
+        ("x-ratelimit-soft-mode", m.soft.to_string()),
+        (
+            "x-credits-remaining",
+            format!("{:.2}", from_micros(m.credits)),
+        ),
+        ("x-credits-cost", from_micros(m.cost).to_string()),
+        ("retry-after", resp.retry_after.clone().unwrap_or_default()),
+    ];
+    let allow = resp.allow.map(|a| ("allow", a.to_owned()));
+    let connection = close.then(|| ("connection", "close".to_owned()));
+    let mut map = HeaderMap::with_capacity(fields.len() + 2);
+    for (name, value) in fields.into_iter().chain(allow).chain(connection) {
+        if value.is_empty() {
+            continue;
+        }
+        // Every value above is ASCII digits, a fixed word or an HTTP-date.
+        if let Ok(value) = HeaderValue::try_from(value) {
+            map.insert(HeaderName::from_static(name), value);
+        }
     }
-    if let Some(allow) = resp.allow {
-        let _ = write!(out, "Allow: {allow}\r\n");
-    }
-    if framing.close {
-        out.extend_from_slice(b"Connection: close\r\n");
-    } else if framing.keep_alive_1_0 {
-        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    map
+}
+
+fn to_hyper(resp: Response, close: bool, in_flight: Option<InFlight>) -> hyper::Response<Body> {
+    let headers = headers(&resp, close);
+    let mut out = hyper::Response::new(Body {
+        data: Some(Bytes::from(resp.body)),
+        _in_flight: in_flight,
+    });
+    *out.status_mut() = hyper::StatusCode::from_u16(resp.status)
+        .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    *out.headers_mut() = headers;
+    out
+}
+
+/// The bytes of a truncated response: the whole head, promising the whole body, and only the
+/// first half of that body.
+fn truncated(resp: &Response) -> Vec<u8> {
+    let status = hyper::StatusCode::from_u16(resp.status).unwrap_or_default();
+    let reason = status.canonical_reason().unwrap_or("Unknown");
+    let mut out = format!("HTTP/1.1 {} {reason}\r\n", status.as_u16()).into_bytes();
+    for (name, value) in &headers(resp, true) {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    let head_len = out.len();
-    out.extend_from_slice(&resp.body);
-    head_len
+    out.extend_from_slice(&resp.body[..resp.body.len() / 2]);
+    out
+}
+
+/// A response body in one piece. It holds the validation's in-flight guard until hyper has
+/// taken the bytes, so `max_in_flight` covers the whole exchange.
+pub(crate) struct Body {
+    data: Option<Bytes>,
+    _in_flight: Option<InFlight>,
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.data.take().map(|data| Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn complete(head_len: usize, content_length: usize, close: bool) -> Scan {
-        Scan::Complete(Framing {
-            head_len,
-            content_length,
-            has_transfer_encoding: false,
-            close,
-            keep_alive_1_0: false,
-            expect_continue: false,
-        })
+    /// Header lines of a request.
+    type Head<'a> = Vec<(&'a str, String)>;
+
+    fn request(head: &[(&str, String)]) -> hyper::Request<()> {
+        let mut req = hyper::Request::builder()
+            .method("POST")
+            .uri("/v1/people/email-validation");
+        for (name, value) in head {
+            req = req.header(*name, value);
+        }
+        req.body(()).expect("a request")
     }
 
     #[test]
-    fn scanning_heads() {
-        let get = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-        let post = "POST /v HTTP/1.1\r\ncontent-length: 12\r\n\r\n";
-        let close = "GET / HTTP/1.1\r\nConnection: Close\r\n\r\n";
-        let old = "GET / HTTP/1.0\r\n\r\n";
-        let many: String = (0..70).map(|i| format!("X-{i}: y\r\n")).collect();
-        let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
-        let cases: Vec<(&str, usize, Scan)> = vec![
-            (get, 1024, complete(get.len(), 0, false)),
-            (post, 1024, complete(post.len(), 12, false)),
-            (close, 1024, complete(close.len(), 0, true)),
-            (old, 1024, complete(old.len(), 0, true)),
-            ("GET / HTTP/1.1\r\nHost: x\r\n", 1024, Scan::Partial),
-            ("GET / HTTP/1.1\r\nHost: x\r\n", 10, too_large_head()),
-            (get, 10, too_large_head()),
-            (&many, 1 << 20, too_large_head()),
-            (
-                "POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
-                1024,
-                Scan::Refuse(400, "BAD_REQUEST", "Invalid Content-Length."),
-            ),
-            (
-                "NOT HTTP AT ALL\r\n\r\n",
-                1024,
-                Scan::Refuse(400, "BAD_REQUEST", "Malformed HTTP request."),
-            ),
+    fn refusals_before_the_body_is_read() {
+        let cfg = crate::MockConfig {
+            max_head_bytes: 1024,
+            max_body_bytes: 100,
+            ..crate::MockConfig::default()
+        };
+        let many: Head = (0..=MAX_HEADERS).map(|i| ("x-n", i.to_string())).collect();
+        let cases: Vec<(Head, Option<u16>)> = vec![
+            (vec![], None),
+            (vec![("content-length", "12".into())], None),
+            (vec![("content-length", "100".into())], None),
+            (vec![("content-length", "101".into())], Some(413)),
+            (vec![("transfer-encoding", "chunked".into())], Some(411)),
+            (vec![("x-big", "a".repeat(1000))], Some(431)),
+            (many[..MAX_HEADERS].to_vec(), None),
+            (many, Some(431)),
         ];
-        for (head, max, want) in cases {
-            assert_eq!(scan_head(head.as_bytes(), max), want, "{head:?}");
+        for (head, want) in cases {
+            let got = refusal(&request(&head), &cfg).map(|r| r.0);
+            assert_eq!(got, want, "{head:?}");
         }
-        let chunked = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        match scan_head(chunked.as_bytes(), 1024) {
-            Scan::Complete(f) => assert!(f.has_transfer_encoding),
-            other => panic!("{other:?}"),
-        }
+    }
+
+    #[test]
+    fn head_length_counts_the_request_as_written() {
+        let req = request(&[("host", "x".into()), ("content-length", "12".into())]);
+        let written =
+            "POST /v1/people/email-validation HTTP/1.1\r\nhost: x\r\ncontent-length: 12\r\n\r\n";
+        assert_eq!(head_len(&req), written.len());
     }
 
     #[test]
     fn keys_from_both_headers() {
-        let cases: &[(&str, [Option<&str>; 2])] = &[
-            ("x-api-key: k1\r\n", [Some("k1"), None]),
-            ("X-API-KEY:  k2 \r\n", [Some("k2"), None]),
-            ("Authorization: Bearer k3\r\n", [None, Some("k3")]),
-            ("authorization: bearer k4\r\n", [None, Some("k4")]),
-            ("Authorization: Basic k5\r\n", [None, None]),
-            ("", [None, None]),
+        type Keys<'a> = [Option<&'a str>; 2];
+        let cases: &[(&[(&str, &str)], Keys)] = &[
+            (&[("x-api-key", "k1")], [Some("k1"), None]),
+            (&[("X-API-KEY", " k2 ")], [Some("k2"), None]),
+            (&[("Authorization", "Bearer k3")], [None, Some("k3")]),
+            (&[("authorization", "bearer k4")], [None, Some("k4")]),
+            (&[("Authorization", "Basic k5")], [None, None]),
+            (
+                &[("x-api-key", "old"), ("x-api-key", "new")],
+                [Some("new"), None],
+            ),
+            (&[], [None, None]),
         ];
-        for (header, want) in cases {
-            let head = format!("GET /v1/credits HTTP/1.1\r\n{header}\r\n");
-            let req = request_from(head.as_bytes(), b"").expect("parses");
-            assert_eq!(req.keys, *want, "{header:?}");
-            assert_eq!((req.method, req.target), ("GET", "/v1/credits"));
+        for (head, want) in cases {
+            let mut map = HeaderMap::new();
+            for (name, value) in *head {
+                map.append(
+                    HeaderName::try_from(*name).expect("a name"),
+                    HeaderValue::from_static(value),
+                );
+            }
+            assert_eq!(keys(&map), *want, "{head:?}");
         }
+    }
+
+    #[test]
+    fn a_truncated_response_promises_the_whole_body_and_sends_half() {
+        let resp = Response {
+            status: 200,
+            html: false,
+            body: b"0123456789".to_vec(),
+            meter: crate::state::Meter {
+                limit: 3000,
+                remaining: 2999,
+                reset_secs: 60,
+                daily_remaining: 10,
+                daily_percent: 0.0,
+                soft: true,
+                credits: 0,
+                cost: 50_000,
+            },
+            retry_after: None,
+            allow: None,
+        };
+        let bytes = truncated(&resp);
+        let text = String::from_utf8(bytes).expect("ASCII");
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("\r\ncontent-length: 10\r\n"), "{text}");
+        assert!(text.contains("\r\nx-credits-cost: 0.05\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\n01234"), "{text}");
     }
 }
