@@ -179,9 +179,11 @@ async fn answer(
 ) -> Result<hyper::Response<Body>, Abort> {
     if let Some((status, code, message)) = refusal(&req, &shared.config) {
         let resp = routes::protocol_error(&shared, status, code, message);
-        return Ok(to_hyper(resp, true, None));
+        return Ok(to_hyper(resp, Some("close"), None));
     }
     let (head, body) = req.into_parts();
+    // hyper closes an HTTP/1.0 connection unless the response itself says keep-alive.
+    let connection = keeps_1_0_alive(&head).then_some("keep-alive");
     // Reading the body is what makes hyper send `100 Continue` to a client that asked.
     let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
         return Err(Abort {
@@ -198,7 +200,7 @@ async fn answer(
     let (outcome, in_flight) = routes::handle(&shared, &request).await;
     log_outcome(&request, &outcome);
     let fault = match outcome {
-        Outcome::Respond(resp) => return Ok(to_hyper(resp, false, in_flight)),
+        Outcome::Respond(resp) => return Ok(to_hyper(resp, connection, in_flight)),
         Outcome::Truncate(resp) => SocketFault::Truncate(truncated(&resp)),
         Outcome::Reset => SocketFault::Reset,
         Outcome::Hang => SocketFault::Hang,
@@ -255,6 +257,19 @@ fn head_len<B>(req: &hyper::Request<B>) -> usize {
     request_line + fields + 2
 }
 
+/// Whether an HTTP/1.0 request asks for keep-alive (HTTP/1.1 keeps alive unless it says close,
+/// which hyper handles).
+fn keeps_1_0_alive(head: &hyper::http::request::Parts) -> bool {
+    head.version == hyper::Version::HTTP_10
+        && head
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("keep-alive"))
+}
+
 /// The keys presented in `X-API-Key` and `Authorization: Bearer` (the last of each, trimmed).
 fn keys(headers: &HeaderMap) -> [Option<&str>; 2] {
     let last = |name: &str| {
@@ -285,8 +300,8 @@ fn log_outcome(req: &Request<'_>, outcome: &Outcome) {
 }
 
 /// The headers of a response: type, length, the rate-limit and credit headers every response
-/// carries, and `Retry-After`, `Allow` and `Connection: close` where they apply.
-fn headers(resp: &Response, close: bool) -> HeaderMap {
+/// carries, and `Retry-After`, `Allow` and `Connection` where they apply.
+fn headers(resp: &Response, connection: Option<&str>) -> HeaderMap {
     let m = &resp.meter;
     let content_type = if resp.html {
         "text/html; charset=utf-8"
@@ -316,7 +331,7 @@ fn headers(resp: &Response, close: bool) -> HeaderMap {
         ("retry-after", resp.retry_after.clone().unwrap_or_default()),
     ];
     let allow = resp.allow.map(|a| ("allow", a.to_owned()));
-    let connection = close.then(|| ("connection", "close".to_owned()));
+    let connection = connection.map(|c| ("connection", c.to_owned()));
     let mut map = HeaderMap::with_capacity(fields.len() + 2);
     for (name, value) in fields.into_iter().chain(allow).chain(connection) {
         if value.is_empty() {
@@ -330,8 +345,12 @@ fn headers(resp: &Response, close: bool) -> HeaderMap {
     map
 }
 
-fn to_hyper(resp: Response, close: bool, in_flight: Option<InFlight>) -> hyper::Response<Body> {
-    let headers = headers(&resp, close);
+fn to_hyper(
+    resp: Response,
+    connection: Option<&str>,
+    in_flight: Option<InFlight>,
+) -> hyper::Response<Body> {
+    let headers = headers(&resp, connection);
     let mut out = hyper::Response::new(Body {
         data: Some(Bytes::from(resp.body)),
         _in_flight: in_flight,
@@ -348,7 +367,7 @@ fn truncated(resp: &Response) -> Vec<u8> {
     let status = hyper::StatusCode::from_u16(resp.status).unwrap_or_default();
     let reason = status.canonical_reason().unwrap_or("Unknown");
     let mut out = format!("HTTP/1.1 {} {reason}\r\n", status.as_u16()).into_bytes();
-    for (name, value) in &headers(resp, true) {
+    for (name, value) in &headers(resp, Some("close")) {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());

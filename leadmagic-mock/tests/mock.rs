@@ -4,12 +4,14 @@
 use std::time::Duration;
 
 use leadmagic_mock::{verdict_for, Latency, MockConfig, MockServer, Stats, Verdict};
+use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const KEY: &str = "mock-key";
 const VALIDATE: &str = "/v1/people/email-validation";
+const CREDITS: &str = "/v1/credits";
 
 /// Headers every response must carry, whatever its status.
 const METER_HEADERS: &[&str] = &[
@@ -28,8 +30,76 @@ const METER_HEADERS: &[&str] = &[
     "content-length",
 ];
 
-async fn start(config: MockConfig) -> MockServer {
-    MockServer::start(config).await.expect("mock starts")
+/// How long a test waits for the server to close a connection before it fails.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A running mock and a client for it.
+struct Api {
+    server: MockServer,
+    client: reqwest::Client,
+}
+
+impl Api {
+    async fn start(config: MockConfig) -> Api {
+        Api {
+            server: MockServer::start(config).await.expect("mock starts"),
+            client: client(),
+        }
+    }
+
+    async fn with_defaults() -> Api {
+        Api::start(MockConfig::default()).await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.url())
+    }
+
+    /// A request to `path`, without a key.
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// A request to `path` with the accepted key.
+    fn keyed(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.request(method, path).header("X-API-Key", KEY)
+    }
+
+    /// A validation of `email` with `key`.
+    fn validation(&self, key: &str, email: &str) -> reqwest::RequestBuilder {
+        self.request(Method::POST, VALIDATE)
+            .header("X-API-Key", key)
+            .json(&json!({ "email": email }))
+    }
+
+    async fn validate(&self, email: &str) -> reqwest::Response {
+        send(self.validation(KEY, email)).await
+    }
+
+    /// `GET /__mock/stats` with this query.
+    async fn stats_endpoint(&self, query: &str) -> Stats {
+        let path = format!("/__mock/stats{query}");
+        let resp = send(self.request(Method::GET, &path)).await;
+        resp.json().await.expect("stats json")
+    }
+
+    /// `POST` of `body` to an admin endpoint: the status and the JSON answer.
+    async fn admin(&self, path: &str, body: Value) -> (u16, Value) {
+        let resp = send(self.request(Method::POST, path).json(&body)).await;
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("json"))
+    }
+
+    /// Sends raw bytes on a fresh connection and reads until the server closes it.
+    async fn raw(&self, request: &[u8]) -> std::io::Result<Vec<u8>> {
+        let mut stream = TcpStream::connect(self.server.addr()).await?;
+        stream.write_all(request).await?;
+        read_to_close(&mut stream).await
+    }
+
+    async fn shutdown(self) {
+        self.server.shutdown().await;
+    }
 }
 
 fn client() -> reqwest::Client {
@@ -39,14 +109,8 @@ fn client() -> reqwest::Client {
         .expect("client builds")
 }
 
-async fn validate(server: &MockServer, email: &str) -> reqwest::Response {
-    client()
-        .post(format!("{}{VALIDATE}", server.url()))
-        .header("X-API-Key", KEY)
-        .json(&json!({ "email": email }))
-        .send()
-        .await
-        .expect("request is answered")
+async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
+    request.send().await.expect("request is answered")
 }
 
 fn header<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {
@@ -66,41 +130,69 @@ fn assert_metered(resp: &reqwest::Response) {
     }
 }
 
-/// Sends raw bytes on a fresh connection and reads until the server closes it.
-async fn raw(server: &MockServer, request: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut stream = TcpStream::connect(server.addr()).await?;
-    stream.write_all(request).await?;
+/// Reads until the server closes the connection, within [`DEADLINE`].
+async fn read_to_close(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
-    stream.read_to_end(&mut out).await?;
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut out))
+        .await
+        .expect("the server closes the connection")?;
     Ok(out)
 }
 
-/// Status, lower-cased headers and body of a raw response.
-fn parse_raw(bytes: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match resp.parse(bytes) {
-        Ok(httparse::Status::Complete(n)) => n,
-        other => panic!("not a response head: {other:?}"),
-    };
-    let headers = resp
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_ascii_lowercase(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
-    (resp.code.unwrap_or(0), headers, bytes[head_len..].to_vec())
+/// A response read off the wire: status, lower-cased headers, body.
+struct Raw {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
 }
 
-fn raw_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
+impl Raw {
+    /// The response at the start of `bytes`, if its head is complete.
+    fn parse(bytes: &[u8]) -> Option<Raw> {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        let head_len = match resp.parse(bytes) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return None,
+            Err(e) => panic!("not a response head: {e}"),
+        };
+        let headers = resp
+            .headers
+            .iter()
+            .map(|h| {
+                let value = String::from_utf8_lossy(h.value).into_owned();
+                (h.name.to_ascii_lowercase(), value)
+            })
+            .collect();
+        Some(Raw {
+            status: resp.code.unwrap_or(0),
+            headers,
+            body: bytes[head_len..].to_vec(),
+        })
+    }
+
+    fn of(bytes: &[u8]) -> Raw {
+        Raw::parse(bytes).expect("a whole response head")
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn content_length(&self) -> usize {
+        self.header("content-length")
+            .and_then(|v| v.parse().ok())
+            .expect("content-length")
+    }
+
+    fn assert_metered(&self) {
+        for name in METER_HEADERS {
+            assert!(self.header(name).is_some(), "{} lacks {name}", self.status);
+        }
+    }
 }
 
 fn post(path: &str, headers: &str, body: &str) -> Vec<u8> {
@@ -111,11 +203,15 @@ fn post(path: &str, headers: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A raw validation of `email` with the accepted key and these extra header lines.
+fn raw_validation(email: &str, headers: &str) -> Vec<u8> {
+    let body = json!({ "email": email }).to_string();
+    post(VALIDATE, &format!("X-API-Key: {KEY}\r\n{headers}"), &body)
+}
+
 #[tokio::test]
 async fn auth_accepts_both_header_forms_and_rejects_the_rest() {
-    let server = start(MockConfig::default()).await;
-    let url = format!("{}/v1/credits", server.url());
-    let c = client();
+    let api = Api::with_defaults().await;
     // (header name, header value, expected status)
     let cases: &[(Option<(&str, &str)>, u16)] = &[
         (Some(("X-API-Key", KEY)), 200),
@@ -127,11 +223,11 @@ async fn auth_accepts_both_header_forms_and_rejects_the_rest() {
         (None, 401),
     ];
     for (hdr, want) in cases {
-        let mut req = c.get(&url);
+        let mut req = api.request(Method::GET, CREDITS);
         if let Some((name, value)) = hdr {
             req = req.header(*name, *value);
         }
-        let resp = req.send().await.expect("answered");
+        let resp = send(req).await;
         assert_eq!(resp.status().as_u16(), *want, "{hdr:?}");
         assert_metered(&resp);
         if *want == 401 {
@@ -143,37 +239,29 @@ async fn auth_accepts_both_header_forms_and_rejects_the_rest() {
         }
     }
     // The validation endpoint checks the key too, before anything else.
-    let resp = c
-        .post(format!("{}{VALIDATE}", server.url()))
-        .json(&json!({"email": "valid@x.com"}))
-        .send()
-        .await
-        .expect("answered");
+    let resp = send(
+        api.request(Method::POST, VALIDATE)
+            .json(&json!({"email": "valid@x.com"})),
+    )
+    .await;
     assert_eq!(resp.status(), 401);
-    assert_eq!(server.stats().credits_charged, 0.0);
-    server.shutdown().await;
+    assert_eq!(api.server.stats().credits_charged, 0.0);
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn unknown_paths_404_and_wrong_methods_405() {
-    let server = start(MockConfig::default()).await;
-    let c = client();
-    let base = server.url();
-    let cases: &[(reqwest::Method, &str, u16, Option<&str>)] = &[
-        (reqwest::Method::GET, "/nope", 404, None),
-        (reqwest::Method::POST, "/v1/credit", 404, None),
-        (reqwest::Method::GET, VALIDATE, 405, Some("POST")),
-        (reqwest::Method::PUT, VALIDATE, 405, Some("POST")),
-        (reqwest::Method::POST, "/v1/credits", 405, Some("GET")),
-        (reqwest::Method::GET, "/__mock/reset", 405, Some("POST")),
+    let api = Api::with_defaults().await;
+    let cases: &[(Method, &str, u16, Option<&str>)] = &[
+        (Method::GET, "/nope", 404, None),
+        (Method::POST, "/v1/credit", 404, None),
+        (Method::GET, VALIDATE, 405, Some("POST")),
+        (Method::PUT, VALIDATE, 405, Some("POST")),
+        (Method::POST, CREDITS, 405, Some("GET")),
+        (Method::GET, "/__mock/reset", 405, Some("POST")),
     ];
     for (method, path, want, allow) in cases {
-        let resp = c
-            .request(method.clone(), format!("{base}{path}"))
-            .header("X-API-Key", KEY)
-            .send()
-            .await
-            .expect("answered");
+        let resp = send(api.keyed(method.clone(), path)).await;
         assert_eq!(resp.status().as_u16(), *want, "{method} {path}");
         assert_metered(&resp);
         assert_eq!(
@@ -184,24 +272,18 @@ async fn unknown_paths_404_and_wrong_methods_405() {
         assert_eq!(body["error"]["status"], *want);
         assert!(body["error"]["code"].is_string());
     }
-    server.shutdown().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn credits_endpoint_reports_the_balance_for_free() {
-    let server = start(MockConfig {
+    let api = Api::start(MockConfig {
         credits: 15432.5,
         ..MockConfig::default()
     })
     .await;
-    let c = client();
     for _ in 0..2 {
-        let resp = c
-            .get(format!("{}/v1/credits", server.url()))
-            .header("X-API-Key", KEY)
-            .send()
-            .await
-            .expect("answered");
+        let resp = send(api.keyed(Method::GET, CREDITS)).await;
         assert_eq!(resp.status(), 200);
         assert_eq!(header(&resp, "content-type"), "application/json");
         assert_eq!(header(&resp, "x-credits-remaining"), "15432.50");
@@ -214,13 +296,13 @@ async fn credits_endpoint_reports_the_balance_for_free() {
                    "credit_freeze_plan_hint": null})
         );
     }
-    assert_eq!(server.stats().balance, 15432.5);
-    server.shutdown().await;
+    assert_eq!(api.server.stats().balance, 15432.5);
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn every_verdict_pattern() {
-    let server = start(MockConfig::default()).await;
+    let api = Api::with_defaults().await;
     // (address, status, email_status, charged)
     let cases: &[(&str, u16, Option<&str>, f64)] = &[
         ("valid@acme.io", 200, Some("valid"), 0.05),
@@ -237,7 +319,7 @@ async fn every_verdict_pattern() {
     ];
     let mut charged = 0.0;
     for (address, status, email_status, cost) in cases {
-        let resp = validate(&server, address).await;
+        let resp = api.validate(address).await;
         assert_eq!(resp.status().as_u16(), *status, "{address}");
         assert_metered(&resp);
         assert_eq!(
@@ -269,27 +351,23 @@ async fn every_verdict_pattern() {
             None => assert_eq!(body["error"]["status"], 500),
         }
     }
-    let stats = server.stats();
+    let stats = api.server.stats();
     assert!((stats.credits_charged - charged).abs() < 1e-9);
     assert_eq!(stats.answered, 9);
     assert_eq!(verdict_for("fail@acme.io"), Verdict::Fail);
-    server.shutdown().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn malformed_requests_get_the_errors_array_shape() {
-    let server = start(MockConfig::default()).await;
-    let c = client();
+    let api = Api::with_defaults().await;
     let bodies = ["not json", r#"{"email": 5}"#, r#"{"first_name": "A"}"#, ""];
     for body in bodies {
-        let resp = c
-            .post(format!("{}{VALIDATE}", server.url()))
-            .header("X-API-Key", KEY)
+        let req = api
+            .keyed(Method::POST, VALIDATE)
             .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("answered");
+            .body(body);
+        let resp = send(req).await;
         assert_eq!(resp.status(), 400, "{body:?}");
         assert_metered(&resp);
         let json: Value = resp.json().await.expect("json");
@@ -300,15 +378,15 @@ async fn malformed_requests_get_the_errors_array_shape() {
         );
         assert_eq!(json["errors"][0]["code"], "validation_error");
     }
-    let stats = server.stats();
+    let stats = api.server.stats();
     assert_eq!(stats.validations, 4);
     assert_eq!(stats.unique_addresses, 0);
-    server.shutdown().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn charging_free_statuses_and_running_out() {
-    let server = start(MockConfig {
+    let api = Api::start(MockConfig {
         credits: 0.1,
         ..MockConfig::default()
     })
@@ -324,7 +402,7 @@ async fn charging_free_statuses_and_running_out() {
         ("catchall2@a.io", 402, "0.00"),
     ];
     for (address, status, balance) in steps {
-        let resp = validate(&server, address).await;
+        let resp = api.validate(address).await;
         assert_eq!(resp.status().as_u16(), *status, "{address}");
         assert_eq!(header(&resp, "x-credits-remaining"), *balance, "{address}");
         if *status == 402 {
@@ -337,117 +415,111 @@ async fn charging_free_statuses_and_running_out() {
             );
         }
     }
-    server.set_credits(1.0);
-    let resp = validate(&server, "valid3@a.io").await;
+    api.server.set_credits(1.0);
+    let resp = api.validate("valid3@a.io").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "x-credits-remaining"), "0.95");
-    let stats = server.stats();
+    let stats = api.server.stats();
     assert!((stats.credits_charged - 0.15).abs() < 1e-9);
     assert_eq!(stats.by_status.get(&402), Some(&2));
-    server.shutdown().await;
+    api.shutdown().await;
+}
+
+/// Three validations against a hard limit of two a minute: the statuses, and the third's
+/// `Retry-After` checked by `retry_after`.
+async fn third_over_a_hard_limit(retry_after_date: bool, retry_after: fn(&str)) -> Api {
+    let api = Api::start(MockConfig {
+        rate_per_min: 2,
+        hard_limit: true,
+        retry_after_date,
+        ..MockConfig::default()
+    })
+    .await;
+    for (i, want) in [200, 200, 429].into_iter().enumerate() {
+        let resp = api.validate(&format!("valid{i}@a.io")).await;
+        assert_eq!(resp.status().as_u16(), want);
+        assert_eq!(header(&resp, "x-ratelimit-soft-mode"), "false");
+        if want == 429 {
+            assert_metered(&resp);
+            assert_eq!(header(&resp, "ratelimit-remaining"), "0");
+            assert_eq!(header(&resp, "x-credits-cost"), "0");
+            retry_after(header(&resp, "retry-after"));
+            let body: Value = resp.json().await.expect("json");
+            assert_eq!(body["error"], "Too Many Requests");
+            assert!(body["message"].is_string());
+        }
+    }
+    api
 }
 
 #[tokio::test]
 async fn hard_limit_answers_429_with_retry_after_seconds() {
-    let server = start(MockConfig {
-        rate_per_min: 2,
-        hard_limit: true,
-        ..MockConfig::default()
+    let api = third_over_a_hard_limit(false, |value| {
+        let secs: u64 = value.parse().expect("delta-seconds");
+        assert!((1..=60).contains(&secs), "{secs}");
     })
     .await;
-    for address in ["valid1@a.io", "valid2@a.io"] {
-        let resp = validate(&server, address).await;
-        assert_eq!(resp.status(), 200);
-        assert_eq!(header(&resp, "x-ratelimit-soft-mode"), "false");
-    }
-    let resp = validate(&server, "valid3@a.io").await;
-    assert_eq!(resp.status(), 429);
-    assert_metered(&resp);
-    assert_eq!(header(&resp, "ratelimit-remaining"), "0");
-    assert_eq!(header(&resp, "x-credits-cost"), "0");
-    let secs: u64 = header(&resp, "retry-after").parse().expect("delta-seconds");
-    assert!((1..=60).contains(&secs), "{secs}");
-    let body: Value = resp.json().await.expect("json");
-    assert_eq!(body["error"], "Too Many Requests");
-    assert!(body["message"].is_string());
-    let stats = server.stats();
+    let stats = api.server.stats();
     assert_eq!(stats.rate_limited, 1);
     assert_eq!(stats.per_address.as_ref().map(|m| m.len()), Some(3));
     assert!((stats.credits_charged - 0.10).abs() < 1e-9, "429 is free");
-    server.shutdown().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn hard_limit_retry_after_as_http_date() {
-    let server = start(MockConfig {
-        rate_per_min: 2,
-        hard_limit: true,
-        retry_after_date: true,
-        ..MockConfig::default()
+    let api = third_over_a_hard_limit(true, |date| {
+        assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
     })
     .await;
-    let mut statuses = Vec::new();
-    for i in 0..3 {
-        let resp = validate(&server, &format!("valid{i}@a.io")).await;
-        statuses.push(resp.status().as_u16());
-        if resp.status() == 429 {
-            let date = header(&resp, "retry-after");
-            assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
-        }
-    }
-    assert_eq!(statuses, [200, 200, 429]);
-    server.shutdown().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn soft_mode_counts_but_never_refuses() {
-    let server = start(MockConfig {
+    let api = Api::start(MockConfig {
         rate_per_min: 2,
         advertise_limit: Some(1),
         ..MockConfig::default()
     })
     .await;
     for i in 0..4 {
-        let resp = validate(&server, &format!("valid{i}@a.io")).await;
+        let resp = api.validate(&format!("valid{i}@a.io")).await;
         assert_eq!(resp.status(), 200);
         assert_eq!(header(&resp, "x-ratelimit-soft-mode"), "true");
         assert_eq!(header(&resp, "ratelimit-limit"), "1", "advertised limit");
         assert_eq!(header(&resp, "ratelimit-remaining"), "0");
     }
-    let stats = server.stats();
+    let stats = api.server.stats();
     assert_eq!((stats.rate_limited, stats.max_in_window_60s), (0, 4));
-    server.shutdown().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn headers_on_every_kind_of_response() {
-    let server = start(MockConfig {
+    let api = Api::start(MockConfig {
         credits: 0.0,
         ..MockConfig::default()
     })
     .await;
-    let c = client();
-    let base = server.url();
     let requests = [
-        c.get(format!("{base}/v1/credits")).header("X-API-Key", KEY),
-        c.get(format!("{base}/v1/credits")),
-        c.post(format!("{base}{VALIDATE}"))
-            .header("X-API-Key", KEY)
-            .json(&json!({"email": "valid@a.io"})),
-        c.get(format!("{base}/__mock/stats")),
-        c.post(format!("{base}/__mock/reset")),
-        c.get(format!("{base}/missing")),
+        api.keyed(Method::GET, CREDITS),
+        api.request(Method::GET, CREDITS),
+        api.validation(KEY, "valid@a.io"),
+        api.request(Method::GET, "/__mock/stats"),
+        api.request(Method::POST, "/__mock/reset"),
+        api.request(Method::GET, "/missing"),
         // A real oversized body: the 413 must arrive intact, not as a reset.
-        c.post(format!("{base}{VALIDATE}"))
-            .header("X-API-Key", KEY)
+        api.keyed(Method::POST, VALIDATE)
             .body(vec![b' '; 100 * 1024]),
     ];
     for req in requests {
-        let resp = req.send().await.expect("answered");
-        assert_metered(&resp);
+        assert_metered(&send(req).await);
     }
     // Protocol errors too, through raw sockets.
     let big_head = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(20 * 1024));
+    let many: String = (0..70).map(|i| format!("X-{i}: y\r\n")).collect();
+    let many_headers = format!("GET / HTTP/1.1\r\n{many}\r\n");
     let big_body = format!(
         "POST {VALIDATE} HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
         100 * 1024
@@ -455,86 +527,105 @@ async fn headers_on_every_kind_of_response() {
     let chunked = format!(
         "POST {VALIDATE} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
     );
-    let cases: [(&[u8], u16); 3] = [
+    let cases: [(&[u8], u16); 4] = [
         (big_head.as_bytes(), 431),
+        (many_headers.as_bytes(), 431),
         (big_body.as_bytes(), 413),
         (chunked.as_bytes(), 411),
     ];
     for (request, want) in cases {
-        let bytes = raw(&server, request).await.expect("answered before close");
-        let (status, headers, _) = parse_raw(&bytes);
-        assert_eq!(status, want);
-        assert_eq!(raw_header(&headers, "connection"), Some("close"));
-        for name in METER_HEADERS {
-            assert!(raw_header(&headers, name).is_some(), "{want} lacks {name}");
+        let bytes = api.raw(request).await.expect("answered before close");
+        let raw = Raw::of(&bytes);
+        assert_eq!(raw.status, want);
+        assert_eq!(raw.header("connection"), Some("close"));
+        raw.assert_metered();
+    }
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_that_are_not_http_are_refused_and_closed() {
+    let api = Api::with_defaults().await;
+    let cases: [&[u8]; 3] = [
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    ];
+    for request in cases {
+        let bytes = api.raw(request).await.expect("answered before close");
+        assert_eq!(
+            Raw::of(&bytes).status,
+            400,
+            "{:?}",
+            String::from_utf8_lossy(request)
+        );
+    }
+    api.shutdown().await;
+}
+
+/// Reads exactly one response (its head, then `Content-Length` bytes) off a kept-alive
+/// connection.
+async fn read_one(stream: &mut TcpStream) -> Raw {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(DEADLINE, stream.read(&mut chunk))
+            .await
+            .expect("a response within the deadline")
+            .expect("reads");
+        assert!(n > 0, "server closed a keep-alive connection");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(raw) = Raw::parse(&buf) {
+            if raw.body.len() >= raw.content_length() {
+                return raw;
+            }
         }
     }
-    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn keep_alive_and_connection_close() {
-    let server = start(MockConfig::default()).await;
-    let mut stream = TcpStream::connect(server.addr()).await.expect("connects");
-    let body = r#"{"email":"valid@a.io"}"#;
-    let mut buf = Vec::new();
+    let api = Api::with_defaults().await;
+    let mut stream = TcpStream::connect(api.server.addr())
+        .await
+        .expect("connects");
     for _ in 0..3 {
-        stream
-            .write_all(&post(VALIDATE, "X-API-Key: mock-key\r\n", body))
-            .await
-            .expect("writes");
-        // Read exactly one response: the head, then Content-Length bytes.
-        buf.clear();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = stream.read(&mut chunk).await.expect("reads");
-            assert!(n > 0, "server closed a keep-alive connection");
-            buf.extend_from_slice(&chunk[..n]);
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            let mut resp = httparse::Response::new(&mut headers);
-            if let Ok(httparse::Status::Complete(head)) = resp.parse(&buf) {
-                let len: usize = resp
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
-                    .expect("content-length");
-                if buf.len() >= head + len {
-                    assert_eq!(resp.code, Some(200));
-                    break;
-                }
-            }
-        }
+        let request = raw_validation("valid@a.io", "");
+        stream.write_all(&request).await.expect("writes");
+        assert_eq!(read_one(&mut stream).await.status, 200);
     }
     // Connection: close is honoured: the server closes after answering.
-    stream
-        .write_all(&post(
-            VALIDATE,
-            "X-API-Key: mock-key\r\nConnection: close\r\n",
-            body,
-        ))
+    let request = raw_validation("valid@a.io", "Connection: close\r\n");
+    stream.write_all(&request).await.expect("writes");
+    let raw = Raw::of(&read_to_close(&mut stream).await.expect("reads to close"));
+    assert_eq!(raw.status, 200);
+    assert_eq!(raw.header("connection"), Some("close"));
+    // HTTP/1.0 closes after one answer, unless it asks for keep-alive.
+    let old = b"GET /v1/credits HTTP/1.0\r\nX-API-Key: mock-key\r\n\r\n";
+    let raw = Raw::of(&api.raw(old).await.expect("answered, then closed"));
+    assert_eq!(raw.status, 200);
+    let mut stream = TcpStream::connect(api.server.addr())
         .await
-        .expect("writes");
-    let mut rest = Vec::new();
-    stream.read_to_end(&mut rest).await.expect("reads to close");
-    let (status, headers, _) = parse_raw(&rest);
-    assert_eq!(status, 200);
-    assert_eq!(raw_header(&headers, "connection"), Some("close"));
-    assert_eq!(
-        server
-            .stats()
-            .per_address
-            .unwrap_or_default()
-            .get("valid@a.io"),
-        Some(&4)
-    );
-    server.shutdown().await;
+        .expect("connects");
+    for _ in 0..2 {
+        let request =
+            b"GET /v1/credits HTTP/1.0\r\nX-API-Key: mock-key\r\nConnection: keep-alive\r\n\r\n";
+        stream.write_all(request).await.expect("writes");
+        let raw = read_one(&mut stream).await;
+        assert_eq!(raw.status, 200);
+        assert_eq!(raw.header("connection"), Some("keep-alive"));
+    }
+    let per_address = api.server.stats().per_address.unwrap_or_default();
+    assert_eq!(per_address.get("valid@a.io"), Some(&4));
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn expect_100_continue_gets_a_go_ahead() {
-    let server = start(MockConfig::default()).await;
-    let mut stream = TcpStream::connect(server.addr()).await.expect("connects");
+    let api = Api::with_defaults().await;
+    let mut stream = TcpStream::connect(api.server.addr())
+        .await
+        .expect("connects");
     let body = r#"{"email":"valid@a.io"}"#;
     let head = format!(
         "POST {VALIDATE} HTTP/1.1\r\nX-API-Key: mock-key\r\nExpect: 100-continue\r\n\
@@ -553,34 +644,32 @@ async fn expect_100_continue_gets_a_go_ahead() {
         .write_all(body.as_bytes())
         .await
         .expect("writes body");
-    let mut rest = Vec::new();
-    stream.read_to_end(&mut rest).await.expect("reads");
-    assert_eq!(parse_raw(&rest).0, 200);
-    server.shutdown().await;
+    let rest = read_to_close(&mut stream).await.expect("reads");
+    assert_eq!(Raw::of(&rest).status, 200);
+    api.shutdown().await;
+}
+
+/// A mock that injects one fault into every validation.
+async fn faulty(fault: fn(&mut MockConfig)) -> Api {
+    let mut config = MockConfig::default();
+    fault(&mut config);
+    Api::start(config).await
 }
 
 #[tokio::test]
 async fn fault_500_and_html_gateway_errors() {
-    let server = start(MockConfig {
-        p_500: 1.0,
-        ..MockConfig::default()
-    })
-    .await;
-    let resp = validate(&server, "valid@a.io").await;
+    let api = faulty(|c| c.p_500 = 1.0).await;
+    let resp = api.validate("valid@a.io").await;
     assert_eq!(resp.status(), 500);
     assert_metered(&resp);
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["error"]["status"], 500);
-    server.shutdown().await;
+    api.shutdown().await;
 
-    let server = start(MockConfig {
-        p_503: 1.0,
-        ..MockConfig::default()
-    })
-    .await;
+    let api = faulty(|c| c.p_503 = 1.0).await;
     let mut statuses = Vec::new();
     for _ in 0..4 {
-        let resp = validate(&server, "valid@a.io").await;
+        let resp = api.validate("valid@a.io").await;
         statuses.push(resp.status().as_u16());
         assert!(header(&resp, "content-type").starts_with("text/html"));
         assert_eq!(header(&resp, "x-credits-cost"), "0");
@@ -588,134 +677,108 @@ async fn fault_500_and_html_gateway_errors() {
         assert!(text.contains("<html>"), "{text}");
     }
     assert_eq!(statuses, [502, 503, 502, 503], "alternating per attempt");
-    assert_eq!(server.stats().credits_charged, 0.0);
-    server.shutdown().await;
+    assert_eq!(api.server.stats().credits_charged, 0.0);
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn fault_reset_aborts_the_connection() {
-    let server = start(MockConfig {
-        p_reset: 1.0,
-        ..MockConfig::default()
-    })
-    .await;
-    let request = post(
-        VALIDATE,
-        "X-API-Key: mock-key\r\n",
-        r#"{"email":"valid@a.io"}"#,
-    );
-    let err = raw(&server, &request)
+    let api = faulty(|c| c.p_reset = 1.0).await;
+    let err = api
+        .raw(&raw_validation("valid@a.io", ""))
         .await
         .expect_err("no response, a reset");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
-    let err = client()
-        .post(format!("{}{VALIDATE}", server.url()))
-        .header("X-API-Key", KEY)
-        .json(&json!({"email": "valid@a.io"}))
+    let err = api
+        .validation(KEY, "valid@a.io")
         .send()
         .await
         .expect_err("reqwest sees an error");
     assert!(err.is_request() || err.is_connect(), "{err:?}");
-    let stats = server.stats();
+    let stats = api.server.stats();
     assert_eq!((stats.resets, stats.credits_charged), (2, 0.0));
     assert!(stats.by_status.is_empty());
-    server.shutdown().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn fault_truncated_charges_and_cuts_the_body() {
-    let server = start(MockConfig {
-        p_truncated: 1.0,
-        ..MockConfig::default()
-    })
-    .await;
-    let request = post(
-        VALIDATE,
-        "X-API-Key: mock-key\r\n",
-        r#"{"email":"valid@a.io"}"#,
-    );
-    let bytes = raw(&server, &request).await.expect("head and half a body");
-    let (status, headers, body) = parse_raw(&bytes);
-    assert_eq!(status, 200);
-    let promised: usize = raw_header(&headers, "content-length")
-        .and_then(|v| v.parse().ok())
-        .expect("content-length");
-    assert_eq!(body.len(), promised / 2);
-    let resp = validate(&server, "valid@b.io").await;
+    let api = faulty(|c| c.p_truncated = 1.0).await;
+    let bytes = api
+        .raw(&raw_validation("valid@a.io", ""))
+        .await
+        .expect("head and half a body");
+    let raw = Raw::of(&bytes);
+    assert_eq!(raw.status, 200);
+    assert_eq!(raw.body.len(), raw.content_length() / 2);
+    let resp = api.validate("valid@b.io").await;
     assert_eq!(resp.status(), 200);
     assert!(resp.bytes().await.is_err(), "the body is cut short");
-    let stats = server.stats();
+    let stats = api.server.stats();
     assert_eq!(stats.truncated, 2);
     assert!(
         (stats.credits_charged - 0.10).abs() < 1e-9,
         "charged anyway"
     );
-    server.shutdown().await;
+    api.shutdown().await;
 }
 
-// tokio's `test-util` feature (paused time) is not enabled in this crate, so these two tests
-// use short real durations; they only assert lower bounds that a sleep guarantees.
+// The hang and the latency are real sleeps of the server's: paused time would let the
+// client's timeout fire before the request has even crossed the socket. Both tests only
+// assert lower bounds that a sleep guarantees.
 #[tokio::test]
 async fn fault_hang_times_the_client_out_then_closes() {
-    let server = start(MockConfig {
-        p_hang: 1.0,
-        hang: Duration::from_millis(300),
-        ..MockConfig::default()
+    let api = faulty(|c| {
+        c.p_hang = 1.0;
+        c.hang = Duration::from_millis(300);
     })
     .await;
     // A client timeout shorter than the hang: the client gives up.
-    let short = reqwest::Client::builder()
-        .no_proxy()
+    let err = api
+        .validation(KEY, "valid@a.io")
         .timeout(Duration::from_millis(50))
-        .build()
-        .expect("client");
-    let err = short
-        .post(format!("{}{VALIDATE}", server.url()))
-        .header("X-API-Key", KEY)
-        .json(&json!({"email": "valid@a.io"}))
         .send()
         .await
         .expect_err("no answer");
     assert!(err.is_timeout(), "{err:?}");
     // Without a client timeout the server closes after `hang`, answering nothing.
     let started = tokio::time::Instant::now();
-    let request = post(
-        VALIDATE,
-        "X-API-Key: mock-key\r\n",
-        r#"{"email":"valid@b.io"}"#,
-    );
-    let bytes = raw(&server, &request).await.expect("closed, not reset");
+    let bytes = api
+        .raw(&raw_validation("valid@b.io", ""))
+        .await
+        .expect("closed, not reset");
     assert!(bytes.is_empty());
     assert!(started.elapsed() >= Duration::from_millis(300));
-    let stats = server.stats();
+    let stats = api.server.stats();
     assert_eq!((stats.hangs, stats.credits_charged), (2, 0.0));
-    server.shutdown().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn latency_delays_the_answer() {
-    let server = start(MockConfig {
-        latency: Latency::Fixed(Duration::from_millis(50)),
-        ..MockConfig::default()
-    })
-    .await;
+    let api = faulty(|c| c.latency = Latency::Fixed(Duration::from_millis(50))).await;
     let started = tokio::time::Instant::now();
-    let resp = validate(&server, "valid@a.io").await;
+    let resp = api.validate("valid@a.io").await;
     assert_eq!(resp.status(), 200);
     assert!(started.elapsed() >= Duration::from_millis(50));
-    server.shutdown().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn stats_count_every_arrival_per_address() {
-    let server = start(MockConfig::default()).await;
-    for _ in 0..3 {
-        validate(&server, "Valid@A.io").await;
+    let api = Api::with_defaults().await;
+    let addresses = [
+        "Valid@A.io",
+        "Valid@A.io",
+        "Valid@A.io",
+        "once@a.io",
+        "fail@a.io",
+        "fail@a.io",
+    ];
+    for address in addresses {
+        api.validate(address).await;
     }
-    validate(&server, "once@a.io").await;
-    validate(&server, "fail@a.io").await;
-    validate(&server, "fail@a.io").await;
-    let stats = server.stats();
+    let stats = api.server.stats();
     assert_eq!(stats.validations, 6);
     assert_eq!(stats.unique_addresses, 3);
     assert_eq!(
@@ -728,87 +791,58 @@ async fn stats_count_every_arrival_per_address() {
     assert!(stats.max_in_flight >= 1);
 
     // The endpoint serves the same data; per_address only with full=1.
-    let c = client();
-    let brief: Stats = c
-        .get(format!("{}/__mock/stats", server.url()))
-        .send()
-        .await
-        .expect("answered")
-        .json()
-        .await
-        .expect("stats json");
+    let brief = api.stats_endpoint("").await;
     assert_eq!(brief.per_address, None);
     assert_eq!(brief.unique_addresses, 3);
-    let full: Stats = c
-        .get(format!("{}/__mock/stats?full=1", server.url()))
-        .send()
-        .await
-        .expect("answered")
-        .json()
-        .await
-        .expect("stats json");
+    let full = api.stats_endpoint("?full=1").await;
     let per_address = full.per_address.expect("full stats");
     assert_eq!(per_address.get("once@a.io"), Some(&1));
     assert_eq!(full.requests, 8, "six validations and two stats requests");
-    server.shutdown().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn admin_endpoints() {
-    let server = start(MockConfig::default()).await;
-    let c = client();
-    let base = server.url();
-    let admin = |path: &str, body: Value| c.post(format!("{base}{path}")).json(&body).send();
+    let api = Api::with_defaults().await;
+    // (body, expected status, expected "credits" in the answer)
+    let credits: &[(Value, u16, Option<f64>)] = &[
+        (json!({"credits": 10}), 200, Some(10.0)),
+        (json!({"add": 2.5}), 200, Some(12.5)),
+        (json!({"credits": 1, "add": 1}), 400, None),
+    ];
+    for (body, status, balance) in credits {
+        let (got, answer) = api.admin("/__mock/credits", body.clone()).await;
+        assert_eq!(got, *status, "{body}");
+        if let Some(balance) = balance {
+            assert_eq!(answer["credits"], *balance, "{body}");
+        }
+    }
+    assert_eq!(api.server.stats().balance, 12.5);
 
-    let resp = admin("/__mock/credits", json!({"credits": 10}))
-        .await
-        .expect("answered");
+    let (status, _) = api
+        .admin("/__mock/api-key", json!({"api_key": "new-key"}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(api.validate("valid@a.io").await.status(), 401, "old key");
+    let resp = send(api.validation("new-key", "valid@a.io")).await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.json::<Value>().await.expect("json")["credits"], 10.0);
-    let resp = admin("/__mock/credits", json!({"add": 2.5}))
-        .await
-        .expect("answered");
-    assert_eq!(resp.json::<Value>().await.expect("json")["credits"], 12.5);
-    assert_eq!(server.stats().balance, 12.5);
-    let resp = admin("/__mock/credits", json!({"credits": 1, "add": 1}))
-        .await
-        .expect("answered");
-    assert_eq!(resp.status(), 400);
+    api.server.set_api_key(KEY);
+    assert_eq!(api.validate("valid@b.io").await.status(), 200);
 
-    let resp = admin("/__mock/api-key", json!({"api_key": "new-key"}))
-        .await
-        .expect("answered");
-    assert_eq!(resp.status(), 200);
-    assert_eq!(
-        validate(&server, "valid@a.io").await.status(),
-        401,
-        "old key"
-    );
-    let resp = c
-        .post(format!("{base}{VALIDATE}"))
-        .header("X-API-Key", "new-key")
-        .json(&json!({"email": "valid@a.io"}))
-        .send()
-        .await
-        .expect("answered");
-    assert_eq!(resp.status(), 200);
-    server.set_api_key(KEY);
-    assert_eq!(validate(&server, "valid@b.io").await.status(), 200);
-
-    assert!(server.stats().validations > 0);
-    let resp = admin("/__mock/reset", json!({})).await.expect("answered");
-    assert_eq!(resp.status(), 200);
-    let stats = server.stats();
+    assert!(api.server.stats().validations > 0);
+    let (status, _) = api.admin("/__mock/reset", json!({})).await;
+    assert_eq!(status, 200);
+    let stats = api.server.stats();
     assert_eq!((stats.validations, stats.unique_addresses), (0, 0));
     assert_eq!(stats.credits_charged, 0.0);
     assert_eq!(stats.balance, 12.4, "the balance is not a statistic");
-    server.shutdown().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn many_concurrent_connections() {
-    let server = start(MockConfig::default()).await;
-    let url = format!("{}{VALIDATE}", server.url());
+    let api = Api::with_defaults().await;
+    let url = api.url(VALIDATE);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..300 {
         let url = url.clone();
@@ -817,13 +851,9 @@ async fn many_concurrent_connections() {
             let c = client();
             let mut ok = 0;
             for j in 0..3 {
-                let resp = c
-                    .post(&url)
-                    .header("X-API-Key", KEY)
-                    .json(&json!({"email": format!("user{i}-{j}@load.test")}))
-                    .send()
-                    .await
-                    .expect("answered");
+                let email = format!("user{i}-{j}@load.test");
+                let req = c.post(&url).header("X-API-Key", KEY);
+                let resp = send(req.json(&json!({ "email": email }))).await;
                 ok += u32::from(resp.status() == 200);
             }
             ok
@@ -834,35 +864,25 @@ async fn many_concurrent_connections() {
         answered += ok.expect("task ran");
     }
     assert_eq!(answered, 900);
-    let stats = server.stats();
+    let stats = api.server.stats();
     assert_eq!((stats.validations, stats.unique_addresses), (900, 900));
     assert!(
         stats.repeated.is_empty(),
         "sent twice: {:?}",
         stats.repeated
     );
-    server.shutdown().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn shutdown_drops_hung_connections() {
-    let server = start(MockConfig {
-        p_hang: 1.0,
-        ..MockConfig::default()
-    })
-    .await;
-    let addr = server.addr();
+    let api = faulty(|c| c.p_hang = 1.0).await;
+    let addr = api.server.addr();
     let mut stream = TcpStream::connect(addr).await.expect("connects");
-    stream
-        .write_all(&post(
-            VALIDATE,
-            "X-API-Key: mock-key\r\n",
-            r#"{"email":"a@b.c"}"#,
-        ))
-        .await
-        .expect("writes");
+    let request = raw_validation("a@b.c", "");
+    stream.write_all(&request).await.expect("writes");
     // Shutdown must not wait for the hour-long hang.
-    server.shutdown().await;
+    api.shutdown().await;
     let mut rest = Vec::new();
     let _ = stream.read_to_end(&mut rest).await;
     assert!(rest.is_empty());
