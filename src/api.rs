@@ -255,7 +255,7 @@ mod tests {
         assert!(text.contains("built without the sandbox"), "{text}");
     }
 
-    /// With the feature, `--sandbox` starts the mock in-process and talks to it with its key.
+    /// With the feature, `--sandbox` starts the mock in-process, on a port of its own.
     #[cfg(feature = "sandbox")]
     #[tokio::test]
     async fn sandbox_starts_the_mock_in_process() {

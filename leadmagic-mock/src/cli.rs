@@ -10,9 +10,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::{Latency, MockConfig, MockServer};
 use anyhow::{bail, Context as _};
 use clap::Parser;
+
+use crate::{Latency, MockConfig, MockServer};
 
 /// A LeadMagic-compatible mock of the email-validation API, for tests and for rehearsing a
 /// mailsift setup without spending credits. Prints `leadmagic-mock listening on URL` once

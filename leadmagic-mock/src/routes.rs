@@ -22,7 +22,7 @@ const ADMIN_CREDITS_PATH: &str = "/__mock/credits";
 const ADMIN_KEY_PATH: &str = "/__mock/api-key";
 const ADMIN_RESET_PATH: &str = "/__mock/reset";
 
-/// A request as the router sees it, borrowed from the connection's read buffer.
+/// A request as the router sees it, borrowed from the one hyper parsed.
 #[derive(Debug)]
 pub(crate) struct Request<'a> {
     pub(crate) method: &'a str,
