@@ -133,8 +133,12 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<(
         Err(e) => std::error::Error::source(e).and_then(|s| s.downcast_ref::<Abort>()),
     };
     let Some(abort) = abort else {
-        // A request hyper could not parse (it answered 400 or 431 itself), or a broken socket.
-        return ended.map_err(std::io::Error::other);
+        // A request hyper could not parse (it answered 400 or 431 itself, and the rest of the
+        // request may still be arriving), or a broken socket.
+        if let Err(e) = &ended {
+            tracing::debug!("connection: {e}");
+        }
+        return close_gracefully(&mut stream).await;
     };
     match &abort.fault {
         SocketFault::Reset => {
