@@ -128,13 +128,14 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<(
         .serve_connection(TokioIo::new(stream), service);
     let ended = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await;
     let mut stream = conn.into_parts().io.into_inner();
-    let abort = match &ended {
-        Ok(()) => return close_gracefully(&mut stream).await,
-        Err(e) => std::error::Error::source(e).and_then(|s| s.downcast_ref::<Abort>()),
-    };
+    // The fault, if the service returned one; it lives (with its in-flight guard) until done.
+    let abort = ended.as_ref().err().and_then(|e| {
+        let cause = std::error::Error::source(e)?;
+        cause.downcast_ref::<Abort>()
+    });
     let Some(abort) = abort else {
-        // A request hyper could not parse (it answered 400 or 431 itself, and the rest of the
-        // request may still be arriving), or a broken socket.
+        // Done, or a request hyper could not parse (it answered 400 or 431 itself, and the
+        // rest of the request may still be arriving), or a broken socket.
         if let Err(e) = &ended {
             tracing::debug!("connection: {e}");
         }
