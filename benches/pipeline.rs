@@ -22,7 +22,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mailsift::mock::Stats;
+use leadmagic_mock::Stats;
 
 const MAILSIFT: &str = env!("CARGO_BIN_EXE_mailsift");
 const MOCK: &str = env!("CARGO_BIN_EXE_leadmagic-mock");

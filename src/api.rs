@@ -7,11 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
-
 use crate::client::{ApiKey, Client, ClientConfig};
 use crate::exit::usage;
-use crate::mock::{Latency, MockConfig, MockServer};
 
 /// The environment variable that holds the key.
 pub const KEY_VAR: &str = "LEADMAGIC_API_KEY";
@@ -99,10 +96,19 @@ fn warn_if_shared(path: &Path) {
 #[cfg(not(unix))]
 fn warn_if_shared(_path: &Path) {}
 
+/// The sandbox server: the `leadmagic-mock` crate's, started in-process (cargo feature
+/// `sandbox`, on by default).
+#[cfg(feature = "sandbox")]
+pub type Sandbox = leadmagic_mock::MockServer;
+
+/// Built without the `sandbox` feature, there is never a sandbox server.
+#[cfg(not(feature = "sandbox"))]
+pub type Sandbox = std::convert::Infallible;
+
 /// A client ready to use, and the sandbox server it talks to, if any (kept alive with it).
 pub struct Api {
     pub client: Client,
-    pub sandbox: Option<MockServer>,
+    pub sandbox: Option<Sandbox>,
     /// What to call the endpoint in messages ("the sandbox" or the base URL).
     pub describe: String,
 }
@@ -116,11 +122,9 @@ impl Api {
     pub async fn connect(settings: &ApiSettings, concurrency: usize) -> anyhow::Result<Api> {
         let (base_url, key, sandbox) = match &settings.endpoint {
             Endpoint::Sandbox => {
-                let server = MockServer::start(sandbox_config())
-                    .await
-                    .context("starting the sandbox server")?;
+                let (url, server) = start_sandbox().await?;
                 let key = ApiKey::new(SANDBOX_KEY).expect("the sandbox key is not empty");
-                (server.url(), key, Some(server))
+                (url, key, Some(server))
             }
             Endpoint::Remote {
                 base_url,
@@ -147,17 +151,35 @@ impl Api {
     }
 }
 
-/// The sandbox answers like the real API, a little slowly, so the progress display has
-/// something to show; its verdicts follow the mock's documented function.
-fn sandbox_config() -> MockConfig {
-    MockConfig {
+/// Starts the sandbox; returns its URL and the server. It answers like the real API, a little
+/// slowly, so the progress display has something to show; its verdicts follow the mock's
+/// documented function.
+#[cfg(feature = "sandbox")]
+async fn start_sandbox() -> anyhow::Result<(String, Sandbox)> {
+    use anyhow::Context as _;
+    use leadmagic_mock::{Latency, MockConfig, MockServer};
+    let config = MockConfig {
         api_key: SANDBOX_KEY.to_owned(),
         latency: Latency::LogNormal {
             median: Duration::from_millis(60),
             p99: Duration::from_millis(400),
         },
         ..MockConfig::default()
-    }
+    };
+    let server = MockServer::start(config)
+        .await
+        .context("starting the sandbox server")?;
+    Ok((server.url(), server))
+}
+
+/// This build has no sandbox: says so, and what to do instead.
+#[cfg(not(feature = "sandbox"))]
+async fn start_sandbox() -> anyhow::Result<(String, Sandbox)> {
+    Err(usage(
+        "--sandbox: this mailsift was built without the sandbox (cargo feature `sandbox`). \
+         Rebuild it with default features, or run a leadmagic-mock and point \
+         LEADMAGIC_BASE_URL at it",
+    ))
 }
 
 fn no_key() -> anyhow::Error {
@@ -220,6 +242,32 @@ mod tests {
         let err = settings(Some(&missing), None).unwrap_err();
         assert_eq!(crate::exit::Exit::for_error(&err), crate::exit::Exit::Usage);
         assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    /// A build without the `sandbox` feature refuses `--sandbox` as a usage error that says so.
+    #[cfg(not(feature = "sandbox"))]
+    #[tokio::test]
+    async fn sandbox_without_the_feature_says_it_was_built_without() {
+        let s = ApiSettings::new("http://x", true, None, None, Duration::from_secs(1)).unwrap();
+        let err = Api::connect(&s, 1).await.err().unwrap();
+        assert_eq!(crate::exit::Exit::for_error(&err), crate::exit::Exit::Usage);
+        let text = err.to_string();
+        assert!(text.contains("built without the sandbox"), "{text}");
+    }
+
+    /// With the feature, `--sandbox` starts the mock in-process, on a port of its own.
+    #[cfg(feature = "sandbox")]
+    #[tokio::test]
+    async fn sandbox_starts_the_mock_in_process() {
+        let s = ApiSettings::new("http://x", true, None, None, Duration::from_secs(1)).unwrap();
+        let api = Api::connect(&s, 1).await.unwrap();
+        let server = api.sandbox.as_ref().expect("a sandbox server");
+        assert!(
+            server.url().starts_with("http://127.0.0.1:"),
+            "{}",
+            server.url()
+        );
+        assert!(api.describe.contains("sandbox"), "{}", api.describe);
     }
 
     #[tokio::test]

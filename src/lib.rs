@@ -70,7 +70,6 @@ pub(crate) mod inbox;
 pub(crate) mod input;
 pub(crate) mod inspect;
 pub(crate) mod limiter;
-pub mod mock;
 #[allow(missing_docs)]
 pub(crate) mod output;
 #[allow(missing_docs)]

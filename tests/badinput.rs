@@ -3,7 +3,7 @@
 //! of every row kept, addresses that fail the syntax check never sent), or a clear error that
 //! names the file and the line. Never a panic.
 
-use mailsift::mock::Stats;
+use leadmagic_mock::Stats;
 
 use crate::util::{rows_with, text, Dir, Mock};
 

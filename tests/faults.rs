@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Duration;
 
-use mailsift::mock::{Latency, MockConfig, Stats};
+use leadmagic_mock::{Latency, MockConfig, Stats};
 use predicates::prelude::*;
 
 use crate::crash::assert_same_file;

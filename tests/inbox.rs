@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command as StdCommand};
 use std::time::{Duration, SystemTime};
 
-use mailsift::mock::{Latency, MockConfig};
+use leadmagic_mock::{Latency, MockConfig};
 use predicates::prelude::*;
 use serde_json::Value;
 

@@ -3,7 +3,7 @@
 //! at `-vv` one line per request with its method, path, status, latency and retry number,
 //! never the key, the address only at `-vvv`.
 
-use mailsift::mock::MockConfig;
+use leadmagic_mock::MockConfig;
 
 use crate::util::{text, Dir, Mock};
 

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
-use mailsift::mock::{MockConfig, Stats};
+use leadmagic_mock::{MockConfig, Stats};
 use serde_json::Value;
 
 use crate::util::{column, json, rows, Dir, Mock, STATUSES};

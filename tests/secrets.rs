@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use mailsift::mock::{Latency, MockConfig};
+use leadmagic_mock::{Latency, MockConfig};
 
 use crate::util::{contacts, text, Dir, Mock};
 

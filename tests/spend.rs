@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use mailsift::mock::MockConfig;
+use leadmagic_mock::MockConfig;
 use predicates::prelude::*;
 use serde_json::Value;
 
@@ -566,7 +566,7 @@ fn issue_11_force_keeps_the_jobs_accounting() {
 fn issue_11_requests_given_up_after_the_grace_period_are_announced_by_the_next_run() {
     let frozen = Mock::start(MockConfig {
         rate_per_min: 1_000_000,
-        latency: mailsift::mock::Latency::Fixed(std::time::Duration::from_secs(30)),
+        latency: leadmagic_mock::Latency::Fixed(std::time::Duration::from_secs(30)),
         ..MockConfig::default()
     });
     let dir = Dir::new();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::assert::Assert;
 use assert_cmd::Command;
-use mailsift::mock::{MockConfig, MockServer, Stats};
+use leadmagic_mock::{MockConfig, MockServer, Stats};
 
 /// The pinned clock of every run (Unix seconds).
 pub const NOW: &str = "1790000000";
@@ -56,7 +56,7 @@ impl Mock {
     pub fn fixed_latency(ms: u64) -> Mock {
         Mock::start(MockConfig {
             rate_per_min: 1_000_000,
-            latency: mailsift::mock::Latency::Fixed(Duration::from_millis(ms)),
+            latency: leadmagic_mock::Latency::Fixed(Duration::from_millis(ms)),
             ..MockConfig::default()
         })
     }
@@ -66,7 +66,7 @@ impl Mock {
     pub fn lognormal(rate_per_min: u32, median: u64, p99: u64) -> Mock {
         Mock::start(MockConfig {
             rate_per_min,
-            latency: mailsift::mock::Latency::LogNormal {
+            latency: leadmagic_mock::Latency::LogNormal {
                 median: Duration::from_millis(median),
                 p99: Duration::from_millis(p99),
             },

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use clap::Parser;
-use mailsift::mock::{Latency, MockConfig, MockServer};
+use leadmagic_mock::{Latency, MockConfig, MockServer};
 use mailsift::{Config, Exit};
 use predicates::prelude::*;
 

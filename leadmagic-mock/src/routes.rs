@@ -11,9 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::chance::{fault_for, latency_for, Fault};
-use super::state::{from_micros, to_micros, InFlight, Meter, Shared, State};
-use super::verdict::{fnv1a, normalize, validation_body, verdict_for_normalized, Verdict};
+use crate::chance::{fault_for, latency_for, Fault};
+use crate::state::{from_micros, to_micros, InFlight, Meter, Shared, State};
+use crate::verdict::{fnv1a, normalize, validation_body, verdict_for_normalized, Verdict};
 
 pub(crate) const VALIDATION_PATH: &str = "/v1/people/email-validation";
 const CREDITS_PATH: &str = "/v1/credits";
@@ -22,7 +22,7 @@ const ADMIN_CREDITS_PATH: &str = "/__mock/credits";
 const ADMIN_KEY_PATH: &str = "/__mock/api-key";
 const ADMIN_RESET_PATH: &str = "/__mock/reset";
 
-/// A request as the router sees it, borrowed from the connection's read buffer.
+/// A request as the router sees it, borrowed from the one hyper parsed.
 #[derive(Debug)]
 pub(crate) struct Request<'a> {
     pub(crate) method: &'a str,

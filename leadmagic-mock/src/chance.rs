@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::verdict::fnv1a_continue;
+use crate::verdict::fnv1a_continue;
 
 /// How long the mock waits before answering a validation.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]

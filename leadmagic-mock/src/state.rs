@@ -12,8 +12,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::window::{Buckets, LimitWindow, Nanos, PeakWindow, MINUTE, SECOND};
-use super::MockConfig;
+use crate::window::{Buckets, LimitWindow, Nanos, PeakWindow, MINUTE, SECOND};
+use crate::MockConfig;
 
 /// Credits are kept in millionths so that many small charges add up exactly (0.05 × 20 is 1,
 /// not 0.9999999).

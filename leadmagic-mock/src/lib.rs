@@ -1,19 +1,68 @@
-//! A LeadMagic-compatible mock server, for tests, benches, the `--sandbox` demo and users who
-//! rehearse a cron setup without spending credits.
+//! `leadmagic-mock`: a stand-in for the LeadMagic email-validation API, for mailsift's tests
+//! and benches, its `--sandbox` demo, and users who rehearse a cron setup without spending
+//! credits.
 //!
-//! Owns the whole mock: configuration ([`MockConfig`]), the running server ([`MockServer`]),
-//! its statistics ([`Stats`]) and the documented verdict function ([`verdict_for`]). It follows
-//! `leadmagic-api.md`, rough edges included (two error body shapes, legacy 429 body, soft rate
-//! limit, free statuses), and can inject faults at the byte level, which is why it speaks
-//! HTTP/1.1 by hand over `tokio::net` instead of using a framework. It must not depend on the
-//! rest of mailsift (the client is tested against it, not with it) and must never log an API
-//! key.
+//! It follows the API contract mailsift is written against (`shared/leadmagic-api.md`), rough
+//! edges included: both endpoints (`POST /v1/people/email-validation`, `GET /v1/credits`), both
+//! error body shapes (`{"error": {...}}` and the `errors` array of a 400), the legacy 429 body,
+//! the rate-limit and credit headers on every response, soft rate limiting (counted, never
+//! refused) unless asked to be hard, free statuses (`catch_all`, `unknown`) and the 402 that
+//! refuses free verdicts too once the balance is short. Verdicts come from [`verdict_for`]:
+//! deterministic, with reserved prefixes (`valid…`, `invalid…`, `catchall…`, `reject…`,
+//! `fail…`, ...). The manual, with every rule, is `docs/mock.md` in the mailsift repository.
+//!
+//! # Faults it can inject
+//!
+//! Each is a field of [`MockConfig`] (and a flag of the `leadmagic-mock` program, see
+//! [`cli`]); the probabilistic ones are drawn per validation arrival from the seed, the
+//! normalised address and its attempt number, so a run is reproducible whatever the client's
+//! timing:
+//!
+//! | fault | how to ask for it | what the client sees |
+//! |---|---|---|
+//! | JSON 500 | `p_500` | `500 {"error": {...}}`, not charged |
+//! | HTML 502 / 503 | `p_503` | an nginx-style HTML page, 502 and 503 alternating per attempt |
+//! | connection reset | `p_reset` | the request is read, then an RST (`SO_LINGER 0`), no answer |
+//! | hang | `p_hang`, `hang` | the request is read, nothing is answered for `hang`, then FIN |
+//! | truncated body | `p_truncated` | charged, the head promises the whole body, half arrives, FIN |
+//! | latency | [`Latency`] | fixed or log-normal wait before each validation answer |
+//! | hard rate limit | `rate_per_min`, `limit_window`, `hard_limit` | 429 with `Retry-After` (seconds, or an HTTP-date with `retry_after_date`) |
+//! | misleading headers | `advertise_limit` | a rate limit in the headers other than the real one |
+//! | running out of credits | `credits`, [`MockServer::set_credits`] | 402 |
+//! | key rotation | [`MockServer::set_api_key`] | 401 for the old key from now on |
+//! | the reserved verdicts | addresses `reject…`, `fail…` | a 400 naming the address; a 500 on every attempt |
+//!
+//! Requests the API would refuse are refused the same way, with the usual headers: a head over
+//! `max_head_bytes` or with more than 64 headers (431), a chunked body (411), a body over
+//! `max_body_bytes` (413). [`Stats`] (also `GET /__mock/stats`) counts every arrival, per
+//! address too, so a test can prove that nothing was sent, or paid for, twice.
+//!
+//! # How it is built
+//!
+//! HTTP/1.1 is hyper's (keep-alive, `Expect: 100-continue`, HTTP/1.0); the faults hyper will
+//! not produce (reset, hang, truncation) are carried out on the raw socket, which the
+//! connection takes back from hyper for that request. The server must not depend on mailsift
+//! (the client is tested against it, not with it) and must never log an API key.
 //!
 //! Module map: `verdict` (address → answer, pure), `chance` (seeded faults and latency, pure),
 //! `window` (rate and peak counters, pure), `state` (everything behind the one lock),
-//! `routes` (what to answer), `http` (sockets and bytes).
+//! `routes` (what to answer), `http` (sockets, hyper and the byte-level faults), [`cli`] (the
+//! program's command line).
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use leadmagic_mock::{MockConfig, MockServer};
+//!
+//! let server = MockServer::start(MockConfig { p_reset: 0.1, ..MockConfig::default() }).await?;
+//! // ... point the client at server.url() with the key "mock-key" ...
+//! assert!(server.stats().repeated.is_empty(), "nothing was sent twice");
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
 mod chance;
+pub mod cli;
 mod http;
 mod routes;
 mod state;
