@@ -11,11 +11,69 @@ use crate::cli::{
 };
 use crate::exit::usage;
 use crate::input::{ColumnSpec, InputOptions, Source};
+use crate::limiter::Rate;
 use crate::output::CheckpointEvery;
 use crate::plan::Freshness;
 use crate::progress::Display;
 use crate::retry::RetryPolicy;
-use crate::validate::{default_output, Budget, ValidateConfig};
+
+/// The starting rate when the user gave none: the lowest limit LeadMagic documents. The
+/// server's advertised limit is followed from the first answer on.
+pub const DEFAULT_RATE: Rate = Rate { per_minute: 300 };
+
+/// Spending limits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Budget {
+    /// The most the job may spend, earlier runs included.
+    pub max_credits: Option<f64>,
+    /// Stop when the balance falls below this.
+    pub min_balance: Option<f64>,
+    /// The price of one charged check until an answer shows it.
+    pub cost_per_check: Option<f64>,
+}
+
+/// Everything `validate` needs, validated.
+#[derive(Debug, Clone)]
+pub struct ValidateConfig {
+    pub input: Source,
+    /// `None`: standard output.
+    pub output: Option<PathBuf>,
+    pub input_options: InputOptions,
+    pub company: bool,
+    /// `--raw-fields`: API text is written without neutralising formulas.
+    pub raw_fields: bool,
+    pub split: bool,
+    pub rate: Option<Rate>,
+    pub concurrency: usize,
+    pub retry: RetryPolicy,
+    pub freshness: Freshness,
+    pub state_dir: PathBuf,
+    pub restart: bool,
+    pub force: bool,
+    pub retry_errors: bool,
+    pub budget: Budget,
+    pub report: Option<PathBuf>,
+    /// `--report-html`: the report as a web page.
+    pub report_html: Option<PathBuf>,
+    pub grace: Duration,
+    pub display: Display,
+    /// Print what to do after a resumable stop (off when the inbox runs the job: it logs that).
+    pub announce: bool,
+    pub api: ApiSettings,
+    /// What the address check lets through (`--allow-unknown-tld`).
+    pub rules: address::Rules,
+    pub checkpoint: CheckpointEvery,
+}
+
+/// The default output path: `<stem>.validated.csv` beside the input.
+pub fn default_output(input: &Path) -> PathBuf {
+    let stem = input
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = stem.strip_suffix(".validated").unwrap_or(&stem).to_owned();
+    input.with_file_name(format!("{stem}.validated.csv"))
+}
 
 /// What to do, fully decided.
 #[derive(Debug)]
@@ -347,4 +405,29 @@ fn state_dir(args: &StateArgs, sandbox: bool) -> anyhow::Result<PathBuf> {
     })?;
     // The sandbox's made-up answers must never be served from the cache to a real run.
     Ok(if sandbox { dir.join(SANDBOX_DIR) } else { dir })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_output_sits_beside_the_input() {
+        assert_eq!(
+            default_output(Path::new("dir/list.csv")),
+            Path::new("dir/list.validated.csv")
+        );
+        assert_eq!(
+            default_output(Path::new("list.txt")),
+            Path::new("list.validated.csv")
+        );
+        assert_eq!(
+            default_output(Path::new("list.validated.csv")),
+            Path::new("list.validated.csv")
+        );
+        assert_eq!(
+            default_output(Path::new("noext")),
+            Path::new("noext.validated.csv")
+        );
+    }
 }

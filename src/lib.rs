@@ -1,13 +1,14 @@
 //! mailsift: clean email lists in bulk through the LeadMagic email-validation API.
 //!
-//! The pipeline of `mailsift validate` (see [`validate`] for the topology):
+//! The pipeline of `mailsift validate` ([`validate`] prepares and concludes a job,
+//! [`pipeline`] draws and runs its stages):
 //!
 //! ```text
-//! input ──► plan ──► validate ──► store ──► output
-//! (csv rows) (normalise,  (rate-limited   (answer tables;  (ordered annotated CSV,
-//!            syntax,      worker pool,    sled: job        checkpoint, atomic finish,
-//!            dedupe,      retries)        checkpoints)     report, progress)
-//!            cache hit)
+//! input ──► plan ──► pool ──► output
+//! (csv rows) (normalise,  (rate-limited    (ordered annotated CSV,
+//!            syntax,      workers, retries; checkpoints, atomic finish)
+//!            dedupe,      limiter, ledger,
+//!            cache hit)   stop, store)
 //! ```
 //!
 //! One module, one dependency: `csv` only in [`input`] and [`output`], `reqwest` only in
@@ -28,15 +29,19 @@ pub mod exit;
 pub mod inbox;
 pub mod input;
 pub mod inspect;
+pub mod journal;
+pub mod ledger;
 pub mod limiter;
 pub mod mock;
 pub mod output;
+pub mod pipeline;
 pub mod plan;
 pub mod pool;
 pub mod progress;
 pub mod report;
 pub mod report_html;
 pub mod retry;
+pub mod stop;
 pub mod store;
 pub mod tally;
 pub mod validate;
