@@ -22,7 +22,7 @@ use crate::client::ApiError;
 use crate::config::{ValidateConfig, DEFAULT_RATE};
 use crate::estimate::{self, Estimate};
 use crate::exit::{usage, Exit};
-use crate::input::{self, Layout, Resume};
+use crate::input::{self, Layout, Reader, Resume};
 use crate::journal::Journal;
 use crate::ledger::Ledger;
 use crate::limiter::{FollowServer, Limiter};
@@ -183,47 +183,15 @@ async fn prepare(
         config.input_options.column_prefix.as_deref(),
     );
     format.raw_fields = config.raw_fields;
-    let (reader, sink, watermark) = match (&plan.resume, &config.output) {
-        (Some(mark), Some(output)) => {
-            let source = config.input.clone();
-            let opts = input_options.clone();
-            let at = Resume {
-                byte: mark.byte,
-                line: mark.line,
-            };
-            let (_, reader) =
-                tokio::task::spawn_blocking(move || input::open(&source, &opts, Some(at)))
-                    .await??;
-            (
-                reader,
-                Sink::files(output, config.split, Some(mark))?,
-                *mark,
-            )
-        }
-        (_, output) => {
-            let mut sink = match output {
-                Some(output) => Sink::files(output, config.split, None)?,
-                None => Sink::stdout(),
-            };
-            let mut mark = Watermark {
-                line: 1,
-                ..Watermark::default()
-            };
-            if layout.bom || layout.format.converted() {
-                // The input's UTF-8 BOM stays, and text converted to UTF-8 (from another
-                // encoding or a workbook) gets one: spreadsheets need it to read it as UTF-8.
-                const BOM: &[u8] = b"\xEF\xBB\xBF";
-                sink.header(BOM, &mut mark)?;
-            }
-            if let Some(header) = &layout.header {
-                let next = header.resume_after();
-                mark.byte = next.byte;
-                mark.line = next.line;
-                sink.header(&format.header(header), &mut mark)?;
-            }
-            (reader, sink, mark)
-        }
-    };
+    let (reader, sink, watermark) = open_outputs(
+        &config,
+        &layout,
+        &format,
+        &input_options,
+        plan.resume.as_ref(),
+        reader,
+    )
+    .await?;
 
     let counters = Arc::new(Counters::new());
     if let Some(balance) = balance_start {
@@ -387,6 +355,60 @@ async fn prepare(
         stages,
         services,
     }))
+}
+
+/// Opens the outputs: cut back to the checkpoint with the input reopened there, when resuming;
+/// else fresh, with the header (and the byte order mark) written. Returns the reader to go on
+/// with, the outputs, and the watermark they start at.
+async fn open_outputs(
+    config: &ValidateConfig,
+    layout: &Layout,
+    format: &RowFormat,
+    input_options: &input::InputOptions,
+    resume: Option<&Watermark>,
+    reader: Reader,
+) -> anyhow::Result<(Reader, Sink, Watermark)> {
+    Ok(match (resume, &config.output) {
+        (Some(mark), Some(output)) => {
+            let source = config.input.clone();
+            let opts = input_options.clone();
+            let at = Resume {
+                byte: mark.byte,
+                line: mark.line,
+            };
+            let (_, reader) =
+                tokio::task::spawn_blocking(move || input::open(&source, &opts, Some(at)))
+                    .await??;
+            (
+                reader,
+                Sink::files(output, config.split, Some(mark))?,
+                *mark,
+            )
+        }
+        (_, output) => {
+            let mut sink = match output {
+                Some(output) => Sink::files(output, config.split, None)?,
+                None => Sink::stdout(),
+            };
+            let mut mark = Watermark {
+                line: 1,
+                ..Watermark::default()
+            };
+            if layout.bom || layout.format.converted() {
+                // The input's UTF-8 BOM stays, and text converted to UTF-8 (from another
+                // encoding or a workbook) gets one: spreadsheets need it to read it as UTF-8.
+                const BOM: &[u8] = b"\xEF\xBB\xBF";
+                sink.header(BOM, &mut mark)?;
+            }
+            if let Some(header) = &layout.header {
+                let next = header.resume_after();
+                mark.byte = next.byte;
+                mark.line = next.line;
+                sink.header(&format.header(header), &mut mark)?;
+            }
+            (reader, sink, mark)
+        }
+    })
 }
 
 /// What is said last, after the summary, so that the last line says what to do.
