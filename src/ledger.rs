@@ -7,8 +7,16 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::stop::Halt;
 use crate::store::{credits, micros, Store, Tally};
+
+/// Why a request may not be sent.
+#[derive(Debug)]
+pub enum Refusal {
+    /// `--max-credits` would be passed: what is spent or committed, and the limit.
+    OverBudget { committed: f64, max: f64 },
+    /// The job's tally could not be written.
+    Unrecorded(anyhow::Error),
+}
 
 /// What the job may spend, and what it has spent: `--max-credits` counts every credit the
 /// job paid (earlier runs included, and the worst case of requests whose outcome a crash left
@@ -89,17 +97,15 @@ impl Ledger {
     }
 
     /// Reserves the worst case of one request about to be sent, and counts it in flight.
-    pub fn reserve(&self) -> Result<u64, Halt> {
+    pub fn reserve(&self) -> Result<u64, Refusal> {
         self.update(|s| {
             let worst = s.cost;
             if let Some(max) = self.max_credits {
                 if s.job.worst() + worst > micros(max) {
-                    return Err(Halt::Budget(format!(
-                        "the budget is reached: {} of --max-credits {} spent or committed; \
-                         raise --max-credits to go further",
-                        crate::output::format_credits(credits(s.job.worst())),
-                        crate::output::format_credits(max)
-                    )));
+                    return Err(Refusal::OverBudget {
+                        committed: credits(s.job.worst()),
+                        max,
+                    });
                 }
             }
             s.job.reserved += worst;
@@ -107,7 +113,7 @@ impl Ledger {
             s.job.requests += 1;
             Ok(worst)
         })
-        .map_err(|e| Halt::StoreFailed(format!("{e:#}")))?
+        .map_err(Refusal::Unrecorded)?
     }
 
     /// Settles a request in flight with what it cost (`None`: unknown, so the worst case is

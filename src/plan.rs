@@ -705,6 +705,35 @@ mod tests {
         ));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_job_queue_counts_a_job_until_a_worker_is_done_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let job = |address: &str| Job {
+            key: store.key(address),
+            address: address.to_owned(),
+            pending: Arc::new(Pending::new(0)),
+        };
+        let (queue, jobs) = job_queue(1);
+        assert!(queue.send(job("a@x.com")).await);
+        // The queue is full: a send given up on is not counted.
+        let full = tokio::time::timeout(Duration::from_secs(1), queue.send(job("b@x.com")));
+        assert!(full.await.is_err());
+        assert_eq!(jobs.recv().await.unwrap().address, "a@x.com");
+        assert!(jobs.done(), "nothing queued, nothing in hand");
+        assert!(queue.send(job("c@x.com")).await);
+        let c = jobs.recv().await.unwrap();
+        assert!(queue.send(job("d@x.com")).await);
+        assert!(!jobs.done(), "d is queued: {c:?} was not the last");
+        let _d = jobs.recv().await.unwrap();
+        assert!(jobs.done());
+        drop(queue);
+        assert!(
+            jobs.recv().await.is_none(),
+            "closed once the planner is gone"
+        );
+    }
+
     #[test]
     fn a_cell_of_thousands_of_addresses_asks_only_the_first_ones() {
         let dir = tempfile::tempdir().unwrap();

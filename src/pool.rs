@@ -21,7 +21,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::client::{ApiError, Client, Meta, Reply, Status, Verdict};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, Refusal};
 use crate::limiter::Limiter;
 use crate::plan::{Job, Jobs, Resolved, Settled};
 use crate::report::Counters;
@@ -121,13 +121,18 @@ impl<A: Ask> Pool<A> {
             }
             let reserved = match self.ledger.reserve() {
                 Ok(reserved) => reserved,
-                Err(halt) => {
-                    let failed = matches!(halt, Halt::StoreFailed(_));
-                    self.stop.halt(halt);
-                    if failed {
-                        anyhow::bail!("the job's spend could not be recorded");
-                    }
+                Err(Refusal::OverBudget { committed, max }) => {
+                    self.stop.halt(Halt::Budget(format!(
+                        "the budget is reached: {} of --max-credits {} spent or committed; \
+                         raise --max-credits to go further",
+                        crate::output::format_credits(committed),
+                        crate::output::format_credits(max)
+                    )));
                     return Ok(());
+                }
+                Err(Refusal::Unrecorded(e)) => {
+                    self.stop.halt(Halt::StoreFailed(format!("{e:#}")));
+                    anyhow::bail!("the job's spend could not be recorded");
                 }
             };
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
