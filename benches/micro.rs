@@ -15,11 +15,10 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use mailsift::internals::client::Status;
 use mailsift::internals::input::{self, InputOptions, Location};
 use mailsift::internals::output::{self, CheckpointEvery, RowFormat, Sink, Writer};
-use mailsift::internals::plan::{Freshness, Pending, Planned, Planner, Resolved, Slot};
+use mailsift::internals::plan::{Freshness, Pending, Planned, Planner, Resolved, Settled, Slot};
 use mailsift::internals::report::Counters;
 use mailsift::store::{Answer, Store, Watermark};
-use tokio::sync::{mpsc, Notify};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc;
 
 const ROWS: u64 = 100_000;
 
@@ -203,17 +202,16 @@ async fn write_reordered(
         sink: Sink::files(out, false, None).unwrap(),
         format,
         watermark: Watermark::default(),
-        checkpoint: None,
+        journal: None,
         every: CheckpointEvery {
             rows: u64::MAX,
             interval: Duration::from_secs(3600),
         },
         counters: Arc::new(Counters::new()),
     };
-    let wake = Arc::new(Notify::new());
-    let done = CancellationToken::new();
     let (tx, rx) = mpsc::channel(4096);
-    let task = tokio::spawn(output::run(writer, rx, wake.clone(), done.clone(), 4096));
+    let (settled_tx, settled_rx) = mpsc::channel(4096);
+    let task = tokio::spawn(output::run(writer, rx, settled_rx, 4096));
     let mut rows = rows.into_iter().enumerate();
     loop {
         let mut block = Vec::with_capacity(BLOCK);
@@ -233,8 +231,12 @@ async fn write_reordered(
             break;
         }
         for (seq, pending) in block.iter().rev() {
-            pending.resolve(Resolved::Answered(answers[*seq].clone()));
-            wake.notify_one();
+            let resolved = Resolved::Answered(answers[*seq].clone());
+            let pending = pending.clone();
+            settled_tx
+                .send(Settled { pending, resolved })
+                .await
+                .unwrap();
         }
     }
     drop(tx);

@@ -10,12 +10,90 @@ use crate::cli::{
     Args, CacheAction, CacheArgs, Command, FormatArgs, GlobalArgs, JobArgs, StateArgs,
 };
 use crate::exit::usage;
-use crate::input::{ColumnSpec, InputOptions, Location};
+use crate::input::{self, ColumnSpec, InputOptions, Location};
+use crate::limiter::Rate;
 use crate::output::CheckpointEvery;
 use crate::plan::Freshness;
 use crate::progress::Display;
 use crate::retry::RetryPolicy;
-use crate::validate::{default_output, Budget, ValidateConfig};
+
+/// The starting rate when the user gave none: the lowest limit LeadMagic documents. The
+/// server's advertised limit is followed from the first answer on.
+pub const DEFAULT_RATE: Rate = Rate { per_minute: 300 };
+
+/// Spending limits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Budget {
+    /// The most the job may spend, earlier runs included.
+    pub max_credits: Option<f64>,
+    /// Stop when the balance falls below this.
+    pub min_balance: Option<f64>,
+    /// The price of one charged check until an answer shows it.
+    pub cost_per_check: Option<f64>,
+}
+
+/// Everything `validate` needs, validated.
+#[derive(Debug, Clone)]
+pub struct ValidateConfig {
+    /// Where the CSV is read from.
+    pub input: input::Location,
+    /// `None`: standard output.
+    pub output: Option<PathBuf>,
+    /// What the user said about the input (delimiter, header, email column); the rest is
+    /// detected.
+    pub input_options: InputOptions,
+    /// Add the free company columns (`--columns all`).
+    pub company: bool,
+    /// `--raw-fields`: API text is written without neutralising formulas.
+    pub raw_fields: bool,
+    /// Also write the deliverable, risky and undeliverable files beside the output (`--split`).
+    pub split: bool,
+    /// Requests per minute to start at; `None`: [`DEFAULT_RATE`], then the server's advertised
+    /// limit.
+    pub rate: Option<Rate>,
+    /// Requests waiting for an answer at once.
+    pub concurrency: usize,
+    /// How failed requests are retried.
+    pub retry: RetryPolicy,
+    /// How old a cached answer may be and still be used.
+    pub freshness: Freshness,
+    /// The state directory: answer cache and job records.
+    pub state_dir: PathBuf,
+    /// Start over even though an interrupted run of this job exists, or its input changed.
+    pub restart: bool,
+    /// Run a finished job again (its answers come from the cache).
+    pub force: bool,
+    /// Run a finished job again, asking only for the rows whose status is `error`.
+    pub retry_errors: bool,
+    /// Spending limits.
+    pub budget: Budget,
+    /// Where to write the JSON report (`--report`).
+    pub report: Option<PathBuf>,
+    /// `--report-html`: the report as a web page.
+    pub report_html: Option<PathBuf>,
+    /// After Ctrl-C or SIGTERM, how long requests in flight may take to finish.
+    pub grace: Duration,
+    /// How progress is shown: a bar, log lines or nothing.
+    pub display: Display,
+    /// Print what to do after a resumable stop (off when the inbox runs the job: it logs that).
+    pub announce: bool,
+    /// How to reach the API (base URL, key, timeout, sandbox).
+    pub api: ApiSettings,
+    /// What the address check lets through (`--allow-unknown-tld`).
+    pub rules: address::Rules,
+    /// How often the writer takes a checkpoint.
+    pub checkpoint: CheckpointEvery,
+}
+
+/// The default output path: `<stem>.validated.csv` beside the input.
+pub fn default_output(input: &Path) -> PathBuf {
+    let stem = input
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = stem.strip_suffix(".validated").unwrap_or(&stem).to_owned();
+    input.with_file_name(format!("{stem}.validated.csv"))
+}
 
 /// What to do, fully decided.
 #[derive(Debug)]
@@ -365,4 +443,29 @@ fn state_dir(args: &StateArgs, sandbox: bool) -> anyhow::Result<PathBuf> {
     })?;
     // The sandbox's made-up answers must never be served from the cache to a real run.
     Ok(if sandbox { dir.join(SANDBOX_DIR) } else { dir })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_output_sits_beside_the_input() {
+        assert_eq!(
+            default_output(Path::new("dir/list.csv")),
+            Path::new("dir/list.validated.csv")
+        );
+        assert_eq!(
+            default_output(Path::new("list.txt")),
+            Path::new("list.validated.csv")
+        );
+        assert_eq!(
+            default_output(Path::new("list.validated.csv")),
+            Path::new("list.validated.csv")
+        );
+        assert_eq!(
+            default_output(Path::new("noext")),
+            Path::new("noext.validated.csv")
+        );
+    }
 }

@@ -1,13 +1,14 @@
 //! mailsift: clean email lists in bulk through the LeadMagic email-validation API.
 //!
-//! The pipeline of `mailsift validate` (validate.rs draws the topology):
+//! The pipeline of `mailsift validate` ([`validate`] prepares and concludes a job,
+//! `pipeline` draws and runs its stages):
 //!
 //! ```text
-//! input ──► plan ──► validate ──► store ──► output
-//! (csv rows) (normalise,  (rate-limited   (answer tables;  (ordered annotated CSV,
-//!            syntax,      worker pool,    sled: job        checkpoint, atomic finish,
-//!            dedupe,      retries)        checkpoints)     report, progress)
-//!            cache hit)
+//! input ──► plan ──► pool ──► output
+//! (csv rows) (normalise,  (rate-limited    (ordered annotated CSV,
+//!            syntax,      workers, retries; checkpoints, atomic finish)
+//!            dedupe,      limiter, ledger,
+//!            cache hit)   stop, store)
 //! ```
 //!
 //! One module, one dependency: `csv` only in `input` and `output`, `reqwest` only in `client`,
@@ -69,9 +70,12 @@ pub(crate) mod inbox;
 #[allow(missing_docs)]
 pub(crate) mod input;
 pub(crate) mod inspect;
+pub(crate) mod journal;
+pub(crate) mod ledger;
 pub(crate) mod limiter;
 #[allow(missing_docs)]
 pub(crate) mod output;
+pub(crate) mod pipeline;
 #[allow(missing_docs)]
 pub(crate) mod plan;
 pub(crate) mod pool;
@@ -80,6 +84,7 @@ pub(crate) mod progress;
 pub(crate) mod report;
 pub(crate) mod report_html;
 pub(crate) mod retry;
+pub(crate) mod stop;
 pub(crate) mod tally;
 pub(crate) mod xlsx;
 
@@ -88,7 +93,7 @@ use std::future::Future;
 pub use api::KEY_VAR;
 pub use config::Config;
 pub use exit::Exit;
-pub use validate::ValidateConfig;
+pub use config::ValidateConfig;
 
 /// Internals for the benches and the fuzz targets, which drive single stages, and for the
 /// tests (the fuzz checks they run, the crash hook's exit code): not part of the API,
@@ -118,7 +123,9 @@ pub mod internals {
         pub use crate::output::{others, run, CheckpointEvery, RowFormat, Sink, WriteEnd, Writer};
     }
     pub mod plan {
-        pub use crate::plan::{Freshness, Job, Outcome, Pending, Planned, Planner, Resolved, Slot};
+        pub use crate::plan::{
+            Freshness, Job, Outcome, Pending, Planned, Planner, Resolved, Settled, Slot,
+        };
     }
     pub mod report {
         pub use crate::report::Counters;

@@ -27,6 +27,8 @@ use governor::{Quota, RateLimiter};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::client::Meta;
+
 /// Highest rate accepted from the user or the server: 1M/min (~16.7k/s) is
 /// far above any LeadMagic plan; a larger `RateLimit-Limit` is a broken header.
 const MAX_PER_MINUTE: u32 = 1_000_000;
@@ -350,6 +352,29 @@ impl Limiter {
             tracing::info!(
                 "the server allows {server_per_minute}/min; keeping the configured {target}"
             );
+        }
+    }
+
+    /// Follows the rate headers of one response: the advertised limit ([`Limiter::observe_limit`]),
+    /// a window used up (`RateLimit-Remaining: 0`: pause until it resets), a daily quota used
+    /// up (pause, and look again in a while). The one place the server's rate headers act.
+    pub fn follow(&self, meta: &Meta) {
+        if let Some(limit) = meta.rate_limit {
+            self.observe_limit(limit);
+        }
+        let now = Instant::now();
+        if meta.rate_remaining == Some(0) {
+            if let Some(reset) = meta.rate_reset.filter(|r| !r.is_zero()) {
+                self.pause_until(now + reset, "RateLimit-Remaining: 0");
+            }
+        }
+        if meta.daily_remaining == Some(0) {
+            // The reset time of the daily quota is not documented: look again in a while.
+            let wait = meta
+                .rate_reset
+                .unwrap_or(Duration::from_secs(60))
+                .max(Duration::from_secs(60));
+            self.pause_until(now + wait, "daily quota exhausted");
         }
     }
 

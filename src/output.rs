@@ -1,12 +1,14 @@
 //! The output: one writer task owns the output file, puts rows back in input order, appends
 //! the annotation columns, and checkpoints.
 //!
-//! Answers arrive out of order; the writer keeps a bounded window of planned rows and writes
-//! the head as soon as its verdict is known, so the file always holds a prefix of the input.
+//! Answers arrive out of order, settled by the pool on a channel of their own; the writer keeps
+//! a bounded window of planned rows (a full window holds the planner back) and writes the head
+//! as soon as its verdict is known, so the file always holds a prefix of the input.
 //! Every few thousand rows or seconds it takes a checkpoint, in this order:
 //!
 //! 1. flush the buffer and fsync `<output>.partial`;
-//! 2. record the watermark (input offset of the next row, output length) in the job record;
+//! 2. record the watermark (input offset of the next row, output length) in the job record
+//!    ([`Journal`]);
 //! 3. flush the store.
 //!
 //! A checkpoint therefore never points past durable output. If the process dies between 1 and
@@ -32,17 +34,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::{mpsc, Notify};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc;
 
 use crate::address::{self, Checked};
 use crate::cell;
 use crate::durable::{self, FileSum};
 use crate::input::{Layout, Row};
-use crate::plan::{Outcome, Planned, Source};
+use crate::journal::Journal;
+use crate::plan::{Outcome, Planned, Settled, Source};
 use crate::report::Counters;
 use crate::schema::{format_credits, rfc3339, ANNOTATION_COLUMNS, COMPANY_COLUMNS, SPLITS};
-use crate::store::{JobRecord, Store, Watermark};
+use crate::store::Watermark;
 
 /// How rows are written: the input's delimiter and line ending, the annotation columns.
 #[derive(Debug, Clone)]
@@ -443,15 +445,6 @@ impl Sink {
     }
 }
 
-/// What the writer needs to record checkpoints.
-pub struct Checkpoint {
-    pub store: Arc<Store>,
-    pub job_id: [u8; 16],
-    pub record: JobRecord,
-    /// Brings the record's totals (calls, credits, counts) up to date.
-    pub update: Box<dyn Fn(&mut JobRecord) + Send + Sync>,
-}
-
 /// When to checkpoint.
 #[derive(Debug, Clone, Copy)]
 pub struct CheckpointEvery {
@@ -476,29 +469,28 @@ pub struct Writer {
     pub format: RowFormat,
     /// Where the next row to write starts in the input, and how long the output is.
     pub watermark: Watermark,
-    pub checkpoint: Option<Checkpoint>,
+    /// The job's record, for a job that can resume.
+    pub journal: Option<Journal>,
     pub every: CheckpointEvery,
     pub counters: Arc<Counters>,
 }
 
-/// Receives planned rows and writes them in order until the input ends, or until `done`
-/// (the pool has stopped) leaves the head of the queue without a verdict.
+/// Receives planned rows, and the pool's settled requests, and writes the rows in order until
+/// the input ends, or until the pool is gone (`settled` closed) with the row at the head of the
+/// window still waiting.
 pub async fn run(
     mut writer: Writer,
     mut planned: mpsc::Receiver<Vec<Planned>>,
-    wake: Arc<Notify>,
-    pool_done: CancellationToken,
+    mut settled: mpsc::Receiver<Settled>,
     window: usize,
 ) -> anyhow::Result<(WriteEnd, Writer)> {
     let mut queue: VecDeque<Planned> = VecDeque::with_capacity(window);
     let mut input_open = true;
+    let mut pool_open = true;
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut since_checkpoint = 0u64;
     let mut last_checkpoint = tokio::time::Instant::now();
     let end = loop {
-        // Read before draining: every verdict the pool will ever give is in by the time it is
-        // done, so a head still unresolved after this drain will stay so.
-        let pool_is_done = pool_done.is_cancelled();
         // Write every row at the head whose verdict is known.
         while let Some(outcome) = queue.front().and_then(Planned::outcome) {
             let planned = queue.pop_front().expect("the front was just seen");
@@ -544,19 +536,27 @@ pub async fn run(
         if queue.is_empty() && !input_open {
             break WriteEnd::Complete;
         }
-        if pool_is_done && !queue.is_empty() {
-            // No worker is left to answer the head: everything behind it waits for the
-            // next run. Rows already in the queue are not lost: they are re-read on resume.
+        if !pool_open && !queue.is_empty() {
+            // The pool is gone and every outcome it settled is in: the head will not be
+            // answered in this run, and everything behind it waits for the next. Rows already
+            // in the window are not lost: they are re-read on resume.
             break WriteEnd::Stopped;
         }
         tokio::select! {
             biased;
-            _ = wake.notified() => {}
+            next = settled.recv(), if pool_open => match next {
+                Some(first) => {
+                    first.apply();
+                    while let Ok(next) = settled.try_recv() {
+                        next.apply();
+                    }
+                }
+                None => pool_open = false,
+            },
             next = planned.recv(), if input_open && queue.len() < window => match next {
                 Some(batch) => queue.extend(batch),
                 None => input_open = false,
             },
-            _ = pool_done.cancelled(), if !queue.is_empty() => {}
             _ = tokio::time::sleep(writer.every.interval), if since_checkpoint > 0 => {}
         }
     };
@@ -589,14 +589,10 @@ impl Writer {
                 for part in splits.iter_mut().flat_map(|p| p.iter_mut()) {
                     part.sync().await?;
                 }
-                if let Some(cp) = &mut self.checkpoint {
-                    cp.record.watermark = self.watermark;
-                    cp.record.updated_at = crate::clock::now();
-                    (cp.update)(&mut cp.record);
-                    cp.store.save_job(&cp.job_id, &cp.record)?;
+                if let Some(journal) = &mut self.journal {
+                    journal.checkpoint(self.watermark)?;
                     crash_point("record");
-                    let store = cp.store.clone();
-                    tokio::task::spawn_blocking(move || store.flush()).await??;
+                    journal.flush().await?;
                 }
                 Ok(())
             }
@@ -862,5 +858,271 @@ mod tests {
             String::from_utf8(header).unwrap(),
             "a;b;c;lm_email_status;lm_email_message;lm_email_normalized;lm_mx_provider;lm_mx_record;lm_is_catch_all;lm_credits_consumed;lm_checked_at;lm_source;lm_email_suggestion;lm_email_others\r\n"
         );
+    }
+
+    /// The writer's side of a run: planned rows in, settled requests in, rows out.
+    mod writer {
+        use std::collections::BTreeMap;
+
+        use super::*;
+        use crate::journal::Journal;
+        use crate::ledger::Ledger;
+        use crate::plan::{Pending, Resolved, Settled};
+        use crate::store::{JobRecord, JobState, Store, Tally};
+
+        const JOB: [u8; 16] = [3; 16];
+
+        /// Data row `seq` of a file whose rows are `r<seq>\n`, waiting for `pending`.
+        fn waiting(seq: u64, pending: &Arc<Pending>) -> Planned {
+            let raw = format!("r{seq}\n").into_bytes();
+            Planned {
+                seq,
+                row: Row {
+                    line: seq + 1,
+                    start: seq * 3,
+                    keep: raw.len() - 1,
+                    raw,
+                    fields: 1,
+                    email: None,
+                },
+                normalized: format!("u{seq}@x.com"),
+                slot: Slot::Wait(pending.clone()),
+                others: Vec::new(),
+            }
+        }
+
+        fn answered(pending: &Arc<Pending>) -> Settled {
+            Settled {
+                pending: pending.clone(),
+                resolved: Resolved::Answered(Arc::new(crate::store::Answer {
+                    status: Some(crate::client::Status::Valid),
+                    ..crate::store::Answer::default()
+                })),
+            }
+        }
+
+        fn record() -> JobRecord {
+            JobRecord {
+                input: "in.csv".into(),
+                output: "out.csv".into(),
+                fingerprint: String::new(),
+                options: String::new(),
+                run: 1,
+                state: JobState::Running,
+                watermark: Watermark::default(),
+                started_at: 0,
+                updated_at: 0,
+                api_calls: 0,
+                credits_spent: 0.0,
+                counts: BTreeMap::new(),
+                input_bytes: 0,
+                files: Vec::new(),
+                report: None,
+            }
+        }
+
+        struct Setup {
+            dir: tempfile::TempDir,
+            store: Arc<Store>,
+            writer: Writer,
+        }
+
+        /// A writer to `out.csv` checkpointing every `rows` rows (and hourly), its job
+        /// recorded in a store of its own.
+        async fn setup(rows: u64) -> Setup {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(Store::open(&dir.path().join("state")).unwrap());
+            let counters = Arc::new(Counters::new());
+            let ledger = Ledger::open(None, None, Tally::default(), 0.0, None).unwrap();
+            let journal = Journal::start(
+                store.clone(),
+                JOB,
+                record(),
+                1,
+                counters.clone(),
+                Arc::new(ledger),
+            )
+            .await
+            .unwrap();
+            let writer = Writer {
+                sink: Sink::files(&dir.path().join("out.csv"), false, None).unwrap(),
+                format: format(false),
+                watermark: Watermark::default(),
+                journal: Some(journal),
+                every: CheckpointEvery {
+                    rows,
+                    interval: Duration::from_secs(3600),
+                },
+                counters,
+            };
+            Setup { dir, store, writer }
+        }
+
+        /// Waits (in real time: the writer syncs on blocking threads) until `done`, for 20 s
+        /// at most.
+        async fn until(what: &str, done: impl Fn() -> bool) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while !done() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "waited 20 s for {what}"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+
+        fn written_rows(store: &Store) -> u64 {
+            store.job(&JOB).unwrap().unwrap().watermark.rows
+        }
+
+        /// The first field of each line of `out.csv.partial` (or of `out.csv` once finished).
+        fn lines(dir: &Path, file: &str) -> Vec<String> {
+            std::fs::read_to_string(dir.join(file))
+                .unwrap()
+                .lines()
+                .map(|l| l.split(',').next().unwrap().to_owned())
+                .collect()
+        }
+
+        #[tokio::test]
+        async fn rows_go_out_in_input_order_whatever_order_their_answers_come_in() {
+            let Setup { dir, writer, .. } = setup(u64::MAX).await;
+            let (planned_tx, planned) = mpsc::channel(8);
+            let (settled_tx, settled) = mpsc::channel(8);
+            let task = tokio::spawn(run(writer, planned, settled, 16));
+            let pending: Vec<_> = (0..5).map(|row| Arc::new(Pending::new(row))).collect();
+            // Row 5 asks what row 1 asked: it waits for the same request.
+            let mut rows: Vec<_> = (0..5)
+                .map(|seq| waiting(seq, &pending[seq as usize]))
+                .collect();
+            rows.push(waiting(5, &pending[1]));
+            planned_tx.send(rows).await.unwrap();
+            drop(planned_tx);
+            for p in pending.iter().rev() {
+                settled_tx.send(answered(p)).await.unwrap();
+            }
+            let (end, writer) = task.await.unwrap().unwrap();
+            assert_eq!(end, WriteEnd::Complete);
+            assert_eq!(writer.watermark.rows, 6);
+            let (path, _) = writer.finish().unwrap().unwrap();
+            assert_eq!(path, dir.path().join("out.csv"));
+            assert_eq!(
+                lines(dir.path(), "out.csv"),
+                ["r0", "r1", "r2", "r3", "r4", "r5"]
+            );
+            let text = std::fs::read_to_string(dir.path().join("out.csv")).unwrap();
+            let sources: Vec<&str> = text
+                .lines()
+                .map(|l| l.split(',').nth(11).unwrap())
+                .collect();
+            assert_eq!(sources, ["api", "api", "api", "api", "api", "duplicate"]);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_full_window_holds_the_planner_back_until_the_head_is_written() {
+            let Setup {
+                dir: _dir, writer, ..
+            } = setup(u64::MAX).await;
+            let (planned_tx, planned) = mpsc::channel(1);
+            let (settled_tx, settled) = mpsc::channel(8);
+            let _task = tokio::spawn(run(writer, planned, settled, 2));
+            let pending: Vec<_> = (0..5).map(|row| Arc::new(Pending::new(row))).collect();
+            // Two rows in the window, one in the channel: the fourth must wait.
+            for seq in 0..3 {
+                planned_tx
+                    .send(vec![waiting(seq, &pending[seq as usize])])
+                    .await
+                    .unwrap();
+            }
+            let fourth = planned_tx.send(vec![waiting(3, &pending[3])]);
+            let waited = tokio::time::timeout(Duration::from_secs(60), fourth).await;
+            assert!(waited.is_err(), "the window is full: the fourth row waits");
+            // Answering a row behind the head frees nothing.
+            settled_tx.send(answered(&pending[1])).await.unwrap();
+            let fourth = planned_tx.send(vec![waiting(3, &pending[3])]);
+            assert!(tokio::time::timeout(Duration::from_secs(60), fourth)
+                .await
+                .is_err());
+            settled_tx.send(answered(&pending[0])).await.unwrap();
+            let fourth = planned_tx.send(vec![waiting(3, &pending[3])]);
+            tokio::time::timeout(Duration::from_secs(60), fourth)
+                .await
+                .expect("the head and the row behind it are written: room again")
+                .unwrap();
+        }
+
+        #[tokio::test]
+        async fn a_checkpoint_comes_every_so_many_rows_and_at_the_end() {
+            let Setup {
+                dir: _dir,
+                store,
+                writer,
+            } = setup(2).await;
+            let counters = writer.counters.clone();
+            let (planned_tx, planned) = mpsc::channel(8);
+            let (settled_tx, settled) = mpsc::channel(8);
+            let task = tokio::spawn(run(writer, planned, settled, 16));
+            let pending: Vec<_> = (0..3).map(|row| Arc::new(Pending::new(row))).collect();
+            planned_tx
+                .send(vec![waiting(0, &pending[0]), waiting(1, &pending[1])])
+                .await
+                .unwrap();
+            settled_tx.send(answered(&pending[0])).await.unwrap();
+            settled_tx.send(answered(&pending[1])).await.unwrap();
+            until("a checkpoint after 2 rows", || written_rows(&store) == 2).await;
+            // One row more is written, and waits for the next checkpoint: here, the end.
+            planned_tx
+                .send(vec![waiting(2, &pending[2])])
+                .await
+                .unwrap();
+            settled_tx.send(answered(&pending[2])).await.unwrap();
+            let done = || {
+                counters
+                    .input_done
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            };
+            until("row 2 written", || done() == 9).await;
+            assert_eq!(written_rows(&store), 2);
+            drop(planned_tx);
+            let (end, writer) = task.await.unwrap().unwrap();
+            assert_eq!(end, WriteEnd::Complete);
+            assert_eq!(written_rows(&store), 3);
+            assert_eq!(
+                store.job(&JOB).unwrap().unwrap().watermark,
+                writer.watermark
+            );
+        }
+
+        #[tokio::test]
+        async fn when_the_pool_is_gone_the_writer_stops_at_the_first_unanswered_row() {
+            let Setup {
+                dir, store, writer, ..
+            } = setup(u64::MAX).await;
+            let (planned_tx, planned) = mpsc::channel(8);
+            let (settled_tx, settled) = mpsc::channel(8);
+            let task = tokio::spawn(run(writer, planned, settled, 16));
+            let pending: Vec<_> = (0..5).map(|row| Arc::new(Pending::new(row))).collect();
+            let rows = (0..5)
+                .map(|seq| waiting(seq, &pending[seq as usize]))
+                .collect();
+            planned_tx.send(rows).await.unwrap();
+            for i in [3, 1, 0] {
+                settled_tx.send(answered(&pending[i])).await.unwrap();
+            }
+            // The pool stopped (a signal, a halt): row 2 will not be answered in this run, and
+            // the input is still open.
+            drop(settled_tx);
+            let (end, writer) = task.await.unwrap().unwrap();
+            assert_eq!(end, WriteEnd::Stopped);
+            assert_eq!(writer.watermark.rows, 2);
+            // Written, made durable and recorded: a resume starts at row 2.
+            assert_eq!(written_rows(&store), 2);
+            assert_eq!(
+                store.job(&JOB).unwrap().unwrap().watermark,
+                writer.watermark
+            );
+            assert_eq!(lines(dir.path(), "out.csv.partial"), ["r0", "r1"]);
+            drop(planned_tx);
+        }
     }
 }

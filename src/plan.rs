@@ -17,6 +17,7 @@
 //! exactly as the uninterrupted run would have.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -102,7 +103,8 @@ pub enum Resolved {
     Failed(Arc<str>),
 }
 
-/// A request in flight; the rows asking the same address hold the same `Pending`.
+/// A request in flight; the rows asking the same address hold the same `Pending`. The writer
+/// records its outcome when the pool settles it ([`Settled`]), and every row holding it sees it.
 #[derive(Debug)]
 pub struct Pending {
     /// The row that asked first: its source is `api`, the others' `duplicate`.
@@ -210,6 +212,93 @@ pub struct Job {
     /// The normalised address to send.
     pub address: String,
     pub pending: Arc<Pending>,
+}
+
+impl Job {
+    /// The job's outcome, for the writer.
+    pub fn settled(&self, resolved: Resolved) -> Settled {
+        Settled {
+            pending: self.pending.clone(),
+            resolved,
+        }
+    }
+}
+
+/// A request's outcome, on its way from the pool to the writer.
+#[derive(Debug)]
+pub struct Settled {
+    pub pending: Arc<Pending>,
+    pub resolved: Resolved,
+}
+
+impl Settled {
+    /// Records the outcome for every row waiting for the request.
+    pub fn apply(self) {
+        self.pending.resolve(self.resolved);
+    }
+}
+
+/// The queue from the planner to the worker pool: bounded, many workers taking from it. It
+/// counts the jobs not yet done, queued or in a worker's hands: when none is left, no answer
+/// can come until the planner queues more (see [`crate::pool`]).
+pub fn job_queue(capacity: usize) -> (Queue, Jobs) {
+    let (tx, rx) = async_channel::bounded(capacity.max(1));
+    let open = Arc::new(AtomicUsize::new(0));
+    (
+        Queue {
+            tx,
+            open: open.clone(),
+        },
+        Jobs { rx, open },
+    )
+}
+
+/// The planner's end of the job queue.
+pub struct Queue {
+    tx: async_channel::Sender<Job>,
+    open: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    /// Queues a job, waiting while the queue is full. False: the pool is gone.
+    pub async fn send(&self, job: Job) -> bool {
+        /// Uncounts a job that did not make it into the queue (refused, or the send dropped).
+        struct Uncount<'a>(&'a AtomicUsize);
+        impl Drop for Uncount<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        // Counted before a worker can take it, so the count never reads empty while a job is
+        // on its way to a worker.
+        self.open.fetch_add(1, Ordering::AcqRel);
+        let uncount = Uncount(&self.open);
+        let sent = self.tx.send(job).await.is_ok();
+        if sent {
+            // Counted until a worker is done with it (`Jobs::done`).
+            std::mem::forget(uncount);
+        }
+        sent
+    }
+}
+
+/// The workers' end of the job queue.
+#[derive(Clone)]
+pub struct Jobs {
+    rx: async_channel::Receiver<Job>,
+    open: Arc<AtomicUsize>,
+}
+
+impl Jobs {
+    /// The next job; `None` once the planner is done and the queue empty.
+    pub async fn recv(&self) -> Option<Job> {
+        self.rx.recv().await.ok()
+    }
+
+    /// A worker is done with a job. True when that leaves none queued or in hand.
+    pub fn done(&self) -> bool {
+        self.open.fetch_sub(1, Ordering::AcqRel) == 1
+    }
 }
 
 /// How long answers stay good.
@@ -382,15 +471,15 @@ impl Planner {
     }
 }
 
-/// The planner stage: rows in (in batches, see `validate`), planned rows to the writer (in
-/// the same batches) and jobs to the pool, in input order. Ends when the rows end or a
-/// receiver is gone (shutdown).
+/// The planner stage: rows in (in batches, see [`crate::pipeline`]), planned rows to the
+/// writer (in the same batches) and jobs to the pool, in input order. Ends when the rows end
+/// or a receiver is gone (shutdown).
 pub async fn run(
     mut planner: Planner,
     first_seq: u64,
     mut rows: mpsc::Receiver<Vec<Row>>,
     planned: mpsc::Sender<Vec<Planned>>,
-    jobs: mpsc::Sender<Job>,
+    jobs: Queue,
     stop: CancellationToken,
 ) -> anyhow::Result<PlanCounts> {
     let mut seq = first_seq;
@@ -423,7 +512,7 @@ pub async fn run(
             let sent = tokio::select! {
                 biased;
                 _ = stop.cancelled() => false,
-                sent = jobs.send(job) => sent.is_ok(),
+                sent = jobs.send(job) => sent,
             };
             if !sent {
                 return Ok(planner.counts);
@@ -633,6 +722,35 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_job_queue_counts_a_job_until_a_worker_is_done_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let job = |address: &str| Job {
+            key: store.key(address),
+            address: address.to_owned(),
+            pending: Arc::new(Pending::new(0)),
+        };
+        let (queue, jobs) = job_queue(1);
+        assert!(queue.send(job("a@x.com")).await);
+        // The queue is full: a send given up on is not counted.
+        let full = tokio::time::timeout(Duration::from_secs(1), queue.send(job("b@x.com")));
+        assert!(full.await.is_err());
+        assert_eq!(jobs.recv().await.unwrap().address, "a@x.com");
+        assert!(jobs.done(), "nothing queued, nothing in hand");
+        assert!(queue.send(job("c@x.com")).await);
+        let c = jobs.recv().await.unwrap();
+        assert!(queue.send(job("d@x.com")).await);
+        assert!(!jobs.done(), "d is queued: {c:?} was not the last");
+        let _d = jobs.recv().await.unwrap();
+        assert!(jobs.done());
+        drop(queue);
+        assert!(
+            jobs.recv().await.is_none(),
+            "closed once the planner is gone"
+        );
     }
 
     #[test]

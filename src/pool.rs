@@ -1,326 +1,106 @@
-//! The worker pool: a fixed number of long-lived tasks that take jobs, wait on the shared
-//! limiter, ask the API, retry what is worth retrying, and cache every answer the moment it is
-//! paid for.
+//! The worker pool: a fixed number of long-lived tasks that take jobs from the planner's queue,
+//! wait on the shared limiter, ask the API, retry what is worth retrying, cache every answer the
+//! moment it is paid for, and send each outcome on to the writer.
 //!
 //! Concurrency and rate are separate knobs: the limiter decides when a request may go out, the
 //! number of workers how many may be waiting for an answer at once (Little's law: rate ×
-//! latency). Server hints (`Retry-After`, `RateLimit-Remaining: 0`, an exhausted daily quota)
-//! pause the shared limiter, so the whole pool slows down, not one worker.
+//! latency). The server's rate headers are the limiter's to follow ([`Limiter::follow`]); what
+//! a run may spend is the [`Ledger`]'s; when to stop is the [`Stop`] controller's. The pool
+//! only asks, through [`Ask`] (the real [`Client`], or a fake in the tests).
 //!
-//! A worker stops the pool for the cases that concern every request: 401 (abort at once),
-//! 402 (stop sending, let the others finish), and a run of requests that failed for good
-//! (the API looks down). Workers never touch files other than through the store.
-//!
-//! A request that failed for good is not an `error` row at once: it is held until a later
-//! answer shows the API is up (or the work ends normally, or the pool runs out of requests to
-//! send). If instead the failures go on until the pool stops, the held ones stay unresolved and
-//! the next run asks them again, so an outage does not leave `error` rows in the resumed file
-//! that an uninterrupted run would not have.
+//! A request that failed for good is held by the stop controller until a later answer shows
+//! the API is up, or until no answer can come any more: nothing queued and nothing in a
+//! worker's hands (the rows waiting on it may be what keeps the planner from queuing more, so
+//! waiting longer would wait forever), or the work ended normally. Workers never touch files
+//! other than through the store.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use tokio::sync::{mpsc, Notify};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc;
 
 use crate::client::{ApiError, Client, Meta, Reply, Status, Verdict};
+use crate::ledger::{Ledger, Refusal};
 use crate::limiter::Limiter;
-use crate::plan::{Job, Pending, Resolved};
+use crate::plan::{Job, Jobs, Resolved, Settled};
 use crate::report::Counters;
 use crate::retry::RetryPolicy;
-use crate::store::{credits, micros, Answer, Store, Tally};
+use crate::stop::{Halt, Stop};
+use crate::store::{Answer, Store};
 
-/// After this many requests in a row failed for good, the API is taken to be down and the
-/// run stops (resumable) instead of marking every remaining row `error`.
-const FAILURES_IN_A_ROW: u32 = 10;
-
-/// Why the pool stopped early.
-#[derive(Debug, Clone)]
-pub enum Halt {
-    KeyRejected(ApiError),
-    /// A redirect out of the base URL's origin: nothing more is sent.
-    Refused(ApiError),
-    OutOfCredits(ApiError),
-    /// `--max-credits` or `--min-balance` reached.
-    Budget(String),
-    TooManyFailures(String),
-    /// The store cannot be written (a full disk, most often): nothing can be cached, so
-    /// nothing more may be bought.
-    StoreFailed(String),
+/// Asks the API about one address: the one thing the pool needs of HTTP.
+pub trait Ask: Send + Sync + 'static {
+    /// One attempt (`retry`: how many came before it, for the logs).
+    fn validate(
+        &self,
+        email: &str,
+        retry: u32,
+    ) -> impl Future<Output = Result<Reply<Verdict>, ApiError>> + Send;
 }
 
-/// What the job may spend, and what it has spent: `--max-credits` counts every credit the
-/// job paid (earlier runs included, and the worst case of requests whose outcome a crash left
-/// unknown) plus the worst case of the requests in flight, so the budget holds even if every
-/// one of them comes back charged.
-///
-/// For a job that can resume, every change is written to the store's tally of the job as it
-/// happens: a request counts as in flight from the moment it is sent until its answer is
-/// stored, so after a `kill -9` the next run knows what was paid and what may have been.
-pub struct Ledger {
-    pub max_credits: Option<f64>,
-    pub min_balance: Option<f64>,
-    state: Mutex<LedgerState>,
-    /// The store and job id the tally is kept under.
-    durable: Option<(Arc<Store>, [u8; 16])>,
-}
-
-impl std::fmt::Debug for Ledger {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ledger")
-            .field("max_credits", &self.max_credits)
-            .field("state", &self.with(|s| *s))
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct LedgerState {
-    /// The job's totals, all runs together, in millionths of a credit.
-    job: Tally,
-    /// What this run's requests were charged (unknown outcomes at the worst case).
-    this_run: u64,
-    /// The price of one charged check, as last seen.
-    cost: u64,
-}
-
-impl Ledger {
-    /// `before`: the job's tally when the run starts (nothing in flight).
-    pub fn new(
-        max_credits: Option<f64>,
-        min_balance: Option<f64>,
-        before: Tally,
-        cost: f64,
-        durable: Option<(Arc<Store>, [u8; 16])>,
-    ) -> Ledger {
-        Ledger {
-            max_credits,
-            min_balance,
-            state: Mutex::new(LedgerState {
-                job: before,
-                this_run: 0,
-                cost: micros(cost),
-            }),
-            durable,
-        }
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut LedgerState) -> T) -> T {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut state)
-    }
-
-    /// Applies a change and writes the tally (under the lock, so writes land in order).
-    fn update<T>(&self, f: impl FnOnce(&mut LedgerState) -> T) -> anyhow::Result<T> {
-        self.with(|s| {
-            let out = f(s);
-            if let Some((store, job)) = &self.durable {
-                store.set_tally(job, s.job)?;
-            }
-            Ok(out)
-        })
-    }
-
-    /// Reserves the worst case of one request about to be sent, and counts it in flight.
-    fn reserve(&self) -> Result<u64, Halt> {
-        self.update(|s| {
-            let worst = s.cost;
-            if let Some(max) = self.max_credits {
-                if s.job.worst() + worst > micros(max) {
-                    return Err(Halt::Budget(format!(
-                        "the budget is reached: {} of --max-credits {} spent or committed; \
-                         raise --max-credits to go further",
-                        crate::schema::format_credits(credits(s.job.worst())),
-                        crate::schema::format_credits(max)
-                    )));
-                }
-            }
-            s.job.reserved += worst;
-            s.job.in_flight += 1;
-            s.job.requests += 1;
-            Ok(worst)
-        })
-        .map_err(|e| Halt::StoreFailed(format!("{e:#}")))?
-    }
-
-    /// Settles a request in flight with what it cost (`None`: unknown, so the worst case is
-    /// kept as spent).
-    fn settle(&self, reserved: u64, charged: Option<f64>) -> anyhow::Result<()> {
-        self.update(|s| {
-            let known = charged.map(micros);
-            let charged = known.unwrap_or(reserved);
-            s.job.reserved = s.job.reserved.saturating_sub(reserved);
-            s.job.in_flight = s.job.in_flight.saturating_sub(1);
-            s.job.spent += charged;
-            s.this_run += charged;
-            if let Some(cost) = known.filter(|c| *c > 0) {
-                s.cost = cost;
-            }
-        })
-    }
-
-    /// A request given up in flight (the grace period ran out): its outcome stays unknown,
-    /// and it stays in flight in the job's tally for the next run to count.
-    fn abandon(&self, reserved: u64) {
-        self.with(|s| s.this_run += reserved);
-    }
-
-    /// Credits the job may have been charged so far, all runs together: requests in flight at
-    /// their worst case.
-    pub fn spent(&self) -> f64 {
-        self.with(|s| credits(s.job.worst()))
-    }
-
-    /// Credits this run's requests were charged (unknown outcomes at the worst case).
-    pub fn spent_this_run(&self) -> f64 {
-        self.with(|s| credits(s.this_run))
+impl Ask for Client {
+    fn validate(
+        &self,
+        email: &str,
+        retry: u32,
+    ) -> impl Future<Output = Result<Reply<Verdict>, ApiError>> + Send {
+        Client::validate(self, email, retry)
     }
 }
 
 /// What every worker shares.
-pub struct Pool {
-    pub client: Client,
+pub struct Pool<A = Client> {
+    pub api: A,
     pub limiter: Arc<Limiter>,
     pub store: Arc<Store>,
     pub policy: RetryPolicy,
     pub counters: Arc<Counters>,
-    /// Wakes the writer when a verdict lands.
-    pub wake: Arc<Notify>,
-    /// No new requests: a signal, 402, or too many failures. Requests in flight finish.
-    pub stop: CancellationToken,
-    /// Abandon requests in flight too: 401, or the grace period after a signal ran out.
-    pub abort: CancellationToken,
+    pub ledger: Arc<Ledger>,
+    pub stop: Arc<Stop>,
     /// This run's id, stamped on every answer it pays for.
     pub run: u64,
-    pub ledger: Ledger,
-    halt: Mutex<Option<Halt>>,
-    streak: Mutex<Streak>,
-    /// Workers running `work`: the last one out releases the held failures.
-    workers: AtomicU32,
-    /// Workers holding a job (taken, not yet finished).
-    busy: AtomicU32,
-    /// Rung when `busy` drops to 0, for the worker waiting on the queue.
-    idle: Notify,
 }
 
-/// The current run of requests that failed for good, and their outcomes held back.
-#[derive(Default)]
-struct Streak {
-    failures: u32,
-    held: Vec<(Arc<Pending>, Arc<str>)>,
+/// Runs `workers` workers until the queue closes or the pool stops. Every outcome goes to
+/// `settled`; the channel closes when this returns, so the writer knows no more will come.
+pub async fn run<A: Ask>(
+    pool: Arc<Pool<A>>,
+    workers: usize,
+    jobs: Jobs,
+    settled: mpsc::Sender<Settled>,
+) {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        set.spawn(pool.clone().work(jobs.clone(), settled.clone()));
+    }
+    while set.join_next().await.is_some() {}
+    if !pool.stop.stop.is_cancelled() {
+        // Every job done and nothing stopped the pool: the failures held since the last answer
+        // were not an outage. They are `error` rows.
+        pool.release(&settled).await;
+    }
 }
 
-impl Pool {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        client: Client,
-        limiter: Arc<Limiter>,
-        store: Arc<Store>,
-        policy: RetryPolicy,
-        counters: Arc<Counters>,
-        wake: Arc<Notify>,
-        stop: CancellationToken,
-        abort: CancellationToken,
-        run: u64,
-        ledger: Ledger,
-    ) -> Pool {
-        Pool {
-            client,
-            limiter,
-            store,
-            policy,
-            counters,
-            wake,
-            stop,
-            abort,
-            run,
-            ledger,
-            halt: Mutex::new(None),
-            streak: Mutex::new(Streak::default()),
-            workers: AtomicU32::new(0),
-            busy: AtomicU32::new(0),
-            idle: Notify::new(),
-        }
-    }
-
-    /// Why the pool stopped, if it stopped itself.
-    pub fn halt(&self) -> Option<Halt> {
-        self.halt.lock().map(|h| h.clone()).unwrap_or(None)
-    }
-
-    /// Stops the pool for a reason found outside it (a balance too low at the start).
-    pub fn halt_with(&self, halt: Halt) {
-        self.set_halt(halt);
-        self.stop.cancel();
-    }
-
-    fn set_halt(&self, halt: Halt) {
-        if let Ok(mut slot) = self.halt.lock() {
-            // A rejected key (or a refused redirect) outranks everything: nothing more can be
-            // done with it.
-            if slot.is_none() || matches!(halt, Halt::KeyRejected(_) | Halt::Refused(_)) {
-                *slot = Some(halt);
-            }
-        }
-    }
-
+impl<A: Ask> Pool<A> {
     /// One worker: takes jobs until the queue closes or the pool stops.
-    pub async fn work(self: Arc<Self>, jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>) {
-        self.workers.fetch_add(1, Ordering::AcqRel);
-        self.take_jobs(jobs).await;
-        if self.workers.fetch_sub(1, Ordering::AcqRel) == 1 && !self.stop.is_cancelled() {
-            // The last worker out, every job done and nothing stopped the pool: the failures
-            // held since the last answer were not an outage. They are `error` rows.
-            self.end_streak();
-        }
-    }
-
-    async fn take_jobs(&self, jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>) {
+    async fn work(self: Arc<Self>, jobs: Jobs, settled: mpsc::Sender<Settled>) {
         loop {
             let job = tokio::select! {
                 biased;
-                _ = self.stop.cancelled() => return,
-                job = self.next_job(&jobs) => job,
+                _ = self.stop.stop.cancelled() => return,
+                job = jobs.recv() => job,
             };
             let Some(job) = job else { return };
-            let asked = self.ask(&job).await;
-            if self.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
-                // Nobody holds a job now: let the worker waiting on the queue look again.
-                self.idle.notify_one();
-            }
-            if let Err(e) = asked {
+            if let Err(e) = self.ask(&job, &settled).await {
                 // Every worker meets the same failure: the first one reports it, at the end.
-                self.set_halt(Halt::StoreFailed(format!("{e:#}")));
-                self.stop.cancel();
+                self.stop.halt(Halt::StoreFailed(format!("{e:#}")));
                 return;
             }
-        }
-    }
-
-    /// The next job, counted as busy from the moment it is taken (under the queue's lock, so
-    /// the check below is exact). With none queued and none in hand, no answer can come to
-    /// settle the failures held so far, and the rows waiting on them may be what keeps the
-    /// planner from queuing more (the writer's window is full): they are released as `error`
-    /// rows, or the run would wait forever.
-    async fn next_job(&self, jobs: &tokio::sync::Mutex<mpsc::Receiver<Job>>) -> Option<Job> {
-        let mut queue = jobs.lock().await;
-        loop {
-            if queue.is_empty() && self.busy.load(Ordering::Acquire) == 0 {
-                self.end_streak();
-            }
-            tokio::select! {
-                job = queue.recv() => {
-                    if job.is_some() {
-                        self.busy.fetch_add(1, Ordering::AcqRel);
-                    }
-                    return job;
-                }
-                // The last busy worker finished: look again.
-                () = self.idle.notified() => {}
+            if jobs.done() && !self.stop.stop.is_cancelled() {
+                // Nothing queued and nothing in hand: no answer can come to settle the failures
+                // held so far.
+                self.release(&settled).await;
             }
         }
     }
@@ -331,32 +111,36 @@ impl Pool {
     /// Each attempt counts in flight in the job's tally from the moment it is sent (after the
     /// limiter's wait) until its outcome is known; an answer is stored before it is settled,
     /// so a crash in between counts it at the worst case, never at less.
-    async fn ask(&self, job: &Job) -> anyhow::Result<()> {
+    async fn ask(&self, job: &Job, settled: &mpsc::Sender<Settled>) -> anyhow::Result<()> {
         let mut retry = 0;
         loop {
             tokio::select! {
                 biased;
-                _ = self.stop.cancelled() => return Ok(()),
+                _ = self.stop.stop.cancelled() => return Ok(()),
                 _ = self.limiter.acquire() => {}
             }
             let reserved = match self.ledger.reserve() {
                 Ok(reserved) => reserved,
-                Err(halt) => {
-                    let failed = matches!(halt, Halt::StoreFailed(_));
-                    self.set_halt(halt);
-                    self.stop.cancel();
-                    if failed {
-                        anyhow::bail!("the job's spend could not be recorded");
-                    }
+                Err(Refusal::OverBudget { committed, max }) => {
+                    self.stop.halt(Halt::Budget(format!(
+                        "the budget is reached: {} of --max-credits {} spent or committed; \
+                         raise --max-credits to go further",
+                        crate::schema::format_credits(committed),
+                        crate::schema::format_credits(max)
+                    )));
                     return Ok(());
+                }
+                Err(Refusal::Unrecorded(e)) => {
+                    self.stop.halt(Halt::StoreFailed(format!("{e:#}")));
+                    anyhow::bail!("the job's spend could not be recorded");
                 }
             };
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
             self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
             let result = tokio::select! {
                 biased;
-                _ = self.abort.cancelled() => None,
-                r = self.client.validate(&job.address, retry) => Some(r),
+                _ = self.stop.abort.cancelled() => None,
+                r = self.api.validate(&job.address, retry) => Some(r),
             };
             self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
             let Some(result) = result else {
@@ -370,14 +154,14 @@ impl Pool {
                 Ok(reply) => {
                     let charged = reply.body.credits_consumed.or(reply.meta.credits_cost);
                     self.follow(&reply.meta);
-                    self.end_streak();
+                    self.release(settled).await;
                     let answer = self.answer(reply, job);
                     self.store.put_async(&job.key, &answer).await?;
                     self.ledger.settle(reserved, Some(charged.unwrap_or(0.0)))?;
                     if let Some(cost) = charged.filter(|c| *c > 0.0) {
                         self.store.set_last_cost(cost)?;
                     }
-                    self.resolve(job, Resolved::Answered(Arc::new(answer)));
+                    send(settled, job.settled(Resolved::Answered(Arc::new(answer)))).await;
                     return Ok(());
                 }
                 Err(error) => error,
@@ -386,24 +170,20 @@ impl Pool {
                 .settle(reserved, (!error.maybe_charged()).then_some(0.0))?;
             match &error {
                 ApiError::KeyRejected { .. } => {
-                    self.set_halt(Halt::KeyRejected(error.clone()));
-                    self.abort.cancel();
-                    self.stop.cancel();
+                    self.stop.halt(Halt::KeyRejected(error.clone()));
                     return Ok(());
                 }
                 ApiError::Refused { .. } => {
-                    self.set_halt(Halt::Refused(error.clone()));
-                    self.abort.cancel();
-                    self.stop.cancel();
+                    self.stop.halt(Halt::Refused(error.clone()));
                     return Ok(());
                 }
                 ApiError::OutOfCredits { .. } => {
-                    self.set_halt(Halt::OutOfCredits(error.clone()));
-                    self.stop.cancel();
+                    self.stop.halt(Halt::OutOfCredits(error.clone()));
                     return Ok(());
                 }
                 ApiError::Rejected { .. } => {
-                    self.resolve(job, Resolved::Failed(error.to_string().into()));
+                    let failed = Resolved::Failed(error.to_string().into());
+                    send(settled, job.settled(failed)).await;
                     return Ok(());
                 }
                 ApiError::RateLimited { meta, .. } => self.follow(meta),
@@ -418,20 +198,16 @@ impl Pool {
                 .policy
                 .delay(retry, error.retry_after(), &mut rand::rng());
             let Some(delay) = delay else {
-                let message = format!(
-                    "{error} (gave up after {} attempts)",
-                    self.policy.max_retries + 1
-                );
-                let halted = self.hold_failure(job, message.into(), |failures| {
-                    format!(
-                        "{failures} requests in a row failed after {} attempts each; the last: {error}",
-                        self.policy.max_retries + 1
-                    )
-                });
-                if halted {
-                    // The held jobs stay unresolved: the next run asks them again.
-                    self.stop.cancel();
-                }
+                let attempts = self.policy.max_retries + 1;
+                let message = format!("{error} (gave up after {attempts} attempts)");
+                // Held: an outage leaves it unresolved, for the next run to ask again.
+                self.stop
+                    .hold(job.settled(Resolved::Failed(message.into())), |failures| {
+                        format!(
+                            "{failures} requests in a row failed after {attempts} attempts \
+                             each; the last: {error}"
+                        )
+                    });
                 return Ok(());
             };
             if let ApiError::RateLimited { .. } = error {
@@ -443,89 +219,36 @@ impl Pool {
             tracing::debug!("retry {retry} in {delay:?}: {error}");
             tokio::select! {
                 biased;
-                _ = self.stop.cancelled() => return Ok(()),
+                _ = self.stop.stop.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(delay) => {}
             }
         }
     }
 
-    fn resolve(&self, job: &Job, resolved: Resolved) {
-        job.pending.resolve(resolved);
-        self.wake.notify_one();
+    /// Sends the held failures on, as `error` rows (see [`Stop::release`]).
+    async fn release(&self, settled: &mpsc::Sender<Settled>) {
+        for failed in self.stop.release() {
+            send(settled, failed).await;
+        }
     }
 
-    /// Holds a job that failed for good. True when that makes too many failures in a row:
-    /// the pool halts (decided under the streak's lock, so no answer can release the held jobs
-    /// in between).
-    fn hold_failure(&self, job: &Job, message: Arc<str>, why: impl FnOnce(u32) -> String) -> bool {
-        let mut streak = self.streak.lock().unwrap_or_else(|p| p.into_inner());
-        streak.failures += 1;
-        streak.held.push((job.pending.clone(), message));
-        if streak.failures < FAILURES_IN_A_ROW {
-            return false;
-        }
-        self.set_halt(Halt::TooManyFailures(why(streak.failures)));
-        true
-    }
-
-    /// An answer came (or the work ended normally): the held failures were not an outage, so
-    /// they become `error` rows. Once the pool has halted they stay unresolved instead.
-    fn end_streak(&self) {
-        let held = {
-            let mut streak = self.streak.lock().unwrap_or_else(|p| p.into_inner());
-            if self.halt().is_some() {
-                return;
-            }
-            streak.failures = 0;
-            std::mem::take(&mut streak.held)
-        };
-        if held.is_empty() {
-            return;
-        }
-        for (pending, message) in held {
-            pending.resolve(Resolved::Failed(message));
-        }
-        self.wake.notify_one();
-    }
-
-    /// Follows the server's rate-limit and credit headers.
+    /// Follows an answer's headers: the rate ones are the limiter's, the balance is shown and
+    /// checked against `--min-balance`.
     fn follow(&self, meta: &Meta) {
-        if let Some(limit) = meta.rate_limit {
-            self.limiter.observe_limit(limit);
-        }
-        self.counters
-            .rate
-            .store(self.limiter.rate().per_minute as u64, Ordering::Relaxed);
+        self.limiter.follow(meta);
         if let Some(balance) = meta.credits_remaining {
             self.counters.set_balance(balance);
             if let Some(min) = self.ledger.min_balance.filter(|min| balance < *min) {
-                self.set_halt(Halt::Budget(format!(
+                self.stop.halt(Halt::Budget(format!(
                     "the balance ({}) fell below --min-balance {}; top up, or lower \
                      --min-balance",
                     crate::schema::format_credits(balance),
                     crate::schema::format_credits(min)
                 )));
-                self.stop.cancel();
-            }
-        }
-        let now = tokio::time::Instant::now();
-        if meta.rate_remaining == Some(0) {
-            if let Some(reset) = meta.rate_reset.filter(|r| !r.is_zero()) {
-                self.limiter
-                    .pause_until(now + reset, "RateLimit-Remaining: 0");
             }
         }
         if let Some(left) = meta.daily_remaining {
             self.counters.daily_left.store(left, Ordering::Relaxed);
-        }
-        if meta.daily_remaining == Some(0) {
-            // The reset time of the daily quota is not documented: look again in a while.
-            let wait = meta
-                .rate_reset
-                .unwrap_or(Duration::from_secs(60))
-                .max(Duration::from_secs(60));
-            self.limiter
-                .pause_until(now + wait, "daily quota exhausted");
         }
     }
 
@@ -548,5 +271,357 @@ impl Pool {
             first_row: job.pending.first_row,
             company: body.company,
         }
+    }
+}
+
+/// Hands an outcome to the writer. Gone only when the writer failed, which ends the run anyway.
+async fn send(settled: &mpsc::Sender<Settled>, outcome: Settled) {
+    let _ = settled.send(outcome).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, VecDeque};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::limiter::{FollowServer, Rate};
+    use crate::plan::{self, Pending};
+    use crate::store::Tally;
+
+    type Outcome = Result<Reply<Verdict>, ApiError>;
+
+    /// The API, scripted: each address answers what its script says next, at once; past its
+    /// script, a valid answer costing one credit, after `latency`.
+    #[derive(Default)]
+    struct Fake {
+        script: Mutex<HashMap<String, VecDeque<Outcome>>>,
+        asked: Mutex<Vec<String>>,
+        latency: Duration,
+    }
+
+    impl Fake {
+        fn answers(self, address: &str, outcomes: impl IntoIterator<Item = Outcome>) -> Fake {
+            self.script
+                .lock()
+                .unwrap()
+                .insert(address.to_owned(), outcomes.into_iter().collect());
+            self
+        }
+
+        fn asked(&self, address: &str) -> usize {
+            self.asked
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|a| *a == address)
+                .count()
+        }
+    }
+
+    impl Ask for Fake {
+        fn validate(
+            &self,
+            email: &str,
+            _retry: u32,
+        ) -> impl Future<Output = Result<Reply<Verdict>, ApiError>> + Send {
+            self.asked.lock().unwrap().push(email.to_owned());
+            let scripted = self
+                .script
+                .lock()
+                .unwrap()
+                .get_mut(email)
+                .and_then(VecDeque::pop_front);
+            let latency = self.latency;
+            async move {
+                match scripted {
+                    Some(next) => next,
+                    None => {
+                        tokio::time::sleep(latency).await;
+                        valid(1.0)
+                    }
+                }
+            }
+        }
+    }
+
+    fn valid(credits: f64) -> Outcome {
+        Ok(Reply {
+            body: Verdict {
+                status: Some(Status::Valid),
+                credits_consumed: Some(credits),
+                ..Verdict::default()
+            },
+            meta: Meta::default(),
+        })
+    }
+
+    fn transient() -> Outcome {
+        Err(ApiError::Transient {
+            message: "HTTP 503".into(),
+            maybe_charged: false,
+            retry_after: None,
+        })
+    }
+
+    const JOB: [u8; 16] = [7; 16];
+
+    struct Run {
+        pool: Arc<Pool<Fake>>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn pool(fake: Fake, max_credits: Option<f64>) -> Run {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let ledger = Ledger::open(
+            max_credits,
+            None,
+            Tally::default(),
+            1.0,
+            Some((store.clone(), JOB)),
+        )
+        .unwrap();
+        let pool = Pool {
+            api: fake,
+            limiter: Arc::new(Limiter::new(Rate::UNLIMITED, FollowServer::CapOnly)),
+            store,
+            policy: RetryPolicy {
+                max_retries: 2,
+                base: Duration::from_millis(100),
+                cap: Duration::from_secs(1),
+            },
+            counters: Arc::new(Counters::new()),
+            ledger: Arc::new(ledger),
+            stop: Arc::new(Stop::new()),
+            run: 1,
+        };
+        Run {
+            pool: Arc::new(pool),
+            _dir: dir,
+        }
+    }
+
+    /// Queues one job per address (the first row of each is its index), runs the pool with
+    /// `workers` to the end, and returns each job's outcome as the writer would see it.
+    async fn ask_all(run: &Run, addresses: &[&str], workers: usize) -> Vec<Option<Resolved>> {
+        let (queue, jobs) = plan::job_queue(workers);
+        let (settled_tx, mut settled) = mpsc::channel(addresses.len() + 1);
+        let task = tokio::spawn(super::run(run.pool.clone(), workers, jobs, settled_tx));
+        let mut pending = Vec::new();
+        for (row, address) in addresses.iter().enumerate() {
+            let job = Job {
+                key: run.pool.store.key(address),
+                address: (*address).to_owned(),
+                pending: Arc::new(Pending::new(row as u64)),
+            };
+            pending.push(job.pending.clone());
+            if !queue.send(job).await {
+                break;
+            }
+        }
+        drop(queue);
+        task.await.unwrap();
+        // The channel closes once the pool is done: every outcome is in.
+        while let Some(outcome) = settled.recv().await {
+            outcome.apply();
+        }
+        pending.iter().map(|p| p.get().cloned()).collect()
+    }
+
+    fn answered(outcome: &Option<Resolved>) -> bool {
+        matches!(outcome, Some(Resolved::Answered(_)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_failure_is_retried_and_the_answer_stored() {
+        let fake = Fake::default().answers("a@x.com", [transient(), transient(), valid(1.0)]);
+        let run = pool(fake, None);
+        let outcomes = ask_all(&run, &["a@x.com"], 1).await;
+        assert!(answered(&outcomes[0]), "{outcomes:?}");
+        assert_eq!(run.pool.api.asked("a@x.com"), 3);
+        let stored = run.pool.store.get(&run.pool.store.key("a@x.com")).unwrap();
+        assert_eq!(stored.map(|a| (a.run, a.first_row)), Some((1, 0)));
+        assert_eq!(run.pool.counters.retries.load(Ordering::Relaxed), 2);
+        assert_eq!(run.pool.ledger.spent(), 1.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_for_good_is_held_until_an_answer_shows_the_api_is_up() {
+        let gone = [transient(), transient(), transient()];
+        let fake = Fake::default().answers("down@x.com", gone);
+        let run = pool(fake, None);
+        let outcomes = ask_all(&run, &["down@x.com", "up@x.com"], 1).await;
+        assert!(
+            matches!(&outcomes[0], Some(Resolved::Failed(m)) if m.contains("gave up after 3 attempts")),
+            "{outcomes:?}"
+        );
+        assert!(answered(&outcomes[1]));
+        assert!(run.pool.stop.reason().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn too_many_failures_in_a_row_halt_and_leave_them_unresolved() {
+        let mut fake = Fake::default();
+        let addresses: Vec<String> = (0..12).map(|i| format!("u{i}@x.com")).collect();
+        for address in &addresses {
+            fake = fake.answers(address, [transient(), transient(), transient()]);
+        }
+        let run = pool(fake, None);
+        let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
+        let outcomes = ask_all(&run, &addresses, 1).await;
+        assert!(matches!(
+            run.pool.stop.reason(),
+            Some(Halt::TooManyFailures(_))
+        ));
+        assert!(
+            outcomes.iter().all(Option::is_none),
+            "the next run asks them again: {outcomes:?}"
+        );
+        assert_eq!(run.pool.api.asked.lock().unwrap().len(), 30);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_stops_new_requests_before_they_are_sent() {
+        let run = pool(Fake::default(), Some(2.0));
+        let outcomes = ask_all(&run, &["a@x.com", "b@x.com", "c@x.com"], 1).await;
+        assert!(answered(&outcomes[0]) && answered(&outcomes[1]));
+        assert!(outcomes[2].is_none());
+        assert_eq!(run.pool.api.asked("c@x.com"), 0);
+        assert!(matches!(run.pool.stop.reason(), Some(Halt::Budget(_))));
+        assert_eq!(run.pool.ledger.spent(), 2.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rejected_key_aborts_at_once_and_out_of_credits_lets_the_rest_finish() {
+        let rejected = Err(ApiError::KeyRejected {
+            message: "bad key".into(),
+        });
+        let fake = Fake {
+            latency: Duration::from_secs(1),
+            ..Fake::default()
+        }
+        .answers("first@x.com", [rejected]);
+        let run = pool(fake, None);
+        let outcomes = ask_all(&run, &["slow@x.com", "first@x.com"], 2).await;
+        assert!(matches!(run.pool.stop.reason(), Some(Halt::KeyRejected(_))));
+        assert!(run.pool.stop.abort.is_cancelled());
+        // The other request, in flight at the same moment, is abandoned: it may be charged.
+        assert!(outcomes.iter().all(Option::is_none), "{outcomes:?}");
+        assert_eq!(run.pool.counters.maybe_charged.load(Ordering::Relaxed), 1);
+
+        let broke = Err(ApiError::OutOfCredits {
+            message: "no credits".into(),
+        });
+        let fake = Fake {
+            latency: Duration::from_secs(1),
+            ..Fake::default()
+        }
+        .answers("first@x.com", [broke]);
+        let run = pool(fake, None);
+        let outcomes = ask_all(&run, &["slow@x.com", "first@x.com", "never@x.com"], 2).await;
+        assert!(matches!(
+            run.pool.stop.reason(),
+            Some(Halt::OutOfCredits(_))
+        ));
+        assert!(!run.pool.stop.abort.is_cancelled());
+        assert!(answered(&outcomes[0]), "in flight, so it finishes");
+        assert!(outcomes[1].is_none() && outcomes[2].is_none());
+        assert_eq!(run.pool.api.asked("never@x.com"), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_counts_in_flight_from_its_sending_until_its_answer_is_stored() {
+        let fake = Fake {
+            latency: Duration::from_secs(10),
+            ..Fake::default()
+        };
+        let run = pool(fake, None);
+        let asking = {
+            let run_pool = run.pool.clone();
+            tokio::spawn(async move {
+                let (queue, jobs) = plan::job_queue(1);
+                let (tx, _rx) = mpsc::channel(4);
+                let job = Job {
+                    key: run_pool.store.key("a@x.com"),
+                    address: "a@x.com".into(),
+                    pending: Arc::new(Pending::new(0)),
+                };
+                assert!(queue.send(job).await);
+                drop(queue);
+                super::run(run_pool, 1, jobs, tx).await;
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let store = &run.pool.store;
+        let tally = store.tally(&JOB).unwrap();
+        assert_eq!(
+            (tally.in_flight, tally.reserved, tally.spent),
+            (1, 1_000_000, 0)
+        );
+        assert_eq!(run.pool.counters.in_flight.load(Ordering::Relaxed), 1);
+        asking.await.unwrap();
+        let tally = store.tally(&JOB).unwrap();
+        assert_eq!(
+            (tally.in_flight, tally.reserved, tally.spent),
+            (0, 0, 1_000_000)
+        );
+        assert!(store.get(&store.key("a@x.com")).unwrap().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rows_asking_the_same_address_share_one_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let mut planner = crate::plan::Planner::new(
+            store.clone(),
+            1,
+            crate::plan::Freshness {
+                max_age: Duration::MAX,
+                max_age_unknown: Duration::MAX,
+                max_age_catch_all: Duration::MAX,
+                refresh: false,
+            },
+            0,
+            16,
+        );
+        let row = |email: &str| crate::input::Row {
+            line: 1,
+            start: 0,
+            raw: format!("{email}\n").into_bytes(),
+            keep: email.len(),
+            fields: 1,
+            email: Some(email.as_bytes().to_vec()),
+        };
+        let mut jobs = Vec::new();
+        let rows: Vec<_> = ["a@x.com", "A@X.COM", "b@x.com; a@x.com"]
+            .iter()
+            .enumerate()
+            .map(|(seq, cell)| planner.plan(seq as u64, row(cell), &mut jobs).unwrap())
+            .collect();
+        assert_eq!(jobs.len(), 2, "a@x.com once, b@x.com once");
+        let run = pool(Fake::default(), None);
+        let (queue, receiver) = plan::job_queue(2);
+        let (tx, mut settled) = mpsc::channel(4);
+        let task = tokio::spawn(super::run(run.pool.clone(), 2, receiver, tx));
+        for job in jobs {
+            assert!(queue.send(job).await);
+        }
+        drop(queue);
+        task.await.unwrap();
+        while let Some(outcome) = settled.recv().await {
+            outcome.apply();
+        }
+        assert_eq!(run.pool.api.asked("a@x.com"), 1);
+        let sources: Vec<_> = rows
+            .iter()
+            .map(|r| match r.outcome() {
+                Some(crate::plan::Outcome::Answer { source, .. }) => Some(source),
+                _ => None,
+            })
+            .collect();
+        use crate::plan::Source::{Api, Duplicate};
+        assert_eq!(sources, [Some(Api), Some(Duplicate), Some(Api)]);
     }
 }

@@ -1,127 +1,67 @@
-//! `mailsift validate`: the orchestrator. This one function creates every channel, spawns
-//! every task and owns the cancellation tokens, so the whole topology reads in one place:
+//! `mailsift validate`: one job in three phases, each a function of its own.
 //!
-//! ```text
-//! reader thread ──rows──► planner ──planned rows──────────────► writer ──► <output>.partial
-//!  (input.rs)     (1024)  (plan.rs)    (window)               (output.rs)   + checkpoints
-//!                             │                                   ▲
-//!                             └──jobs──► N workers ──verdicts─────┘ (Pending + wake)
-//!                              (N)       (pool.rs, limiter, store)
-//! ```
-//!
-//! Every queue is bounded, so a slow API slows the reader down and memory stays flat.
-//! Shutdown: `stop` ends reading, planning and new requests; requests in flight get the grace
-//! period, then `abort`; when the workers are gone the writer writes what it can, in order,
-//! and takes a last checkpoint.
+//! 1. [`prepare`]: what the job is (fresh, resumed, or already done), where it resumes, what
+//!    it may spend; the input opened at the checkpoint, the outputs locked and opened, the
+//!    stages built.
+//! 2. [`pipeline::run`]: the stages run (the topology is drawn there).
+//! 3. [`conclude`]: from how the run ended, the job's state, the exit code and the last word;
+//!    a complete run's files finished, the report written, and then the job recorded.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::sync::{mpsc, Notify};
-use tokio_util::sync::CancellationToken;
 
-use crate::address;
-use crate::api::{Api, ApiSettings};
+use crate::api::Api;
 use crate::client::ApiError;
+use crate::config::{ValidateConfig, DEFAULT_RATE};
 use crate::estimate::{self, Estimate};
 use crate::exit::{usage, Exit};
-use crate::input::{self, InputOptions, Layout, Reader, Resume};
-use crate::limiter::{FollowServer, Limiter, Rate};
-use crate::output::{self, Checkpoint, CheckpointEvery, RowFormat, Sink, WriteEnd, Writer};
-use crate::plan::{self, Freshness, Planner};
-use crate::pool::{Halt, Ledger, Pool};
-use crate::progress::{self, Display};
+use crate::input::{self, Layout, Reader, Resume};
+use crate::journal::Journal;
+use crate::ledger::Ledger;
+use crate::limiter::{FollowServer, Limiter};
+use crate::output::{self, RowFormat, Sink, WriteEnd, Writer};
+use crate::pipeline::{self, Ended, Services, Stages};
+use crate::plan::{Freshness, Planner};
+use crate::pool::Pool;
+use crate::progress::Display;
 use crate::report::{Counters, Summary};
-use crate::retry::RetryPolicy;
 use crate::schema;
+use crate::stop::{Halt, Stop};
 use crate::store::{self, JobRecord, JobState, Store, Tally, Watermark};
 
-/// The starting rate when the user gave none: the lowest limit LeadMagic documents. The
-/// server's advertised limit is followed from the first answer on.
-pub const DEFAULT_RATE: Rate = Rate { per_minute: 300 };
-
-/// Spending limits.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Budget {
-    /// The most the job may spend, earlier runs included.
-    pub max_credits: Option<f64>,
-    /// Stop when the balance falls below this.
-    pub min_balance: Option<f64>,
-    /// The price of one charged check until an answer shows it.
-    pub cost_per_check: Option<f64>,
+/// Runs one job to its end or to a resumable stop.
+pub async fn run(
+    config: ValidateConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<Exit> {
+    let started = Instant::now();
+    check_paths(&config)?;
+    // Opening may sync (a new store, a converted one) and wait for the lock: not on a worker.
+    let state_dir = config.state_dir.clone();
+    let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(&state_dir)).await??);
+    let Some(prepared) = prepare(config, store, started).await? else {
+        return Ok(Exit::Ok);
+    };
+    let ended = pipeline::run(prepared.stages, prepared.services, shutdown).await?;
+    conclude(prepared.job, ended).await
 }
 
-/// Everything `validate` needs, validated.
-#[derive(Debug, Clone)]
-pub struct ValidateConfig {
-    /// Where the CSV is read from.
-    pub input: input::Location,
-    /// `None`: standard output.
-    pub output: Option<PathBuf>,
-    /// What the user said about the input (delimiter, header, email column); the rest is
-    /// detected.
-    pub input_options: InputOptions,
-    /// Add the free company columns (`--columns all`).
-    pub company: bool,
-    /// `--raw-fields`: API text is written without neutralising formulas.
-    pub raw_fields: bool,
-    /// Also write the deliverable, risky and undeliverable files beside the output (`--split`).
-    pub split: bool,
-    /// Requests per minute to start at; `None`: [`DEFAULT_RATE`], then the server's advertised
-    /// limit.
-    pub rate: Option<Rate>,
-    /// Requests waiting for an answer at once.
-    pub concurrency: usize,
-    /// How failed requests are retried.
-    pub retry: RetryPolicy,
-    /// How old a cached answer may be and still be used.
-    pub freshness: Freshness,
-    /// The state directory: answer cache and job records.
-    pub state_dir: PathBuf,
-    /// Start over even though an interrupted run of this job exists, or its input changed.
-    pub restart: bool,
-    /// Run a finished job again (its answers come from the cache).
-    pub force: bool,
-    /// Run a finished job again, asking only for the rows whose status is `error`.
-    pub retry_errors: bool,
-    /// Spending limits.
-    pub budget: Budget,
-    /// Where to write the JSON report (`--report`).
-    pub report: Option<PathBuf>,
-    /// `--report-html`: the report as a web page.
-    pub report_html: Option<PathBuf>,
-    /// After Ctrl-C or SIGTERM, how long requests in flight may take to finish.
-    pub grace: Duration,
-    /// How progress is shown: a bar, log lines or nothing.
-    pub display: Display,
-    /// Print what to do after a resumable stop (off when the inbox runs the job: it logs that).
-    pub announce: bool,
-    /// How to reach the API (base URL, key, timeout, sandbox).
-    pub api: ApiSettings,
-    /// What the address check lets through (`--allow-unknown-tld`).
-    pub rules: address::Rules,
-    /// How often the writer takes a checkpoint.
-    pub checkpoint: CheckpointEvery,
-}
-
-/// The default output path: `<stem>.validated.csv` beside the input.
-pub fn default_output(input: &Path) -> PathBuf {
-    let stem = input
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = stem.strip_suffix(".validated").unwrap_or(&stem).to_owned();
-    input.with_file_name(format!("{stem}.validated.csv"))
+/// A job ready to run: its stages, and what [`conclude`] needs once they end.
+struct Prepared {
+    job: JobContext,
+    stages: Stages,
+    services: Services,
 }
 
 /// How this run starts, decided from the job record.
-struct Plan {
+struct JobPlan {
     /// The job's id and record, for a file written to a file (what can resume).
     job: Option<([u8; 16], JobRecord)>,
     /// Where to pick up, if resuming.
@@ -130,36 +70,50 @@ struct Plan {
     freshness: Freshness,
 }
 
-/// Runs one job to its end or to a resumable stop.
-pub async fn run(
+/// What the job is, kept aside while the stages run.
+struct JobContext {
     config: ValidateConfig,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<Exit> {
-    let started = Instant::now();
-    let quiet = config.display == Display::Quiet;
-    let say = |text: String| {
+    started: Instant,
+    input_name: String,
+    layout: Layout,
+    store: Arc<Store>,
+    counters: Arc<Counters>,
+    ledger: Arc<Ledger>,
+    limiter: Arc<Limiter>,
+    stop: Arc<Stop>,
+    balance_start: Option<f64>,
+    /// Rows an earlier run wrote.
+    rows_before: u64,
+    /// Every file the job writes is this process's alone until it ends.
+    _locks: Vec<crate::durable::Lock>,
+    /// The client (and the sandbox server it talks to, if any) outlives the pool.
+    _api: Api,
+    /// Stopped and waited for when the job ends: it holds the store.
+    _counting: Option<Counting>,
+}
+
+/// Says `text` on standard error unless `--quiet`.
+fn say_unless(quiet: bool) -> impl Fn(String) {
+    move |text: String| {
         if !quiet {
             eprintln!("{text}");
         }
-    };
-    // What to do next, after a resumable stop: said even with --quiet, since the person or
-    // script that started the run must act on it; not said when embedded (the inbox logs it).
-    let advise = |text: String| {
-        if config.announce {
-            eprintln!("{text}");
-        }
-    };
-    check_paths(&config)?;
+    }
+}
+
+/// Decides how the job starts and makes its stages ready; `None` when there is nothing to do.
+async fn prepare(
+    config: ValidateConfig,
+    store: Arc<Store>,
+    started: Instant,
+) -> anyhow::Result<Option<Prepared>> {
+    let say = say_unless(config.display == Display::Quiet);
     let input_name = match &config.input {
         input::Location::Path(p) => p.display().to_string(),
         input::Location::Stdin => "standard input".to_owned(),
     };
-
-    // Opening may sync (a new store, a converted one) and wait for the lock: not on a worker.
-    let state_dir = config.state_dir.clone();
-    let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(&state_dir)).await??);
     // Before anything of the job's is read or written: its files are this process's alone.
-    let _locks = lock_outputs(&config)?;
+    let locks = lock_outputs(&config)?;
 
     // The layout, read once from the start of the input.
     let source = config.input.clone();
@@ -183,9 +137,8 @@ pub async fn run(
         );
     }
     let Some(plan) = plan_job(&config, &store, &layout, &say)? else {
-        return Ok(Exit::Ok);
+        return Ok(None);
     };
-    let run_id = plan.run;
     // Requests the job's last run sent and never saw the outcome of (it was killed): asked
     // again, and counted as spent at their worst case from now on. Said before it is folded
     // in, so no crash can lose the warning.
@@ -231,7 +184,192 @@ pub async fn run(
         config.input_options.column_prefix.as_deref(),
     );
     format.raw_fields = config.raw_fields;
-    let (reader, sink, watermark) = match (&plan.resume, &config.output) {
+    let (reader, sink, watermark) = open_outputs(
+        &config,
+        &layout,
+        &format,
+        &input_options,
+        plan.resume.as_ref(),
+        reader,
+    )
+    .await?;
+
+    let counters = Arc::new(Counters::new());
+    if let Some(balance) = balance_start {
+        counters.set_balance(balance);
+    }
+    counters.set_max_credits(config.budget.max_credits);
+    let limiter = Arc::new(match config.rate {
+        Some(rate) => Limiter::new(rate, FollowServer::CapOnly),
+        None => Limiter::new(DEFAULT_RATE, FollowServer::Yes),
+    });
+    let cost = estimate::cost_per_check(&store, config.budget.cost_per_check);
+    // The job's spend so far: the record read through its tally (see `Store::job`), so what
+    // a killed run paid and the worst case of what it left in flight are in.
+    let before = plan.job.as_ref().map_or(Tally::default(), |(_, r)| Tally {
+        spent: store::micros(r.credits_spent),
+        requests: r.api_calls,
+        ..Tally::default()
+    });
+    let ledger = Arc::new(Ledger::open(
+        config.budget.max_credits,
+        config.budget.min_balance,
+        before,
+        cost.0,
+        job_id.map(|id| (store.clone(), id)),
+    )?);
+    counters
+        .maybe_charged
+        .fetch_add(left_in_flight, Ordering::Relaxed);
+
+    let stop = Arc::new(Stop::new());
+    if let (Some(min), Some(balance)) = (config.budget.min_balance, balance_start) {
+        if balance < min {
+            stop.halt(Halt::Budget(format!(
+                "the balance ({}) is below --min-balance {}; top up, or lower --min-balance",
+                schema::format_credits(balance),
+                schema::format_credits(min)
+            )));
+        }
+    }
+
+    let rows_before = watermark.rows;
+    counters.input_done.store(watermark.byte, Ordering::Relaxed);
+    let journal = match plan.job {
+        Some((id, record)) => Some(
+            Journal::start(
+                store.clone(),
+                id,
+                record,
+                plan.run,
+                counters.clone(),
+                ledger.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let writer = Writer {
+        sink,
+        format,
+        watermark,
+        journal,
+        every: config.checkpoint,
+        counters: counters.clone(),
+    };
+
+    // What the run can cost, counted from the input (spending nothing): before the first
+    // request for a small file, alongside the run for a big one, so it never delays a resume.
+    let mut counting = None;
+    let mut note: Option<pipeline::Note> = None;
+    if let (input::Location::Path(path), false) = (&config.input, stop.stop.is_cancelled()) {
+        let small = std::fs::metadata(path).is_ok_and(|m| m.len() <= 8 << 20);
+        let resume = plan.resume.map(|m| Resume {
+            byte: m.byte,
+            line: m.line,
+        });
+        let (source, store, rules) = (config.input.clone(), store.clone(), config.rules);
+        let (freshness, run) = (plan.freshness, plan.run);
+        let (thread, counted) = Counting::start(!small, move |ended| {
+            let (_, reader) = input::open(&source, &input_options, resume)?;
+            estimate::count(
+                reader.take_while(|_| !ended.load(Ordering::Relaxed)),
+                &store,
+                &freshness,
+                crate::clock::now(),
+                Some(run),
+                false,
+                rules,
+            )
+        })?;
+        counting = Some(thread);
+        let counters = counters.clone();
+        let priced = async move {
+            let estimate = counted.await.ok()?.ok()?.priced(cost);
+            counters.set_announced_max(estimate.max_cost);
+            Some(cost_note(&estimate, balance_start))
+        };
+        if small {
+            if let Some(text) = priced.await {
+                say(text);
+            }
+        } else {
+            note = Some(Box::pin(priced));
+        }
+    }
+
+    let window = (config.concurrency * 16).max(1024);
+    let planner = Planner::new(
+        store.clone(),
+        plan.run,
+        plan.freshness,
+        crate::clock::now(),
+        config.concurrency + window,
+    )
+    .with_rules(config.rules);
+    let pool = Pool {
+        api: api.client.clone(),
+        limiter: limiter.clone(),
+        store: store.clone(),
+        policy: config.retry,
+        counters: counters.clone(),
+        ledger: ledger.clone(),
+        stop: stop.clone(),
+        run: plan.run,
+    };
+    let stages = Stages {
+        reader,
+        planner,
+        first_row: rows_before,
+        pool,
+        workers: config.concurrency,
+        writer,
+        window,
+    };
+    let services = Services {
+        stop: stop.clone(),
+        counters: counters.clone(),
+        display: config.display,
+        // Converted text has no known length: the bar shows what was read.
+        input_len: input_len(&config.input).filter(|_| !layout.format.converted()),
+        grace: config.grace,
+        note,
+    };
+    let job = JobContext {
+        config,
+        started,
+        input_name,
+        layout,
+        store,
+        counters,
+        ledger,
+        limiter,
+        stop,
+        balance_start,
+        rows_before,
+        _locks: locks,
+        _api: api,
+        _counting: counting,
+    };
+    Ok(Some(Prepared {
+        job,
+        stages,
+        services,
+    }))
+}
+
+/// Opens the outputs: cut back to the checkpoint with the input reopened there, when resuming;
+/// else fresh, with the header (and the byte order mark) written. Returns the reader to go on
+/// with, the outputs, and the watermark they start at.
+async fn open_outputs(
+    config: &ValidateConfig,
+    layout: &Layout,
+    format: &RowFormat,
+    input_options: &input::InputOptions,
+    resume: Option<&Watermark>,
+    reader: Reader,
+) -> anyhow::Result<(Reader, Sink, Watermark)> {
+    Ok(match (resume, &config.output) {
         (Some(mark), Some(output)) => {
             let source = config.input.clone();
             let opts = input_options.clone();
@@ -271,271 +409,126 @@ pub async fn run(
             }
             (reader, sink, mark)
         }
-    };
+    })
+}
 
-    let counters = Arc::new(Counters::new());
-    if let Some(balance) = balance_start {
-        counters.set_balance(balance);
-    }
-    counters.set_max_credits(config.budget.max_credits);
-    let limiter = Arc::new(match config.rate {
-        Some(rate) => Limiter::new(rate, FollowServer::CapOnly),
-        None => Limiter::new(DEFAULT_RATE, FollowServer::Yes),
-    });
-    counters
-        .rate
-        .store(limiter.rate().per_minute as u64, Ordering::Relaxed);
-    let cost = estimate::cost_per_check(&store, config.budget.cost_per_check);
-    // The job's spend so far: the record read through its tally (see `Store::job`), so what
-    // a killed run paid and the worst case of what it left in flight are in.
-    let before = plan.job.as_ref().map_or(Tally::default(), |(_, r)| Tally {
-        spent: store::micros(r.credits_spent),
-        requests: r.api_calls,
-        ..Tally::default()
-    });
-    if let Some(id) = &job_id {
-        store.set_tally(id, before)?;
-    }
-    counters
-        .maybe_charged
-        .fetch_add(left_in_flight, Ordering::Relaxed);
-    let ledger = Ledger::new(
-        config.budget.max_credits,
-        config.budget.min_balance,
-        before,
-        cost.0,
-        job_id.map(|id| (store.clone(), id)),
-    );
+/// What is said last, after the summary, so that the last line says what to do.
+enum Last {
+    Nothing,
+    /// Unless `--quiet`.
+    Say(&'static str),
+    /// What to do after a resumable stop: said even with `--quiet`, since the person or script
+    /// that started the run must act on it; not said when embedded (the inbox logs it).
+    Advise(String),
+    /// The run failed: the error is the command's.
+    Fail(anyhow::Error),
+}
 
-    let stop = CancellationToken::new();
-    let abort = CancellationToken::new();
-    let pool_done = CancellationToken::new();
-    let progress_done = CancellationToken::new();
-    let wake = Arc::new(Notify::new());
-    let window = (config.concurrency * 16).max(1024);
-    // Rows travel in batches: one channel hop (and one thread wake-up) per batch, not per row.
-    let (rows_tx, rows_rx) = mpsc::channel(1024 / ROW_BATCH);
-    let (planned_tx, planned_rx) = mpsc::channel(window / ROW_BATCH);
-    let (jobs_tx, jobs_rx) = mpsc::channel(config.concurrency);
-    let (notes_tx, notes_rx) = mpsc::channel(4);
-    // The first Ctrl-C is acknowledged through the display, above the bar: a line printed
-    // beside a live bar is drawn over by its next tick.
-    let stop_notes = notes_tx.clone();
-
-    let pool = Arc::new(Pool::new(
-        api.client.clone(),
-        limiter.clone(),
-        store.clone(),
-        config.retry,
-        counters.clone(),
-        wake.clone(),
-        stop.clone(),
-        abort.clone(),
-        run_id,
+/// Finishes the job from how its run ended: one decision gives the job's state, the exit code,
+/// the report's outcome and the last word.
+async fn conclude(job: JobContext, ended: Ended) -> anyhow::Result<Exit> {
+    let JobContext {
+        config,
+        started,
+        input_name,
+        layout,
+        store,
+        counters,
         ledger,
-    ));
-    if let (Some(min), Some(balance)) = (config.budget.min_balance, balance_start) {
-        if balance < min {
-            pool.halt_with(Halt::Budget(format!(
-                "the balance ({}) is below --min-balance {}; top up, or lower --min-balance",
-                schema::format_credits(balance),
-                schema::format_credits(min)
-            )));
-        }
-    }
-
-    let rows_before = watermark.rows;
-    counters.input_done.store(watermark.byte, Ordering::Relaxed);
-    let mut record = plan.job;
-    if let Some((id, record)) = &mut record {
-        record.run = run_id;
-        store.save_job(id, record)?;
-        // On disk before the first answer of this run is: answers are durable the moment
-        // they are put, and a resume tells its own (`api`) from earlier ones (`cache`) by the
-        // run id in this record. (Off the async workers: it syncs.)
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || store.flush()).await??;
-    }
-    let writer = Writer {
-        sink,
-        format,
-        watermark,
-        checkpoint: record.map(|(job_id, record)| Checkpoint {
-            store: store.clone(),
-            job_id,
-            update: totals(&record, counters.clone(), pool.clone()),
-            record,
-        }),
-        every: config.checkpoint,
-        counters: counters.clone(),
-    };
-
-    // The reader runs on a blocking thread: file I/O and CSV parsing are synchronous.
-    let reader_task = {
-        let stop = stop.clone();
-        tokio::task::spawn_blocking(move || read_rows(reader, rows_tx, stop))
-    };
-    // What the run can cost, counted from the input (spending nothing): before the first
-    // request for a small file, alongside the run for a big one, so it never delays a resume.
-    let mut _counting = None;
-    if let (input::Location::Path(path), false) = (&config.input, stop.is_cancelled()) {
-        let (source, opts, store) = (config.input.clone(), input_options.clone(), store.clone());
-        let resume = plan.resume.map(|m| Resume {
-            byte: m.byte,
-            line: m.line,
-        });
-        let (freshness, rules) = (plan.freshness, config.rules);
-        let small = std::fs::metadata(path).is_ok_and(|m| m.len() <= 8 << 20);
-        let ended = Arc::new(AtomicBool::new(false));
-        let (done, counting) = tokio::sync::oneshot::channel();
-        let thread = {
-            let ended = ended.clone();
-            std::thread::Builder::new()
-                .name("cost-note".into())
-                .spawn(move || {
-                    if !small {
-                        // Alongside the run it only informs: it takes the CPU the run leaves
-                        // (all of it against the real API's rate limit), not half of what a
-                        // run from the cache needs.
-                        background_priority();
-                    }
-                    let count = || -> anyhow::Result<Estimate> {
-                        let (_, reader) = input::open(&source, &opts, resume)?;
-                        estimate::count(
-                            reader.take_while(|_| !ended.load(Ordering::Relaxed)),
-                            &store,
-                            &freshness,
-                            crate::clock::now(),
-                            Some(run_id),
-                            false,
-                            rules,
-                        )
-                    };
-                    let _ = done.send(count());
-                })?
-        };
-        _counting = Some(Counting {
-            ended,
-            thread: Some(thread),
-        });
-        if small {
-            if let Ok(Ok(estimate)) = counting.await {
-                let estimate = estimate.priced(cost);
-                counters.set_announced_max(estimate.max_cost);
-                say(cost_note(&estimate, balance_start));
-            }
-        } else {
-            let counters = counters.clone();
-            tokio::spawn(async move {
-                if let Ok(Ok(estimate)) = counting.await {
-                    let estimate = estimate.priced(cost);
-                    counters.set_announced_max(estimate.max_cost);
-                    let _ = notes_tx.send(cost_note(&estimate, balance_start)).await;
-                }
-            });
-        }
-    }
-    let planner = Planner::new(
-        store.clone(),
-        run_id,
-        plan.freshness,
-        crate::clock::now(),
-        config.concurrency + window,
-    )
-    .with_rules(config.rules);
-    let planner_task = tokio::spawn(plan::run(
-        planner,
+        limiter,
+        stop,
+        balance_start,
         rows_before,
-        rows_rx,
-        planned_tx,
-        jobs_tx,
-        stop.clone(),
-    ));
-    let jobs_rx = Arc::new(tokio::sync::Mutex::new(jobs_rx));
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..config.concurrency {
-        workers.spawn(pool.clone().work(jobs_rx.clone()));
-    }
-    let writer_task = tokio::spawn(output::run(
-        writer,
-        planned_rx,
-        wake.clone(),
-        pool_done.clone(),
-        window,
-    ));
-    let progress_task = tokio::spawn(progress::run(
-        config.display,
-        counters.clone(),
-        // Converted text has no known length: the bar shows what was read.
-        input_len(&config.input).filter(|_| !layout.format.converted()),
-        notes_rx,
-        progress_done.clone(),
-    ));
-
-    // Wait for the workers, reacting to a shutdown request meanwhile.
-    let mut interrupted = false;
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            next = workers.join_next() => if next.is_none() { break },
-            _ = &mut shutdown, if !interrupted => {
-                interrupted = true;
-                let note = format!(
-                    "mailsift: stopping: no new requests; waiting up to {} for {} in flight \
-                     (press Ctrl-C again to quit at once)",
-                    humantime::format_duration(config.grace),
-                    counters.in_flight.load(Ordering::Relaxed)
-                );
-                if let Err(full) = stop_notes.try_send(note) {
-                    say(full.into_inner());
-                }
-                stop.cancel();
-                let (abort, grace) = (abort.clone(), config.grace);
-                tokio::spawn(async move {
-                    tokio::time::sleep(grace).await;
-                    abort.cancel();
-                });
-            }
-        }
-    }
-    pool_done.cancel();
-    let read_end = reader_task.await.context("the reader thread failed")?;
-    let planned = planner_task.await.context("the planner failed")?;
-    let (write_end, mut writer) = writer_task.await.context("the writer failed")??;
-    progress_done.cancel();
-    let _ = progress_task.await;
-
-    let halt = pool.halt();
-    let complete = !stop.is_cancelled()
-        && write_end == WriteEnd::Complete
-        && matches!(read_end, Ok(true))
+        ..
+    } = job;
+    let Ended {
+        read,
+        planned,
+        written,
+        mut writer,
+        interrupted,
+    } = ended;
+    let say = say_unless(config.display == Display::Quiet);
+    const INTERRUPTED: &str = "mailsift: interrupted; run the same command to resume.";
+    let complete = !stop.stop.is_cancelled()
+        && written == WriteEnd::Complete
+        && matches!(read, Ok(true))
         && planned.is_ok();
-    let (state, exit, outcome) = match &halt {
-        Some(Halt::KeyRejected(_)) => (JobState::KeyRejected, Exit::KeyRejected, "key_rejected"),
-        Some(Halt::Refused(_)) => (JobState::Failed, Exit::Failed, "redirect_refused"),
-        Some(Halt::OutOfCredits(_)) => {
-            (JobState::OutOfCredits, Exit::OutOfCredits, "out_of_credits")
-        }
-        Some(Halt::Budget(_)) => (
+    let at_once = |e: ApiError| anyhow::Error::new(e).context("stopped at once; progress is saved");
+    let (state, exit, outcome, last) = match stop.reason() {
+        Some(Halt::KeyRejected(e)) => (
+            JobState::KeyRejected,
+            Exit::KeyRejected,
+            "key_rejected",
+            Last::Fail(at_once(e)),
+        ),
+        Some(Halt::Refused(e)) => (
+            JobState::Failed,
+            Exit::Failed,
+            "redirect_refused",
+            Last::Fail(at_once(e)),
+        ),
+        Some(Halt::OutOfCredits(e)) => (
+            JobState::OutOfCredits,
+            Exit::OutOfCredits,
+            "out_of_credits",
+            Last::Advise(format!(
+                "mailsift: {e}. Top up, then run the same command to resume."
+            )),
+        ),
+        Some(Halt::Budget(why)) => (
             JobState::BudgetReached,
             Exit::OutOfCredits,
             "budget_reached",
+            Last::Advise(format!(
+                "mailsift: stopped: {why}. Progress is saved; then run the same command to \
+                 continue."
+            )),
         ),
-        Some(Halt::StoreFailed(_)) => (JobState::Failed, Exit::Failed, "failed"),
-        Some(Halt::TooManyFailures(_)) => (
+        Some(Halt::StoreFailed(why)) => (
+            JobState::Failed,
+            Exit::Failed,
+            "failed",
+            Last::Fail(anyhow::anyhow!("{why}")),
+        ),
+        Some(Halt::TooManyFailures(why)) => (
             JobState::TooManyFailures,
             Exit::TooManyFailures,
             "too_many_failures",
+            Last::Advise(format!(
+                "mailsift: the API seems unavailable: {why}. Run the same command later to \
+                 resume."
+            )),
         ),
-        None if write_end == WriteEnd::BrokenPipe => {
-            (JobState::Interrupted, Exit::Ok, "output_closed")
-        }
-        None if complete => (JobState::Done, Exit::Ok, "done"),
-        None if interrupted => (JobState::Interrupted, Exit::Interrupted, "interrupted"),
-        None => (JobState::Failed, Exit::Failed, "failed"),
+        None if written == WriteEnd::BrokenPipe => (
+            JobState::Interrupted,
+            Exit::Ok,
+            "output_closed",
+            if interrupted {
+                Last::Say(INTERRUPTED)
+            } else {
+                Last::Nothing
+            },
+        ),
+        None if complete => (JobState::Done, Exit::Ok, "done", Last::Nothing),
+        None if interrupted => (
+            JobState::Interrupted,
+            Exit::Interrupted,
+            "interrupted",
+            Last::Say(INTERRUPTED),
+        ),
+        None => (
+            JobState::Failed,
+            Exit::Failed,
+            "failed",
+            Last::Fail(anyhow::anyhow!(
+                "the run ended before every row was written (this is a bug in mailsift); \
+                 progress is saved: run the same command to resume"
+            )),
+        ),
     };
 
-    let checkpoint = writer.checkpoint.take();
+    let journal = writer.journal.take();
     let mut finished = if state == JobState::Done {
         writer.finish()?
     } else {
@@ -563,7 +556,7 @@ pub async fn run(
     // forgotten and its partial files removed, so the fixed file starts afresh (answers already
     // paid for come from the cache) rather than being refused as changed, and nothing half
     // written is left beside the output.
-    let discard = matches!(read_end, Err(input::InputError::RowTooLong { .. }));
+    let discard = matches!(read, Err(input::InputError::RowTooLong { .. }));
     if let (true, Some(output)) = (discard, &config.output) {
         for part in std::iter::once(output.clone()).chain(output::split_paths(output)) {
             let _ = std::fs::remove_file(output::partial_path(&part));
@@ -576,6 +569,10 @@ pub async fn run(
         }
         _ => None,
     };
+    // The rate in force at the end, for the report.
+    counters
+        .rate
+        .store(limiter.rate().per_minute as u64, Ordering::Relaxed);
     let summary = Summary::new(
         &counters,
         input_name,
@@ -586,7 +583,7 @@ pub async fn run(
             .flatten(),
         outcome,
         rows_before,
-        (pool.ledger.spent_this_run(), pool.ledger.spent()),
+        (ledger.spent_this_run(), ledger.spent()),
         balance_start,
         started.elapsed(),
     );
@@ -605,18 +602,11 @@ pub async fn run(
     if state == JobState::Done {
         output::crash_point("report");
     }
-    if let Some(mut cp) = checkpoint {
+    if let Some(journal) = journal {
         if discard {
-            cp.store.remove_job(&cp.job_id)?;
+            journal.forget()?;
         } else {
-            cp.record.state = state;
-            cp.record.updated_at = crate::clock::now();
-            (cp.update)(&mut cp.record);
-            if let Some((_, files)) = finished {
-                cp.record.files = files;
-                cp.record.report = Some(report);
-            }
-            cp.store.save_job(&cp.job_id, &cp.record)?;
+            journal.end(state, finished.map(|(_, files)| (files, report)))?;
         }
     }
     let flushing = store.clone();
@@ -634,35 +624,17 @@ pub async fn run(
     }
 
     // Errors that end the run come after the summary, so the last line says what to do.
-    read_end?;
+    read?;
     planned?;
-    match halt {
-        Some(Halt::KeyRejected(e) | Halt::Refused(e)) => {
-            return Err(anyhow::Error::new(e).context("stopped at once; progress is saved"))
+    match last {
+        Last::Nothing => {}
+        Last::Say(text) => say(text.into()),
+        Last::Advise(text) => {
+            if config.announce {
+                eprintln!("{text}");
+            }
         }
-        Some(Halt::OutOfCredits(e)) => {
-            advise(format!(
-                "mailsift: {e}. Top up, then run the same command to resume."
-            ));
-        }
-        Some(Halt::Budget(why)) => {
-            advise(format!(
-                "mailsift: stopped: {why}. Progress is saved; then run the same command to \
-                 continue."
-            ));
-        }
-        Some(Halt::TooManyFailures(why)) => {
-            advise(format!(
-                "mailsift: the API seems unavailable: {why}. Run the same command later to resume."
-            ));
-        }
-        Some(Halt::StoreFailed(why)) => anyhow::bail!("{why}"),
-        None if interrupted => say("mailsift: interrupted; run the same command to resume.".into()),
-        None if exit == Exit::Failed => anyhow::bail!(
-            "the run ended before every row was written (this is a bug in mailsift); progress is \
-             saved: run the same command to resume"
-        ),
-        None => {}
+        Last::Fail(e) => return Err(e),
     }
     Ok(exit)
 }
@@ -823,8 +795,8 @@ fn plan_job(
     store: &Store,
     layout: &Layout,
     say: &dyn Fn(String),
-) -> anyhow::Result<Option<Plan>> {
-    let mut plan = Plan {
+) -> anyhow::Result<Option<JobPlan>> {
+    let mut plan = JobPlan {
         job: None,
         resume: None,
         run: rand::random(),
@@ -1016,30 +988,43 @@ fn write_report(path: &Path, report: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing the report {}", path.display()))
 }
 
-/// Keeps a job record's totals (all runs together) up to date at every checkpoint.
-fn totals(
-    before: &JobRecord,
-    counters: Arc<Counters>,
-    pool: Arc<Pool>,
-) -> Box<dyn Fn(&mut JobRecord) + Send + Sync> {
-    let (calls, counts) = (before.api_calls, before.counts.clone());
-    Box::new(move |record: &mut JobRecord| {
-        record.api_calls = calls + counters.api_calls();
-        record.credits_spent = pool.ledger.spent();
-        let mut all = counts.clone();
-        for (status, n) in counters.status_counts() {
-            *all.entry(status.to_owned()).or_default() += n;
-        }
-        all.retain(|_, n| *n > 0);
-        record.counts = all;
-    })
-}
-
-/// The cost note's count running alongside the run. It holds the store, so when the run ends
-/// it is stopped and waited for (the next file of an inbox opens the store again).
+/// The cost note's count, on a thread of its own. It holds the store, so when the run ends it
+/// is stopped and waited for (the next file of an inbox opens the store again).
 struct Counting {
     ended: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Counting {
+    /// Starts `count`, which stops early once the flag it is given is set. `background`:
+    /// alongside the run it only informs, so it takes the CPU the run leaves (all of it
+    /// against the real API's rate limit), not half of what a run from the cache needs.
+    fn start(
+        background: bool,
+        count: impl FnOnce(&AtomicBool) -> anyhow::Result<Estimate> + Send + 'static,
+    ) -> std::io::Result<(
+        Counting,
+        tokio::sync::oneshot::Receiver<anyhow::Result<Estimate>>,
+    )> {
+        let ended = Arc::new(AtomicBool::new(false));
+        let (done, counted) = tokio::sync::oneshot::channel();
+        let thread = {
+            let ended = ended.clone();
+            std::thread::Builder::new()
+                .name("cost-note".into())
+                .spawn(move || {
+                    if background {
+                        background_priority();
+                    }
+                    let _ = done.send(count(&ended));
+                })?
+        };
+        let counting = Counting {
+            ended,
+            thread: Some(thread),
+        };
+        Ok((counting, counted))
+    }
 }
 
 impl Drop for Counting {
@@ -1052,10 +1037,12 @@ impl Drop for Counting {
 }
 
 /// Lets the calling thread run only when the CPU would otherwise be idle (Linux:
-/// `SCHED_IDLE`, for this thread only).
+/// `SCHED_IDLE`, for this thread only). The crate's only `unsafe`.
 fn background_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: one syscall about the calling thread, given a valid `sched_param`.
+    // SAFETY: `sched_setscheduler` with pid 0 changes the calling thread's policy only; the
+    // `sched_param` it reads is a valid, initialised local that outlives the call. Its result
+    // is ignored on purpose: at normal priority the count is merely less polite.
     unsafe {
         let param = libc::sched_param { sched_priority: 0 };
         libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
@@ -1082,41 +1069,6 @@ fn cost_note(e: &Estimate, balance: Option<f64>) -> String {
         }
     }
     text
-}
-
-/// Rows per message from the reader to the planner.
-const ROW_BATCH: usize = 64;
-
-/// Reads rows into the channel. `Ok(true)`: the input ended; `Ok(false)`: stopped early.
-///
-/// From a regular file rows go in batches of [`ROW_BATCH`]; from a pipe one by one, so rows
-/// trickling in on standard input are not held back waiting for a batch to fill.
-fn read_rows(
-    reader: Reader,
-    rows: mpsc::Sender<Vec<input::Row>>,
-    stop: CancellationToken,
-) -> Result<bool, input::InputError> {
-    let size = if reader.source_len().is_some() {
-        ROW_BATCH
-    } else {
-        1
-    };
-    let mut batch = Vec::with_capacity(size);
-    let mut ended = true;
-    for row in reader {
-        batch.push(row?);
-        if batch.len() >= size {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(size));
-            if stop.is_cancelled() || rows.blocking_send(full).is_err() {
-                ended = false;
-                break;
-            }
-        }
-    }
-    if ended && !batch.is_empty() && (stop.is_cancelled() || rows.blocking_send(batch).is_err()) {
-        ended = false;
-    }
-    Ok(ended)
 }
 
 fn input_len(source: &input::Location) -> Option<u64> {
@@ -1254,26 +1206,6 @@ fn fingerprint(path: &Path) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn default_output_sits_beside_the_input() {
-        assert_eq!(
-            default_output(Path::new("dir/list.csv")),
-            Path::new("dir/list.validated.csv")
-        );
-        assert_eq!(
-            default_output(Path::new("list.txt")),
-            Path::new("list.validated.csv")
-        );
-        assert_eq!(
-            default_output(Path::new("list.validated.csv")),
-            Path::new("list.validated.csv")
-        );
-        assert_eq!(
-            default_output(Path::new("noext")),
-            Path::new("noext.validated.csv")
-        );
-    }
 
     #[test]
     fn fingerprint_sees_edits_anywhere() {

@@ -109,7 +109,7 @@ fn order_is_kept_under_random_latency() {
 }
 
 /// Parses a command line into the config the binary would use.
-fn config(args: &[String], state: &Path, mock_url: &str) -> mailsift::validate::ValidateConfig {
+fn config(args: &[String], state: &Path, mock_url: &str) -> mailsift::ValidateConfig {
     let state = state.display().to_string();
     let mut argv = vec!["mailsift", "--base-url", mock_url, "-q"];
     argv.extend(args.iter().map(String::as_str));
