@@ -48,8 +48,8 @@ pub struct ValidateConfig {
     pub raw_fields: bool,
     /// Also write the deliverable, risky and undeliverable files beside the output (`--split`).
     pub split: bool,
-    /// Requests per minute to start at; `None`: [`DEFAULT_RATE`], then the server's advertised
-    /// limit.
+    /// Requests per minute to start at; `None`: 300 a minute (the lowest limit LeadMagic
+    /// documents), then the server's advertised limit.
     pub rate: Option<Rate>,
     /// Requests waiting for an answer at once.
     pub concurrency: usize,

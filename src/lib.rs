@@ -92,8 +92,8 @@ use std::future::Future;
 
 pub use api::KEY_VAR;
 pub use config::Config;
-pub use exit::Exit;
 pub use config::ValidateConfig;
+pub use exit::Exit;
 
 /// Internals for the benches and the fuzz targets, which drive single stages, and for the
 /// tests (the fuzz checks they run, the crash hook's exit code): not part of the API,

@@ -1,10 +1,10 @@
 //! `mailsift validate`: one job in three phases, each a function of its own.
 //!
-//! 1. [`prepare`]: what the job is (fresh, resumed, or already done), where it resumes, what
+//! 1. `prepare`: what the job is (fresh, resumed, or already done), where it resumes, what
 //!    it may spend; the input opened at the checkpoint, the outputs locked and opened, the
 //!    stages built.
-//! 2. [`pipeline::run`]: the stages run (the topology is drawn there).
-//! 3. [`conclude`]: from how the run ended, the job's state, the exit code and the last word;
+//! 2. `pipeline::run`: the stages run (the topology is drawn there).
+//! 3. `conclude`: from how the run ended, the job's state, the exit code and the last word;
 //!    a complete run's files finished, the report written, and then the job recorded.
 
 use std::collections::BTreeMap;
