@@ -20,14 +20,16 @@ use crate::config::InboxConfig;
 use crate::durable::{write_atomic, Lock};
 use crate::exit::Exit;
 use crate::input::Source;
-use crate::validate;
+use crate::store::{JobState, Store};
+use crate::validate::{self, ValidateConfig};
 
 /// Names that are someone else's work in progress, never picked up.
 const TEMPORARY: [&str; 6] = [".partial", ".tmp", "~", ".crdownload", ".part", ".ready"];
 /// The lock that keeps two inbox runs on one folder apart (hidden, so never picked up).
 const LOCK: &str = ".mailsift-inbox.lock";
 
-/// One line per event, for people (text) or log shippers (JSON).
+/// One line per event, in the program's style ([`crate::term`]) for people, or as a JSON object
+/// for log shippers: `time`, `level`, `event`, `message`, `file` and the event's details.
 struct Log {
     json: bool,
     quiet: bool,
@@ -35,35 +37,149 @@ struct Log {
 
 impl Log {
     fn event(&self, event: &str, file: Option<&Path>, message: &str, details: Value) {
-        let error = matches!(event, "failed" | "stopped" | "hook_failed");
-        if self.quiet && !error {
+        let trouble = matches!(event, "failed" | "hook_failed");
+        if self.quiet && !trouble && event != "stopped" {
             return;
         }
         if self.json {
-            let mut line = json!({
-                "time": crate::output::rfc3339(crate::clock::now()),
-                "event": event,
-                "message": message,
-            });
+            let mut fields = serde_json::Map::new();
+            fields.insert("event".into(), event.into());
             if let Some(file) = file {
-                line["file"] = json!(file.display().to_string());
+                fields.insert("file".into(), file.display().to_string().into());
             }
-            if let (Value::Object(line), Value::Object(details)) = (&mut line, details) {
-                line.extend(details);
+            if let Value::Object(details) = details {
+                fields.extend(details);
             }
-            eprintln!("{line}");
-        } else {
-            match file {
-                Some(file) => eprintln!("mailsift inbox: {event} {}: {message}", file.display()),
-                None => eprintln!("mailsift inbox: {event}: {message}"),
+            let level = if trouble { "warning" } else { "info" };
+            return crate::term::json_line(level, message, fields);
+        }
+        let text = match file {
+            Some(file) if event == "finished" => format!("{}: {message}", file.display()),
+            Some(file) if event == "started" => format!("{} {message}", file.display()),
+            Some(file) => format!("{}: {message}", file.display()),
+            None => message.to_owned(),
+        };
+        match event {
+            "failed" | "hook_failed" => crate::term::warn(text),
+            "locked" => crate::term::note(text),
+            "started" => crate::term::status("Validating", text),
+            other => {
+                let mut word = other.to_owned();
+                word[..1].make_ascii_uppercase();
+                crate::term::status(&word, text)
             }
         }
     }
 }
 
+/// What the inbox needs from the rest of mailsift: running one file's job, and knowing whether
+/// the state directory holds an unfinished job of that very file. [`Validate`] in the program,
+/// a fake in the unit tests.
+pub(crate) trait Jobs {
+    /// Runs one job to its end or to a resumable stop (`stop` is cancelled by a signal).
+    fn run(
+        &self,
+        job: ValidateConfig,
+        stop: CancellationToken,
+    ) -> impl Future<Output = anyhow::Result<Exit>> + Send;
+
+    /// Whether a job of `input`, with the content it has now, stopped before finishing
+    /// `output`: the same file, which resumes into its own output.
+    fn resumes(
+        &self,
+        input: &Path,
+        output: &Path,
+    ) -> impl Future<Output = anyhow::Result<bool>> + Send;
+}
+
+/// The jobs of `mailsift validate`, and their records in the state directory.
+struct Validate {
+    state_dir: PathBuf,
+}
+
+impl Jobs for Validate {
+    async fn run(&self, job: ValidateConfig, stop: CancellationToken) -> anyhow::Result<Exit> {
+        validate::run(job, stop.cancelled_owned()).await
+    }
+
+    async fn resumes(&self, input: &Path, output: &Path) -> anyhow::Result<bool> {
+        let (dir, input, output) = (
+            self.state_dir.clone(),
+            input.to_owned(),
+            output.to_owned(),
+        );
+        // Opening the store may wait for its lock: not on a worker.
+        tokio::task::spawn_blocking(move || unfinished(&dir, &input, &output)).await?
+    }
+}
+
+/// Whether the job record of `input` -> `output` in `dir` is unfinished and was made from the
+/// content `input` has now. Read-only: a state directory that does not exist is not created.
+fn unfinished(dir: &Path, input: &Path, output: &Path) -> anyhow::Result<bool> {
+    if !dir.join("db").exists() {
+        return Ok(false);
+    }
+    // The keys validate gives a job: the absolute paths (the output's folder exists).
+    let absolute = |path: &Path| -> anyhow::Result<String> {
+        let dir = std::fs::canonicalize(path.parent().unwrap_or(Path::new(".")))
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(dir
+            .join(path.file_name().unwrap_or_default())
+            .display()
+            .to_string())
+    };
+    let id = Store::job_id(&absolute(input)?, &absolute(output)?);
+    let Some(record) = Store::open(dir)?.job(&id)? else {
+        return Ok(false);
+    };
+    Ok(record.state != JobState::Done && record.fingerprint == fingerprint(input)?)
+}
+
+/// The content of a file as validate's job record identifies it: its size, and hashes of its
+/// first and last MiB and of 16 blocks spread between. The same function as
+/// `validate::fingerprint` (private there), so that a record's fingerprint can be compared.
+fn fingerprint(path: &Path) -> anyhow::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const EDGE: u64 = 1 << 20;
+    const BLOCK: u64 = 4096;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let len = file.metadata()?.len();
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&len.to_le_bytes());
+    let mut offsets = vec![(0, EDGE.min(len))];
+    if len > 2 * EDGE {
+        for i in 1..=16 {
+            offsets.push((len / 17 * i, BLOCK));
+        }
+        offsets.push((len - EDGE, EDGE));
+    } else if len > EDGE {
+        offsets.push((EDGE, len - EDGE));
+    }
+    let mut buf = Vec::new();
+    for (at, size) in offsets {
+        file.seek(SeekFrom::Start(at))?;
+        buf.clear();
+        (&mut file).take(size).read_to_end(&mut buf)?;
+        hasher.update(&buf);
+    }
+    Ok(hasher.finalize().to_hex()[..32].to_owned())
+}
+
 /// Runs the inbox until it is empty (`--once`) or until a signal.
 pub async fn run(
     config: InboxConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Exit> {
+    let jobs = Validate {
+        state_dir: config.template.state_dir.clone(),
+    };
+    watch(&config, &jobs, shutdown).await
+}
+
+async fn watch(
+    config: &InboxConfig,
+    jobs: &impl Jobs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Exit> {
     let log = Log {
@@ -116,7 +232,7 @@ pub async fn run(
                 );
                 continue;
             }
-            if let Some(exit) = process(&config, &log, &cancel, &path).await? {
+            if let Some(exit) = process(&config, jobs, &log, &cancel, &path).await? {
                 return Ok(exit);
             }
         }
@@ -136,16 +252,12 @@ pub async fn run(
 /// Validates one file and moves it on. `Some(exit)` ends the inbox run.
 async fn process(
     config: &InboxConfig,
+    jobs: &impl Jobs,
     log: &Log,
     cancel: &CancellationToken,
     path: &Path,
 ) -> anyhow::Result<Option<Exit>> {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let output = config.outbox.join(format!("{stem}.validated.csv"));
-    let report = config.outbox.join(format!("{stem}.report.json"));
+    let (output, report) = outputs(config, jobs, path).await?;
     log.event(
         "started",
         Some(path),
@@ -158,7 +270,7 @@ async fn process(
     job.output = Some(output.clone());
     job.report = Some(report.clone());
     job.report_html = config.report_html.then(|| report.with_extension("html"));
-    let result = validate::run(job, cancel.clone().cancelled_owned()).await;
+    let result = jobs.run(job, cancel.clone()).await;
     let exit = match &result {
         Ok(exit) => *exit,
         Err(e) => Exit::for_error(e),
@@ -322,6 +434,45 @@ fn scan(config: &InboxConfig) -> anyhow::Result<Vec<(PathBuf, bool)>> {
         .into_iter()
         .map(|(_, path, ready)| (path, ready))
         .collect())
+}
+
+/// Where a file's results go: OUTBOX/STEM.validated.csv and STEM.report.json, or STEM-2.*,
+/// STEM-3.* as the archive names them, so that a file dropped again under a name already used
+/// never overwrites the results of the earlier one. The same file, stopped and resumed, keeps
+/// writing its own output.
+async fn outputs(
+    config: &InboxConfig,
+    jobs: &impl Jobs,
+    path: &Path,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    use crate::output::{partial_path, split_paths};
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for n in 1..=10_000 {
+        let name = match n {
+            1 => stem.clone(),
+            n => format!("{stem}-{n}"),
+        };
+        let output = config.outbox.join(format!("{name}.validated.csv"));
+        let report = config.outbox.join(format!("{name}.report.json"));
+        if jobs.resumes(path, &output).await? {
+            return Ok((output, report));
+        }
+        let mut files = vec![report.with_extension("html"), report.clone()];
+        for written in std::iter::once(output.clone()).chain(split_paths(&output)) {
+            files.push(partial_path(&written));
+            files.push(written);
+        }
+        if !files.iter().any(|f| f.symlink_metadata().is_ok()) {
+            return Ok((output, report));
+        }
+    }
+    anyhow::bail!(
+        "{} holds results for 10000 files named {stem}: move some away",
+        config.outbox.display()
+    )
 }
 
 fn marker(path: &Path) -> PathBuf {

@@ -39,6 +39,7 @@ pub mod report_html;
 pub mod retry;
 pub mod store;
 pub mod tally;
+pub mod term;
 pub mod validate;
 pub mod xlsx;
 
