@@ -103,11 +103,7 @@ impl Jobs for Validate {
     }
 
     async fn resumes(&self, input: &Path, output: &Path) -> anyhow::Result<bool> {
-        let (dir, input, output) = (
-            self.state_dir.clone(),
-            input.to_owned(),
-            output.to_owned(),
-        );
+        let (dir, input, output) = (self.state_dir.clone(), input.to_owned(), output.to_owned());
         // Opening the store may wait for its lock: not on a worker.
         tokio::task::spawn_blocking(move || unfinished(&dir, &input, &output)).await?
     }
@@ -560,5 +556,373 @@ fn hook(
             &format!("--on-complete could not run: {e}"),
             json!({}),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The inbox's own logic (which files, which names, what moves where, what is said and run)
+    //! behind a fake job runner: no CSV is read and nothing is validated here.
+
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use clap::Parser;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::cli::Args;
+    use crate::config::Config;
+    use crate::output::partial_path;
+
+    /// One job the fake was asked to run.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Run {
+        input: PathBuf,
+        output: PathBuf,
+        report: PathBuf,
+    }
+
+    /// Runs no job: answers from a script, writes what a job would write (the input's lines
+    /// under a `validated` header and a report on success, a partial file on a stop), and keeps
+    /// the record of the jobs it stopped, as the state directory would.
+    #[derive(Default)]
+    struct Fake {
+        script: Mutex<VecDeque<anyhow::Result<Exit>>>,
+        runs: Mutex<Vec<Run>>,
+        /// Stopped jobs: input, output, and the input's content then.
+        unfinished: Mutex<Vec<(PathBuf, PathBuf, Vec<u8>)>>,
+        seen: Option<mpsc::UnboundedSender<PathBuf>>,
+    }
+
+    impl Fake {
+        fn answering(script: Vec<anyhow::Result<Exit>>) -> Fake {
+            Fake {
+                script: Mutex::new(script.into()),
+                ..Fake::default()
+            }
+        }
+
+        fn runs(&self) -> Vec<Run> {
+            self.runs.lock().unwrap().clone()
+        }
+    }
+
+    impl Jobs for Fake {
+        async fn run(&self, job: ValidateConfig, _stop: CancellationToken) -> anyhow::Result<Exit> {
+            let Source::Path(input) = job.input else {
+                panic!("the inbox runs files, not standard input")
+            };
+            let (output, report) = (job.output.unwrap(), job.report.unwrap());
+            let content = std::fs::read(&input).unwrap();
+            self.runs.lock().unwrap().push(Run {
+                input: input.clone(),
+                output: output.clone(),
+                report: report.clone(),
+            });
+            let result = self
+                .script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(Ok(Exit::Ok));
+            match &result {
+                Ok(Exit::Ok) => {
+                    let rows = content.iter().filter(|b| **b == b'\n').count();
+                    std::fs::write(&output, [b"validated\n".as_slice(), &content].concat())
+                        .unwrap();
+                    let summary = json!({
+                        "rows": { "total": rows },
+                        "statuses": { "valid": rows },
+                        "credits": { "spent_this_run": 0.5 },
+                    });
+                    std::fs::write(&report, summary.to_string()).unwrap();
+                    self.unfinished
+                        .lock()
+                        .unwrap()
+                        .retain(|(i, o, _)| (i, o) != (&input, &output));
+                }
+                Ok(_) => {
+                    std::fs::write(partial_path(&output), "validated\n").unwrap();
+                    self.unfinished
+                        .lock()
+                        .unwrap()
+                        .push((input.clone(), output, content));
+                }
+                Err(_) => {}
+            }
+            if let Some(seen) = &self.seen {
+                let _ = seen.send(input);
+            }
+            result
+        }
+
+        async fn resumes(&self, input: &Path, output: &Path) -> anyhow::Result<bool> {
+            let now = std::fs::read(input)?;
+            Ok(self
+                .unfinished
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(i, o, content)| i == input && o == output && *content == now))
+        }
+    }
+
+    /// A folder with `in/` (the inbox) and the config of `mailsift inbox in --out out` plus
+    /// `args`, as the command line makes it.
+    struct Drop {
+        dir: tempfile::TempDir,
+    }
+
+    impl Drop {
+        fn new() -> Drop {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("in")).unwrap();
+            Drop { dir }
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+
+        /// Writes `in/NAME`, last changed `age` ago.
+        fn put(&self, name: &str, content: &str, age: Duration) -> PathBuf {
+            let path = self.path("in").join(name);
+            std::fs::write(&path, content).unwrap();
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(SystemTime::now() - age).unwrap();
+            path
+        }
+
+        fn read(&self, name: &str) -> String {
+            std::fs::read_to_string(self.path(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+        }
+
+        fn config(&self, args: &[&str]) -> InboxConfig {
+            let root = |name: &str| self.path(name).display().to_string();
+            let mut line = vec![
+                "mailsift".to_owned(),
+                "--sandbox".into(),
+                "--quiet".into(),
+                "inbox".into(),
+                root("in"),
+                "--out".into(),
+                root("out"),
+                "--state-dir".into(),
+                root("state"),
+            ];
+            if !args.contains(&"--settle") {
+                line.extend(["--settle".into(), "0s".into()]);
+            }
+            line.extend(args.iter().map(|a| a.to_string()));
+            match Config::from_args(Args::try_parse_from(line).unwrap(), None).unwrap() {
+                Config::Inbox(config) => *config,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    async fn once(config: &InboxConfig, fake: &Fake) -> Exit {
+        watch(config, fake, std::future::pending()).await.unwrap()
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn a_file_dropped_again_under_a_used_name_gets_results_of_its_own() {
+        let drop = Drop::new();
+        let config = drop.config(&["--once"]);
+        let fake = Fake::default();
+        drop.put("a.csv", "email\nann@acme.com\n", MINUTE);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+        drop.put("a.csv", "email\nbob@initech.com\ncy@initech.com\n", MINUTE);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+        drop.put("a.csv", "email\ndee@globex.com\n", MINUTE);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+
+        assert_eq!(
+            drop.read("out/a.validated.csv"),
+            "validated\nemail\nann@acme.com\n"
+        );
+        assert_eq!(
+            drop.read("out/a-2.validated.csv"),
+            "validated\nemail\nbob@initech.com\ncy@initech.com\n"
+        );
+        assert_eq!(
+            drop.read("out/a-3.validated.csv"),
+            "validated\nemail\ndee@globex.com\n"
+        );
+        for (report, rows) in [("a", 2), ("a-2", 3), ("a-3", 2)] {
+            let summary: Value =
+                serde_json::from_str(&drop.read(&format!("out/{report}.report.json"))).unwrap();
+            assert_eq!(summary["rows"]["total"], rows, "{report}");
+        }
+        assert_eq!(drop.read("in/processed/a.csv"), "email\nann@acme.com\n");
+        assert_eq!(drop.read("in/processed/a-3.csv"), "email\ndee@globex.com\n");
+    }
+
+    #[tokio::test]
+    async fn a_stopped_file_resumes_into_its_own_output_and_a_replaced_one_does_not() {
+        let drop = Drop::new();
+        let config = drop.config(&["--once"]);
+        let fake = Fake::answering(vec![
+            Ok(Exit::Interrupted),
+            Ok(Exit::OutOfCredits),
+            Ok(Exit::Ok),
+        ]);
+        drop.put("a.csv", "email\nann@acme.com\n", MINUTE);
+        assert_eq!(once(&config, &fake).await, Exit::Interrupted);
+        assert!(
+            drop.path("in/a.csv").exists(),
+            "a stopped file stays in the inbox"
+        );
+        assert_eq!(once(&config, &fake).await, Exit::OutOfCredits);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+        let outputs: Vec<PathBuf> = fake.runs().into_iter().map(|r| r.output).collect();
+        assert_eq!(outputs, vec![drop.path("out/a.validated.csv"); 3]);
+        assert_eq!(
+            drop.read("out/a.validated.csv"),
+            "validated\nemail\nann@acme.com\n"
+        );
+
+        // Stopped, then replaced by another file of the same name before the next run: that
+        // one is new, and the stopped job's files are left alone.
+        let fake = Fake::answering(vec![Ok(Exit::Interrupted)]);
+        drop.put("b.csv", "email\nbob@initech.com\n", MINUTE);
+        assert_eq!(once(&config, &fake).await, Exit::Interrupted);
+        drop.put("b.csv", "email\ncy@globex.com\n", MINUTE);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+        let outputs: Vec<PathBuf> = fake.runs().into_iter().map(|r| r.output).collect();
+        assert_eq!(
+            outputs,
+            [
+                drop.path("out/b.validated.csv"),
+                drop.path("out/b-2.validated.csv")
+            ]
+        );
+        assert!(partial_path(&drop.path("out/b.validated.csv")).exists());
+        assert_eq!(
+            drop.read("out/b-2.validated.csv"),
+            "validated\nemail\ncy@globex.com\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_the_job_refuses_is_set_aside_with_a_note_and_the_rest_go_on() {
+        let drop = Drop::new();
+        let config = drop.config(&["--once"]);
+        let why = "bad.csv, line 1: no column holds addresses; name it with --email-column";
+        let fake = Fake::answering(vec![Err(crate::exit::usage(why))]);
+        drop.put("bad.csv", "name\nAnn\n", 2 * MINUTE);
+        drop.put("good.csv", "email\nann@acme.com\n", MINUTE);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+
+        assert_eq!(drop.read("in/failed/bad.csv"), "name\nAnn\n");
+        assert_eq!(drop.read("in/failed/bad.csv.error.txt"), format!("{why}\n"));
+        assert!(!drop.path("out/bad.validated.csv").exists());
+        assert_eq!(drop.read("in/processed/good.csv"), "email\nann@acme.com\n");
+        assert!(drop.path("out/good.report.json").exists());
+    }
+
+    #[tokio::test]
+    async fn a_stop_that_concerns_every_file_ends_the_run_and_moves_nothing() {
+        let drop = Drop::new();
+        let config = drop.config(&["--once"]);
+        for exit in [Exit::OutOfCredits, Exit::KeyRejected, Exit::TooManyFailures] {
+            let fake = Fake::answering(vec![Ok(exit)]);
+            drop.put("first.csv", "email\nann@acme.com\n", 2 * MINUTE);
+            drop.put("second.csv", "email\nbob@acme.com\n", MINUTE);
+            assert_eq!(once(&config, &fake).await, exit);
+            let inputs: Vec<PathBuf> = fake.runs().into_iter().map(|r| r.input).collect();
+            assert_eq!(inputs, [drop.path("in/first.csv")], "{exit:?}");
+            assert!(drop.path("in/second.csv").exists());
+            assert!(!drop.path("in/processed").join("first.csv").exists());
+        }
+    }
+
+    #[tokio::test]
+    async fn only_ready_files_are_claimed() {
+        let drop = Drop::new();
+        let fake = Fake::default();
+        for name in ["a.csv.partial", "b.csv.tmp", ".c.csv", "d.md", "e.csv~"] {
+            drop.put(name, "email\nann@acme.com\n", MINUTE);
+        }
+        drop.put("fresh.csv", "email\nann@acme.com\n", Duration::ZERO);
+        let config = drop.config(&["--once", "--settle", "30s"]);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+        assert_eq!(fake.runs(), []);
+        assert!(drop.path("in/fresh.csv").exists());
+
+        // With --require-marker, age does not matter, the marker does; it goes with the file.
+        let config = drop.config(&["--once", "--settle", "30s", "--require-marker"]);
+        drop.put("marked.csv", "email\nbob@acme.com\n", Duration::ZERO);
+        drop.put("marked.csv.ready", "", Duration::ZERO);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+        let inputs: Vec<PathBuf> = fake.runs().into_iter().map(|r| r.input).collect();
+        assert_eq!(inputs, [drop.path("in/marked.csv")]);
+        assert!(!drop.path("in/marked.csv.ready").exists());
+        assert!(drop.path("in/fresh.csv").exists());
+
+        // A pattern picks other names.
+        let config = drop.config(&["--once", "--pattern", "*.md"]);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+        assert_eq!(fake.runs().last().unwrap().input, drop.path("in/d.md"));
+        assert_eq!(fake.runs().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_hook_gets_the_files_and_counts_and_its_failure_stops_nothing() {
+        let drop = Drop::new();
+        let said = drop.path("hook.txt");
+        let hook = format!(
+            "printf '%s|%s|%s|%s|%s' \"$MAILSIFT_ROWS\" \"$MAILSIFT_VALID\" \
+             \"$MAILSIFT_CREDITS_SPENT\" \"$(basename \"$MAILSIFT_OUTPUT\")\" \
+             \"$(basename \"$MAILSIFT_INPUT\")\" >> '{}'; exit 3",
+            said.display()
+        );
+        let config = drop.config(&["--once", "--on-complete", &hook]);
+        let fake = Fake::default();
+        drop.put("a.csv", "email\nann@acme.com\nbob@acme.com\n", 2 * MINUTE);
+        drop.put("b.csv", "email\ncy@acme.com\n", MINUTE);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+        assert_eq!(
+            drop.read("hook.txt"),
+            "3|3|0.5|a.validated.csv|a.csv2|2|0.5|b.validated.csv|b.csv"
+        );
+        assert!(drop.path("in/processed/b.csv").exists());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn watching_looks_again_every_interval_and_a_signal_ends_it_while_idle() {
+        let drop = Drop::new();
+        let config = drop.config(&["--interval", "30s"]);
+        let (seen, mut runs) = mpsc::unbounded_channel();
+        let fake = Arc::new(Fake {
+            seen: Some(seen),
+            ..Fake::default()
+        });
+        let (signal, signalled) = tokio::sync::oneshot::channel::<()>();
+        drop.put("first.csv", "email\nann@acme.com\n", MINUTE);
+        let started = tokio::time::Instant::now();
+        let watching = tokio::spawn({
+            let fake = fake.clone();
+            async move {
+                let shutdown = async {
+                    let _ = signalled.await;
+                };
+                watch(&config, &*fake, shutdown).await
+            }
+        });
+
+        assert_eq!(runs.recv().await, Some(drop.path("in/first.csv")));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        drop.put("second.csv", "email\nbob@acme.com\n", MINUTE);
+        assert_eq!(runs.recv().await, Some(drop.path("in/second.csv")));
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_secs(45)).await;
+        signal.send(()).unwrap();
+        assert_eq!(watching.await.unwrap().unwrap(), Exit::Ok);
+        assert_eq!(fake.runs().len(), 2, "nothing new, nothing run");
+        assert!(drop.path("in/processed/second.csv").exists());
     }
 }

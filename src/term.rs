@@ -352,8 +352,14 @@ mod tests {
         for (line, want) in [
             ("mailsift validate a.csv", ColorChoice::Auto),
             ("mailsift --color never validate a.csv", ColorChoice::Never),
-            ("mailsift validate --color=always a.csv", ColorChoice::Always),
-            ("mailsift --color never --color=auto status", ColorChoice::Auto),
+            (
+                "mailsift validate --color=always a.csv",
+                ColorChoice::Always,
+            ),
+            (
+                "mailsift --color never --color=auto status",
+                ColorChoice::Auto,
+            ),
             ("mailsift check -- --color never", ColorChoice::Auto),
             ("mailsift --color", ColorChoice::Auto),
         ] {

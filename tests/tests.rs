@@ -17,6 +17,7 @@ mod install;
 mod logs;
 mod machine;
 mod mock;
+mod outbox;
 mod ownership;
 mod report_html;
 mod secrets;
