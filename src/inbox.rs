@@ -189,7 +189,7 @@ async fn watch(
         on_signal.cancel();
     });
 
-    let Some(_lock) = lock(&config, &log, &cancel).await? else {
+    let Some(_lock) = lock(config, &log, &cancel).await? else {
         return Ok(if cancel.is_cancelled() {
             Exit::Interrupted
         } else {
@@ -214,7 +214,7 @@ async fn watch(
         );
     }
     loop {
-        for (path, ready) in scan(&config)? {
+        for (path, ready) in scan(config)? {
             if cancel.is_cancelled() {
                 log.event("stopped", None, "interrupted by a signal", json!({}));
                 return Ok(Exit::Interrupted);
@@ -228,7 +228,7 @@ async fn watch(
                 );
                 continue;
             }
-            if let Some(exit) = process(&config, jobs, &log, &cancel, &path).await? {
+            if let Some(exit) = process(config, jobs, &log, &cancel, &path).await? {
                 return Ok(exit);
             }
         }
