@@ -4,6 +4,7 @@ mod addresses;
 mod badinput;
 mod cells;
 mod cli;
+mod color;
 mod crash;
 mod excel;
 mod faults;
