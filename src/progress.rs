@@ -212,7 +212,52 @@ async fn lines(
 
 #[cfg(test)]
 mod tests {
-    use super::fit;
+    use super::*;
+
+    /// Every way the bar's task ends takes the bar off the screen and stops routing lines
+    /// through it: cancelled (the run is over), dropped (an error return or a panic drops the
+    /// task with the runtime), and `term::clear_live` (a second Ctrl-C exits the process).
+    /// One test, since the live display is the process's.
+    #[tokio::test]
+    async fn the_bar_leaves_the_screen_however_the_run_ends() {
+        async fn shown(bar: &ProgressBar, done: CancellationToken) -> tokio::task::JoinHandle<()> {
+            let (_notes, notes_rx) = mpsc::channel(1);
+            let counters = Arc::new(Counters::new());
+            let task = tokio::spawn(draw(bar.clone(), counters, true, notes_rx, done));
+            for _ in 0..10_000 {
+                if crate::term::live().is_some() {
+                    return task;
+                }
+                tokio::task::yield_now().await;
+            }
+            panic!("the bar never registered");
+        }
+        let gone = |bar: &ProgressBar, how: &str| {
+            assert!(bar.is_finished(), "{how}: still drawn");
+            assert!(
+                crate::term::live().is_none(),
+                "{how}: lines still go through it"
+            );
+        };
+
+        let (bar, done) = (ProgressBar::hidden(), CancellationToken::new());
+        let task = shown(&bar, done.clone()).await;
+        done.cancel();
+        task.await.unwrap();
+        gone(&bar, "cancelled");
+
+        let bar = ProgressBar::hidden();
+        let task = shown(&bar, CancellationToken::new()).await;
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        gone(&bar, "dropped");
+
+        let bar = ProgressBar::hidden();
+        let task = shown(&bar, CancellationToken::new()).await;
+        crate::term::clear_live();
+        gone(&bar, "cleared before exit");
+        task.abort();
+    }
 
     #[test]
     fn a_message_is_cut_to_the_width_it_is_given() {

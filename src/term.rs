@@ -223,7 +223,7 @@ pub trait Live: Send + Sync {
 
 static LIVE: Mutex<Option<Arc<dyn Live>>> = Mutex::new(None);
 
-fn live() -> Option<Arc<dyn Live>> {
+pub(crate) fn live() -> Option<Arc<dyn Live>> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 

@@ -121,6 +121,56 @@ fn a_terminal_gets_colour_unless_no_color_is_set() {
     assert!(on_terminal(Some("")).contains(ESC));
 }
 
+/// `mailsift ARGS` on a pseudo-terminal (util-linux's `script`) against `mock`: what the
+/// terminal showed. `None` where `script` is missing.
+fn on_a_terminal(dir: &Dir, mock: &Mock, args: &str) -> Option<String> {
+    let bin = assert_cmd::cargo::cargo_bin("mailsift");
+    let out = std::process::Command::new("script")
+        .args(["-qec", &format!("{} {args}", bin.display()), "/dev/null"])
+        .current_dir(dir.path("."))
+        .env("TERM", "xterm-256color")
+        .env("LEADMAGIC_BASE_URL", mock.url())
+        .env("LEADMAGIC_API_KEY", "mock-key")
+        .env("MAILSIFT_STATE_DIR", dir.state())
+        .env_remove("NO_COLOR")
+        .env_remove("CLICOLOR_FORCE")
+        .output()
+        .ok()?;
+    Some(text(&out.stdout))
+}
+
+/// At `-vv` a request line comes with every answer: a bar between them would be torn, so a
+/// terminal gets the plain progress lines instead (none in a run this short).
+#[test]
+fn at_vv_a_terminal_gets_request_lines_and_no_bar() {
+    let mock = Mock::start(mailsift::mock::MockConfig {
+        rate_per_min: 600_000,
+        latency: mailsift::mock::Latency::Fixed(std::time::Duration::from_millis(250)),
+        ..mailsift::mock::MockConfig::default()
+    });
+    let dir = Dir::new();
+    dir.write(
+        "in.csv",
+        "email\nann@acme-corp.com\nbob@initech.com\ncy@globex.com\n",
+    );
+    let run = |flags: &str, output: &str| {
+        let args = format!("{flags} validate in.csv -o {output} --concurrency 1");
+        on_a_terminal(&dir, &mock, &args)
+    };
+    let Some(plain) = run("", "a.csv") else {
+        eprintln!("skipped: util-linux's script (for a pseudo-terminal) is not installed");
+        return;
+    };
+    // The bar's message line, as a control: the run is long enough to draw it.
+    assert!(plain.contains("rows/s ·"), "no bar: {plain:?}");
+    let chatty = run("-vv", "b.csv").unwrap();
+    assert!(
+        chatty.contains("method=") || chatty.contains("method\x1b"),
+        "{chatty:?}"
+    );
+    assert!(!chatty.contains("rows/s ·"), "a bar at -vv: {chatty:?}");
+}
+
 /// A warning from tracing (the key file's permissions) and one written by hand (a failed
 /// `--on-complete` hook) read alike, coloured alike.
 #[cfg(unix)]
