@@ -20,7 +20,7 @@ use crate::config::InboxConfig;
 use crate::durable::{write_atomic, Lock};
 use crate::exit::Exit;
 use crate::input::Source;
-use crate::store::{JobState, Store};
+use crate::store::Store;
 use crate::validate::{self, ValidateConfig};
 
 /// Names that are someone else's work in progress, never picked up.
@@ -73,8 +73,8 @@ impl Log {
 }
 
 /// What the inbox needs from the rest of mailsift: running one file's job, and knowing whether
-/// the state directory holds an unfinished job of that very file. [`Validate`] in the program,
-/// a fake in the unit tests.
+/// the state directory holds a job of that very file. [`Validate`] in the program, a fake in
+/// the unit tests.
 pub(crate) trait Jobs {
     /// Runs one job to its end or to a resumable stop (`stop` is cancelled by a signal).
     fn run(
@@ -83,9 +83,10 @@ pub(crate) trait Jobs {
         stop: CancellationToken,
     ) -> impl Future<Output = anyhow::Result<Exit>> + Send;
 
-    /// Whether a job of `input`, with the content it has now, stopped before finishing
-    /// `output`: the same file, which resumes into its own output.
-    fn resumes(
+    /// Whether the state directory holds a job of `input`, with the content it has now, writing
+    /// `output`: the same file run again (stopped before its end, or killed after it before the
+    /// input was archived), which goes on with its own output.
+    fn same_file(
         &self,
         input: &Path,
         output: &Path,
@@ -102,16 +103,16 @@ impl Jobs for Validate {
         validate::run(job, stop.cancelled_owned()).await
     }
 
-    async fn resumes(&self, input: &Path, output: &Path) -> anyhow::Result<bool> {
+    async fn same_file(&self, input: &Path, output: &Path) -> anyhow::Result<bool> {
         let (dir, input, output) = (self.state_dir.clone(), input.to_owned(), output.to_owned());
         // Opening the store may wait for its lock: not on a worker.
-        tokio::task::spawn_blocking(move || unfinished(&dir, &input, &output)).await?
+        tokio::task::spawn_blocking(move || job_of(&dir, &input, &output)).await?
     }
 }
 
-/// Whether the job record of `input` -> `output` in `dir` is unfinished and was made from the
-/// content `input` has now. Read-only: a state directory that does not exist is not created.
-fn unfinished(dir: &Path, input: &Path, output: &Path) -> anyhow::Result<bool> {
+/// Whether `dir` holds a job record of `input` -> `output` made from the content `input` has
+/// now. Read-only: a state directory that does not exist is not created.
+fn job_of(dir: &Path, input: &Path, output: &Path) -> anyhow::Result<bool> {
     if !dir.join("db").exists() {
         return Ok(false);
     }
@@ -128,7 +129,7 @@ fn unfinished(dir: &Path, input: &Path, output: &Path) -> anyhow::Result<bool> {
     let Some(record) = Store::open(dir)?.job(&id)? else {
         return Ok(false);
     };
-    Ok(record.state != JobState::Done && record.fingerprint == fingerprint(input)?)
+    Ok(record.fingerprint == fingerprint(input)?)
 }
 
 /// The content of a file as validate's job record identifies it: its size, and hashes of its
@@ -434,8 +435,8 @@ fn scan(config: &InboxConfig) -> anyhow::Result<Vec<(PathBuf, bool)>> {
 
 /// Where a file's results go: OUTBOX/STEM.validated.csv and STEM.report.json, or STEM-2.*,
 /// STEM-3.* as the archive names them, so that a file dropped again under a name already used
-/// never overwrites the results of the earlier one. The same file, stopped and resumed, keeps
-/// writing its own output.
+/// never overwrites the results of the earlier one. The same file run again (stopped and
+/// resumed, or killed after its job's end) keeps its own output.
 async fn outputs(
     config: &InboxConfig,
     jobs: &impl Jobs,
@@ -453,7 +454,7 @@ async fn outputs(
         };
         let output = config.outbox.join(format!("{name}.validated.csv"));
         let report = config.outbox.join(format!("{name}.report.json"));
-        if jobs.resumes(path, &output).await? {
+        if jobs.same_file(path, &output).await? {
             return Ok((output, report));
         }
         let mut files = vec![report.with_extension("html"), report.clone()];
@@ -585,13 +586,13 @@ mod tests {
 
     /// Runs no job: answers from a script, writes what a job would write (the input's lines
     /// under a `validated` header and a report on success, a partial file on a stop), and keeps
-    /// the record of the jobs it stopped, as the state directory would.
+    /// a record of each job, as the state directory would.
     #[derive(Default)]
     struct Fake {
         script: Mutex<VecDeque<anyhow::Result<Exit>>>,
         runs: Mutex<Vec<Run>>,
-        /// Stopped jobs: input, output, and the input's content then.
-        unfinished: Mutex<Vec<(PathBuf, PathBuf, Vec<u8>)>>,
+        /// The jobs' records: input, output, and the input's content then.
+        jobs: Mutex<Vec<(PathBuf, PathBuf, Vec<u8>)>>,
         seen: Option<mpsc::UnboundedSender<PathBuf>>,
     }
 
@@ -637,19 +638,13 @@ mod tests {
                         "credits": { "spent_this_run": 0.5 },
                     });
                     std::fs::write(&report, summary.to_string()).unwrap();
-                    self.unfinished
-                        .lock()
-                        .unwrap()
-                        .retain(|(i, o, _)| (i, o) != (&input, &output));
                 }
-                Ok(_) => {
-                    std::fs::write(partial_path(&output), "validated\n").unwrap();
-                    self.unfinished
-                        .lock()
-                        .unwrap()
-                        .push((input.clone(), output, content));
-                }
+                Ok(_) => std::fs::write(partial_path(&output), "validated\n").unwrap(),
                 Err(_) => {}
+            }
+            if result.is_ok() {
+                let record = (input.clone(), output, content);
+                self.jobs.lock().unwrap().push(record);
             }
             if let Some(seen) = &self.seen {
                 let _ = seen.send(input);
@@ -657,10 +652,10 @@ mod tests {
             result
         }
 
-        async fn resumes(&self, input: &Path, output: &Path) -> anyhow::Result<bool> {
+        async fn same_file(&self, input: &Path, output: &Path) -> anyhow::Result<bool> {
             let now = std::fs::read(input)?;
             Ok(self
-                .unfinished
+                .jobs
                 .lock()
                 .unwrap()
                 .iter()
@@ -805,6 +800,29 @@ mod tests {
             drop.read("out/b-2.validated.csv"),
             "validated\nemail\ncy@globex.com\n"
         );
+    }
+
+    /// Killed after the job's end, before the input was archived: the next run is the same
+    /// job, with the same output (validate then finds it done); the same content dropped again
+    /// is the same job too, and nothing is written beside it.
+    #[tokio::test]
+    async fn the_same_file_run_again_keeps_its_output() {
+        let drop = Drop::new();
+        let config = drop.config(&["--once"]);
+        let fake = Fake::default();
+        let content = "email\nann@acme.com\n";
+        let input = drop.put("a.csv", content, MINUTE);
+        std::fs::create_dir(drop.path("out")).unwrap();
+        std::fs::write(drop.path("out/a.validated.csv"), "validated\n").unwrap();
+        let record = (input, drop.path("out/a.validated.csv"), content.into());
+        fake.jobs.lock().unwrap().push(record);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+        drop.put("a.csv", content, MINUTE);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+        let outputs: Vec<PathBuf> = fake.runs().into_iter().map(|r| r.output).collect();
+        assert_eq!(outputs, vec![drop.path("out/a.validated.csv"); 2]);
+        assert!(!drop.path("out/a-2.validated.csv").exists());
+        assert!(drop.path("in/processed/a-2.csv").exists());
     }
 
     #[tokio::test]
