@@ -116,16 +116,20 @@ fn job_of(dir: &Path, input: &Path, output: &Path) -> anyhow::Result<bool> {
     if !dir.join("db").exists() {
         return Ok(false);
     }
-    // The keys validate gives a job: the absolute paths (the output's folder exists).
-    let absolute = |path: &Path| -> anyhow::Result<String> {
-        let dir = std::fs::canonicalize(path.parent().unwrap_or(Path::new(".")))
-            .with_context(|| format!("reading {}", path.display()))?;
-        Ok(dir
-            .join(path.file_name().unwrap_or_default())
-            .display()
-            .to_string())
+    // The keys validate gives a job: the canonical paths (of the folder, for an output not
+    // written yet).
+    let absolute = |path: &Path| -> String {
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            let dir = dir.unwrap_or(Path::new("."));
+            let name = path.file_name().unwrap_or_default();
+            std::fs::canonicalize(dir)
+                .unwrap_or_else(|_| dir.to_owned())
+                .join(name)
+        });
+        path.display().to_string()
     };
-    let id = Store::job_id(&absolute(input)?, &absolute(output)?);
+    let id = Store::job_id(&absolute(input), &absolute(output));
     let Some(record) = Store::open(dir)?.job(&id)? else {
         return Ok(false);
     };
