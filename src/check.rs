@@ -263,7 +263,8 @@ fn print(results: &mut [CheckLine], json: bool) -> anyhow::Result<()> {
     for r in results.iter_mut() {
         r.suggestion = address::suggest(&r.normalized);
     }
-    let mut out = std::io::stdout().lock();
+    // Verdicts in their colours on a terminal; anstream drops the escapes elsewhere.
+    let mut out = anstream::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(results)?)?;
         return Ok(());
@@ -274,7 +275,12 @@ fn print(results: &mut [CheckLine], json: bool) -> anyhow::Result<()> {
         .max()
         .unwrap_or(0);
     for r in results.iter() {
-        let mut line = format!("{:width$}  {:<15}", r.address, r.status);
+        let style = crate::term::verdict(&r.status);
+        let pad = 15usize.saturating_sub(r.status.chars().count());
+        let mut line = format!(
+            "{:width$}  {style}{}{style:#}{:pad$}",
+            r.address, r.status, ""
+        );
         match r.credits_consumed {
             Some(c) => line.push_str(&format!("  credits {:<5}", format_credits(c))),
             None => line.push_str("               "),

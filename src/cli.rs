@@ -64,7 +64,8 @@ const API_GLOBALS: [&str; 3] = ["api_key_file", "base_url", "timeout"];
 /// (still accepted, so scripts that pass them keep working), and usage lines are fixed to the
 /// generated ones, because clap otherwise lists in them, as if typed, the flags an environment
 /// variable filled (`Usage: mailsift validate --state-dir <DIR> <INPUT>`).
-fn finish(mut command: clap::Command) -> clap::Command {
+fn finish(command: clap::Command) -> clap::Command {
+    let mut command = command.styles(crate::term::HELP);
     command.build();
     // Only in-place changes from here on: a built command indexes its flags by position.
     let globals: Vec<String> = command
@@ -97,9 +98,15 @@ fn hide<S: AsRef<str>>(command: clap::Command, ids: &[S]) -> clap::Command {
 /// Pins the usage line of `command` and its subcommands to the one their help shows, with no
 /// flag filled in.
 fn fix_usage(mut command: clap::Command) -> clap::Command {
-    let usage = command.render_usage().to_string();
-    let usage = usage.strip_prefix("Usage: ").unwrap_or(&usage).to_owned();
-    command.override_usage(usage).mut_subcommands(fix_usage)
+    // Styled, so the pinned line keeps clap's colours; without its `Usage: ` heading.
+    let usage = command.render_usage().ansi().to_string();
+    let usage = match usage.split_once("Usage:") {
+        Some((_, rest)) => rest.trim_start_matches("\x1b[0m").trim_start_matches(' '),
+        None => &usage,
+    };
+    command
+        .override_usage(clap::builder::StyledStr::from(usage.to_owned()))
+        .mut_subcommands(fix_usage)
 }
 
 #[derive(Debug, clap::Args)]
@@ -135,6 +142,15 @@ pub struct GlobalArgs {
     /// Log more (-v: what happens, -vv: every request)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Colour: auto (on a terminal, unless NO_COLOR is set), always, or never
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
+    pub color: clap::ColorChoice,
+
+    /// Messages on stderr as text, or as json: one object per line (inbox's file events,
+    /// warnings, errors, -v and -vv lines, progress), and nothing else on stderr
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -518,10 +534,6 @@ pub struct InboxArgs {
     /// If another inbox run holds the folder, wait for it instead of exiting
     #[arg(long)]
     pub wait: bool,
-
-    /// Log format: text, or json (one object per line per event)
-    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    pub log_format: String,
 
     /// A shell command run after each file, with its paths and counts in MAILSIFT_* variables
     #[arg(long, value_name = "CMD")]

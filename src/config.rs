@@ -299,7 +299,7 @@ impl Config {
                     settle: i.settle,
                     require_marker: i.require_marker,
                     wait: i.wait,
-                    json_log: i.log_format == "json",
+                    json_log: g.log_format == "json",
                     quiet: g.quiet,
                     on_complete: i.on_complete,
                     report_html: i.report_html,

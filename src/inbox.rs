@@ -17,9 +17,11 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::InboxConfig;
+use crate::config::ValidateConfig;
 use crate::durable::{write_atomic, Lock};
 use crate::exit::Exit;
 use crate::input::Location;
+use crate::store::Store;
 use crate::validate;
 
 /// Names that are someone else's work in progress, never picked up.
@@ -27,7 +29,8 @@ const TEMPORARY: [&str; 6] = [".partial", ".tmp", "~", ".crdownload", ".part", "
 /// The lock that keeps two inbox runs on one folder apart (hidden, so never picked up).
 const LOCK: &str = ".mailsift-inbox.lock";
 
-/// One line per event, for people (text) or log shippers (JSON).
+/// One line per event, in the program's style ([`crate::term`]) for people, or as a JSON object
+/// for log shippers: `time`, `level`, `event`, `message`, `file` and the event's details.
 struct Log {
     json: bool,
     quiet: bool,
@@ -35,35 +38,119 @@ struct Log {
 
 impl Log {
     fn event(&self, event: &str, file: Option<&Path>, message: &str, details: Value) {
-        let error = matches!(event, "failed" | "stopped" | "hook_failed");
-        if self.quiet && !error {
+        let trouble = matches!(event, "failed" | "hook_failed");
+        if self.quiet && !trouble && event != "stopped" {
             return;
         }
         if self.json {
-            let mut line = json!({
-                "time": crate::schema::rfc3339(crate::clock::now()),
-                "event": event,
-                "message": message,
-            });
+            let mut fields = serde_json::Map::new();
+            fields.insert("event".into(), event.into());
             if let Some(file) = file {
-                line["file"] = json!(file.display().to_string());
+                fields.insert("file".into(), file.display().to_string().into());
             }
-            if let (Value::Object(line), Value::Object(details)) = (&mut line, details) {
-                line.extend(details);
+            if let Value::Object(details) = details {
+                fields.extend(details);
             }
-            eprintln!("{line}");
-        } else {
-            match file {
-                Some(file) => eprintln!("mailsift inbox: {event} {}: {message}", file.display()),
-                None => eprintln!("mailsift inbox: {event}: {message}"),
+            let level = if trouble { "warning" } else { "info" };
+            return crate::term::json_line(level, message, fields);
+        }
+        let text = match file {
+            Some(file) if event == "finished" => format!("{}: {message}", file.display()),
+            Some(file) if event == "started" => format!("{} {message}", file.display()),
+            Some(file) => format!("{}: {message}", file.display()),
+            None => message.to_owned(),
+        };
+        match event {
+            "failed" | "hook_failed" => crate::term::warn(text),
+            "locked" => crate::term::note(text),
+            "started" => crate::term::status("Validating", text),
+            other => {
+                let mut word = other.to_owned();
+                word[..1].make_ascii_uppercase();
+                crate::term::status(&word, text)
             }
         }
     }
 }
 
+/// What the inbox needs from the rest of mailsift: running one file's job, and knowing whether
+/// the state directory holds a job of that very file. [`Validate`] in the program, a fake in
+/// the unit tests.
+pub(crate) trait Jobs {
+    /// Runs one job to its end or to a resumable stop (`stop` is cancelled by a signal).
+    fn run(
+        &self,
+        job: ValidateConfig,
+        stop: CancellationToken,
+    ) -> impl Future<Output = anyhow::Result<Exit>> + Send;
+
+    /// Whether the state directory holds a job of `input`, with the content it has now, writing
+    /// `output`: the same file run again (stopped before its end, or killed after it before the
+    /// input was archived), which goes on with its own output.
+    fn same_file(
+        &self,
+        input: &Path,
+        output: &Path,
+    ) -> impl Future<Output = anyhow::Result<bool>> + Send;
+}
+
+/// The jobs of `mailsift validate`, and their records in the state directory.
+struct Validate {
+    state_dir: PathBuf,
+}
+
+impl Jobs for Validate {
+    async fn run(&self, job: ValidateConfig, stop: CancellationToken) -> anyhow::Result<Exit> {
+        validate::run(job, stop.cancelled_owned()).await
+    }
+
+    async fn same_file(&self, input: &Path, output: &Path) -> anyhow::Result<bool> {
+        let (dir, input, output) = (self.state_dir.clone(), input.to_owned(), output.to_owned());
+        // Opening the store may wait for its lock: not on a worker.
+        tokio::task::spawn_blocking(move || job_of(&dir, &input, &output)).await?
+    }
+}
+
+/// Whether `dir` holds a job record of `input` -> `output` made from the content `input` has
+/// now. Read-only: a state directory that does not exist is not created.
+fn job_of(dir: &Path, input: &Path, output: &Path) -> anyhow::Result<bool> {
+    if !dir.join("db").exists() {
+        return Ok(false);
+    }
+    // The keys validate gives a job: the canonical paths (of the folder, for an output not
+    // written yet).
+    let absolute = |path: &Path| -> String {
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            let dir = dir.unwrap_or(Path::new("."));
+            let name = path.file_name().unwrap_or_default();
+            std::fs::canonicalize(dir)
+                .unwrap_or_else(|_| dir.to_owned())
+                .join(name)
+        });
+        path.display().to_string()
+    };
+    let id = Store::job_id(&absolute(input), &absolute(output));
+    let Some(record) = Store::open(dir)?.job(&id)? else {
+        return Ok(false);
+    };
+    Ok(record.fingerprint == validate::fingerprint(input)?)
+}
+
 /// Runs the inbox until it is empty (`--once`) or until a signal.
 pub async fn run(
     config: InboxConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Exit> {
+    let jobs = Validate {
+        state_dir: config.template.state_dir.clone(),
+    };
+    watch(&config, &jobs, shutdown).await
+}
+
+async fn watch(
+    config: &InboxConfig,
+    jobs: &impl Jobs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Exit> {
     let log = Log {
@@ -77,7 +164,7 @@ pub async fn run(
         on_signal.cancel();
     });
 
-    let Some(_lock) = lock(&config, &log, &cancel).await? else {
+    let Some(_lock) = lock(config, &log, &cancel).await? else {
         return Ok(if cancel.is_cancelled() {
             Exit::Interrupted
         } else {
@@ -102,7 +189,7 @@ pub async fn run(
         );
     }
     loop {
-        for (path, ready) in scan(&config)? {
+        for (path, ready) in scan(config)? {
             if cancel.is_cancelled() {
                 log.event("stopped", None, "interrupted by a signal", json!({}));
                 return Ok(Exit::Interrupted);
@@ -116,7 +203,7 @@ pub async fn run(
                 );
                 continue;
             }
-            if let Some(exit) = process(&config, &log, &cancel, &path).await? {
+            if let Some(exit) = process(config, jobs, &log, &cancel, &path).await? {
                 return Ok(exit);
             }
         }
@@ -136,16 +223,12 @@ pub async fn run(
 /// Validates one file and moves it on. `Some(exit)` ends the inbox run.
 async fn process(
     config: &InboxConfig,
+    jobs: &impl Jobs,
     log: &Log,
     cancel: &CancellationToken,
     path: &Path,
 ) -> anyhow::Result<Option<Exit>> {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let output = config.outbox.join(format!("{stem}.validated.csv"));
-    let report = config.outbox.join(format!("{stem}.report.json"));
+    let (output, report) = outputs(config, jobs, path).await?;
     log.event(
         "started",
         Some(path),
@@ -158,7 +241,7 @@ async fn process(
     job.output = Some(output.clone());
     job.report = Some(report.clone());
     job.report_html = config.report_html.then(|| report.with_extension("html"));
-    let result = validate::run(job, cancel.clone().cancelled_owned()).await;
+    let result = jobs.run(job, cancel.clone()).await;
     let exit = match &result {
         Ok(exit) => *exit,
         Err(e) => Exit::for_error(e),
@@ -324,6 +407,45 @@ fn scan(config: &InboxConfig) -> anyhow::Result<Vec<(PathBuf, bool)>> {
         .collect())
 }
 
+/// Where a file's results go: OUTBOX/STEM.validated.csv and STEM.report.json, or STEM-2.*,
+/// STEM-3.* as the archive names them, so that a file dropped again under a name already used
+/// never overwrites the results of the earlier one. The same file run again (stopped and
+/// resumed, or killed after its job's end) keeps its own output.
+async fn outputs(
+    config: &InboxConfig,
+    jobs: &impl Jobs,
+    path: &Path,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    use crate::output::{partial_path, split_paths};
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for n in 1..=10_000 {
+        let name = match n {
+            1 => stem.clone(),
+            n => format!("{stem}-{n}"),
+        };
+        let output = config.outbox.join(format!("{name}.validated.csv"));
+        let report = config.outbox.join(format!("{name}.report.json"));
+        if jobs.same_file(path, &output).await? {
+            return Ok((output, report));
+        }
+        let mut files = vec![report.with_extension("html"), report.clone()];
+        for written in std::iter::once(output.clone()).chain(split_paths(&output)) {
+            files.push(partial_path(&written));
+            files.push(written);
+        }
+        if !files.iter().any(|f| f.symlink_metadata().is_ok()) {
+            return Ok((output, report));
+        }
+    }
+    anyhow::bail!(
+        "{} holds results for 10000 files named {stem}: move some away",
+        config.outbox.display()
+    )
+}
+
 fn marker(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".ready");
@@ -409,5 +531,390 @@ fn hook(
             &format!("--on-complete could not run: {e}"),
             json!({}),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The inbox's own logic (which files, which names, what moves where, what is said and run)
+    //! behind a fake job runner: no CSV is read and nothing is validated here.
+
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use clap::Parser;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::cli::Args;
+    use crate::config::Config;
+    use crate::output::partial_path;
+
+    /// One job the fake was asked to run.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Run {
+        input: PathBuf,
+        output: PathBuf,
+        report: PathBuf,
+    }
+
+    /// Runs no job: answers from a script, writes what a job would write (the input's lines
+    /// under a `validated` header and a report on success, a partial file on a stop), and keeps
+    /// a record of each job, as the state directory would.
+    #[derive(Default)]
+    struct Fake {
+        script: Mutex<VecDeque<anyhow::Result<Exit>>>,
+        runs: Mutex<Vec<Run>>,
+        /// The jobs' records: input, output, and the input's content then.
+        jobs: Mutex<Vec<(PathBuf, PathBuf, Vec<u8>)>>,
+        seen: Option<mpsc::UnboundedSender<PathBuf>>,
+    }
+
+    impl Fake {
+        fn answering(script: Vec<anyhow::Result<Exit>>) -> Fake {
+            Fake {
+                script: Mutex::new(script.into()),
+                ..Fake::default()
+            }
+        }
+
+        fn runs(&self) -> Vec<Run> {
+            self.runs.lock().unwrap().clone()
+        }
+    }
+
+    impl Jobs for Fake {
+        async fn run(&self, job: ValidateConfig, _stop: CancellationToken) -> anyhow::Result<Exit> {
+            let Location::Path(input) = job.input else {
+                panic!("the inbox runs files, not standard input")
+            };
+            let (output, report) = (job.output.unwrap(), job.report.unwrap());
+            let content = std::fs::read(&input).unwrap();
+            self.runs.lock().unwrap().push(Run {
+                input: input.clone(),
+                output: output.clone(),
+                report: report.clone(),
+            });
+            let result = self
+                .script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(Ok(Exit::Ok));
+            match &result {
+                Ok(Exit::Ok) => {
+                    let rows = content.iter().filter(|b| **b == b'\n').count();
+                    std::fs::write(&output, [b"validated\n".as_slice(), &content].concat())
+                        .unwrap();
+                    let summary = json!({
+                        "rows": { "total": rows },
+                        "statuses": { "valid": rows },
+                        "credits": { "spent_this_run": 0.5 },
+                    });
+                    std::fs::write(&report, summary.to_string()).unwrap();
+                }
+                Ok(_) => std::fs::write(partial_path(&output), "validated\n").unwrap(),
+                Err(_) => {}
+            }
+            if result.is_ok() {
+                let record = (input.clone(), output, content);
+                self.jobs.lock().unwrap().push(record);
+            }
+            if let Some(seen) = &self.seen {
+                let _ = seen.send(input);
+            }
+            result
+        }
+
+        async fn same_file(&self, input: &Path, output: &Path) -> anyhow::Result<bool> {
+            let now = std::fs::read(input)?;
+            Ok(self
+                .jobs
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(i, o, content)| i == input && o == output && *content == now))
+        }
+    }
+
+    /// A folder with `in/` (the inbox) and the config of `mailsift inbox in --out out` plus
+    /// `args`, as the command line makes it.
+    struct Drop {
+        dir: tempfile::TempDir,
+    }
+
+    impl Drop {
+        fn new() -> Drop {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("in")).unwrap();
+            Drop { dir }
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+
+        /// Writes `in/NAME`, last changed `age` ago.
+        fn put(&self, name: &str, content: &str, age: Duration) -> PathBuf {
+            let path = self.path("in").join(name);
+            std::fs::write(&path, content).unwrap();
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(SystemTime::now() - age).unwrap();
+            path
+        }
+
+        fn read(&self, name: &str) -> String {
+            std::fs::read_to_string(self.path(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+        }
+
+        fn config(&self, args: &[&str]) -> InboxConfig {
+            let root = |name: &str| self.path(name).display().to_string();
+            let mut line = vec![
+                "mailsift".to_owned(),
+                "--sandbox".into(),
+                "--quiet".into(),
+                "inbox".into(),
+                root("in"),
+                "--out".into(),
+                root("out"),
+                "--state-dir".into(),
+                root("state"),
+            ];
+            if !args.contains(&"--settle") {
+                line.extend(["--settle".into(), "0s".into()]);
+            }
+            line.extend(args.iter().map(|a| a.to_string()));
+            match Config::from_args(Args::try_parse_from(line).unwrap(), None).unwrap() {
+                Config::Inbox(config) => *config,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    async fn once(config: &InboxConfig, fake: &Fake) -> Exit {
+        watch(config, fake, std::future::pending()).await.unwrap()
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn a_file_dropped_again_under_a_used_name_gets_results_of_its_own() {
+        let drop = Drop::new();
+        let config = drop.config(&["--once"]);
+        let fake = Fake::default();
+        drop.put("a.csv", "email\nann@acme.com\n", MINUTE);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+        drop.put("a.csv", "email\nbob@initech.com\ncy@initech.com\n", MINUTE);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+        drop.put("a.csv", "email\ndee@globex.com\n", MINUTE);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+
+        assert_eq!(
+            drop.read("out/a.validated.csv"),
+            "validated\nemail\nann@acme.com\n"
+        );
+        assert_eq!(
+            drop.read("out/a-2.validated.csv"),
+            "validated\nemail\nbob@initech.com\ncy@initech.com\n"
+        );
+        assert_eq!(
+            drop.read("out/a-3.validated.csv"),
+            "validated\nemail\ndee@globex.com\n"
+        );
+        for (report, rows) in [("a", 2), ("a-2", 3), ("a-3", 2)] {
+            let summary: Value =
+                serde_json::from_str(&drop.read(&format!("out/{report}.report.json"))).unwrap();
+            assert_eq!(summary["rows"]["total"], rows, "{report}");
+        }
+        assert_eq!(drop.read("in/processed/a.csv"), "email\nann@acme.com\n");
+        assert_eq!(drop.read("in/processed/a-3.csv"), "email\ndee@globex.com\n");
+    }
+
+    #[tokio::test]
+    async fn a_stopped_file_resumes_into_its_own_output_and_a_replaced_one_does_not() {
+        let drop = Drop::new();
+        let config = drop.config(&["--once"]);
+        let fake = Fake::answering(vec![
+            Ok(Exit::Interrupted),
+            Ok(Exit::OutOfCredits),
+            Ok(Exit::Ok),
+        ]);
+        drop.put("a.csv", "email\nann@acme.com\n", MINUTE);
+        assert_eq!(once(&config, &fake).await, Exit::Interrupted);
+        assert!(
+            drop.path("in/a.csv").exists(),
+            "a stopped file stays in the inbox"
+        );
+        assert_eq!(once(&config, &fake).await, Exit::OutOfCredits);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+        let outputs: Vec<PathBuf> = fake.runs().into_iter().map(|r| r.output).collect();
+        assert_eq!(outputs, vec![drop.path("out/a.validated.csv"); 3]);
+        assert_eq!(
+            drop.read("out/a.validated.csv"),
+            "validated\nemail\nann@acme.com\n"
+        );
+
+        // Stopped, then replaced by another file of the same name before the next run: that
+        // one is new, and the stopped job's files are left alone.
+        let fake = Fake::answering(vec![Ok(Exit::Interrupted)]);
+        drop.put("b.csv", "email\nbob@initech.com\n", MINUTE);
+        assert_eq!(once(&config, &fake).await, Exit::Interrupted);
+        drop.put("b.csv", "email\ncy@globex.com\n", MINUTE);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+        let outputs: Vec<PathBuf> = fake.runs().into_iter().map(|r| r.output).collect();
+        assert_eq!(
+            outputs,
+            [
+                drop.path("out/b.validated.csv"),
+                drop.path("out/b-2.validated.csv")
+            ]
+        );
+        assert!(partial_path(&drop.path("out/b.validated.csv")).exists());
+        assert_eq!(
+            drop.read("out/b-2.validated.csv"),
+            "validated\nemail\ncy@globex.com\n"
+        );
+    }
+
+    /// Killed after the job's end, before the input was archived: the next run is the same
+    /// job, with the same output (validate then finds it done); the same content dropped again
+    /// is the same job too, and nothing is written beside it.
+    #[tokio::test]
+    async fn the_same_file_run_again_keeps_its_output() {
+        let drop = Drop::new();
+        let config = drop.config(&["--once"]);
+        let fake = Fake::default();
+        let content = "email\nann@acme.com\n";
+        let input = drop.put("a.csv", content, MINUTE);
+        std::fs::create_dir(drop.path("out")).unwrap();
+        std::fs::write(drop.path("out/a.validated.csv"), "validated\n").unwrap();
+        let record = (input, drop.path("out/a.validated.csv"), content.into());
+        fake.jobs.lock().unwrap().push(record);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+        drop.put("a.csv", content, MINUTE);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+        let outputs: Vec<PathBuf> = fake.runs().into_iter().map(|r| r.output).collect();
+        assert_eq!(outputs, vec![drop.path("out/a.validated.csv"); 2]);
+        assert!(!drop.path("out/a-2.validated.csv").exists());
+        assert!(drop.path("in/processed/a-2.csv").exists());
+    }
+
+    #[tokio::test]
+    async fn a_file_the_job_refuses_is_set_aside_with_a_note_and_the_rest_go_on() {
+        let drop = Drop::new();
+        let config = drop.config(&["--once"]);
+        let why = "bad.csv, line 1: no column holds addresses; name it with --email-column";
+        let fake = Fake::answering(vec![Err(crate::exit::usage(why))]);
+        drop.put("bad.csv", "name\nAnn\n", 2 * MINUTE);
+        drop.put("good.csv", "email\nann@acme.com\n", MINUTE);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+
+        assert_eq!(drop.read("in/failed/bad.csv"), "name\nAnn\n");
+        assert_eq!(drop.read("in/failed/bad.csv.error.txt"), format!("{why}\n"));
+        assert!(!drop.path("out/bad.validated.csv").exists());
+        assert_eq!(drop.read("in/processed/good.csv"), "email\nann@acme.com\n");
+        assert!(drop.path("out/good.report.json").exists());
+    }
+
+    #[tokio::test]
+    async fn a_stop_that_concerns_every_file_ends_the_run_and_moves_nothing() {
+        let drop = Drop::new();
+        let config = drop.config(&["--once"]);
+        for exit in [Exit::OutOfCredits, Exit::KeyRejected, Exit::TooManyFailures] {
+            let fake = Fake::answering(vec![Ok(exit)]);
+            drop.put("first.csv", "email\nann@acme.com\n", 2 * MINUTE);
+            drop.put("second.csv", "email\nbob@acme.com\n", MINUTE);
+            assert_eq!(once(&config, &fake).await, exit);
+            let inputs: Vec<PathBuf> = fake.runs().into_iter().map(|r| r.input).collect();
+            assert_eq!(inputs, [drop.path("in/first.csv")], "{exit:?}");
+            assert!(drop.path("in/second.csv").exists());
+            assert!(!drop.path("in/processed").join("first.csv").exists());
+        }
+    }
+
+    #[tokio::test]
+    async fn only_ready_files_are_claimed() {
+        let drop = Drop::new();
+        let fake = Fake::default();
+        for name in ["a.csv.partial", "b.csv.tmp", ".c.csv", "d.md", "e.csv~"] {
+            drop.put(name, "email\nann@acme.com\n", MINUTE);
+        }
+        drop.put("fresh.csv", "email\nann@acme.com\n", Duration::ZERO);
+        let config = drop.config(&["--once", "--settle", "30s"]);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+        assert_eq!(fake.runs(), []);
+        assert!(drop.path("in/fresh.csv").exists());
+
+        // With --require-marker, age does not matter, the marker does; it goes with the file.
+        let config = drop.config(&["--once", "--settle", "30s", "--require-marker"]);
+        drop.put("marked.csv", "email\nbob@acme.com\n", Duration::ZERO);
+        drop.put("marked.csv.ready", "", Duration::ZERO);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+        let inputs: Vec<PathBuf> = fake.runs().into_iter().map(|r| r.input).collect();
+        assert_eq!(inputs, [drop.path("in/marked.csv")]);
+        assert!(!drop.path("in/marked.csv.ready").exists());
+        assert!(drop.path("in/fresh.csv").exists());
+
+        // A pattern picks other names.
+        let config = drop.config(&["--once", "--pattern", "*.md"]);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+        assert_eq!(fake.runs().last().unwrap().input, drop.path("in/d.md"));
+        assert_eq!(fake.runs().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_hook_gets_the_files_and_counts_and_its_failure_stops_nothing() {
+        let drop = Drop::new();
+        let said = drop.path("hook.txt");
+        let hook = format!(
+            "printf '%s|%s|%s|%s|%s' \"$MAILSIFT_ROWS\" \"$MAILSIFT_VALID\" \
+             \"$MAILSIFT_CREDITS_SPENT\" \"$(basename \"$MAILSIFT_OUTPUT\")\" \
+             \"$(basename \"$MAILSIFT_INPUT\")\" >> '{}'; exit 3",
+            said.display()
+        );
+        let config = drop.config(&["--once", "--on-complete", &hook]);
+        let fake = Fake::default();
+        drop.put("a.csv", "email\nann@acme.com\nbob@acme.com\n", 2 * MINUTE);
+        drop.put("b.csv", "email\ncy@acme.com\n", MINUTE);
+        assert_eq!(once(&config, &fake).await, Exit::Ok);
+        assert_eq!(
+            drop.read("hook.txt"),
+            "3|3|0.5|a.validated.csv|a.csv2|2|0.5|b.validated.csv|b.csv"
+        );
+        assert!(drop.path("in/processed/b.csv").exists());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn watching_looks_again_every_interval_and_a_signal_ends_it_while_idle() {
+        let drop = Drop::new();
+        let config = drop.config(&["--interval", "30s"]);
+        let (seen, mut runs) = mpsc::unbounded_channel();
+        let fake = Arc::new(Fake {
+            seen: Some(seen),
+            ..Fake::default()
+        });
+        let (signal, signalled) = tokio::sync::oneshot::channel::<()>();
+        drop.put("first.csv", "email\nann@acme.com\n", MINUTE);
+        let started = tokio::time::Instant::now();
+        let watching = tokio::spawn({
+            let fake = fake.clone();
+            async move {
+                let shutdown = async {
+                    let _ = signalled.await;
+                };
+                watch(&config, &*fake, shutdown).await
+            }
+        });
+
+        assert_eq!(runs.recv().await, Some(drop.path("in/first.csv")));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        drop.put("second.csv", "email\nbob@acme.com\n", MINUTE);
+        assert_eq!(runs.recv().await, Some(drop.path("in/second.csv")));
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_secs(45)).await;
+        signal.send(()).unwrap();
+        assert_eq!(watching.await.unwrap().unwrap(), Exit::Ok);
+        assert_eq!(fake.runs().len(), 2, "nothing new, nothing run");
+        assert!(drop.path("in/processed/second.csv").exists());
     }
 }

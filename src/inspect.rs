@@ -263,7 +263,7 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
              confirm it: add --yes to remove them (or --dry-run to count them)",
         ));
     }
-    eprint!("{question}");
+    crate::term::ask(question);
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES"))

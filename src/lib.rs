@@ -86,6 +86,7 @@ pub(crate) mod report_html;
 pub(crate) mod retry;
 pub(crate) mod stop;
 pub(crate) mod tally;
+pub(crate) mod term;
 pub(crate) mod xlsx;
 
 use std::future::Future;
@@ -129,6 +130,12 @@ pub mod internals {
     }
     pub mod report {
         pub use crate::report::Counters;
+    }
+    /// What the binary prints and how (colour, one message style, JSON lines).
+    pub mod term {
+        pub use crate::term::{
+            clear_live, color_in_args, error, init, json, note, ColorChoice, Event, Lines,
+        };
     }
 }
 

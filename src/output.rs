@@ -647,7 +647,9 @@ pub(crate) fn crash_point(point: &str) {
     });
     if let Some((at, n)) = plan {
         if at == point && REACHED.fetch_add(1, Ordering::Relaxed) + 1 == *n {
-            eprintln!("mailsift: MAILSIFT_TEST_CRASH_AT={point}:{n}: crashing on purpose");
+            crate::term::note(format_args!(
+                "MAILSIFT_TEST_CRASH_AT={point}:{n}: crashing on purpose"
+            ));
             std::process::exit(CRASH_EXIT);
         }
     }

@@ -148,7 +148,7 @@ pub async fn run(
                 // drawn over by its next tick.
                 if let Err(full) = notes_tx.try_send(note) {
                     if services.display != Display::Quiet {
-                        eprintln!("{}", full.into_inner());
+                        crate::term::line(&full.into_inner());
                     }
                 }
                 stop.stop.cancel();

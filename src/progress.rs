@@ -1,9 +1,12 @@
 //! What a person sees while a job runs: an indicatif bar on a terminal, one plain line every
-//! ten seconds otherwise, nothing with `--quiet`. The only user of `indicatif`.
+//! ten seconds otherwise (also at `-vv`, whose request lines would tear a bar, and under
+//! `--log-format json`), nothing with `--quiet`. The only user of `indicatif`.
+//!
+//! While the bar is drawn, every line [`crate::term`] prints goes above it, and the bar is
+//! taken off the screen however the run ends: done, an error, a panic, or a second Ctrl-C.
 //!
 //! Progress only reads the counters; it never blocks a stage.
 
-use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +30,7 @@ impl Display {
     pub fn choose(quiet: bool) -> Display {
         if quiet {
             Display::Quiet
-        } else if std::io::stderr().is_terminal() {
+        } else if crate::term::bar_fits() {
             Display::Bar
         } else {
             Display::Lines
@@ -74,14 +77,52 @@ pub async fn run(
 async fn bar(
     counters: Arc<Counters>,
     total: Option<u64>,
+    notes: mpsc::Receiver<String>,
+    done: CancellationToken,
+) {
+    let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
+    draw(bar, counters, total.is_some(), notes, done).await
+}
+
+/// The bar on the screen: registered with [`crate::term`] so lines go above it, and cleared
+/// when dropped, so a run that ends by an error or a panic (its task dropped with the runtime)
+/// leaves no stale bar behind.
+struct OnScreen(ProgressBar);
+
+impl crate::term::Live for OnScreen {
+    fn suspend(&self, print: &mut dyn FnMut()) {
+        self.0.suspend(print)
+    }
+    fn clear(&self) {
+        self.0.finish_and_clear()
+    }
+}
+
+struct Shown(Arc<OnScreen>);
+
+impl Shown {
+    fn new(bar: ProgressBar) -> Shown {
+        let shown = Arc::new(OnScreen(bar));
+        crate::term::set_live(Some(shown.clone()));
+        Shown(shown)
+    }
+}
+
+impl Drop for Shown {
+    fn drop(&mut self) {
+        crate::term::set_live(None);
+        crate::term::Live::clear(&*self.0);
+    }
+}
+
+async fn draw(
+    bar: ProgressBar,
+    counters: Arc<Counters>,
+    known_total: bool,
     mut notes: mpsc::Receiver<String>,
     done: CancellationToken,
 ) {
-    let bar = match total {
-        Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()),
-        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
-    };
-    let template = if total.is_some() {
+    let template = if known_total {
         "{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}% ETA {eta}\n  {msg}"
     } else {
         "{spinner} [{elapsed_precise}] {bytes} read\n  {msg}"
@@ -94,6 +135,7 @@ async fn bar(
     let resumed_at = counters.input_done.load(Ordering::Relaxed);
     bar.set_position(resumed_at);
     bar.reset_eta();
+    let shown = Shown::new(bar.clone());
     let started = Instant::now();
     loop {
         let read = counters.input_done.load(Ordering::Relaxed).max(resumed_at);
@@ -104,11 +146,11 @@ async fn bar(
         bar.set_message(fit(&line, message_width()));
         tokio::select! {
             _ = done.cancelled() => break,
-            Some(note) = notes.recv() => bar.println(note),
+            Some(note) = notes.recv() => crate::term::line(&note),
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
-    bar.finish_and_clear();
+    drop(shown);
 }
 
 /// Room for the message line under the bar: the terminal's width (read on every tick, so a
@@ -144,7 +186,7 @@ async fn lines(
         tokio::select! {
             _ = done.cancelled() => return,
             Some(note) = notes.recv() => {
-                eprintln!("{note}");
+                crate::term::line(&note);
                 continue;
             }
             _ = tick.tick() => {}
@@ -156,18 +198,66 @@ async fn lines(
             .filter(|t| *t > 0)
             .map(|t| format!("{:.1}% read, ", read as f64 * 100.0 / t as f64))
             .unwrap_or_default();
-        eprintln!(
-            "mailsift: {rows} rows written, {percent}{:.0} rows/s, {} in flight, {}",
-            rows as f64 / secs,
-            counters.in_flight.load(Ordering::Relaxed),
-            counts(&counters)
+        crate::term::status(
+            "Progress",
+            format_args!(
+                "{rows} rows written, {percent}{:.0} rows/s, {} in flight, {}",
+                rows as f64 / secs,
+                counters.in_flight.load(Ordering::Relaxed),
+                counts(&counters)
+            ),
         );
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::fit;
+    use super::*;
+
+    /// Every way the bar's task ends takes the bar off the screen and stops routing lines
+    /// through it: cancelled (the run is over), dropped (an error return or a panic drops the
+    /// task with the runtime), and `term::clear_live` (a second Ctrl-C exits the process).
+    /// One test, since the live display is the process's.
+    #[tokio::test]
+    async fn the_bar_leaves_the_screen_however_the_run_ends() {
+        async fn shown(bar: &ProgressBar, done: CancellationToken) -> tokio::task::JoinHandle<()> {
+            let (_notes, notes_rx) = mpsc::channel(1);
+            let counters = Arc::new(Counters::new());
+            let task = tokio::spawn(draw(bar.clone(), counters, true, notes_rx, done));
+            for _ in 0..10_000 {
+                if crate::term::live().is_some() {
+                    return task;
+                }
+                tokio::task::yield_now().await;
+            }
+            panic!("the bar never registered");
+        }
+        let gone = |bar: &ProgressBar, how: &str| {
+            assert!(bar.is_finished(), "{how}: still drawn");
+            assert!(
+                crate::term::live().is_none(),
+                "{how}: lines still go through it"
+            );
+        };
+
+        let (bar, done) = (ProgressBar::hidden(), CancellationToken::new());
+        let task = shown(&bar, done.clone()).await;
+        done.cancel();
+        task.await.unwrap();
+        gone(&bar, "cancelled");
+
+        let bar = ProgressBar::hidden();
+        let task = shown(&bar, CancellationToken::new()).await;
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        gone(&bar, "dropped");
+
+        let bar = ProgressBar::hidden();
+        let task = shown(&bar, CancellationToken::new()).await;
+        crate::term::clear_live();
+        gone(&bar, "cleared before exit");
+        task.abort();
+    }
 
     #[test]
     fn a_message_is_cut_to_the_width_it_is_given() {

@@ -307,33 +307,43 @@ impl Summary {
         }
     }
 
-    /// The human summary printed at the end.
+    /// The human summary printed at the end, cargo's way: a status word, then the details
+    /// aligned under the message; verdict counts coloured when stderr keeps colour
+    /// ([`crate::term::paint`]).
     pub fn text(&self) -> String {
+        use crate::term::{paint, verdict, STATUS};
+        const INDENT: &str = "             ";
         let f = format_credits;
-        let counts = |pairs: &BTreeMap<&'static str, u64>, order: &[&str]| {
-            order
-                .iter()
-                .filter_map(|k| pairs.get(k).filter(|n| **n > 0).map(|n| format!("{k} {n}")))
-                .collect::<Vec<_>>()
-                .join(", ")
+        let word = if self.outcome == "done" {
+            "Finished"
+        } else {
+            "Stopped"
         };
         let mut out = format!(
-            "{} rows in {:.1}s ({} rows/s)\n",
-            self.rows.this_run, self.elapsed_seconds, self.rows_per_second
+            "{} {} rows in {:.1}s ({} rows/s)\n",
+            paint(STATUS, format_args!("{word:>12}")),
+            self.rows.this_run,
+            self.elapsed_seconds,
+            self.rows_per_second
         );
         if self.rows.total != self.rows.this_run {
             out.push_str(&format!(
-                "  {} rows in the output so far (earlier runs included)\n",
+                "{INDENT}{} rows in the output so far (earlier runs included)\n",
                 self.rows.total
             ));
         }
-        let statuses = counts(&self.statuses, &STATUSES);
+        let statuses = STATUSES
+            .iter()
+            .filter_map(|k| self.statuses.get(k).filter(|n| **n > 0).map(|n| (k, n)))
+            .map(|(k, n)| paint(verdict(k), format_args!("{k} {n}")))
+            .collect::<Vec<_>>()
+            .join(", ");
         if !statuses.is_empty() {
-            out.push_str(&format!("  status:  {statuses}\n"));
+            out.push_str(&format!("{INDENT}status:  {statuses}\n"));
         }
         let source = |s: &str| self.sources.get(s).copied().unwrap_or(0);
         out.push_str(&format!(
-            "  api calls {} (retries {}), cache hits {}, duplicates {}, syntax rejects {}\n",
+            "{INDENT}api calls {} (retries {}), cache hits {}, duplicates {}, syntax rejects {}\n",
             self.requests,
             self.retries,
             source("cache"),
@@ -341,7 +351,7 @@ impl Summary {
             source("syntax")
         ));
         out.push_str(&format!(
-            "  credits spent {}",
+            "{INDENT}credits spent {}",
             f(self.credits.spent_this_run)
         ));
         if (self.credits.spent_job - self.credits.spent_this_run).abs() > 1e-6 {
@@ -356,19 +366,39 @@ impl Summary {
         out.push('\n');
         if self.maybe_charged_twice > 0 {
             out.push_str(&format!(
-                "  {} requests had an unknown outcome (timeout or reset) and may have been charged twice\n",
+                "{INDENT}{} requests had an unknown outcome (timeout or reset) and may have been \
+                 charged twice\n",
                 self.maybe_charged_twice
             ));
         }
         if let Some(output) = &self.output {
-            out.push_str(&format!("  output: {output}"));
+            out.push_str(&format!("{INDENT}output: {output}"));
         }
         if let Some(split) = &self.split {
             for path in split.values() {
-                out.push_str(&format!("\n          {path}"));
+                out.push_str(&format!("\n{INDENT}        {path}"));
             }
         }
         out
+    }
+
+    /// Prints the summary on stderr: [`Self::text`], or under `--log-format json` one line
+    /// with the whole report in its `summary` field.
+    pub fn print(&self) {
+        if !crate::term::json() {
+            return crate::term::line(&self.text());
+        }
+        let mut fields = serde_json::Map::new();
+        fields.insert("status".into(), self.outcome.into());
+        fields.insert(
+            "summary".into(),
+            serde_json::to_value(self).unwrap_or_default(),
+        );
+        crate::term::json_line(
+            "info",
+            &format!("{} rows, outcome {}", self.rows.this_run, self.outcome),
+            fields,
+        );
     }
 }
 

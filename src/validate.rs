@@ -96,7 +96,7 @@ struct JobContext {
 fn say_unless(quiet: bool) -> impl Fn(String) {
     move |text: String| {
         if !quiet {
-            eprintln!("{text}");
+            crate::term::line(&text);
         }
     }
 }
@@ -611,7 +611,9 @@ async fn conclude(job: JobContext, ended: Ended) -> anyhow::Result<Exit> {
     }
     let flushing = store.clone();
     tokio::task::spawn_blocking(move || flushing.flush()).await??;
-    say(summary.text());
+    if config.display != Display::Quiet {
+        summary.print();
+    }
     if let Err(e) = reported {
         return Err(if state == JobState::Done {
             e.context(
@@ -631,7 +633,7 @@ async fn conclude(job: JobContext, ended: Ended) -> anyhow::Result<Exit> {
         Last::Say(text) => say(text.into()),
         Last::Advise(text) => {
             if config.announce {
-                eprintln!("{text}");
+                crate::term::line(&text);
             }
         }
         Last::Fail(e) => return Err(e),
@@ -1175,7 +1177,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// Identifies the input's content without reading all of it: its size, and hashes of its first
 /// and last MiB and of 16 blocks spread between. Appending, truncating, any edit that changes
 /// the length, and edits near the start or the end change it.
-fn fingerprint(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn fingerprint(path: &Path) -> anyhow::Result<String> {
     use std::io::{Read, Seek, SeekFrom};
     const EDGE: u64 = 1 << 20;
     const BLOCK: u64 = 4096;

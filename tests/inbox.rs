@@ -62,8 +62,8 @@ fn once_processes_ready_files_oldest_first_and_ignores_the_rest() {
     }
     let out = inbox(&dir, &mock).arg("--once").assert().success();
     let log = text(&out.get_output().stderr);
-    let older = log.find("finished in/older.txt").expect(&log);
-    let newer = log.find("finished in/newer.csv").expect(&log);
+    let older = log.find("Finished in/older.txt").expect(&log);
+    let newer = log.find("Finished in/newer.csv").expect(&log);
     assert!(older < newer, "oldest first: {log}");
     assert_eq!(rows(&dir.read("out/newer.validated.csv")).len(), 6);
     assert_eq!(rows(&dir.read("out/older.validated.csv")).len(), 2);
@@ -89,7 +89,7 @@ fn a_file_still_being_written_waits_for_the_settle_period_or_its_marker() {
     dir.write("in/slow.csv", list(3, "s"));
     // Just written: not settled.
     dir.ok(&mock, "inbox in --out out --once --settle 1h")
-        .stderr_has(&["waiting in/slow.csv"]);
+        .stderr_has(&["Waiting in/slow.csv"]);
     assert!(dir.path("in/slow.csv").exists() && mock.stats().validations == 0);
     // Unchanged for longer than the settle period: ready.
     age(&dir.path("in/slow.csv"), Duration::from_secs(7200));
@@ -238,7 +238,7 @@ fn out_of_credits_stops_and_leaves_the_remaining_files() {
         .args(["--once", "--concurrency", "2"])
         .assert()
         .code(4)
-        .stderr(predicate::str::contains("stopped in/one.csv"));
+        .stderr(predicate::str::contains("Stopped in/one.csv"));
     assert!(dir.path("in/one.csv").exists() && dir.path("in/two.csv").exists());
     mock.server.set_credits(100.0);
     inbox(&dir, &mock).arg("--once").assert().success();
@@ -323,7 +323,7 @@ fn watching_picks_up_files_dropped_while_it_runs() {
         .expect("a first line on stderr");
     assert_eq!(
         first,
-        "mailsift inbox: watching in: every 50ms, results to out (stop with Ctrl-C or SIGTERM)"
+        "    Watching in: every 50ms, results to out (stop with Ctrl-C or SIGTERM)"
     );
     dir.write("in/first.csv", list(3, "f"));
     eventually("first.csv to be processed", || {
