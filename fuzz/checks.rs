@@ -396,7 +396,7 @@ pub fn cells(data: &[u8]) {
         assert!(other.rank() <= outcome.rank(), "the best is shown");
     }
 
-    let listed = output::others(&planned, best);
+    let listed = output::others(&planned, best, Default::default());
     let past_cap = pieces[pieces.len().min(cell::MAX_ASKED)..]
         .iter()
         .filter(|p| address::check(p) != Checked::Empty)

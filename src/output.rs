@@ -49,7 +49,6 @@ use crate::store::Watermark;
 /// How rows are written: the input's delimiter and line ending, the annotation columns.
 #[derive(Debug, Clone)]
 pub struct RowFormat {
-    pub delimiter: u8,
     /// Line ending for rows that had none (the last line of a file).
     pub terminator: Vec<u8>,
     /// Short rows are padded to this many fields, so the annotations line up under the header.
@@ -58,6 +57,15 @@ pub struct RowFormat {
     pub prefix: String,
     /// Write the API's text as it came (`--raw-fields`), without neutralising formulas.
     pub raw_fields: bool,
+    /// What the free syntax check lets through, for the addresses past the cap of a cell.
+    pub rules: address::Rules,
+    /// The delimiter, and which fields need quotes (those holding it, a quote or a line break).
+    pub quoter: csv_core::Writer,
+}
+
+/// The CSV writer that quotes fields for `delimiter` as the `csv` crate would.
+pub fn quoter(delimiter: u8) -> csv_core::Writer {
+    csv_core::WriterBuilder::new().delimiter(delimiter).build()
 }
 
 impl RowFormat {
@@ -66,12 +74,13 @@ impl RowFormat {
             .replace_from
             .or_else(|| layout.header.as_ref().map(|h| h.fields));
         RowFormat {
-            delimiter: layout.delimiter,
             terminator: layout.terminator.clone(),
             pad_to,
             company,
             prefix: prefix.unwrap_or("").to_owned(),
             raw_fields: false,
+            rules: address::Rules::default(),
+            quoter: quoter(layout.delimiter),
         }
     }
 
@@ -85,11 +94,11 @@ impl RowFormat {
             &[]
         });
         for name in names {
-            out.push(self.delimiter);
+            out.push(self.quoter.get_delimiter());
             field(
                 &mut out,
                 format!("{}{name}", self.prefix).as_bytes(),
-                self.delimiter,
+                &self.quoter,
             );
         }
         out.extend_from_slice(terminator(&header.raw).unwrap_or(&self.terminator));
@@ -103,13 +112,13 @@ impl RowFormat {
         if let Some(want) = self.pad_to {
             let have = self.kept_fields(row);
             for _ in have..want {
-                out.push(self.delimiter);
+                out.push(self.quoter.get_delimiter());
             }
         }
-        let d = self.delimiter;
+        let (d, q) = (self.quoter.get_delimiter(), &self.quoter);
         let put = |out: &mut Vec<u8>, value: &str| {
             out.push(d);
-            field(out, value.as_bytes(), d);
+            field(out, value.as_bytes(), q);
         };
         // Text that came from the API: a spreadsheet must not run it as a formula.
         let api = |out: &mut Vec<u8>, value: &str| {
@@ -118,9 +127,9 @@ impl RowFormat {
                 let mut quoted = Vec::with_capacity(value.len() + 1);
                 quoted.push(b'\'');
                 quoted.extend_from_slice(value.as_bytes());
-                field(out, &quoted, d);
+                field(out, &quoted, q);
             } else {
-                field(out, value.as_bytes(), d);
+                field(out, value.as_bytes(), q);
             }
         };
         let (status, message): (&str, &str) = match outcome {
@@ -188,7 +197,7 @@ impl RowFormat {
         put(out, &address::suggest(shown).unwrap_or_default());
         put(
             out,
-            &best.map_or_else(String::new, |best| others(planned, best)),
+            &best.map_or_else(String::new, |best| others(planned, best, self.rules)),
         );
         if self.company {
             let c = answer.map(|a| &a.company);
@@ -231,23 +240,26 @@ fn terminator(raw: &[u8]) -> Option<&[u8]> {
 /// cell of API text starting with one gets a leading `'`, which spreadsheets show as text.
 const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
 
-/// Writes one CSV field, quoted only when it must be.
-fn field(out: &mut Vec<u8>, value: &[u8], delimiter: u8) {
-    let needs_quotes = value
-        .iter()
-        .any(|&b| b == delimiter || b == b'"' || b == b'\n' || b == b'\r');
-    if !needs_quotes {
+/// Writes one CSV field, quoted only when it must be (the quoter decides, as `csv` does).
+fn field(out: &mut Vec<u8>, value: &[u8], quoter: &csv_core::Writer) {
+    if !quoter.should_quote(value) {
         out.extend_from_slice(value);
         return;
     }
-    out.push(b'"');
-    for &b in value {
-        if b == b'"' {
-            out.push(b'"');
-        }
-        out.push(b);
-    }
-    out.push(b'"');
+    let quote = quoter.get_quote();
+    let start = out.len();
+    // The most quoting can make of a field: every byte a doubled quote, and the two around it.
+    out.resize(start + 2 * value.len() + 2, 0);
+    out[start] = quote;
+    let (_, _, written) = csv_core::quote(
+        value,
+        &mut out[start + 1..],
+        quote,
+        quoter.get_escape(),
+        true,
+    );
+    out.truncate(start + 1 + written);
+    out.push(quote);
 }
 
 /// One file being written: `<path>.partial`, renamed to `path` at the end.
@@ -675,7 +687,7 @@ fn status(outcome: &Outcome) -> &str {
 /// addresses hold no `;`, `:` or space; a `;` in a rejected one is written `%3B` (and a `;` or
 /// `:` in a status `%3B`, `%3A`), so the list always splits at `"; "` and each item at its
 /// last `:`.
-pub fn others(planned: &Planned, best: usize) -> String {
+pub fn others(planned: &Planned, best: usize, rules: address::Rules) -> String {
     let mut out = String::new();
     let mut item = |address: &str, status: &str| {
         if !out.is_empty() {
@@ -697,7 +709,7 @@ pub fn others(planned: &Planned, best: usize) -> String {
         .flatten()
         .skip(cell::MAX_ASKED);
     for piece in past_cap {
-        match address::check(piece) {
+        match address::check_with(piece, rules) {
             Checked::Valid(a) => item(&a.normalized, "skipped"),
             Checked::Invalid { normalized, .. } => item(&normalized, "invalid"),
             Checked::Empty => {}
@@ -745,12 +757,13 @@ mod tests {
 
     fn format(company: bool) -> RowFormat {
         RowFormat {
-            delimiter: b',',
             terminator: b"\n".to_vec(),
             pad_to: Some(3),
             company,
             prefix: String::new(),
             raw_fields: false,
+            rules: address::Rules::default(),
+            quoter: quoter(b','),
         }
     }
 
@@ -854,7 +867,7 @@ mod tests {
     fn header_gets_prefixed_names() {
         let mut f = format(false);
         f.prefix = "lm_".into();
-        f.delimiter = b';';
+        f.quoter = quoter(b';');
         let header = f.header(&row("a;b;c\r\n", 3));
         assert_eq!(
             String::from_utf8(header).unwrap(),

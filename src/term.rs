@@ -254,7 +254,7 @@ fn emit(text: &str) {
     }
 }
 
-/// tracing's writer: each event is buffered and printed by [`emit`] in one piece.
+/// tracing's writer: each event is buffered and printed by `emit` in one piece.
 #[derive(Default)]
 pub struct Event(Vec<u8>);
 

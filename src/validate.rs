@@ -184,6 +184,7 @@ async fn prepare(
         config.input_options.column_prefix.as_deref(),
     );
     format.raw_fields = config.raw_fields;
+    format.rules = config.rules;
     let (reader, sink, watermark) = open_outputs(
         &config,
         &layout,

@@ -273,6 +273,31 @@ fn a_cell_with_thousands_of_addresses_asks_twenty_and_lists_the_rest_as_skipped(
     assert_eq!(out.len(), 61);
 }
 
+/// Past the cap, the free syntax check names a piece `invalid` or `skipped` by the rules the
+/// run was given: with `--allow-unknown-tld` a domain under a TLD newer than the bundled list
+/// is `skipped` (it would have been asked), without it `invalid`.
+#[test]
+fn the_pieces_past_the_cap_are_checked_by_the_runs_rules() {
+    let dir = Dir::new();
+    let mock = Mock::fast();
+    let cell: Vec<String> = (1..=20)
+        .map(|i| format!("valid{i}@x.com"))
+        .chain(["newtld@x.notatldyet".to_owned()])
+        .collect();
+    dir.write(
+        "in.csv",
+        format!("id,email\nmany,\"{}\"\n", cell.join("; ")),
+    );
+    for (extra, want) in [
+        (&[][..], "newtld@x.notatldyet:invalid"),
+        (&["--allow-unknown-tld"][..], "newtld@x.notatldyet:skipped"),
+    ] {
+        let out = by_id(&validate(&dir, &mock, "in.csv", "out.csv", extra));
+        let others = &out["many"]["email_others"];
+        assert!(others.ends_with(want), "{extra:?}: {others}");
+    }
+}
+
 #[test]
 fn estimate_counts_each_address_of_a_cell() {
     let mock = Mock::fast();
