@@ -447,7 +447,7 @@ fn store_puts(dir: &Path) -> String {
         let wall = started.elapsed();
         let used = Usage::of("self").since(&before);
         let n = (end - from) as f64;
-        lines.push(format!(
+        let line = format!(
             "{from}..{end} | {:.1} | {:.2} | {:.2} | {:.0} | {:.0} | {}",
             wall.as_secs_f64(),
             used.user * 1e6 / n,
@@ -455,7 +455,9 @@ fn store_puts(dir: &Path) -> String {
             used.write_bytes as f64 / n,
             used.wchar as f64 / n,
             load(),
-        ));
+        );
+        eprintln!("store: {line}");
+        lines.push(line);
         from = end;
     }
     lines.push(format!(
