@@ -38,9 +38,9 @@
 //! before (the job's spend tally already holds what the answer cost). Nothing is batched in
 //! the process: there is no window in which a stored answer lives only in its memory. Records
 //! and bulk rewrites (removal, conversion) are positioned writes into the same files, which
-//! share their pages with the maps; a table's file is never a hole the file system must still
-//! find room for (it is written whole when created or doubled), so a store into the map never
-//! meets a full disk. [`Answers::sync`], at every checkpoint, makes the answers survive a power
+//! share their pages with the maps; a table's file is written whole when it is created or
+//! doubled, never left a hole the file system must still find room for, so a store into the
+//! map does not meet a full disk (which a map could only report as SIGBUS). [`Answers::sync`], at every checkpoint, makes the answers survive a power
 //! cut too: `fsync` writes a map's dirty pages back with its file.
 //!
 //! Why a map (issue 15, benches/RESULTS.md): with a 4 KiB `pread` and a 32-byte `pwrite` per
