@@ -14,6 +14,8 @@
 //! side; the CPU-bound ones (overhead, big) run alone. Peak RSS is the child's `VmHWM`, read
 //! from `/proc` every 10 ms while it runs (Linux only). Scratch files go to
 //! `$MAILSIFT_BENCH_DIR` (default: the system temp dir) and are removed at the end.
+//! `$MAILSIFT_BENCH_MAILSIFT` runs another build of mailsift (a copy of an older binary, say)
+//! through the same scenarios.
 
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
@@ -25,14 +27,17 @@ use std::time::{Duration, Instant};
 use leadmagic_mock::Stats;
 
 const MAILSIFT: &str = env!("CARGO_BIN_EXE_mailsift");
+/// Set to another build of mailsift to measure it with this bench (an A/B across commits).
+const MAILSIFT_VAR: &str = "MAILSIFT_BENCH_MAILSIFT";
 const MOCK: &str = env!("CARGO_BIN_EXE_leadmagic-mock");
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "utilisation",
     "adaptive",
     "side-by-side",
     "overhead",
     "xlsx",
     "big",
+    "store",
 ];
 
 fn main() {
@@ -80,6 +85,9 @@ fn main() {
     if has("xlsx") {
         print_block(xlsx(&scratch.sub("xlsx")));
     }
+    if has("store") {
+        print_block(store_puts(&scratch.sub("store")));
+    }
     if has("big") {
         if std::env::var_os("MAILSIFT_BENCH_10M").is_none() {
             println!("\n## big: skipped (set MAILSIFT_BENCH_10M=1: it takes 15 minutes or more)");
@@ -118,15 +126,12 @@ fn utilisation(dir: &Path, rate: u64) -> String {
         "--daily-quota",
         "1000000000",
     ]);
-    let args = [
-        "validate".to_owned(),
-        input.display().to_string(),
-        "-o".into(),
-        dir.join("out.csv").display().to_string(),
-        "--rate".into(),
-        format!("{rate}/min"),
-    ];
-    let run = run_mailsift(&mock, dir, &args);
+    let rate_arg = format!("{rate}/min");
+    let run = run_mailsift(
+        &mock,
+        dir,
+        &validate_args(&input, &dir.join("out.csv"), &["--rate", &rate_arg]),
+    );
     let stats = mock.stats();
     let whole: Vec<u64> = stats.per_minute.iter().copied().skip(1).take(3).collect();
     let floor = rate * 98 / 100;
@@ -175,15 +180,11 @@ fn adaptive(dir: &Path) -> String {
         "--latency-ms",
         "1000",
     ]);
-    let args = [
-        "validate".to_owned(),
-        input.display().to_string(),
-        "-o".into(),
-        dir.join("out.csv").display().to_string(),
-        "--rate".into(),
-        "3000/min".into(),
-    ];
-    let run = run_mailsift(&mock, dir, &args);
+    let run = run_mailsift(
+        &mock,
+        dir,
+        &validate_args(&input, &dir.join("out.csv"), &["--rate", "3000/min"]),
+    );
     let stats = mock.stats();
     let per_second = &stats.per_second;
     // The first answers arrive at 1 s: from second 1 on the client must pace at 300/min
@@ -229,13 +230,11 @@ fn side_by_side(dir: &Path) -> String {
         let answered = sequential_client(&sequential_mock, &addresses);
         (start.elapsed(), answered)
     });
-    let args = [
-        "validate".to_owned(),
-        input.display().to_string(),
-        "-o".into(),
-        dir.join("out.csv").display().to_string(),
-    ];
-    let run = run_mailsift(&mock, dir, &args);
+    let run = run_mailsift(
+        &mock,
+        dir,
+        &validate_args(&input, &dir.join("out.csv"), &[]),
+    );
     let stats = mock.stats();
     let (seq_wall, seq_answered) = sequential.join().expect("the sequential client panicked");
     format!(
@@ -261,15 +260,7 @@ fn overhead(dir: &Path) -> String {
     let input = dir.join("in.csv");
     let input_bytes = write_input(&input, rows, "");
     let mock = Mock::start(&unlimited_mock(1e12));
-    let args = [
-        "validate".to_owned(),
-        input.display().to_string(),
-        "-o".into(),
-        dir.join("out.csv").display().to_string(),
-        "--rate".into(),
-        "unlimited".into(),
-    ];
-    let load_before = load();
+    let args = validate_args(&input, &dir.join("out.csv"), &["--rate", "unlimited"]);
     let first = run_mailsift(&mock, dir, &args);
     let calls = mock.stats().validations;
     let out_rows = count_lines(&dir.join("out.csv")).saturating_sub(1);
@@ -278,31 +269,18 @@ fn overhead(dir: &Path) -> String {
     again.push("--force".into());
     let second = run_mailsift(&mock, dir, &again);
     let calls_again = mock.stats().validations - calls;
-    let load_after = load();
-    let rate1 = rows as f64 / first.wall.as_secs_f64();
-    let rate2 = rows as f64 / second.wall.as_secs_f64();
     format!(
         "## 3/4/6. overhead, cache path and memory: {rows} unique rows ({:.1} MB), zero-latency mock, no rate limit\n\
          command: mock `leadmagic-mock --rate-per-min 4000000000 --daily-quota 1000000000000 --credits 1e12`, \
          then `mailsift validate in.csv -o out.csv --rate unlimited` and the same with `--force`\n\
-         load average before / after: {load_before} / {load_after}\n\
-         3. first run: exit {}, {:.1} s, {:.0} rows/s (goal >= 20,000), {calls} requests, {out_rows} rows written; mailsift CPU {:.1} s ({:.0} us/row)\n\
-         4. cache path (--force): exit {}, {:.2} s, {:.0} rows/s (goal >= 300,000), {calls_again} requests; mailsift CPU {:.1} s ({:.1} us/row)\n\
-         6. peak RSS: first run {:.1} MB, cache path {:.1} MB (goal <= 128 MB at 1M)\n\
-         state directory after the first run: {:.1} MB",
+         cpu: {}\n\
+         3. first run (goal >= 25,000 rows/s, <= 50 us CPU per row): {}; {calls} requests, {out_rows} rows written\n\
+         4. cache path, --force (goal >= 500,000 rows/s): {}; {calls_again} requests\n\
+         6. peak RSS goal <= 128 MB at 1M; state directory after the first run: {:.1} MB",
         input_bytes as f64 / 1e6,
-        code(first.status),
-        first.wall.as_secs_f64(),
-        rate1,
-        first.cpu_secs,
-        first.cpu_secs * 1e6 / rows as f64,
-        code(second.status),
-        second.wall.as_secs_f64(),
-        rate2,
-        second.cpu_secs,
-        second.cpu_secs * 1e6 / rows as f64,
-        first.peak_rss_kb as f64 / 1024.0,
-        second.peak_rss_kb as f64 / 1024.0,
+        cpu_model(),
+        first.figures(rows),
+        second.figures(rows),
         state as f64 / 1e6,
     )
 }
@@ -321,42 +299,27 @@ fn xlsx(dir: &Path) -> String {
     let made = made.elapsed();
     let mock = Mock::start(&unlimited_mock(1e12));
     let run = |output: &str| {
-        let args = [
-            "validate".to_owned(),
-            input.display().to_string(),
-            "-o".into(),
-            dir.join(output).display().to_string(),
-            "--rate".into(),
-            "unlimited".into(),
-        ];
+        let args = validate_args(&input, &dir.join(output), &["--rate", "unlimited"]);
         run_mailsift(&mock, dir, &args)
     };
-    let load_before = load();
     let first = run("out.csv");
     let calls = mock.stats().validations;
     let out_rows = count_lines(&dir.join("out.csv")).saturating_sub(1);
     let second = run("out.xlsx");
     let calls_again = mock.stats().validations - calls;
-    let load_after = load();
     let out_xlsx = std::fs::metadata(dir.join("out.xlsx")).map_or(0, |m| m.len());
     format!(
         "## xlsx: a workbook of {rows} unique rows ({:.1} MB, shared strings, made in {:.1} s), zero-latency mock, no rate limit\n\
          command: `cargo bench --bench pipeline -- xlsx`: `mailsift validate in.xlsx -o out.csv --rate unlimited`, then `-o out.xlsx`\n\
-         load average before / after: {load_before} / {load_after}\n\
-         .xlsx -> .csv: exit {}, {:.1} s, {:.0} rows/s, {calls} requests, {out_rows} rows written; mailsift CPU {:.1} s; peak RSS {:.1} MB\n\
-         .xlsx -> .xlsx (answers from the store): exit {}, {:.1} s, {calls_again} requests, output {:.1} MB; mailsift CPU {:.1} s; peak RSS {:.1} MB",
+         cpu: {}\n\
+         .xlsx -> .csv: {}; {calls} requests, {out_rows} rows written\n\
+         .xlsx -> .xlsx (answers from the store): {}; {calls_again} requests, output {:.1} MB",
         input_bytes as f64 / 1e6,
         made.as_secs_f64(),
-        code(first.status),
-        first.wall.as_secs_f64(),
-        rows as f64 / first.wall.as_secs_f64(),
-        first.cpu_secs,
-        first.peak_rss_kb as f64 / 1024.0,
-        code(second.status),
-        second.wall.as_secs_f64(),
+        cpu_model(),
+        first.figures(rows),
+        second.figures(rows),
         out_xlsx as f64 / 1e6,
-        second.cpu_secs,
-        second.peak_rss_kb as f64 / 1024.0,
     )
 }
 
@@ -395,21 +358,16 @@ fn big(dir: &Path) -> String {
     let input = dir.join("in.csv");
     // "valid" local parts: every answer is charged, so the credits decide where it stops.
     let input_bytes = write_input(&input, rows, "valid.");
-    let args = [
-        "validate".to_owned(),
-        input.display().to_string(),
-        "-o".into(),
-        dir.join("out.csv").display().to_string(),
-        "--rate".into(),
-        "unlimited".into(),
-        "--report".into(),
-        dir.join("report.json").display().to_string(),
-    ];
-    let load_before = load();
+    let report = dir.join("report.json").display().to_string();
+    let args = validate_args(
+        &input,
+        &dir.join("out.csv"),
+        &["--rate", "unlimited", "--report", &report],
+    );
     let mock = Mock::start(&unlimited_mock(answered_first as f64 * 0.05));
     let first = run_mailsift(&mock, dir, &args);
     drop(mock);
-    let report = std::fs::read_to_string(dir.join("report.json")).unwrap_or_default();
+    let report = std::fs::read_to_string(&report).unwrap_or_default();
     let rows_first = json_number(&report, "/rows/total").unwrap_or(0.0) as u64;
     let state = dir_size(&dir.join("state"));
 
@@ -419,28 +377,94 @@ fn big(dir: &Path) -> String {
     let first_request = mock
         .first_request()
         .map(|t| t.saturating_duration_since(second.started));
-    let load_after = load();
     let total_rows = count_lines(&dir.join("out.csv")).saturating_sub(1);
     format!(
         "## 6/7. 10,000,000 unique rows ({:.0} MB), every answer charged; credits for {answered_first}\n\
          command: `MAILSIFT_BENCH_10M=1 cargo bench --bench pipeline -- big` (mock as in the overhead bench, \
          `--credits 450000` for the first run)\n\
-         load average before / after: {load_before} / {load_after}\n\
-         first run: exit {} (4: out of credits) after {:.1} s ({:.0} rows/s), {rows_first} rows written before the checkpoint, peak RSS {:.1} MB\n\
-         state directory then: {:.1} MB\n\
+         cpu: {}\n\
+         first run, to exit 4 (out of credits), per row of the {answered_first} answered: {}\n\
+         {rows_first} rows written before the checkpoint; state directory then: {:.1} MB\n\
          7. resume (same command, new credits): first new request {} after start (goal <= 2 s)\n\
-         resumed run: exit {}, {:.1} s, peak RSS {:.1} MB; output rows in the end: {total_rows}",
+         resumed run, per row of the {} left: {}; output rows in the end: {total_rows}",
         input_bytes as f64 / 1e6,
-        code(first.status),
-        first.wall.as_secs_f64(),
-        rows_first as f64 / first.wall.as_secs_f64(),
-        first.peak_rss_kb as f64 / 1024.0,
+        cpu_model(),
+        first.figures(answered_first),
         state as f64 / 1e6,
         first_request.map_or("never".to_owned(), |d| format!("{:.3} s", d.as_secs_f64())),
-        code(second.status),
-        second.wall.as_secs_f64(),
-        second.peak_rss_kb as f64 / 1024.0,
+        rows - answered_first,
+        second.figures(rows - answered_first),
     )
+}
+
+/// The answer tables' put path alone, in this process: new answers stored one after another,
+/// with a checkpoint (`Store::flush`, which syncs the tables in the background) every 50,000
+/// (the pipeline's 2 s at 25,000 rows/s). For each stretch: user and system CPU per answer,
+/// and bytes per answer the kernel counted as written to storage (`write_bytes`: a page
+/// dirtied counts 4 KiB) and through write calls (`wchar`). Up to 3M answers, 10M with
+/// `MAILSIFT_BENCH_10M=1`.
+fn store_puts(dir: &Path) -> String {
+    use mailsift::store::{Answer, Store};
+    let ends: &[u64] = if std::env::var_os("MAILSIFT_BENCH_10M").is_some() {
+        &[1_000_000, 3_000_000, 10_000_000]
+    } else {
+        &[1_000_000, 3_000_000]
+    };
+    let store = Store::open(&dir.join("state")).expect("opening the bench store");
+    let mut lines = vec![
+        "## store: new answers put one after another, a checkpoint every 50,000".to_owned(),
+        "command: `cargo bench --bench pipeline -- store` (`MAILSIFT_BENCH_10M=1` for 10M)".into(),
+        format!("cpu: {}", cpu_model()),
+        "answers | wall s | user us/answer | sys us/answer | write_bytes/answer | wchar/answer | load".into(),
+    ];
+    let mut from = 0;
+    for &end in ends {
+        let before = Usage::of("self");
+        let started = Instant::now();
+        for i in from..end {
+            let answer = Answer {
+                status: Some(mailsift::internals::client::Status::Valid),
+                message: Some("Email is valid.".into()),
+                mx_provider: Some(
+                    ["Google Workspace", "Microsoft 365", "Mimecast"][i as usize % 3].into(),
+                ),
+                mx_record: Some(format!("mx.d{}.example.com", i % 20_011)),
+                is_catch_all: Some(false),
+                credits: 0.05,
+                checked_at: 1_800_000_000,
+                run: 7,
+                first_row: i,
+                ..Answer::default()
+            };
+            store
+                .put(&store.key(&address(i, "")), &answer)
+                .expect("storing an answer");
+            if (i + 1) % 50_000 == 0 {
+                store.flush().expect("a checkpoint");
+            }
+        }
+        store.sync().expect("the last sync");
+        let wall = started.elapsed();
+        let used = Usage::of("self").since(&before);
+        let n = (end - from) as f64;
+        let line = format!(
+            "{from}..{end} | {:.1} | {:.2} | {:.2} | {:.0} | {:.0} | {}",
+            wall.as_secs_f64(),
+            used.user * 1e6 / n,
+            used.sys * 1e6 / n,
+            used.write_bytes as f64 / n,
+            used.wchar as f64 / n,
+            load(),
+        );
+        eprintln!("store: {line}");
+        lines.push(line);
+        from = end;
+    }
+    lines.push(format!(
+        "state directory: {:.1} MB",
+        dir_size(&dir.join("state")) as f64 / 1e6
+    ));
+    lines.join("\n")
 }
 
 fn unlimited_mock(credits: f64) -> Vec<String> {
@@ -488,16 +512,56 @@ struct Run {
     status: ExitStatus,
     started: Instant,
     wall: Duration,
+    /// The most resident memory, and the most of it anonymous (the rest maps files: the
+    /// answer tables, whose pages are the page cache's).
     peak_rss_kb: u64,
-    /// User + system CPU seconds, as last seen in /proc (the machine may be shared: this is
-    /// what the run cost, whatever else was running).
-    cpu_secs: f64,
+    peak_anon_kb: u64,
+    /// As last seen in /proc while it ran (the machine may be shared: this is what the run
+    /// cost, whatever else was running).
+    usage: Usage,
+    /// The load average when it ended.
+    load: String,
+}
+
+impl Run {
+    /// Its figures per row: speed, CPU (user and system apart), bytes written, memory, and
+    /// the load beside them.
+    fn figures(&self, rows: u64) -> String {
+        let per_row = |x: f64| x * 1e6 / rows as f64;
+        format!(
+            "exit {}, {:.2} s, {:.0} rows/s; CPU per row {:.1} us user + {:.1} us system = {:.1} us; \
+             written per row {:.0} B (write_bytes), {:.0} B (wchar); peak RSS {:.1} MB ({:.1} MB anonymous); load {}",
+            code(self.status),
+            self.wall.as_secs_f64(),
+            rows as f64 / self.wall.as_secs_f64(),
+            per_row(self.usage.user),
+            per_row(self.usage.sys),
+            per_row(self.usage.cpu()),
+            self.usage.write_bytes as f64 / rows as f64,
+            self.usage.wchar as f64 / rows as f64,
+            self.peak_rss_kb as f64 / 1024.0,
+            self.peak_anon_kb as f64 / 1024.0,
+            self.load,
+        )
+    }
+}
+
+/// `mailsift validate INPUT -o OUTPUT` and more arguments.
+fn validate_args(input: &Path, output: &Path, more: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "validate".to_owned(),
+        input.display().to_string(),
+        "-o".into(),
+        output.display().to_string(),
+    ];
+    args.extend(more.iter().map(|a| a.to_string()));
+    args
 }
 
 /// Runs the mailsift binary against `mock` with its state in `dir/state`; waits for it while
-/// sampling its peak RSS.
+/// sampling its memory and usage every 10 ms.
 fn run_mailsift(mock: &Mock, dir: &Path, args: &[String]) -> Run {
-    let mut cmd = Command::new(MAILSIFT);
+    let mut cmd = Command::new(std::env::var_os(MAILSIFT_VAR).unwrap_or(MAILSIFT.into()));
     cmd.arg("-q")
         .args(args)
         .env_clear()
@@ -510,16 +574,17 @@ fn run_mailsift(mock: &Mock, dir: &Path, args: &[String]) -> Run {
         .stderr(Stdio::inherit());
     let started = Instant::now();
     let mut child = cmd.spawn().expect("starting mailsift");
-    let status_path = format!("/proc/{}/status", child.id());
-    let stat_path = format!("/proc/{}/stat", child.id());
-    let mut peak = 0;
-    let mut cpu_secs = 0.0;
+    let pid = child.id().to_string();
+    let status_path = format!("/proc/{pid}/status");
+    let (mut peak_rss_kb, mut peak_anon_kb) = (0, 0);
+    let mut usage = Usage::default();
     let status = loop {
-        if let Some(hwm) = vm_hwm(&status_path) {
-            peak = peak.max(hwm);
+        if let Ok(text) = std::fs::read_to_string(&status_path) {
+            peak_rss_kb = peak_rss_kb.max(status_kb(&text, "VmHWM:").unwrap_or(0));
+            peak_anon_kb = peak_anon_kb.max(status_kb(&text, "RssAnon:").unwrap_or(0));
         }
-        if let Some(cpu) = cpu_seconds(&stat_path) {
-            cpu_secs = cpu;
+        if let Some(now) = Usage::read(&pid) {
+            usage = now;
         }
         match child.try_wait().expect("waiting for mailsift") {
             Some(status) => break status,
@@ -530,24 +595,67 @@ fn run_mailsift(mock: &Mock, dir: &Path, args: &[String]) -> Run {
         status,
         started,
         wall: started.elapsed(),
-        peak_rss_kb: peak,
-        cpu_secs,
+        peak_rss_kb,
+        peak_anon_kb,
+        usage,
+        load: load(),
     }
 }
 
-/// utime + stime of a process, from /proc/PID/stat (fields 14 and 15, after the command name
-/// in parentheses), in seconds at the usual 100 ticks per second.
-fn cpu_seconds(stat_path: &str) -> Option<f64> {
-    let text = std::fs::read_to_string(stat_path).ok()?;
-    let rest = &text[text.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
+/// What a process used so far, from /proc: CPU seconds (at the usual 100 ticks per second)
+/// and its I/O accounting.
+#[derive(Default, Clone, Copy)]
+struct Usage {
+    user: f64,
+    sys: f64,
+    /// Bytes the process caused to be sent to storage: each page it dirtied counts 4 KiB.
+    write_bytes: u64,
+    /// Bytes passed to write calls.
+    wchar: u64,
 }
 
-fn vm_hwm(status_path: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(status_path).ok()?;
-    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
+impl Usage {
+    /// `pid` is a process id or `self`; `None` once the process is gone.
+    fn read(pid: &str) -> Option<Usage> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+        let ticks = |i: usize| Some(fields.get(i)?.parse::<u64>().ok()? as f64 / 100.0);
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+        let field = |name: &str| {
+            io.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Some(Usage {
+            // utime and stime: fields 14 and 15, after the command name in parentheses.
+            user: ticks(11)?,
+            sys: ticks(12)?,
+            write_bytes: field("write_bytes:"),
+            wchar: field("wchar:"),
+        })
+    }
+
+    fn of(pid: &str) -> Usage {
+        Usage::read(pid).unwrap_or_default()
+    }
+
+    fn since(&self, before: &Usage) -> Usage {
+        Usage {
+            user: self.user - before.user,
+            sys: self.sys - before.sys,
+            write_bytes: self.write_bytes - before.write_bytes,
+            wchar: self.wchar - before.wchar,
+        }
+    }
+
+    fn cpu(&self) -> f64 {
+        self.user + self.sys
+    }
+}
+
+/// A figure in kB from /proc/PID/status.
+fn status_kb(text: &str, name: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(name))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -752,14 +860,18 @@ fn machine() -> String {
         .map_or("?".to_owned(), |kb| {
             format!("{:.1} GiB", kb as f64 / 1048576.0)
         });
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+    format!("{cores} cores ({}), {memory} memory", cpu_model())
+}
+
+/// The CPU's model name, from /proc/cpuinfo.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
             let line = c.lines().find(|l| l.starts_with("model name"))?.to_owned();
             Some(line.split_once(':')?.1.trim().to_owned())
         })
-        .unwrap_or_else(|| "?".into());
-    format!("{cores} cores ({cpu}), {memory} memory")
+        .unwrap_or_else(|| "?".into())
 }
 
 /// The bench's scratch directory, removed at the end.

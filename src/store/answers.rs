@@ -7,11 +7,13 @@
 //!   4 KiB buckets, each four groups of 32 slots of 32 bytes (12 of key, 16 of value, 4 of
 //!   check, see [`VALUE`]). A key goes into its home group, or when that is full into the
 //!   next group of the same bucket with room. A group's used slots come first; an empty slot
-//!   is zeros (a value's first byte, its format, is never 0). A lookup is one 1 KiB read, the
-//!   home group, unless that group is full (rare below 70% load): then the whole bucket. When
-//!   a bucket is full its partition doubles: written whole to `NN.tbl.tmp` and synced without
+//!   is zeros (a value's first byte, its format, is never 0). A lookup scans the home group
+//!   (1 KiB), unless that group is full (rare below 70% load): then the whole bucket. When a
+//!   bucket is full its partition doubles: written whole to `NN.tbl.tmp` and synced without
 //!   holding the partition's lock (lookups and answers go on meanwhile; what they write is
-//!   copied over), renamed over the old one, then the directory is synced.
+//!   copied over), renamed over the old one and mapped, then the directory is synced. Only a
+//!   thread that may block grows a table (`Store::put_async` hands it to a blocking thread);
+//!   the other partitions, and this one's lookups and answers, go on meanwhile.
 //! - `details`: append-only records `[len: u32][BLAKE3 of the bytes: 8][bytes]` of what
 //!   every address of a domain shares (MX, company), written once per domain; a value points
 //!   at one by offset. A record that fails its hash reads as absent: the address is asked
@@ -29,9 +31,23 @@
 //! domain's record or another verdict. So nothing needs syncing before a value may point at
 //! it, and no fsync runs while an answer is stored.
 //!
-//! Every write is a positioned write into a file sized beforehand (a slot never straddles a
-//! page): once it returns the data is the kernel's and survives a `kill -9`. [`Answers::sync`],
-//! at every checkpoint, makes it survive a power cut too.
+//! The tables are mapped shared (`memmap2`): storing an answer is a copy of 32 bytes into the
+//! page cache, no system call, and it survives a `kill -9` the moment the copy ends. The copy
+//! writes the slot's format byte, which marks it used, last, so a kill inside it leaves a free
+//! slot free, or the same key's slot failing its check: absent, as if the kill came just
+//! before (the job's spend tally already holds what the answer cost). Nothing is batched in
+//! the process: there is no window in which a stored answer lives only in its memory. Records
+//! and bulk rewrites (removal, conversion) are positioned writes into the same files, which
+//! share their pages with the maps; a table's file is written whole when it is created or
+//! doubled, never left a hole the file system must still find room for, so a store into the
+//! map does not meet a full disk (which a map could only report as SIGBUS). [`Answers::sync`], at every checkpoint, makes the answers survive a power
+//! cut too: `fsync` writes a map's dirty pages back with its file.
+//!
+//! Why a map (issue 15, benches/RESULTS.md): with a 4 KiB `pread` and a 32-byte `pwrite` per
+//! answer, the kernel's buffered-write path cost more per answer the bigger the tables grew
+//! (6.8 us at 1M answers, 31.8 at 10M, mostly system time). Through the map an answer costs
+//! no system call; the kernel only notes, at most once per page between checkpoints, that a
+//! page became dirty (a page fault).
 //!
 //! Layout 2 (the version before: 18 bytes of value, a check byte per record, 16 bits of
 //! FNV per slot) is converted in place, slot by slot, by [`Answers::convert_layout_2`]; a
@@ -42,6 +58,8 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+
+use memmap2::MmapMut;
 
 use super::{le_uint, locked, read, write, Answer, CacheKey};
 
@@ -88,10 +106,60 @@ pub(super) struct Answers {
 struct Part {
     /// Shared with a sync in progress, which runs without the lock.
     file: Option<Arc<File>>,
+    /// The file mapped shared: what is written here is in the page cache at once.
+    map: Option<MmapMut>,
     buckets: u64,
     dirty: bool,
     /// While the table doubles: the slots written since it was read, for the new table.
     meanwhile: Option<Vec<[u8; SLOT]>>,
+}
+
+impl Part {
+    /// A table of `buckets` buckets in `file`, mapped.
+    fn mapped(file: File, buckets: u64) -> io::Result<Part> {
+        // SAFETY: a map is unsound if the file changes under it other than through it. Only
+        // this process writes the tables (the state directory's lock keeps out every other
+        // mailsift), always through this map or through `write_at` on the same file, which
+        // shares its pages; a table is replaced by a rename, never truncated in place. A file
+        // cut short by another program would end the process with SIGBUS, not read wrong.
+        let map = unsafe { MmapMut::map_mut(&file)? };
+        if map.len() as u64 != buckets * BUCKET as u64 {
+            return Err(io::Error::other("a table's map is not the table's size"));
+        }
+        // Lookups go all over the table: a fault reads its own page, not a large folio ahead.
+        #[cfg(unix)]
+        map.advise(memmap2::Advice::Random)?;
+        Ok(Part {
+            file: Some(Arc::new(file)),
+            map: Some(map),
+            buckets,
+            ..Part::default()
+        })
+    }
+
+    fn page(&self, bucket: u64) -> Option<&[u8; BUCKET]> {
+        let at = bucket as usize * BUCKET;
+        self.map.as_deref()?.get(at..at + BUCKET)?.try_into().ok()
+    }
+
+    fn page_mut(&mut self, bucket: u64) -> Option<&mut [u8; BUCKET]> {
+        let at = bucket as usize * BUCKET;
+        self.map
+            .as_deref_mut()?
+            .get_mut(at..at + BUCKET)?
+            .try_into()
+            .ok()
+    }
+}
+
+/// Copies a slot into the map, its format byte (which marks a slot used) last: a `kill -9`
+/// during the copy leaves a free slot free, or the same key's slot used with a value that
+/// fails its check, which reads as absent, as if the kill had come just before the answer.
+fn store_slot(to: &mut [u8], slot: &[u8; SLOT]) {
+    to[..KEY].copy_from_slice(&slot[..KEY]);
+    to[KEY + 1..].copy_from_slice(&slot[KEY + 1..]);
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    to[KEY] = slot[KEY];
 }
 
 /// A record's hash as its header keeps it (the first 8 bytes of BLAKE3).
@@ -136,23 +204,22 @@ impl Answers {
             let file = match open_rw(&path, false) {
                 // Empty: created by a process that died before sizing it (see `put`).
                 Ok(file) if file.metadata()?.len() == 0 => None,
-                Ok(file) => Some(Arc::new(file)),
+                Ok(file) => Some(file),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                 Err(e) => return Err(e),
             };
-            let mut buckets = 0;
-            if let Some(file) = &file {
-                let len = file.metadata()?.len();
-                buckets = len / BUCKET as u64;
-                if len % BUCKET as u64 != 0 || !buckets.is_power_of_two() {
-                    return Err(damaged(&path, "its length is not a whole table"));
+            let part = match file {
+                Some(file) => {
+                    let len = file.metadata()?.len();
+                    let buckets = len / BUCKET as u64;
+                    if len % BUCKET as u64 != 0 || !buckets.is_power_of_two() {
+                        return Err(damaged(&path, "its length is not a whole table"));
+                    }
+                    Part::mapped(file, buckets)?
                 }
-            }
-            parts.push(RwLock::new(Part {
-                file,
-                buckets,
-                ..Part::default()
-            }));
+                None => Part::default(),
+            };
+            parts.push(RwLock::new(part));
         }
         let details = Log::open(&dir.join("details"))?;
         let mut verdicts = Log::open(&dir.join("verdicts"))?;
@@ -240,12 +307,13 @@ impl Answers {
     fn slot(&self, key: &CacheKey) -> io::Result<Option<[u8; SLOT]>> {
         let (part, stored) = split(key);
         let part = read(&self.parts[part]);
-        let Some(file) = &part.file else {
+        if part.map.is_none() {
+            return Ok(None);
+        }
+        let Some(page) = part.page(bucket_of(&stored, part.buckets)) else {
             return Ok(None);
         };
-        let at = bucket_of(&stored, part.buckets) * BUCKET as u64;
-        let mut group = [0; GROUP];
-        read_at(file, &mut group, at + (home(&stored) * GROUP) as u64)?;
+        let group = &page[home(&stored) * GROUP..][..GROUP];
         let used = group.chunks_exact(SLOT).take_while(|s| s[KEY] != 0);
         if let Some(slot) = used.clone().find(|s| s[..KEY] == stored) {
             return Ok(slot.try_into().ok());
@@ -253,8 +321,6 @@ impl Answers {
         if used.count() < GROUP / SLOT {
             return Ok(None);
         }
-        let mut page = [0; BUCKET];
-        read_at(file, &mut page, at)?;
         Ok(page
             .chunks_exact(SLOT)
             .find(|s| s[KEY] != 0 && s[..KEY] == stored)
@@ -287,26 +353,22 @@ impl Answers {
     fn place(&self, index: usize, slot: &[u8; SLOT]) -> io::Result<Option<u64>> {
         let stored: [u8; KEY] = slot[..KEY].try_into().unwrap_or_default();
         let mut part = write(&self.parts[index]);
-        if part.file.is_none() {
-            // A `kill -9` before `set_len` leaves it empty: opening takes that as no table.
+        if part.map.is_none() {
+            // Zeros written, not a hole: a page of the map is never one the file system has
+            // yet to find room for (which it could only report as a SIGBUS). A `kill -9`
+            // before the write leaves it empty: opening takes that as no table.
             let file = open_rw(&table(&self.dir, index), true)?;
-            file.set_len(BUCKET as u64)?;
-            *part = Part {
-                file: Some(Arc::new(file)),
-                buckets: 1,
-                ..Part::default()
-            };
+            write_at(&file, &[0; BUCKET], 0)?;
+            *part = Part::mapped(file, 1)?;
             self.created
                 .store(true, std::sync::atomic::Ordering::Release);
         }
-        let file = part.file.as_ref().expect("opened above");
         let bucket = bucket_of(&stored, part.buckets);
-        let mut page = [0; BUCKET];
-        read_at(file, &mut page, bucket * BUCKET as u64)?;
-        let Some(i) = slot_for(&page, &stored) else {
+        let page = part.page_mut(bucket).expect("mapped above");
+        let Some(i) = slot_for(page, &stored) else {
             return Ok(Some(part.buckets));
         };
-        write_at(file, slot, bucket * BUCKET as u64 + (i * SLOT) as u64)?;
+        store_slot(&mut page[i * SLOT..][..SLOT], slot);
         part.dirty = true;
         if let Some(meanwhile) = &mut part.meanwhile {
             meanwhile.push(*slot);
@@ -329,9 +391,11 @@ impl Answers {
                 if part.buckets != full {
                     return Ok(()); // grown while this thread waited
                 }
-                let file = part.file.clone().expect("only a table that exists is full");
-                let mut old = vec![0; part.buckets as usize * BUCKET];
-                read_at(&file, &mut old, 0)?;
+                let old = part
+                    .map
+                    .as_deref()
+                    .expect("only a table that exists is full");
+                let old = old.to_vec();
                 part.meanwhile = Some(Vec::new());
                 (old, part.buckets)
             };
@@ -339,7 +403,13 @@ impl Answers {
                 let (new, doubled) = doubled(&old, buckets, &path)?;
                 let file = open_rw(&tmp, true)?;
                 file.set_len(0)?;
-                write_at(&file, &new, 0)?;
+                // A page at a time: one big write gets the page cache to hold the file in large
+                // folios (2 MiB and more), and then every answer stored dirties, and every
+                // sync writes back, a whole folio (issue 15: 83% of the put path's CPU went
+                // to walking the folio's blocks on each 32-byte write).
+                for (i, page) in new.chunks(BUCKET).enumerate() {
+                    write_at(&file, page, (i * BUCKET) as u64)?;
+                }
                 file.sync_data()?;
                 Ok::<_, io::Error>((file, new, doubled))
             })();
@@ -363,13 +433,12 @@ impl Answers {
             if !fits {
                 continue; // read again, with what came meanwhile, and double once more
             }
+            let mapped = Part::mapped(file, doubled)?;
             std::fs::rename(&tmp, &path)?;
             *part = Part {
-                file: Some(Arc::new(file)),
-                buckets: doubled,
                 // What came meanwhile is not synced in the new file yet.
                 dirty: true,
-                meanwhile: None,
+                ..mapped
             };
             drop(part);
             return sync_dir(&self.dir);
@@ -434,16 +503,17 @@ impl Answers {
         // Not while the table doubles: the pages changed here would not be copied over.
         let _not_growing = locked(&self.growing[part]);
         let mut part = write(&self.parts[part]);
-        let Some(file) = &part.file else {
+        let Some(file) = part.file.clone() else {
             return Ok(());
         };
         let mut changed = false;
-        let mut page = [0; BUCKET];
         for bucket in 0..part.buckets {
-            let at = bucket * BUCKET as u64;
-            read_at(file, &mut page, at)?;
+            let mut page = *part.page(bucket).expect("a bucket of the table");
             if f(&mut page) {
-                write_at(file, &page, at)?;
+                // Through the file, which shares its pages with the map: one write call is
+                // never half done by a `kill -9`, a copy into the map could be, and a bucket
+                // placed again moves slots about.
+                write_at(&file, &page, bucket * BUCKET as u64)?;
                 changed = true;
             }
         }
@@ -489,9 +559,16 @@ impl Answers {
         for part in &self.parts {
             let file = {
                 let mut part = write(part);
-                std::mem::take(&mut part.dirty)
-                    .then(|| part.file.clone())
-                    .flatten()
+                if !std::mem::take(&mut part.dirty) {
+                    continue;
+                }
+                // Linux writes a shared map's pages back with its file; elsewhere the map is
+                // written to the file first (this only starts it).
+                #[cfg(not(target_os = "linux"))]
+                if let Some(map) = &part.map {
+                    map.flush_async().inspect_err(|_| part.dirty = true)?;
+                }
+                part.file.clone()
             };
             if let Some(file) = file {
                 file.sync_data().inspect_err(|_| write(part).dirty = true)?;
@@ -1406,6 +1483,202 @@ mod tests {
         let err = Answers::open(dir.path()).err().unwrap();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("00.tbl"), "{err}");
+    }
+
+    #[test]
+    fn a_slot_torn_by_a_kill_reads_as_absent_or_free_and_its_neighbours_stay_found() {
+        // A `kill -9` can stop the copy of a slot into the map halfway (the format byte, which
+        // marks a slot used, goes last).
+        let dir = tempfile::tempdir().unwrap();
+        let crowded = |i: u64| {
+            let mut k = key(i);
+            k[0] = 0; // partition 0
+            k[16 - KEY] = 0; // home group 0
+            k
+        };
+        let path = table(&dir.path().join("answers"), 0);
+        {
+            let answers = Answers::open(dir.path()).unwrap();
+            for i in 0..3 {
+                answers.put(&crowded(i), &answer(i, 1)).unwrap();
+            }
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        let slots: Vec<[u8; SLOT]> = bytes
+            .chunks_exact(SLOT)
+            .take(3)
+            .map(|s| s.try_into().unwrap())
+            .collect();
+        // A new answer for crowded(1), copied halfway over the old one: the key's slot is
+        // used and fails its check.
+        let replacement = {
+            let scratch = tempfile::tempdir().unwrap();
+            let other = Answers::open(scratch.path()).unwrap();
+            other.put(&crowded(1), &answer(1, 2)).unwrap();
+            drop(other);
+            let b = std::fs::read(table(&scratch.path().join("answers"), 0)).unwrap();
+            <[u8; SLOT]>::try_from(&b[..SLOT]).unwrap()
+        };
+        assert_eq!(bytes[SLOT..SLOT + KEY], replacement[..KEY]);
+        bytes[SLOT + KEY + 1..SLOT + KEY + 9].copy_from_slice(&replacement[KEY + 1..KEY + 9]);
+        // A fourth answer copied all but its format byte into the free slot after them.
+        bytes[3 * SLOT..3 * SLOT + KEY].copy_from_slice(&crowded(3)[16 - KEY..]);
+        bytes[3 * SLOT + KEY + 1..4 * SLOT].copy_from_slice(&slots[0][KEY + 1..]);
+        std::fs::write(&path, &bytes).unwrap();
+        let answers = Answers::open(dir.path()).unwrap();
+        assert_eq!(answers.get(&crowded(0)).unwrap(), Some(answer(0, 1)));
+        assert_eq!(answers.get(&crowded(1)).unwrap(), None, "torn: absent");
+        assert_eq!(answers.get(&crowded(2)).unwrap(), Some(answer(2, 1)));
+        assert_eq!(answers.get(&crowded(3)).unwrap(), None, "never stored");
+        assert_eq!(answers.all().count(), 2);
+        // Both are stored again where they were, and the rest of the group after them too.
+        answers.put(&crowded(1), &answer(1, 2)).unwrap();
+        for i in 3..40 {
+            answers.put(&crowded(i), &answer(i, 1)).unwrap();
+        }
+        assert_eq!(answers.get(&crowded(1)).unwrap(), Some(answer(1, 2)));
+        for i in 2..40 {
+            assert_eq!(answers.get(&crowded(i)).unwrap(), Some(answer(i, 1)), "{i}");
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes[3 * SLOT..3 * SLOT + KEY], crowded(3)[16 - KEY..]);
+    }
+
+    #[test]
+    fn lookups_racing_growth_always_find_what_was_stored() {
+        // Readers see the old map until the new one replaces it under the lock, never a
+        // table half copied or unmapped.
+        let dir = tempfile::tempdir().unwrap();
+        let answers = Arc::new(Answers::open(dir.path()).unwrap());
+        let crowded = |i: u64| {
+            let mut k = key(i);
+            k[0] = 0;
+            k
+        };
+        let stored = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let writer = {
+            let (answers, stored) = (answers.clone(), stored.clone());
+            std::thread::spawn(move || {
+                for i in 0..20_000 {
+                    answers.put(&crowded(i), &answer(i, 1)).unwrap();
+                    stored.store(i + 1, std::sync::atomic::Ordering::Release);
+                }
+            })
+        };
+        let readers: Vec<_> = (0..2u64)
+            .map(|r| {
+                let (answers, stored) = (answers.clone(), stored.clone());
+                std::thread::spawn(move || {
+                    let mut checked = 0u64;
+                    loop {
+                        let n = stored.load(std::sync::atomic::Ordering::Acquire);
+                        for i in (r..n).step_by(97) {
+                            let found = answers.get(&crowded(i)).unwrap();
+                            assert_eq!(found.map(|a| a.first_row), Some(i), "{i} of {n}");
+                            checked += 1;
+                        }
+                        if n == 20_000 {
+                            return checked;
+                        }
+                    }
+                })
+            })
+            .collect();
+        writer.join().unwrap();
+        for reader in readers {
+            assert!(reader.join().unwrap() > 0);
+        }
+        let size = std::fs::metadata(table(&dir.path().join("answers"), 0))
+            .unwrap()
+            .len();
+        assert!(
+            size >= 128 * BUCKET as u64,
+            "grew seven times or more: {size}"
+        );
+    }
+
+    /// The child of the test below: stores answers of one partition (its table doubles again
+    /// and again) and says which once each `put` returned, until it is killed.
+    #[test]
+    fn child_storing_until_killed() {
+        let Some(dir) = std::env::var_os("MAILSIFT_ANSWERS_CHILD") else {
+            return;
+        };
+        let answers = Answers::open(Path::new(&dir)).unwrap();
+        let from: u64 = std::env::var("MAILSIFT_ANSWERS_FROM")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut out = std::io::stdout().lock();
+        for i in from.. {
+            answers.put(&crowded_key(i), &answer(i, 1)).unwrap();
+            use std::io::Write;
+            writeln!(out, "stored {i}").unwrap();
+            out.flush().unwrap();
+            if i % 5_000 == 0 {
+                answers.sync().unwrap();
+            }
+        }
+    }
+
+    fn crowded_key(i: u64) -> CacheKey {
+        let mut k = key(i);
+        k[0] = 0;
+        k
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn every_answer_stored_survives_a_kill_at_any_moment_of_growth() {
+        // A second process stores answers (its table doubling all along: written beside,
+        // synced, renamed, mapped again) and is killed after a seeded number of them; every
+        // answer it said was stored must be there, whole, when the directory is opened again.
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let mut next = 0u64;
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for round in 0..12 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let wait_for = 500 + seed % 6_000;
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "store::answers::tests::child_storing_until_killed",
+                    "--exact",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("MAILSIFT_ANSWERS_CHILD", dir.path())
+                .env("MAILSIFT_ANSWERS_FROM", next.to_string())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+            let mut last = None;
+            let mut seen = 0;
+            while seen < wait_for {
+                let Some(Ok(line)) = lines.next() else { break };
+                if let Some(i) = line.strip_prefix("stored ") {
+                    last = Some(i.parse::<u64>().unwrap());
+                    seen += 1;
+                }
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let last = last.unwrap_or_else(|| panic!("round {round}: the child stored nothing"));
+            let answers = Answers::open(dir.path()).unwrap();
+            for i in 0..=last {
+                assert_eq!(
+                    answers.get(&crowded_key(i)).unwrap(),
+                    Some(answer(i, 1)),
+                    "round {round}: answer {i} of 0..={last}"
+                );
+            }
+            next = last + 1;
+        }
+        assert!(next > 6_000, "{next}");
     }
 
     #[test]
