@@ -526,17 +526,6 @@ pub async fn run(
 mod tests {
     use super::*;
 
-    fn row(email: &str) -> Row {
-        Row {
-            line: 1,
-            start: 0,
-            raw: format!("{email}\n").into_bytes(),
-            keep: email.len(),
-            fields: 1,
-            email: Some(email.as_bytes().to_vec()),
-        }
-    }
-
     fn fresh() -> Freshness {
         Freshness {
             max_age: Duration::from_secs(30 * 86_400),
@@ -559,7 +548,7 @@ mod tests {
     /// Plans one row; returns it and the one job it needs, if any.
     fn plan(planner: &mut Planner, seq: u64, cell: &str) -> (Planned, Option<Job>) {
         let mut jobs = Vec::new();
-        let planned = planner.plan(seq, row(cell), &mut jobs).unwrap();
+        let planned = planner.plan(seq, Row::of_email(cell), &mut jobs).unwrap();
         assert!(jobs.len() <= 1, "{cell:?}");
         (planned, jobs.pop())
     }
@@ -685,7 +674,7 @@ mod tests {
         let first = job.unwrap();
         let mut jobs = Vec::new();
         let cell = "A@x.com; old@cache.com, not-an-address@, b@x.com | B@X.com";
-        let several = planner.plan(1, row(cell), &mut jobs).unwrap();
+        let several = planner.plan(1, Row::of_email(cell), &mut jobs).unwrap();
         // a@x.com is in flight for row 0, old@ is cached, the reject is free, B@X.com repeats
         // b@x.com in the same cell: one request, for b@x.com.
         assert_eq!(jobs.len(), 1);
@@ -760,7 +749,9 @@ mod tests {
         let mut planner = Planner::new(store, 1, fresh(), 0, 16);
         let cell: Vec<String> = (0..5000).map(|i| format!("u{i}@x.com")).collect();
         let mut jobs = Vec::new();
-        let planned = planner.plan(0, row(&cell.join(";")), &mut jobs).unwrap();
+        let planned = planner
+            .plan(0, Row::of_email(&cell.join(";")), &mut jobs)
+            .unwrap();
         assert_eq!(jobs.len(), cell::MAX_ASKED);
         assert_eq!(planned.addresses().count(), cell::MAX_ASKED);
         assert_eq!(planner.counts.jobs, cell::MAX_ASKED as u64);

@@ -586,19 +586,15 @@ mod tests {
             0,
             16,
         );
-        let row = |email: &str| crate::input::Row {
-            line: 1,
-            start: 0,
-            raw: format!("{email}\n").into_bytes(),
-            keep: email.len(),
-            fields: 1,
-            email: Some(email.as_bytes().to_vec()),
-        };
         let mut jobs = Vec::new();
         let rows: Vec<_> = ["a@x.com", "A@X.COM", "b@x.com; a@x.com"]
             .iter()
             .enumerate()
-            .map(|(seq, cell)| planner.plan(seq as u64, row(cell), &mut jobs).unwrap())
+            .map(|(seq, cell)| {
+                planner
+                    .plan(seq as u64, crate::input::Row::of_email(cell), &mut jobs)
+                    .unwrap()
+            })
             .collect();
         assert_eq!(jobs.len(), 2, "a@x.com once, b@x.com once");
         let run = pool(Fake::default(), None);

@@ -179,6 +179,19 @@ pub struct Row {
 }
 
 impl Row {
+    /// A one-field row holding just `email` (for the tests of the stages that take rows).
+    #[cfg(test)]
+    pub fn of_email(email: &str) -> Row {
+        Row {
+            line: 1,
+            start: 0,
+            raw: format!("{email}\n").into_bytes(),
+            keep: email.len(),
+            fields: 1,
+            email: Some(email.as_bytes().to_vec()),
+        }
+    }
+
     /// Where the row after this one starts: the checkpoint to record once this row is written.
     pub fn resume_after(&self) -> Resume {
         Resume {
