@@ -85,6 +85,21 @@ const MEMO: usize = 1 << 16;
 const MAX_VERDICTS: usize = 255;
 /// No record is this long (ten texts of at most 64 KiB); a longer length is damage.
 const MAX_RECORD: usize = 1 << 20;
+/// A journal record: `[slot: 32] [partition: u8] [zeros: 7] [check: 8]`, the check the first
+/// 8 bytes of BLAKE3, keyed by the store's journal key, of the file's generation (u64, LE)
+/// and the first 40 bytes.
+const RECORD: usize = 48;
+/// A journal file grows by this much at a time (zeros written, then mapped); a record never
+/// straddles two chunks, and the size is a whole number of pages.
+const CHUNK: usize = RECORD * 8192;
+/// The tables are synced, and the journal starts over, once the journal has grown past this
+/// share of the tables' size (or [`JOURNAL_MIN`]): the pages written back per answer stay
+/// the same however big the tables grow, and so does the replay after a crash, in
+/// proportion.
+const JOURNAL_SHARE: u64 = 16;
+const JOURNAL_MIN: u64 = if cfg!(test) { 256 << 10 } else { 4 << 20 };
+/// What a store's journal key is derived from (with its salt).
+pub(super) const JOURNAL_CONTEXT: &str = "mailsift 2026 answer journal key";
 
 pub(super) struct Answers {
     dir: PathBuf,
@@ -97,8 +112,13 @@ pub(super) struct Answers {
     details: Arc<File>,
     /// One per partition, held while it grows (only by threads that may block).
     growing: Vec<Mutex<()>>,
-    /// A table was created since the last sync: its directory entry needs syncing too.
+    /// A table or a journal file was created since the last sync: its directory entry needs
+    /// syncing too.
     created: std::sync::atomic::AtomicBool,
+    /// Every slot stored since the tables were last synced, in order (see the module docs).
+    journal: Mutex<Journal>,
+    /// One sync at a time (the syncer thread's and a caller's).
+    syncing: Mutex<()>,
 }
 
 /// One partition's table; no file until its first answer.
@@ -162,6 +182,154 @@ fn store_slot(to: &mut [u8], slot: &[u8; SLOT]) {
     to[KEY] = slot[KEY];
 }
 
+/// What placing a slot did.
+enum Placed {
+    Done,
+    /// The bucket is full in the table of that many buckets: it must double first.
+    Full(u64),
+    /// The journal's next chunk must be written first (not done without `may_block`).
+    NoRoom,
+}
+
+/// The journal: every slot stored since the tables were last synced, appended in order into
+/// a file mapped shared, chunk by chunk (`journal.N`, N its generation, counting up).
+struct Journal {
+    key: [u8; 32],
+    generation: u64,
+    /// No file until the generation's first record.
+    file: Option<Arc<File>>,
+    /// Its chunks, mapped.
+    chunks: Vec<MmapMut>,
+    /// Bytes of records appended.
+    len: usize,
+    dirty: bool,
+    /// The files of earlier generations (replayed on opening, or left by a start-over cut
+    /// short), removed once the tables are synced, and their size.
+    older: Vec<PathBuf>,
+    older_bytes: u64,
+}
+
+impl Journal {
+    fn path(&self, dir: &Path) -> PathBuf {
+        dir.join(format!("journal.{}", self.generation))
+    }
+
+    fn has_room(&self) -> bool {
+        self.len < self.chunks.len() * CHUNK
+    }
+
+    /// Writes the next chunk (zeros, a page at a time, like a doubled table: never a hole,
+    /// never a large folio) and maps it; true when this created the file.
+    fn extend(&mut self, dir: &Path) -> io::Result<bool> {
+        let created = self.file.is_none();
+        let file = match &self.file {
+            Some(file) => file.clone(),
+            None => {
+                let file = Arc::new(open_rw(&self.path(dir), true)?);
+                file.set_len(0)?;
+                self.file = Some(file.clone());
+                file
+            }
+        };
+        let at = (self.chunks.len() * CHUNK) as u64;
+        let zeros = [0; BUCKET];
+        for page in 0..(CHUNK / BUCKET) as u64 {
+            write_at(&file, &zeros, at + page * BUCKET as u64)?;
+        }
+        // SAFETY: as for the tables (`Part::mapped`): only this process writes the file,
+        // through this map; it is removed, never truncated, while mapped.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(at)
+                .len(CHUNK)
+                .map_mut(&*file)?
+        };
+        self.chunks.push(map);
+        Ok(created)
+    }
+
+    /// Appends a record (room taken first, see [`Journal::has_room`]). A `kill -9` during
+    /// the copy leaves a record that fails its check: absent.
+    fn append(&mut self, part: usize, slot: &[u8; SLOT]) {
+        let mut record = [0; RECORD];
+        record[..SLOT].copy_from_slice(slot);
+        record[SLOT] = part as u8;
+        let check = record_check(&self.key, self.generation, &record);
+        record[RECORD - 8..].copy_from_slice(&check);
+        let chunk = &mut self.chunks[self.len / CHUNK];
+        let at = self.len % CHUNK;
+        chunk[at..at + RECORD].copy_from_slice(&record);
+        self.len += RECORD;
+        self.dirty = true;
+    }
+
+    /// Bytes in the journal, all generations.
+    fn bytes(&self) -> u64 {
+        self.older_bytes + self.len as u64
+    }
+
+    /// Starts the next generation; returns every file before it.
+    fn switch(&mut self, dir: &Path) -> Vec<PathBuf> {
+        let path = self.path(dir);
+        if self.file.take().is_some() {
+            self.older_bytes += (self.chunks.len() * CHUNK) as u64;
+            self.chunks.clear();
+            self.len = 0;
+            self.dirty = false;
+            self.older.push(path);
+            self.generation += 1;
+        }
+        self.older.clone()
+    }
+
+    /// Files removed.
+    fn forget(&mut self, removed: &[PathBuf]) {
+        self.older.retain(|p| !removed.contains(p));
+        if self.older.is_empty() {
+            self.older_bytes = 0;
+        }
+    }
+}
+
+/// The partition and slot of a journal record, if its check holds under `key`.
+fn journal_record(key: &[u8; 32], generation: u64, record: &[u8]) -> Option<(usize, [u8; SLOT])> {
+    let record: &[u8; RECORD] = record.try_into().ok()?;
+    // Zeros (room not yet used) fail fast: no slot has format 0.
+    if record[KEY] == 0 || record_check(key, generation, record) != record[RECORD - 8..] {
+        return None;
+    }
+    let part = usize::from(record[SLOT]);
+    (part < PARTS).then(|| (part, record[..SLOT].try_into().unwrap_or([0; SLOT])))
+}
+
+fn record_check(key: &[u8; 32], generation: u64, record: &[u8; RECORD]) -> [u8; 8] {
+    let mut hasher = blake3::Hasher::new_keyed(key);
+    hasher.update(&generation.to_le_bytes());
+    hasher.update(&record[..RECORD - 8]);
+    let mut check = [0; 8];
+    check.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+    check
+}
+
+/// The journal files in a directory, oldest first: generation, path and size.
+fn journal_files(dir: &Path) -> io::Result<Vec<(u64, PathBuf, u64)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(generation) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("journal."))
+            .and_then(|g| g.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        found.push((generation, entry.path(), entry.metadata()?.len()));
+    }
+    found.sort_unstable_by_key(|(g, _, _)| *g);
+    Ok(found)
+}
+
 /// A record's hash as its header keeps it (the first 8 bytes of BLAKE3).
 type Hash = [u8; 8];
 
@@ -194,7 +362,15 @@ struct Known {
 }
 
 impl Answers {
+    /// [`Answers::open_keyed`] with a fixed journal key (tests).
+    #[cfg(test)]
     pub(super) fn open(dir: &Path) -> io::Result<Answers> {
+        Answers::open_keyed(dir, &blake3::derive_key(JOURNAL_CONTEXT, b"tests"))
+    }
+
+    /// Opens the answers in `dir`, replaying the journal (whose records check under `key`,
+    /// which belongs to this store: a journal of another store, or garbage, adds nothing).
+    pub(super) fn open_keyed(dir: &Path, key: &[u8; 32]) -> io::Result<Answers> {
         let dir = dir.join("answers");
         std::fs::create_dir_all(&dir)?;
         let mut parts = Vec::with_capacity(PARTS);
@@ -275,7 +451,8 @@ impl Answers {
             verdict_index.insert(record[1..].to_vec(), (index as u8, hash));
         }
         verdicts_full |= known.verdicts.len() >= MAX_VERDICTS;
-        Ok(Answers {
+        let older = journal_files(&dir)?;
+        let answers = Answers {
             parts,
             details: details.file.clone(),
             logs: Mutex::new(Logs {
@@ -291,8 +468,23 @@ impl Answers {
             known: RwLock::new(known),
             growing: (0..PARTS).map(|_| Mutex::new(())).collect(),
             created: Default::default(),
+            journal: Mutex::new(Journal {
+                key: *key,
+                generation: older.last().map_or(1, |(g, _, _)| g + 1),
+                file: None,
+                chunks: Vec::new(),
+                len: 0,
+                dirty: false,
+                older_bytes: older.iter().map(|(_, _, len)| len).sum(),
+                older: older.iter().map(|(_, path, _)| path.clone()).collect(),
+            }),
+            syncing: Mutex::new(()),
             dir,
-        })
+        };
+        for (generation, path, _) in &older {
+            answers.replay(*generation, path)?;
+        }
+        Ok(answers)
     }
 
     /// The cached answer; a damaged one (or one whose details are lost) reads as absent, so it
@@ -333,24 +525,40 @@ impl Answers {
     pub(super) fn put(&self, key: &CacheKey, answer: &Answer) -> io::Result<()> {
         let (part, stored) = split(key);
         let slot = self.encode(&stored, answer)?;
+        self.put_slot(part, &slot, true)
+    }
+
+    /// Places a slot, growing its table as often as needed.
+    fn put_slot(&self, part: usize, slot: &[u8; SLOT], journaled: bool) -> io::Result<()> {
         loop {
-            match self.place(part, &slot)? {
-                None => return Ok(()),
-                Some(full) => self.grow(part, full)?,
+            match self.place(part, slot, true, journaled)? {
+                Placed::Done | Placed::NoRoom => return Ok(()),
+                Placed::Full(full) => self.grow(part, full)?,
             }
         }
     }
 
-    /// Caches an answer unless its bucket is full (`false`): never blocks on a sync.
+    /// Caches an answer unless that would block (`false`): its bucket is full (the table must
+    /// double) or the journal needs its next chunk written. Never syncs.
     pub(super) fn try_put(&self, key: &CacheKey, answer: &Answer) -> io::Result<bool> {
         let (part, stored) = split(key);
         let slot = self.encode(&stored, answer)?;
-        Ok(self.place(part, &slot)?.is_none())
+        Ok(matches!(
+            self.place(part, &slot, false, true)?,
+            Placed::Done
+        ))
     }
 
-    /// Writes a slot into its partition's table, over the same key's or into a free slot.
-    /// `Some(buckets)`: the bucket is full in the table of that many buckets.
-    fn place(&self, index: usize, slot: &[u8; SLOT]) -> io::Result<Option<u64>> {
+    /// Writes a slot into its partition's table, over the same key's or into a free slot, and
+    /// (`journaled`) appends it to the journal; a slot already there as it is (a replay) is
+    /// left alone. `may_block`: the journal may write its next chunk (else `NoRoom`).
+    fn place(
+        &self,
+        index: usize,
+        slot: &[u8; SLOT],
+        may_block: bool,
+        journaled: bool,
+    ) -> io::Result<Placed> {
         let stored: [u8; KEY] = slot[..KEY].try_into().unwrap_or_default();
         let mut part = write(&self.parts[index]);
         if part.map.is_none() {
@@ -364,16 +572,38 @@ impl Answers {
                 .store(true, std::sync::atomic::Ordering::Release);
         }
         let bucket = bucket_of(&stored, part.buckets);
-        let page = part.page_mut(bucket).expect("mapped above");
+        let page = part.page(bucket).expect("mapped above");
         let Some(i) = slot_for(page, &stored) else {
-            return Ok(Some(part.buckets));
+            return Ok(Placed::Full(part.buckets));
         };
+        if !journaled && page[i * SLOT..][..SLOT] == slot[..] {
+            return Ok(Placed::Done);
+        }
+        // The journal first takes room (which may write a chunk), then the table the slot,
+        // then the journal the record: a kill in between leaves the answer in the table, which
+        // the kill does not touch; only a power cut before the next checkpoint may lose it.
+        let mut journal = journaled.then(|| locked(&self.journal));
+        if let Some(journal) = &mut journal {
+            if !journal.has_room() {
+                if !may_block {
+                    return Ok(Placed::NoRoom);
+                }
+                if journal.extend(&self.dir)? {
+                    self.created
+                        .store(true, std::sync::atomic::Ordering::Release);
+                }
+            }
+        }
+        let page = part.page_mut(bucket).expect("mapped above");
         store_slot(&mut page[i * SLOT..][..SLOT], slot);
         part.dirty = true;
         if let Some(meanwhile) = &mut part.meanwhile {
             meanwhile.push(*slot);
         }
-        Ok(None)
+        if let Some(journal) = &mut journal {
+            journal.append(index, slot);
+        }
+        Ok(Placed::Done)
     }
 
     /// Doubles a partition whose table had `full` buckets (unless another thread did already)
@@ -464,6 +694,8 @@ impl Answers {
     /// Removes the answers for which `remove` says so (and any that no longer decode);
     /// returns how many.
     pub(super) fn retain(&self, remove: impl Fn(&Answer) -> bool) -> io::Result<u64> {
+        // The journal emptied first: replayed after a crash, it would bring removed ones back.
+        self.settle()?;
         let mut removed = 0;
         for part in 0..PARTS {
             self.each_page(part, |page| {
@@ -521,11 +753,34 @@ impl Answers {
         Ok(())
     }
 
-    /// Makes every answer written so far survive a power cut. The files are synced without
-    /// their locks held (a sync can take long), so lookups and answers go on meanwhile.
+    /// A checkpoint: makes every answer stored so far survive a power cut, by syncing the
+    /// records, then the journal; the tables only when the journal has grown past
+    /// [`JOURNAL_SHARE`] of their size (then it starts over). Nothing is synced while a lock
+    /// is held (a sync can take long): lookups and answers go on meanwhile.
     pub(super) fn sync(&self) -> io::Result<()> {
-        // The records first, so a table synced does not point past them (it would read as
-        // absent, not wrong; see the module docs).
+        let _one = locked(&self.syncing);
+        self.sync_records()?;
+        self.sync_journal()?;
+        let tables: u64 = self.parts.iter().map(|p| read(p).buckets).sum::<u64>() * BUCKET as u64;
+        if locked(&self.journal).bytes() >= (tables / JOURNAL_SHARE).max(JOURNAL_MIN) {
+            self.start_journal_over()?;
+        }
+        Ok(())
+    }
+
+    /// Like [`Answers::sync`], and syncs the tables and starts the journal over whatever its
+    /// size: before a bulk rewrite of the tables (which the journal must not undo when
+    /// replayed), and when the store is closed (so the next opening replays nothing).
+    pub(super) fn settle(&self) -> io::Result<()> {
+        let _one = locked(&self.syncing);
+        self.sync_records()?;
+        self.sync_journal()?;
+        self.start_journal_over()
+    }
+
+    /// The records first, so neither the journal nor a table points past them once synced
+    /// (it would read as absent, not wrong; see the module docs).
+    fn sync_records(&self) -> io::Result<()> {
         let logs = {
             let mut logs = locked(&self.logs);
             let dirty = std::mem::take(&mut logs.details.dirty)
@@ -547,6 +802,28 @@ impl Answers {
                 logs.runs_dirty = true;
             })?;
         }
+        Ok(())
+    }
+
+    /// Syncs the journal's file, then the directory if a file was created in it (a journal
+    /// file or a table, so its name survives too).
+    fn sync_journal(&self) -> io::Result<()> {
+        let file = {
+            let mut journal = locked(&self.journal);
+            if std::mem::take(&mut journal.dirty) {
+                #[cfg(not(target_os = "linux"))]
+                for chunk in &journal.chunks {
+                    chunk.flush_async()?;
+                }
+                journal.file.clone()
+            } else {
+                None
+            }
+        };
+        if let Some(file) = file {
+            file.sync_data()
+                .inspect_err(|_| locked(&self.journal).dirty = true)?;
+        }
         if self
             .created
             .swap(false, std::sync::atomic::Ordering::AcqRel)
@@ -556,7 +833,33 @@ impl Answers {
                     .store(true, std::sync::atomic::Ordering::Release)
             })?;
         }
-        for part in &self.parts {
+        Ok(())
+    }
+
+    /// Appends go to a new journal file from here on; every table is synced; then the
+    /// journal files before are removed. A crash before the removal replays them on opening,
+    /// which changes nothing (their slots are in the tables, or newer ones are).
+    fn start_journal_over(&self) -> io::Result<()> {
+        let done = locked(&self.journal).switch(&self.dir);
+        self.sync_tables()?;
+        for path in &done {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        locked(&self.journal).forget(&done);
+        if !done.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Syncs every table written since its last sync. A table that is doubling is synced
+    /// after it is replaced: the slots copied over into the new one are not synced yet.
+    fn sync_tables(&self) -> io::Result<()> {
+        for (index, part) in self.parts.iter().enumerate() {
+            let _not_growing = locked(&self.growing[index]);
             let file = {
                 let mut part = write(part);
                 if !std::mem::take(&mut part.dirty) {
@@ -577,10 +880,36 @@ impl Answers {
         Ok(())
     }
 
+    /// Places the slots of one journal file whose check holds, in order, into the tables
+    /// (growing them as needed); a slot already there as it is is not written again.
+    fn replay(&self, generation: u64, path: &Path) -> io::Result<()> {
+        let file = File::open(path)?;
+        let key = locked(&self.journal).key;
+        let len = file.metadata()?.len();
+        let mut chunk = vec![0; CHUNK];
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(CHUNK as u64) as usize / RECORD * RECORD;
+            if n == 0 {
+                break; // a chunk cut off by a kill while it was written: zeros anyway
+            }
+            read_at(&file, &mut chunk[..n], at)?;
+            for record in chunk[..n].chunks_exact(RECORD) {
+                let Some((part, slot)) = journal_record(&key, generation, record) else {
+                    continue;
+                };
+                self.put_slot(part, &slot, false)?;
+            }
+            at += n as u64;
+        }
+        Ok(())
+    }
+
     /// Converts the slots of layout 2 (the version before) in place, and returns how many. A
     /// slot that fails layout 2's checks stays a used slot that reads as absent (used slots
     /// come first in their group); one that holds is written with its new check.
     pub(super) fn convert_layout_2(&self) -> io::Result<u64> {
+        self.settle()?; // as for `retain`
         let mut converted = 0;
         for part in 0..PARTS {
             self.each_page(part, |page| {
@@ -1039,6 +1368,7 @@ pub(super) fn write_at(file: &File, mut buf: &[u8], mut at: u64) -> io::Result<(
 impl Answers {
     /// Rewrites every slot as layout 2 wrote it (for the conversion's tests).
     pub(super) fn downgrade_to_layout_2(&self) {
+        self.settle().unwrap();
         for part in 0..PARTS {
             self.each_page(part, |page| {
                 for slot in page.chunks_exact_mut(SLOT).filter(|s| s[KEY] != 0) {
@@ -1311,7 +1641,11 @@ mod tests {
             k
         };
         let path = table(&dir.path().join("answers"), 0);
-        let mut stored = 0;
+        // The first answer writes the journal's first chunk: not without blocking.
+        assert!(!answers.try_put(&crowded(0), &answer(0, 1)).unwrap());
+        assert_eq!(answers.get(&crowded(0)).unwrap(), None);
+        answers.put(&crowded(0), &answer(0, 1)).unwrap();
+        let mut stored = 1;
         while answers
             .try_put(&crowded(stored), &answer(stored, 1))
             .unwrap()
@@ -1502,6 +1836,9 @@ mod tests {
             for i in 0..3 {
                 answers.put(&crowded(i), &answer(i, 1)).unwrap();
             }
+            // No journal to replay: the table alone is read (with one, the replay would put
+            // the answer the journal has for a torn slot back).
+            answers.settle().unwrap();
         }
         let mut bytes = std::fs::read(&path).unwrap();
         let slots: Vec<[u8; SLOT]> = bytes
@@ -1679,6 +2016,273 @@ mod tests {
             next = last + 1;
         }
         assert!(next > 6_000, "{next}");
+    }
+
+    /// The tables as they are on disk (what a power cut leaves of them once they are synced).
+    fn tables_on_disk(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        (0..PARTS)
+            .map(|p| table(&dir.join("answers"), p))
+            .filter(|p| p.exists())
+            .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+            .collect()
+    }
+
+    /// Puts the tables back as `tables` had them: a power cut that lost every page written
+    /// since, and every table created since.
+    fn revert_tables(dir: &Path, tables: &[(PathBuf, Vec<u8>)]) {
+        for p in 0..PARTS {
+            let _ = std::fs::remove_file(table(&dir.join("answers"), p));
+        }
+        for (path, bytes) in tables {
+            std::fs::write(path, bytes).unwrap();
+        }
+    }
+
+    fn journals(dir: &Path) -> Vec<PathBuf> {
+        journal_files(&dir.join("answers"))
+            .unwrap()
+            .into_iter()
+            .map(|(_, p, _)| p)
+            .collect()
+    }
+
+    #[test]
+    fn the_journal_brings_back_what_a_power_cut_took_from_the_tables() {
+        // Tables synced (a start-over), then answers stored and a checkpoint (the journal
+        // synced, not the tables), then a power cut: the tables are as last synced, one of
+        // them from before it doubled three times, others not yet created.
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = |i: u64| {
+            let mut k = key(i);
+            k[0] = 1 + k[0] % 63; // not partition 0
+            k
+        };
+        let synced;
+        {
+            let answers = Answers::open(dir.path()).unwrap();
+            for i in 0..50 {
+                answers.put(&crowded_key(i), &answer(i, 1)).unwrap();
+            }
+            answers.settle().unwrap();
+            assert!(journals(dir.path()).is_empty());
+            synced = tables_on_disk(dir.path());
+            assert_eq!(synced.len(), 1);
+            for i in 50..1_000 {
+                answers.put(&crowded_key(i), &answer(i, 2)).unwrap();
+                answers.put(&elsewhere(i), &answer(i, 2)).unwrap();
+            }
+            answers.put(&crowded_key(7), &answer(7, 3)).unwrap();
+            answers.sync().unwrap();
+            assert_eq!(journals(dir.path()).len(), 1, "no start-over yet");
+        }
+        assert!(std::fs::metadata(table(&dir.path().join("answers"), 0)).unwrap().len() >= 8 * BUCKET as u64);
+        revert_tables(dir.path(), &synced);
+        let check = |answers: &Answers| {
+            for i in 0..1_000 {
+                let want = match i {
+                    7 => answer(7, 3),
+                    i if i < 50 => answer(i, 1),
+                    i => answer(i, 2),
+                };
+                assert_eq!(answers.get(&crowded_key(i)).unwrap(), Some(want), "{i}");
+                if i >= 50 {
+                    assert_eq!(answers.get(&elsewhere(i)).unwrap(), Some(answer(i, 2)), "{i}");
+                }
+            }
+            assert_eq!(answers.all().count(), 1_950);
+        };
+        check(&Answers::open(dir.path()).unwrap());
+        // Replayed again (nothing synced the tables since): nothing changes, nothing is written.
+        let replayed = tables_on_disk(dir.path());
+        check(&Answers::open(dir.path()).unwrap());
+        assert!(replayed == tables_on_disk(dir.path()), "a second replay wrote nothing");
+    }
+
+    #[test]
+    fn a_journal_replays_into_a_table_that_doubled_since_its_records() {
+        // Records written while partition 0 had one bucket; the table doubled since (synced
+        // whole when it did); the slots copied over while it doubled were not synced in the
+        // new table, and a power cut took them: here every slot of the doubled table is lost.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let answers = Answers::open(dir.path()).unwrap();
+            for i in 0..2_000 {
+                answers.put(&crowded_key(i), &answer(i, 1)).unwrap();
+            }
+            answers.sync().unwrap();
+        }
+        let path = table(&dir.path().join("answers"), 0);
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!(len >= 32 * BUCKET as u64, "{len}");
+        std::fs::write(&path, vec![0; len as usize]).unwrap();
+        let answers = Answers::open(dir.path()).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
+        for i in 0..2_000 {
+            assert_eq!(answers.get(&crowded_key(i)).unwrap(), Some(answer(i, 1)), "{i}");
+        }
+    }
+
+    #[test]
+    fn a_torn_or_zeroed_journal_tail_reads_as_absent_and_the_rest_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let answers = Answers::open(dir.path()).unwrap();
+            for i in 0..100 {
+                answers.put(&key(i), &answer(i, 1)).unwrap();
+            }
+        }
+        let [journal] = &journals(dir.path())[..] else {
+            panic!("one journal file")
+        };
+        // A kill while the next chunk was written (a file not a whole number of chunks), a
+        // record torn by a power cut (its last bytes lost), the two before zeroed (pages not
+        // written back): the rest replays into tables that lost everything.
+        let mut bytes = std::fs::read(journal).unwrap();
+        assert_eq!(bytes.len(), CHUNK);
+        bytes[97 * RECORD..98 * RECORD].fill(0);
+        bytes[98 * RECORD..99 * RECORD].fill(0);
+        bytes[99 * RECORD + 30..100 * RECORD].fill(0);
+        bytes.truncate(CHUNK - 1000);
+        std::fs::write(journal, &bytes).unwrap();
+        revert_tables(dir.path(), &[]);
+        let answers = Answers::open(dir.path()).unwrap();
+        for i in 0..100 {
+            let found = answers.get(&key(i)).unwrap();
+            assert_eq!(found.is_some(), i < 97, "{i}");
+        }
+        // One bit flipped in the middle: that record alone is lost.
+        drop(answers);
+        bytes[40 * RECORD + 3] ^= 4;
+        std::fs::write(journal, &bytes).unwrap();
+        revert_tables(dir.path(), &[]);
+        let answers = Answers::open(dir.path()).unwrap();
+        assert_eq!(answers.all().count(), 96);
+        assert_eq!(answers.get(&key(40)).unwrap(), None);
+        // Stored again, into the next generation.
+        answers.put(&key(40), &answer(40, 1)).unwrap();
+        assert_eq!(journals(dir.path()).len(), 2);
+        assert_eq!(answers.get(&key(40)).unwrap(), Some(answer(40, 1)));
+    }
+
+    #[test]
+    fn later_generations_win_and_a_start_over_cut_short_replays_harmlessly() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let answers = Answers::open(dir.path()).unwrap();
+            for i in 0..100 {
+                answers.put(&key(i), &answer(i, 1)).unwrap();
+            }
+        }
+        {
+            // Opened again: appends go to the next generation.
+            let answers = Answers::open(dir.path()).unwrap();
+            for i in 0..10 {
+                answers.put(&key(i), &answer(i, 2)).unwrap();
+            }
+        }
+        let files = journals(dir.path());
+        assert_eq!(files.len(), 2);
+        let kept: Vec<Vec<u8>> = files.iter().map(|p| std::fs::read(p).unwrap()).collect();
+        let want = |i: u64| answer(i, if i < 10 { 2 } else { 1 });
+        let check = |answers: &Answers| {
+            for i in 0..100 {
+                assert_eq!(answers.get(&key(i)).unwrap(), Some(want(i)), "{i}");
+            }
+        };
+        // The tables lost it all: generations replay in order, the newer answer wins.
+        revert_tables(dir.path(), &[]);
+        let answers = Answers::open(dir.path()).unwrap();
+        check(&answers);
+        // A start-over: tables synced, then the journal files removed, oldest first.
+        answers.settle().unwrap();
+        assert!(journals(dir.path()).is_empty());
+        drop(answers);
+        let synced = tables_on_disk(dir.path());
+        // Killed after the sync of the tables, before or during the removal: every file, or
+        // the newer ones, are still there. Replayed over the synced tables: nothing changes.
+        for from in [0, 1] {
+            for (path, bytes) in files.iter().zip(&kept).skip(from) {
+                std::fs::write(path, bytes).unwrap();
+            }
+            let answers = Answers::open(dir.path()).unwrap();
+            check(&answers);
+            drop(answers);
+            assert!(synced == tables_on_disk(dir.path()), "the replay wrote nothing");
+            for path in &files {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    #[test]
+    fn a_journal_of_another_store_or_garbage_adds_nothing() {
+        let ours = tempfile::tempdir().unwrap();
+        let theirs = tempfile::tempdir().unwrap();
+        {
+            let answers = Answers::open_keyed(theirs.path(), &[7; 32]).unwrap();
+            for i in 0..100 {
+                answers.put(&key(i), &answer(i, 1)).unwrap();
+            }
+        }
+        let [journal] = &journals(theirs.path())[..] else {
+            panic!("one journal file")
+        };
+        std::fs::create_dir_all(ours.path().join("answers")).unwrap();
+        std::fs::copy(journal, ours.path().join("answers").join("journal.3")).unwrap();
+        // Garbage: random bytes, and records of ours with a wrong generation in the name.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let garbage: Vec<u8> = (0..CHUNK)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        std::fs::write(ours.path().join("answers").join("journal.4"), garbage).unwrap();
+        std::fs::write(ours.path().join("answers").join("journal.x"), b"not one").unwrap();
+        let answers = Answers::open(ours.path()).unwrap();
+        assert_eq!(answers.all().count(), 0);
+        assert!(tables_on_disk(ours.path()).is_empty());
+        answers.put(&key(1), &answer(1, 1)).unwrap();
+        answers.settle().unwrap();
+        // Removed with the rest once the tables are synced; a name not of a journal stays.
+        assert!(journals(ours.path()).is_empty());
+        assert!(ours.path().join("answers").join("journal.x").exists());
+        // Another store's records under our name: the generation is in each check.
+        let mut renamed = theirs.path().join("answers").join("journal.1");
+        std::fs::rename(journal, &renamed).unwrap();
+        renamed.set_file_name("journal.2");
+        std::fs::copy(theirs.path().join("answers").join("journal.1"), &renamed).unwrap();
+        revert_tables(theirs.path(), &[]);
+        let theirs = Answers::open_keyed(theirs.path(), &[7; 32]).unwrap();
+        assert_eq!(theirs.all().count(), 100, "journal.1 replays, journal.2 does not check");
+    }
+
+    #[test]
+    fn the_journal_starts_over_once_past_its_share_and_keeps_every_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 30_000;
+        let most = {
+            let answers = Answers::open(dir.path()).unwrap();
+            let mut most = 0;
+            for i in 0..n {
+                answers.put(&key(i), &answer(i, 1)).unwrap();
+                if i % 1_000 == 999 {
+                    answers.sync().unwrap();
+                    let bytes = locked(&answers.journal).bytes();
+                    most = most.max(bytes);
+                    assert!(journals(dir.path()).len() <= 1);
+                }
+            }
+            most
+        };
+        // 30,000 records are 1.4 MB: started over several times, never past its share plus
+        // what came between two checkpoints (and a chunk).
+        assert!(most <= JOURNAL_MIN + (1_000 * RECORD + CHUNK) as u64, "{most}");
+        revert_tables(dir.path(), &tables_on_disk(dir.path()));
+        let answers = Answers::open(dir.path()).unwrap();
+        assert_eq!(answers.all().count(), n as usize);
     }
 
     #[test]

@@ -419,7 +419,8 @@ impl Store {
         // sled can panic on some damaged files: everything it reads while opening runs here.
         let (db, salt, meta, layout_2) = quietly_catching_panics(|| open_sled(dir))
             .map_err(|panic| unusable(dir, &format!("it is damaged: {panic}")))??;
-        let answers = Answers::open(dir)
+        let journal_key = blake3::derive_key(answers::JOURNAL_CONTEXT, &salt);
+        let answers = Answers::open_keyed(dir, &journal_key)
             .map(Arc::new)
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::InvalidData => unusable(dir, &e.to_string()),
@@ -448,7 +449,7 @@ impl Store {
             let converted = store
                 .answers
                 .convert_layout_2()
-                .and_then(|n| store.answers.sync().map(|()| n))
+                .and_then(|n| store.answers.settle().map(|()| n))
                 .with_context(|| writing(dir))?;
             store
                 .meta
@@ -523,7 +524,7 @@ impl Store {
             };
         }
         self.adopt_legacy_markers(markers)?;
-        self.answers.sync().with_context(|| writing(&self.dir))?;
+        self.answers.settle().with_context(|| writing(&self.dir))?;
         for name in names {
             self.db
                 .drop_tree(name)
@@ -650,7 +651,7 @@ impl Store {
 
     /// Like [`Store::flush`], and waits until the answers are synced too.
     pub fn sync(&self) -> anyhow::Result<()> {
-        self.answers.sync().with_context(|| writing(&self.dir))?;
+        self.answers.settle().with_context(|| writing(&self.dir))?;
         // Not under the lock: the workers write tallies under it.
         let spend = locked(&self.spend).file();
         spend
@@ -800,7 +801,14 @@ impl Syncer {
                     let last = !s.requested;
                     s.requested = false;
                     drop(s);
-                    if let Err(e) = answers.sync().and_then(|()| spend.sync_data()) {
+                    // The last one (the store closed) syncs the tables too: the next opening
+                    // replays nothing.
+                    let synced = if last {
+                        answers.settle()
+                    } else {
+                        answers.sync()
+                    };
+                    if let Err(e) = synced.and_then(|()| spend.sync_data()) {
                         locked(lock).failed = Some(e);
                     }
                     if last {
