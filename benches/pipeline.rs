@@ -401,8 +401,10 @@ fn big(dir: &Path) -> String {
 /// with a checkpoint (`Store::flush`, which syncs the tables in the background) every 50,000
 /// (the pipeline's 2 s at 25,000 rows/s). For each stretch: user and system CPU per answer,
 /// and bytes per answer the kernel counted as written to storage (`write_bytes`: a page
-/// dirtied counts 4 KiB) and through write calls (`wchar`). Up to 3M answers, 10M with
-/// `MAILSIFT_BENCH_10M=1`.
+/// dirtied counts 4 KiB) and through write calls (`wchar`), and the longest single `put` (a
+/// table that doubles, inline here; the pipeline does it on a blocking thread). Up to 3M
+/// answers, 10M with `MAILSIFT_BENCH_10M=1`. Then the state as a `kill -9` would leave it
+/// (copied while nothing is stored) is opened: the time to replay its journal.
 fn store_puts(dir: &Path) -> String {
     use mailsift::store::{Answer, Store};
     let ends: &[u64] = if std::env::var_os("MAILSIFT_BENCH_10M").is_some() {
@@ -415,12 +417,14 @@ fn store_puts(dir: &Path) -> String {
         "## store: new answers put one after another, a checkpoint every 50,000".to_owned(),
         "command: `cargo bench --bench pipeline -- store` (`MAILSIFT_BENCH_10M=1` for 10M)".into(),
         format!("cpu: {}", cpu_model()),
-        "answers | wall s | user us/answer | sys us/answer | write_bytes/answer | wchar/answer | load".into(),
+        "answers | wall s | user us/answer | sys us/answer | write_bytes/answer | wchar/answer | longest put ms | load".into(),
     ];
     let mut from = 0;
+    let killed = dir.join("killed");
     for &end in ends {
         let before = Usage::of("self");
         let started = Instant::now();
+        let mut longest = Duration::ZERO;
         for i in from..end {
             let answer = Answer {
                 status: Some(mailsift::internals::client::Status::Valid),
@@ -436,24 +440,30 @@ fn store_puts(dir: &Path) -> String {
                 first_row: i,
                 ..Answer::default()
             };
+            let put = Instant::now();
             store
                 .put(&store.key(&address(i, "")), &answer)
                 .expect("storing an answer");
+            longest = longest.max(put.elapsed());
             if (i + 1) % 50_000 == 0 {
                 store.flush().expect("a checkpoint");
             }
+        }
+        if end == *ends.last().expect("a stretch") {
+            copy_dir(&dir.join("state"), &killed);
         }
         store.sync().expect("the last sync");
         let wall = started.elapsed();
         let used = Usage::of("self").since(&before);
         let n = (end - from) as f64;
         let line = format!(
-            "{from}..{end} | {:.1} | {:.2} | {:.2} | {:.0} | {:.0} | {}",
+            "{from}..{end} | {:.1} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1} | {}",
             wall.as_secs_f64(),
             used.user * 1e6 / n,
             used.sys * 1e6 / n,
             used.write_bytes as f64 / n,
             used.wchar as f64 / n,
+            longest.as_secs_f64() * 1e3,
             load(),
         );
         eprintln!("store: {line}");
@@ -464,7 +474,38 @@ fn store_puts(dir: &Path) -> String {
         "state directory: {:.1} MB",
         dir_size(&dir.join("state")) as f64 / 1e6
     ));
+    drop(store);
+    let journal: u64 = std::fs::read_dir(killed.join("answers"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("journal."))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let started = Instant::now();
+    let opened = Store::open(&killed).map(drop);
+    lines.push(format!(
+        "opened after a kill at {} answers (journal files {:.1} MB): {:.3} s{}",
+        ends.last().expect("a stretch"),
+        journal as f64 / 1e6,
+        started.elapsed().as_secs_f64(),
+        opened.err().map_or(String::new(), |e| format!(" (failed: {e:#})")),
+    ));
     lines.join("\n")
+}
+
+/// Copies a directory tree (the state as a `kill -9` leaves it: what the page cache holds).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("creating a copy");
+    for entry in std::fs::read_dir(from).expect("reading the state").flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copying the state");
+        }
+    }
 }
 
 fn unlimited_mock(credits: f64) -> Vec<String> {

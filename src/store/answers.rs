@@ -23,6 +23,8 @@
 //! - `runs`: the run ids, 8 bytes each; a value holds an index.
 //! - `in-flight`: left by the version before, which marked requests in flight there; read
 //!   once (the job tallies in `../spend` count them now).
+//! - `journal.N`: every slot stored since the tables were last synced, in the order stored
+//!   (N counts up; see below).
 //!
 //! A slot's check is 32 bits of BLAKE3 over the slot and what its value points at (the run
 //! id, the verdict's and the domain record's hashes): after a power cut the tail of a log may
@@ -40,14 +42,74 @@
 //! and bulk rewrites (removal, conversion) are positioned writes into the same files, which
 //! share their pages with the maps; a table's file is written whole when it is created or
 //! doubled, never left a hole the file system must still find room for, so a store into the
-//! map does not meet a full disk (which a map could only report as SIGBUS). [`Answers::sync`], at every checkpoint, makes the answers survive a power
-//! cut too: `fsync` writes a map's dirty pages back with its file.
+//! map does not meet a full disk (which a map could only report as SIGBUS).
+//!
+//! ## The journal: what a checkpoint syncs
+//!
+//! An answer lands on a random page of the tables. Syncing the tables at every checkpoint
+//! wrote back every page dirtied since the last one, and once the tables are much bigger than
+//! the answers between two checkpoints that is a page (4 KiB) per answer, plus a fault when
+//! the page is written again: the kernel's work per answer grew with the tables (issue 15:
+//! 711 bytes written per answer over the first 1M answers, 3,095 from 3M to 10M). So each
+//! slot stored is also appended to the journal, and a checkpoint ([`Answers::sync`], on the
+//! store's sync thread) syncs
+//! 1. the records (`details`, `verdicts`, `runs`), so nothing synced after them points past
+//!    what survives;
+//! 2. the journal: its file, about 48 bytes per answer, written back in order, then the
+//!    directory if a journal file or a table was created;
+//! 3. the tables only once the journal holds [`JOURNAL_SHARE`] (1/16) of their size (at least
+//!    [`JOURNAL_MIN`]): appends go to the next generation's file, every table is synced, then
+//!    the files before are removed, oldest first. Between two such syncs the answers stored
+//!    number about 1/16 of the tables' size / 48 bytes, about 6 per page of the tables: the
+//!    pages written back per answer, and the faults, stay the same however big the tables
+//!    grow.
+//!
+//! A journal record is `[slot: 32] [partition: 1] [zeros: 7] [check: 8]`, the check keyed by
+//! a key the store derives from its salt, over the file's generation and the record. The file
+//! is mapped shared, a chunk at a time ([`CHUNK`], zeros written first as for a table), so
+//! appending is a copy of 48 bytes, no system call; writing the next chunk may block, so
+//! [`Answers::try_put`] leaves that to [`Answers::put`] on a blocking thread.
+//!
+//! How the journal keeps each promise:
+//! - `kill -9` at any moment: the slot is stored into the table first, the record appended
+//!   after, both under the partition's lock, both in the page cache (a kill leaves the page
+//!   cache as it was). A kill between the two leaves the answer in the table; a kill inside
+//!   the record's copy leaves a record that fails its check. Nothing of an answer lives only
+//!   in the process, before or after its row is written.
+//! - A power cut: what the last checkpoint synced survives. The tables are as their last sync
+//!   left them, or newer (the kernel writes dirty pages back on its own); every slot stored
+//!   since that sync is in a journal file that was synced after it (the tables are synced
+//!   before the files that cover them are removed). Opening the store replays every journal
+//!   file, oldest first, each record in order: the last answer for a key wins, as it did
+//!   when stored. A record cut short, zeroed or flipped by the power cut fails its check and
+//!   is skipped (the answer is asked again); a file of another store, or garbage, checks
+//!   nothing. Replaying is idempotent: a slot already in its table as it is is not written
+//!   again, so a kill during a replay, or between a tables' sync and the removal of the
+//!   files, replays again to the same tables. A record goes to its key's bucket in the table
+//!   as it is when replayed, doubled since or not (the replay grows a table that needs it).
+//! - The output's checkpoint (DESIGN.md): the writer syncs the output, records the watermark,
+//!   then asks for this sync; the rows it has written need no answer from the store, and
+//!   the answers of rows not yet written are in the tables (a kill) or in the synced journal
+//!   (a power cut after the next checkpoint), as before the journal.
+//! - A bulk rewrite (removal, conversion) first syncs the tables and removes the journal, so
+//!   a replay can never bring back what it removed; closing the store does the same, so the
+//!   next opening replays nothing after a clean exit. After a `kill -9` the replay reads up
+//!   to 1/16 of the tables' size (the store bench measures it at 10M answers).
+//!
+//! ## Growth
+//!
+//! A table doubles when a bucket is full, in the thread that stores the answer: in the
+//! pipeline a blocking thread (`Store::put_async` tries [`Answers::try_put`], which never
+//! grows a table, and hands the answer to `spawn_blocking` when it must). Meanwhile only that
+//! answer's task waits; every other partition, and this one's lookups and answers to buckets
+//! with room, go on (see [`Answers::grow`]). The checkpoint does not wait for it either: the
+//! store's sync of the tables waits for a growth in progress, on the sync thread.
 //!
 //! Why a map (issue 15, benches/RESULTS.md): with a 4 KiB `pread` and a 32-byte `pwrite` per
 //! answer, the kernel's buffered-write path cost more per answer the bigger the tables grew
 //! (6.8 us at 1M answers, 31.8 at 10M, mostly system time). Through the map an answer costs
-//! no system call; the kernel only notes, at most once per page between checkpoints, that a
-//! page became dirty (a page fault).
+//! no system call; the kernel only notes, at most once per page between two syncs of the
+//! tables, that a page became dirty (a page fault).
 //!
 //! Layout 2 (the version before: 18 bytes of value, a check byte per record, 16 bits of
 //! FNV per slot) is converted in place, slot by slot, by [`Answers::convert_layout_2`]; a
@@ -1366,6 +1428,11 @@ pub(super) fn write_at(file: &File, mut buf: &[u8], mut at: u64) -> io::Result<(
 
 #[cfg(test)]
 impl Answers {
+    /// Holds a partition as a growth in progress does: another growth of it waits.
+    pub(super) fn holding_growth(&self, part: usize) -> std::sync::MutexGuard<'_, ()> {
+        locked(&self.growing[part])
+    }
+
     /// Rewrites every slot as layout 2 wrote it (for the conversion's tests).
     pub(super) fn downgrade_to_layout_2(&self) {
         self.settle().unwrap();

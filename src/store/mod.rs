@@ -1185,6 +1185,61 @@ mod tests {
     }
 
     #[test]
+    fn a_table_grows_on_a_blocking_thread_while_the_async_workers_go_on() {
+        // Issue 15: growth never runs on an async worker. One worker thread only: had
+        // `put_async` grown the table in place, waiting here for a growth held up on purpose,
+        // nothing else on that runtime could run.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let crowded = |i: u8| {
+            let mut k = [i; 16];
+            k[0] = 0; // partition 0: one bucket of 128 slots at first
+            k
+        };
+        for i in 0..128 {
+            store.put(&crowded(i), &answer()).unwrap();
+        }
+        let other = [1; 16];
+        let held = store.answers.holding_growth(0);
+        let (said, heard) = std::sync::mpsc::channel();
+        let runtime = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let (started, has_started) = tokio::sync::oneshot::channel();
+                    let growing = tokio::spawn({
+                        let store = store.clone();
+                        async move {
+                            let _ = started.send(());
+                            store.put_async(&crowded(128), &answer()).await
+                        }
+                    });
+                    has_started.await.unwrap();
+                    // The task above is waiting for the growth: this one goes on.
+                    store.put_async(&other, &answer()).await.unwrap();
+                    assert!(store.get(&other).unwrap().is_some());
+                    said.send("went on").unwrap();
+                    growing.await.unwrap().unwrap();
+                    said.send("grown").unwrap();
+                });
+            })
+        };
+        let wait = std::time::Duration::from_secs(60);
+        assert_eq!(heard.recv_timeout(wait), Ok("went on"));
+        assert!(heard.try_recv().is_err(), "the growth waits for `held`");
+        assert_eq!(store.get(&crowded(128)).unwrap(), None);
+        drop(held);
+        assert_eq!(heard.recv_timeout(wait), Ok("grown"));
+        runtime.join().unwrap();
+        for i in 0..=128 {
+            assert_eq!(store.get(&crowded(i)).unwrap(), Some(answer()), "{i}");
+        }
+    }
+
+    #[test]
     fn a_store_of_layout_2_is_converted_once_when_opened() {
         let dir = tempfile::tempdir().unwrap();
         let keys: Vec<CacheKey> = (0..50u8).map(|i| [i; 16]).collect();
