@@ -490,7 +490,9 @@ fn store_puts(dir: &Path) -> String {
         ends.last().expect("a stretch"),
         journal as f64 / 1e6,
         started.elapsed().as_secs_f64(),
-        opened.err().map_or(String::new(), |e| format!(" (failed: {e:#})")),
+        opened
+            .err()
+            .map_or(String::new(), |e| format!(" (failed: {e:#})")),
     ));
     lines.join("\n")
 }
@@ -498,7 +500,10 @@ fn store_puts(dir: &Path) -> String {
 /// Copies a directory tree (the state as a `kill -9` leaves it: what the page cache holds).
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("creating a copy");
-    for entry in std::fs::read_dir(from).expect("reading the state").flatten() {
+    for entry in std::fs::read_dir(from)
+        .expect("reading the state")
+        .flatten()
+    {
         let target = to.join(entry.file_name());
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             copy_dir(&entry.path(), &target);

@@ -2142,7 +2142,12 @@ mod tests {
             answers.sync().unwrap();
             assert_eq!(journals(dir.path()).len(), 1, "no start-over yet");
         }
-        assert!(std::fs::metadata(table(&dir.path().join("answers"), 0)).unwrap().len() >= 8 * BUCKET as u64);
+        assert!(
+            std::fs::metadata(table(&dir.path().join("answers"), 0))
+                .unwrap()
+                .len()
+                >= 8 * BUCKET as u64
+        );
         revert_tables(dir.path(), &synced);
         let check = |answers: &Answers| {
             for i in 0..1_000 {
@@ -2153,7 +2158,11 @@ mod tests {
                 };
                 assert_eq!(answers.get(&crowded_key(i)).unwrap(), Some(want), "{i}");
                 if i >= 50 {
-                    assert_eq!(answers.get(&elsewhere(i)).unwrap(), Some(answer(i, 2)), "{i}");
+                    assert_eq!(
+                        answers.get(&elsewhere(i)).unwrap(),
+                        Some(answer(i, 2)),
+                        "{i}"
+                    );
                 }
             }
             assert_eq!(answers.all().count(), 1_950);
@@ -2162,7 +2171,10 @@ mod tests {
         // Replayed again (nothing synced the tables since): nothing changes, nothing is written.
         let replayed = tables_on_disk(dir.path());
         check(&Answers::open(dir.path()).unwrap());
-        assert!(replayed == tables_on_disk(dir.path()), "a second replay wrote nothing");
+        assert!(
+            replayed == tables_on_disk(dir.path()),
+            "a second replay wrote nothing"
+        );
     }
 
     #[test]
@@ -2185,7 +2197,11 @@ mod tests {
         let answers = Answers::open(dir.path()).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
         for i in 0..2_000 {
-            assert_eq!(answers.get(&crowded_key(i)).unwrap(), Some(answer(i, 1)), "{i}");
+            assert_eq!(
+                answers.get(&crowded_key(i)).unwrap(),
+                Some(answer(i, 1)),
+                "{i}"
+            );
         }
     }
 
@@ -2274,7 +2290,10 @@ mod tests {
             let answers = Answers::open(dir.path()).unwrap();
             check(&answers);
             drop(answers);
-            assert!(synced == tables_on_disk(dir.path()), "the replay wrote nothing");
+            assert!(
+                synced == tables_on_disk(dir.path()),
+                "the replay wrote nothing"
+            );
             for path in &files {
                 let _ = std::fs::remove_file(path);
             }
@@ -2323,7 +2342,11 @@ mod tests {
         std::fs::copy(theirs.path().join("answers").join("journal.1"), &renamed).unwrap();
         revert_tables(theirs.path(), &[]);
         let theirs = Answers::open_keyed(theirs.path(), &[7; 32]).unwrap();
-        assert_eq!(theirs.all().count(), 100, "journal.1 replays, journal.2 does not check");
+        assert_eq!(
+            theirs.all().count(),
+            100,
+            "journal.1 replays, journal.2 does not check"
+        );
     }
 
     #[test]
@@ -2346,7 +2369,10 @@ mod tests {
         };
         // 30,000 records are 1.4 MB: started over several times, never past its share plus
         // what came between two checkpoints (and a chunk).
-        assert!(most <= JOURNAL_MIN + (1_000 * RECORD + CHUNK) as u64, "{most}");
+        assert!(
+            most <= JOURNAL_MIN + (1_000 * RECORD + CHUNK) as u64,
+            "{most}"
+        );
         revert_tables(dir.path(), &tables_on_disk(dir.path()));
         let answers = Answers::open(dir.path()).unwrap();
         assert_eq!(answers.all().count(), n as usize);
