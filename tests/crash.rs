@@ -266,3 +266,27 @@ fn a_partial_file_shorter_than_its_checkpoint_is_started_over_from_the_store() {
         stats.repeated
     );
 }
+
+#[test]
+fn killed_then_the_answer_tables_lost_since_their_last_sync_the_journal_pays_for_nothing_twice() {
+    // Issue 15: a checkpoint syncs the answer cache's journal, not its tables. A `kill -9`
+    // mid-run, then the tables' unsynced pages lost (this run never synced them: its journal
+    // stays below the size that does): every answer comes back from the journal on opening,
+    // so only the requests in flight at the kill go out again.
+    let (dir, reference, unique, mock) = job_of(1500);
+    dir.kill_at(&mock, JOB, unique / 2);
+    let answers = dir.state().join("answers");
+    let mut lost = 0;
+    for entry in std::fs::read_dir(&answers).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "tbl") {
+            std::fs::write(&path, b"").unwrap();
+            lost += 1;
+        }
+    }
+    assert!(lost > 10, "{lost} tables");
+    let mut crashes = Crashes::default();
+    crashes.record(&dir, &mock);
+    resume_to_the_end(&dir, &mock, &reference, "after a kill and lost tables");
+    crashes.check(&mock, unique);
+}
