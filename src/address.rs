@@ -850,8 +850,12 @@ pub fn suggest(address: &str) -> Option<String> {
     if local.is_empty() || domain.is_empty() || !domain.is_ascii() {
         return None;
     }
-    let domain = domain.to_ascii_lowercase();
-    if PROVIDERS.contains(&domain.as_str()) {
+    // Lower-case already when the check passed it: copied only when it must change.
+    let domain = match domain.bytes().any(|b| b.is_ascii_uppercase()) {
+        true => Cow::Owned(domain.to_ascii_lowercase()),
+        false => Cow::Borrowed(domain),
+    };
+    if PROVIDERS.contains(&&*domain) {
         return None;
     }
     let better = provider_typo(&domain).map(Cow::Borrowed).or_else(|| {
