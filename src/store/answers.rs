@@ -315,10 +315,7 @@ impl Answers {
         if v[0] != COMPACT {
             return Ok(self.decode(&slot).map(|answer| Stamp::of(&answer)));
         }
-        let Some((run, verdict, _)) = self.compact(&slot) else {
-            return Ok(None);
-        };
-        Ok(Some(Stamp {
+        Ok(self.compact(&slot, |run, verdict, _| Stamp {
             run,
             status: verdict.status.clone(),
             checked_at: le_uint(&v[7..11]) as i64,
@@ -808,46 +805,48 @@ impl Answers {
                 checked(slot, &[&hash])?;
                 Answer::decode(&bytes)
             }
-            COMPACT => {
-                let (run, verdict, domain) = self.compact(slot)?;
-                Some(Answer {
-                    run,
-                    first_row: le_uint(&v[3..7]),
-                    checked_at: le_uint(&v[7..11]) as i64,
-                    ..verdict.with_domain(&domain)
-                })
-            }
+            COMPACT => self.compact(slot, |run, verdict, domain| Answer {
+                run,
+                first_row: le_uint(&v[3..7]),
+                checked_at: le_uint(&v[7..11]) as i64,
+                ..verdict.with_domain(domain)
+            }),
             _ => None,
         }
     }
 
-    /// The run, verdict and domain record a compact slot points at, if its check holds.
-    fn compact(&self, slot: &[u8; SLOT]) -> Option<(u64, Arc<Answer>, Arc<Answer>)> {
+    /// `f` of the run, verdict and domain record a compact slot points at, if its check
+    /// holds. `f` runs under the read lock of what is known, so nothing shared is cloned:
+    /// planner and estimate look answers up at once, and an `Arc` counted up and down by both
+    /// bounced its cache line between the cores (issue 15).
+    fn compact<T>(&self, slot: &[u8; SLOT], f: impl Fn(u64, &Answer, &Answer) -> T) -> Option<T> {
         let v = &slot[KEY..KEY + VALUE];
         let offset = le_uint(&v[11..15]);
-        let (run, (verdict, verdict_hash), domain) = {
+        let (run, verdict) = (le_uint(&v[1..3]) as usize, usize::from(v[15]));
+        let sealed = |known: &Known, domain: &Answer, hash: &Hash| {
+            let run = *known.runs.get(run)?;
+            let (verdict, verdict_hash) = known.verdicts.get(verdict)?.as_ref()?;
+            checked(slot, &[&run.to_le_bytes(), verdict_hash, hash])?;
+            Some(f(run, verdict, domain))
+        };
+        {
             let known = read(&self.known);
-            (
-                *known.runs.get(le_uint(&v[1..3]) as usize)?,
-                known.verdicts.get(usize::from(v[15]))?.clone()?,
-                known.domains.get(&offset).cloned(),
-            )
-        };
-        let (domain, hash) = match domain {
-            Some(found) => found,
-            None => {
-                let (bytes, hash) = read_record(&self.details, offset)?;
-                let domain = Arc::new(Answer::decode_domain(&bytes)?);
-                let mut known = write(&self.known);
-                if known.domains.len() >= MEMO {
-                    known.domains.clear();
-                }
-                known.domains.insert(offset, (domain.clone(), hash));
-                (domain, hash)
+            // Checked before the domain record is read, as a slot whose run or verdict is
+            // unknown reads as absent whatever the record holds.
+            known.runs.get(run)?;
+            known.verdicts.get(verdict)?.as_ref()?;
+            if let Some((domain, hash)) = known.domains.get(&offset) {
+                return sealed(&known, domain, hash);
             }
-        };
-        checked(slot, &[&run.to_le_bytes(), &verdict_hash, &hash])?;
-        Some((run, verdict, domain))
+        }
+        let (bytes, hash) = read_record(&self.details, offset)?;
+        let domain = Arc::new(Answer::decode_domain(&bytes)?);
+        let mut known = write(&self.known);
+        if known.domains.len() >= MEMO {
+            known.domains.clear();
+        }
+        known.domains.insert(offset, (domain.clone(), hash));
+        sealed(&known, &domain, &hash)
     }
 }
 
