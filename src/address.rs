@@ -887,6 +887,10 @@ fn provider_typo(domain: &str) -> Option<&'static str> {
     // `.om` for `.com`; a top-level domain that does not exist for one an edit away.
     let com_typo = matches!(rest, "co" | "cm" | "om");
     let missing_tld = !rest.is_empty() && !tld_exists(rest.rsplit('.').next().unwrap_or(rest));
+    // Then only a provider with this very ending can match: none for most domains.
+    if !rest.is_empty() && !com_typo && !missing_tld && !provider_endings().contains(&rest) {
+        return None;
+    }
     let mut best: Option<(usize, &'static str)> = None;
     for &(provider, p_name, p_rest) in split_providers() {
         let distance = if rest.is_empty() {
@@ -914,6 +918,17 @@ fn provider_typo(domain: &str) -> Option<&'static str> {
         }
     }
     best.map(|(_, provider)| provider)
+}
+
+/// What follows the first dot of the [`PROVIDERS`], each once.
+fn provider_endings() -> &'static [&'static str] {
+    static ENDINGS: std::sync::LazyLock<Vec<&str>> = std::sync::LazyLock::new(|| {
+        let mut endings: Vec<&str> = split_providers().iter().map(|p| p.2).collect();
+        endings.sort_unstable();
+        endings.dedup();
+        endings
+    });
+    &ENDINGS
 }
 
 /// [`PROVIDERS`] cut at their first dot: `(provider, name, rest)`.
