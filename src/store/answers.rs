@@ -1153,12 +1153,14 @@ mod tests {
             status: statuses[i as usize % statuses.len()].clone(),
             message: Some(format!("message {}", i % 5)),
             mx_provider: Some(domains[i as usize % 3].to_owned()),
-            mx_record: (i % 2 == 0).then(|| format!("mx.{}", domains[i as usize % 3])),
+            mx_record: i
+                .is_multiple_of(2)
+                .then(|| format!("mx.{}", domains[i as usize % 3])),
             credits: 1.0,
             checked_at: 1_000_000 + (i as i64 % 50) * 86_400,
             // Runs 1 to 3; every eleventh answer is too big for a compact slot.
             run: 1 + i % 3,
-            first_row: if i % 11 == 0 { 1 << 40 } else { i },
+            first_row: if i.is_multiple_of(11) { 1 << 40 } else { i },
             ..Answer::default()
         };
         let n = 3_000;
