@@ -325,6 +325,9 @@ impl Answers {
     fn slot(&self, key: &CacheKey) -> io::Result<Option<[u8; SLOT]>> {
         let (part, stored) = split(key);
         let part = read(&self.parts[part]);
+        if part.map.is_none() {
+            return Ok(None);
+        }
         let Some(page) = part.page(bucket_of(&stored, part.buckets)) else {
             return Ok(None);
         };
