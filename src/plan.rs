@@ -315,15 +315,20 @@ pub struct Freshness {
 
 impl Freshness {
     pub fn is_fresh(&self, answer: &Answer, now: i64) -> bool {
+        self.is_fresh_at(answer.status.as_ref(), answer.checked_at, now)
+    }
+
+    /// [`Freshness::is_fresh`] of an answer with this status, checked at `checked_at`.
+    pub fn is_fresh_at(&self, status: Option<&Status>, checked_at: i64, now: i64) -> bool {
         if self.refresh {
             return false;
         }
-        let limit = match answer.status {
+        let limit = match status {
             Some(Status::Unknown) | None => self.max_age_unknown.min(self.max_age),
             Some(Status::CatchAll) => self.max_age_catch_all.min(self.max_age),
             _ => self.max_age,
         };
-        let age = now.saturating_sub(answer.checked_at).max(0) as u64;
+        let age = now.saturating_sub(checked_at).max(0) as u64;
         age <= limit.as_secs()
     }
 }

@@ -123,7 +123,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use memmap2::MmapMut;
 
-use super::{le_uint, locked, read, write, Answer, CacheKey};
+use super::{le_uint, locked, read, write, Answer, CacheKey, Stamp};
 
 const PARTS: usize = 64;
 const BUCKET: usize = 4096;
@@ -419,8 +419,8 @@ struct Logs {
 struct Known {
     runs: Vec<u64>,
     verdicts: Vec<Option<(Arc<Answer>, Hash)>>,
-    /// By offset, as values hold them.
-    domains: HashMap<u64, (Arc<Answer>, Hash)>,
+    /// By offset, as values hold them (foldhash: SipHash was a twentieth of a lookup's CPU).
+    domains: HashMap<u64, (Arc<Answer>, Hash), foldhash::fast::RandomState>,
 }
 
 impl Answers {
@@ -558,6 +558,24 @@ impl Answers {
         }
     }
 
+    /// [`Answers::get`] without building the answer: what deciding whether it can be used
+    /// needs (its run, verdict and time), for counting what a job will cost. The same checks
+    /// hold, so it is `Some` exactly when `get` is.
+    pub(super) fn stamp(&self, key: &CacheKey) -> io::Result<Option<Stamp>> {
+        let Some(slot) = self.slot(key)? else {
+            return Ok(None);
+        };
+        let v = &slot[KEY..KEY + VALUE];
+        if v[0] != COMPACT {
+            return Ok(self.decode(&slot).map(|answer| Stamp::of(&answer)));
+        }
+        Ok(self.compact(&slot, |run, verdict, _| Stamp {
+            run,
+            status: verdict.status.clone(),
+            checked_at: le_uint(&v[7..11]) as i64,
+        }))
+    }
+
     fn slot(&self, key: &CacheKey) -> io::Result<Option<[u8; SLOT]>> {
         let (part, stored) = split(key);
         let part = read(&self.parts[part]);
@@ -567,17 +585,23 @@ impl Answers {
         let Some(page) = part.page(bucket_of(&stored, part.buckets)) else {
             return Ok(None);
         };
+        // Keys compared as two integers: a slice comparison called `memcmp` for every slot
+        // scanned (issue 15: a tenth of the CPU of a run answered from the cache).
+        let want = key_words(&stored);
         let group = &page[home(&stored) * GROUP..][..GROUP];
-        let used = group.chunks_exact(SLOT).take_while(|s| s[KEY] != 0);
-        if let Some(slot) = used.clone().find(|s| s[..KEY] == stored) {
-            return Ok(slot.try_into().ok());
+        for s in group.chunks_exact(SLOT) {
+            if s[KEY] == 0 {
+                // Used slots come first: the key is not in this bucket.
+                return Ok(None);
+            }
+            if key_words(s) == want {
+                return Ok(s.try_into().ok());
+            }
         }
-        if used.count() < GROUP / SLOT {
-            return Ok(None);
-        }
+        // The home group is full: the key may be in another group of the bucket.
         Ok(page
             .chunks_exact(SLOT)
-            .find(|s| s[KEY] != 0 && s[..KEY] == stored)
+            .find(|s| s[KEY] != 0 && key_words(s) == want)
             .and_then(|s| s.try_into().ok()))
     }
 
@@ -1175,39 +1199,48 @@ impl Answers {
                 checked(slot, &[&hash])?;
                 Answer::decode(&bytes)
             }
-            COMPACT => {
-                let offset = le_uint(&v[11..15]);
-                let (run, (verdict, verdict_hash), domain) = {
-                    let known = read(&self.known);
-                    (
-                        *known.runs.get(le_uint(&v[1..3]) as usize)?,
-                        known.verdicts.get(usize::from(v[15]))?.clone()?,
-                        known.domains.get(&offset).cloned(),
-                    )
-                };
-                let (domain, hash) = match domain {
-                    Some(found) => found,
-                    None => {
-                        let (bytes, hash) = read_record(&self.details, offset)?;
-                        let domain = Arc::new(Answer::decode_domain(&bytes)?);
-                        let mut known = write(&self.known);
-                        if known.domains.len() >= MEMO {
-                            known.domains.clear();
-                        }
-                        known.domains.insert(offset, (domain.clone(), hash));
-                        (domain, hash)
-                    }
-                };
-                checked(slot, &[&run.to_le_bytes(), &verdict_hash, &hash])?;
-                Some(Answer {
-                    run,
-                    first_row: le_uint(&v[3..7]),
-                    checked_at: le_uint(&v[7..11]) as i64,
-                    ..verdict.with_domain(&domain)
-                })
-            }
+            COMPACT => self.compact(slot, |run, verdict, domain| Answer {
+                run,
+                first_row: le_uint(&v[3..7]),
+                checked_at: le_uint(&v[7..11]) as i64,
+                ..verdict.with_domain(domain)
+            }),
             _ => None,
         }
+    }
+
+    /// `f` of the run, verdict and domain record a compact slot points at, if its check
+    /// holds. `f` runs under the read lock of what is known, so nothing shared is cloned:
+    /// planner and estimate look answers up at once, and an `Arc` counted up and down by both
+    /// bounced its cache line between the cores (issue 15).
+    fn compact<T>(&self, slot: &[u8; SLOT], f: impl Fn(u64, &Answer, &Answer) -> T) -> Option<T> {
+        let v = &slot[KEY..KEY + VALUE];
+        let offset = le_uint(&v[11..15]);
+        let (run, verdict) = (le_uint(&v[1..3]) as usize, usize::from(v[15]));
+        let sealed = |known: &Known, domain: &Answer, hash: &Hash| {
+            let run = *known.runs.get(run)?;
+            let (verdict, verdict_hash) = known.verdicts.get(verdict)?.as_ref()?;
+            checked(slot, &[&run.to_le_bytes(), verdict_hash, hash])?;
+            Some(f(run, verdict, domain))
+        };
+        {
+            let known = read(&self.known);
+            // Checked before the domain record is read, as a slot whose run or verdict is
+            // unknown reads as absent whatever the record holds.
+            known.runs.get(run)?;
+            known.verdicts.get(verdict)?.as_ref()?;
+            if let Some((domain, hash)) = known.domains.get(&offset) {
+                return sealed(&known, domain, hash);
+            }
+        }
+        let (bytes, hash) = read_record(&self.details, offset)?;
+        let domain = Arc::new(Answer::decode_domain(&bytes)?);
+        let mut known = write(&self.known);
+        if known.domains.len() >= MEMO {
+            known.domains.clear();
+        }
+        known.domains.insert(offset, (domain.clone(), hash));
+        sealed(&known, &domain, &hash)
     }
 }
 
@@ -1370,6 +1403,15 @@ fn split(key: &CacheKey) -> (usize, [u8; KEY]) {
     (usize::from(key[0]) % PARTS, stored)
 }
 
+/// A stored key (or a slot, which starts with one) as two integers, for comparing.
+fn key_words(key: &[u8]) -> (u64, u32) {
+    let (head, tail) = key[..KEY].split_at(8);
+    (
+        u64::from_le_bytes(head.try_into().unwrap_or_default()),
+        u32::from_le_bytes(tail.try_into().unwrap_or_default()),
+    )
+}
+
 fn bucket_of(stored: &[u8; KEY], buckets: u64) -> u64 {
     let mut bits = [0; 8];
     bits.copy_from_slice(&stored[KEY - 8..]);
@@ -1488,6 +1530,108 @@ mod tests {
         let mut key = [0; 16];
         key.copy_from_slice(&blake3::hash(&i.to_le_bytes()).as_bytes()[..16]);
         key
+    }
+
+    #[test]
+    fn the_stamp_says_what_get_says() {
+        use crate::client::Status;
+        use crate::plan::Freshness;
+        use std::time::Duration;
+
+        let dir = tempfile::tempdir().unwrap();
+        let statuses = [
+            Some(Status::Valid),
+            Some(Status::Invalid),
+            Some(Status::Unknown),
+            Some(Status::CatchAll),
+            Some(Status::ValidCatchAll),
+            Some(Status::Other("new".into())),
+            None,
+        ];
+        let domains = ["a.example", "b.example", "c.example"];
+        let answer_of = |i: u64| Answer {
+            status: statuses[i as usize % statuses.len()].clone(),
+            message: Some(format!("message {}", i % 5)),
+            mx_provider: Some(domains[i as usize % 3].to_owned()),
+            mx_record: i
+                .is_multiple_of(2)
+                .then(|| format!("mx.{}", domains[i as usize % 3])),
+            credits: 1.0,
+            checked_at: 1_000_000 + (i as i64 % 50) * 86_400,
+            // Runs 1 to 3; every eleventh answer is too big for a compact slot.
+            run: 1 + i % 3,
+            first_row: if i.is_multiple_of(11) { 1 << 40 } else { i },
+            ..Answer::default()
+        };
+        let n = 3_000;
+        {
+            let answers = Answers::open(dir.path()).unwrap();
+            for i in 0..n {
+                answers.put(&key(i), &answer_of(i)).unwrap();
+            }
+            // Damage: a slot's value that no longer matches its check, for some answers.
+            for i in (0..n).step_by(13) {
+                let (index, stored) = split(&key(i));
+                let mut part = write(&answers.parts[index]);
+                let bucket = bucket_of(&stored, part.buckets);
+                let page = part.page_mut(bucket).unwrap();
+                let at = slot_for(page, &stored).unwrap() * SLOT;
+                page[at + KEY + 8] ^= 1;
+            }
+        }
+        // And a domain record that fails its hash: every compact answer of that domain.
+        let details = dir.path().join("answers").join("details");
+        let mut bytes = std::fs::read(&details).unwrap();
+        let at = bytes
+            .windows(9)
+            .position(|w| w == b"c.example")
+            .expect("the domain's record");
+        bytes[at] ^= 1;
+        std::fs::write(&details, &bytes).unwrap();
+
+        let answers = Answers::open(dir.path()).unwrap();
+        let freshness = |days: u64, refresh: bool| Freshness {
+            max_age: Duration::from_secs(days * 86_400),
+            max_age_unknown: Duration::from_secs(86_400),
+            max_age_catch_all: Duration::from_secs(7 * 86_400),
+            refresh,
+        };
+        let rules = [
+            freshness(30, false),
+            freshness(10, false),
+            freshness(30, true),
+        ];
+        let (mut absent, mut fresh, mut stale) = (0, 0, 0);
+        // Keys past `n` were never stored.
+        for i in 0..n + 200 {
+            // Twice: the second time with the domain records in memory.
+            for _ in 0..2 {
+                let got = answers.get(&key(i)).unwrap();
+                let stamp = answers.stamp(&key(i)).unwrap();
+                assert_eq!(stamp, got.as_ref().map(Stamp::of), "{i}");
+                for f in &rules {
+                    for run in [None, Some(2)] {
+                        let now = 1_000_000 + 20 * 86_400;
+                        let usable = |s: &Stamp| {
+                            Some(s.run) == run
+                                || f.is_fresh_at(s.status.as_ref(), s.checked_at, now)
+                        };
+                        let want = got
+                            .as_ref()
+                            .is_some_and(|a| Some(a.run) == run || f.is_fresh(a, now));
+                        assert_eq!(stamp.as_ref().is_some_and(usable), want, "{i}");
+                        match (&got, want) {
+                            (None, _) => absent += 1,
+                            (Some(_), true) => fresh += 1,
+                            (Some(_), false) => stale += 1,
+                        }
+                    }
+                }
+            }
+        }
+        // Every case came up, damaged answers among the absent.
+        assert!(absent > 2 * 6 * (200 + n / 13), "{absent}");
+        assert!(fresh > 1_000 && stale > 1_000, "{fresh} {stale}");
     }
 
     #[test]

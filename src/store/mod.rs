@@ -50,6 +50,28 @@ const SCHEMA_1: &[u8] = b"mailsift-store-1";
 /// A cache key: 16 bytes of keyed BLAKE3 over the normalised, lower-cased address.
 pub type CacheKey = [u8; 16];
 
+/// Of a cached answer, what decides whether it can be used ([`crate::plan::Freshness`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stamp {
+    /// The run that paid for it.
+    pub run: u64,
+    /// The verdict.
+    pub status: Option<Status>,
+    /// When it was answered (Unix seconds).
+    pub checked_at: i64,
+}
+
+impl Stamp {
+    /// The stamp of a whole answer.
+    pub fn of(answer: &Answer) -> Stamp {
+        Stamp {
+            run: answer.run,
+            status: answer.status.clone(),
+            checked_at: answer.checked_at,
+        }
+    }
+}
+
 /// A paid-for verdict, as cached.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Answer {
@@ -560,6 +582,12 @@ impl Store {
     /// is asked again rather than written wrong.
     pub fn get(&self, key: &CacheKey) -> anyhow::Result<Option<Answer>> {
         self.answers.get(key).with_context(|| self.reading())
+    }
+
+    /// What [`Store::get`] would say about a cached verdict's run, status and age, without
+    /// building the answer: `Some` exactly when `get` is.
+    pub fn stamp(&self, key: &CacheKey) -> anyhow::Result<Option<Stamp>> {
+        self.answers.stamp(key).with_context(|| self.reading())
     }
 
     /// Caches a verdict. Once this returns, the answer survives the process (`kill -9`); the
