@@ -123,26 +123,37 @@ pub struct Meta {
 impl Meta {
     /// Reads the headers of a response; unparseable values count as absent.
     pub fn from_headers(headers: &HeaderMap) -> Meta {
-        fn text<'h>(headers: &'h HeaderMap, names: &[&str]) -> Option<&'h str> {
+        // Names as constants: a lookup by text would parse the name on every call.
+        const fn name(text: &'static str) -> HeaderName {
+            HeaderName::from_static(text)
+        }
+        const LIMIT: [HeaderName; 2] = [name("ratelimit-limit"), name("x-ratelimit-limit")];
+        const REMAINING: [HeaderName; 2] =
+            [name("ratelimit-remaining"), name("x-ratelimit-remaining")];
+        const RESET: [HeaderName; 2] = [name("ratelimit-reset"), name("x-ratelimit-reset")];
+        const DAILY: [HeaderName; 1] = [name("x-ratelimit-remaining-daily")];
+        const USAGE: [HeaderName; 1] = [name("x-ratelimit-daily-usage-percent")];
+        const SOFT: [HeaderName; 1] = [name("x-ratelimit-soft-mode")];
+        const CREDITS: [HeaderName; 1] = [name("x-credits-remaining")];
+        const COST: [HeaderName; 1] = [name("x-credits-cost")];
+        fn text<'h>(headers: &'h HeaderMap, names: &[HeaderName]) -> Option<&'h str> {
             names
                 .iter()
-                .find_map(|name| headers.get(*name)?.to_str().ok())
+                .find_map(|name| headers.get(name)?.to_str().ok())
                 .map(str::trim)
         }
-        fn num<T: std::str::FromStr>(headers: &HeaderMap, names: &[&str]) -> Option<T> {
+        fn num<T: std::str::FromStr>(headers: &HeaderMap, names: &[HeaderName]) -> Option<T> {
             text(headers, names)?.parse().ok()
         }
         Meta {
-            rate_limit: num(headers, &["ratelimit-limit", "x-ratelimit-limit"]),
-            rate_remaining: num(headers, &["ratelimit-remaining", "x-ratelimit-remaining"]),
-            rate_reset: num::<f64>(headers, &["ratelimit-reset", "x-ratelimit-reset"])
-                .and_then(seconds),
-            daily_remaining: num(headers, &["x-ratelimit-remaining-daily"]),
-            daily_usage_percent: num(headers, &["x-ratelimit-daily-usage-percent"]),
-            soft_mode: text(headers, &["x-ratelimit-soft-mode"])
-                .and_then(|v| v.to_ascii_lowercase().parse().ok()),
-            credits_remaining: num(headers, &["x-credits-remaining"]),
-            credits_cost: num(headers, &["x-credits-cost"]),
+            rate_limit: num(headers, &LIMIT),
+            rate_remaining: num(headers, &REMAINING),
+            rate_reset: num::<f64>(headers, &RESET).and_then(seconds),
+            daily_remaining: num(headers, &DAILY),
+            daily_usage_percent: num(headers, &USAGE),
+            soft_mode: text(headers, &SOFT).and_then(|v| v.to_ascii_lowercase().parse().ok()),
+            credits_remaining: num(headers, &CREDITS),
+            credits_cost: num(headers, &COST),
             retry_after: headers
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
