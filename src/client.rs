@@ -78,9 +78,8 @@ pub struct Client {
     http: reqwest::Client,
     /// The base URL as given (no trailing `/`), for messages.
     base: String,
-    /// Parsed once: a request takes a clone, not a parse of the text.
-    validate_url: Url,
-    credits_url: Url,
+    validate_url: Target,
+    credits_url: Target,
     key: HeaderValue,
     /// Every text that comes from the server passes through it before it goes anywhere.
     scrub: Arc<Scrubber>,
@@ -355,15 +354,11 @@ impl Client {
             .redirect(redirect_policy())
             .build()
             .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {e}"))?;
-        let url = |path: &str| {
-            Url::parse(&format!("{base}{path}"))
-                .map_err(|e| anyhow::anyhow!("the base URL {base:?} is not a valid URL: {e}"))
-        };
         Ok(Client {
             http,
             base: base.to_owned(),
-            validate_url: url(VALIDATE_PATH)?,
-            credits_url: url(CREDITS_PATH)?,
+            validate_url: Target::new(format!("{base}{VALIDATE_PATH}")),
+            credits_url: Target::new(format!("{base}{CREDITS_PATH}")),
             key,
             scrub: Arc::new(Scrubber::new(config.api_key.expose(), &[USER_AGENT])),
             answered: Arc::new(AtomicBool::new(false)),
@@ -373,11 +368,12 @@ impl Client {
     /// `GET /v1/credits` (free).
     pub async fn credits(&self) -> Result<Reply<Balance>, ApiError> {
         let request = self
-            .http
-            .get(self.credits_url.clone())
+            .credits_url
+            .request(&self.http, reqwest::Method::GET)
             .header(X_API_KEY, self.key.clone());
+        let path = self.credits_url.path();
         let (JsonObject(body), meta) = self
-            .send(request, CREDITS_PATH, 0, None, |status, bytes, meta| {
+            .send(request, path, 0, None, |status, bytes, meta| {
                 classify(status, bytes, meta, &self.scrub)
             })
             .await?;
@@ -423,14 +419,14 @@ impl Client {
         }
         let body = serde_json::to_vec(&Body { email }).expect("a string serializes");
         let request = self
-            .http
-            .post(self.validate_url.clone())
+            .validate_url
+            .request(&self.http, reqwest::Method::POST)
             .header(X_API_KEY, self.key.clone())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .body(body);
         self.send(
             request,
-            VALIDATE_PATH,
+            self.validate_url.path(),
             retry,
             Some(email),
             |status, bytes, meta| {
@@ -450,7 +446,7 @@ impl Client {
     async fn send<T>(
         &self,
         request: reqwest::RequestBuilder,
-        path: &'static str,
+        path: &str,
         retry: u32,
         address: Option<&str>,
         read: impl FnOnce(StatusCode, &[u8], Meta) -> Result<T, ApiError>,
@@ -535,6 +531,35 @@ fn transport_kind(e: &reqwest::Error) -> &'static str {
         "redirect"
     } else {
         "connection"
+    }
+}
+
+/// A request's URL, parsed once, so a request takes a clone and not a parse of the text. A
+/// text that does not parse is kept, for reqwest to refuse each request as it always did.
+#[derive(Debug, Clone)]
+enum Target {
+    Parsed(Url),
+    Text(String),
+}
+
+impl Target {
+    fn new(text: String) -> Target {
+        Url::parse(&text).map_or(Target::Text(text), Target::Parsed)
+    }
+
+    fn request(&self, http: &reqwest::Client, method: reqwest::Method) -> reqwest::RequestBuilder {
+        match self {
+            Target::Parsed(url) => http.request(method, url.clone()),
+            Target::Text(text) => http.request(method, text.as_str()),
+        }
+    }
+
+    /// The path, for the request log (a request to a text that does not parse is never sent).
+    fn path(&self) -> &str {
+        match self {
+            Target::Parsed(url) => url.path(),
+            Target::Text(_) => "",
+        }
     }
 }
 
@@ -1446,18 +1471,40 @@ mod tests {
         ] {
             let client = Client::new(&config(base)).unwrap();
             let origin = reqwest::Url::parse(base).unwrap().origin();
-            for (url, path) in [
+            for (target, path) in [
                 (&client.validate_url, VALIDATE_PATH),
                 (&client.credits_url, CREDITS_PATH),
             ] {
+                let Target::Parsed(url) = target else {
+                    panic!("{base}: {target:?}")
+                };
                 assert_eq!(url.origin(), origin, "{base} {url}");
                 assert!(url.path().ends_with(path), "{url}");
                 assert!(url.query().is_none() && url.fragment().is_none(), "{url}");
             }
         }
-        // A base URL that does not parse is refused when the client is made, not per request.
-        let e = Client::new(&config("http://[::1")).unwrap_err();
-        assert!(e.to_string().contains("not a valid URL"), "{e}");
+        // A base URL that does not parse is refused by each request, as before: nothing sent,
+        // nothing charged, worth the first contact's retries.
+        let client = Client::new(&config("http://[::1")).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for e in [
+            runtime.block_on(client.credits()).unwrap_err(),
+            runtime.block_on(client.validate("a@b.co", 0)).unwrap_err(),
+        ] {
+            assert!(
+                matches!(
+                    e,
+                    ApiError::Transient {
+                        maybe_charged: false,
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
+        }
     }
 
     #[test]
@@ -1876,10 +1923,8 @@ mod tests {
         };
         assert!(Client::new(&config("ftp://x")).is_err());
         let client = Client::new(&config("http://127.0.0.1:9/")).unwrap();
-        assert_eq!(
-            client.validate_url.as_str(),
-            "http://127.0.0.1:9/v1/people/email-validation"
-        );
+        assert!(matches!(&client.validate_url,
+            Target::Parsed(url) if url.as_str() == "http://127.0.0.1:9/v1/people/email-validation"));
         assert!(Client::new(&ClientConfig {
             api_key: ApiKey("bad\nkey".into()),
             ..config("http://x")

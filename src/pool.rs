@@ -496,6 +496,32 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_store_keeps_the_last_price_seen_while_it_changes() {
+        let fake = Fake::default()
+            .answers("a@x.com", [valid(0.05)])
+            .answers("b@x.com", [valid(0.05)])
+            .answers("c@x.com", [valid(0.25)])
+            .answers("d@x.com", [valid(0.0)])
+            .answers("e@x.com", [valid(0.05)])
+            .answers("f@x.com", [valid(0.25)]);
+        let run = pool(fake, None);
+        let store = run.pool.store.clone();
+        assert_eq!(store.last_cost(), None);
+        for (address, want) in [
+            ("a@x.com", 0.05),
+            ("b@x.com", 0.05),
+            ("c@x.com", 0.25),
+            // A free answer says nothing of the price.
+            ("d@x.com", 0.25),
+            ("e@x.com", 0.05),
+            ("f@x.com", 0.25),
+        ] {
+            ask_all(&run, &[address], 1).await;
+            assert_eq!(store.last_cost(), Some(want), "after {address}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_budget_stops_new_requests_before_they_are_sent() {
         let run = pool(Fake::default(), Some(2.0));
         let outcomes = ask_all(&run, &["a@x.com", "b@x.com", "c@x.com"], 1).await;
