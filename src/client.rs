@@ -9,14 +9,15 @@
 //! It does not retry, pace or cache: that is the pool's job, which sees the
 //! [`ApiError::is_retryable`] verdict and the rate-limit headers in [`Meta`].
 
-use std::collections::HashSet;
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
-use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 /// The documented production endpoint.
@@ -77,8 +78,8 @@ pub struct Client {
     http: reqwest::Client,
     /// The base URL as given (no trailing `/`), for messages.
     base: String,
-    validate_url: String,
-    credits_url: String,
+    validate_url: Target,
+    credits_url: Target,
     key: HeaderValue,
     /// Every text that comes from the server passes through it before it goes anywhere.
     scrub: Arc<Scrubber>,
@@ -121,26 +122,37 @@ pub struct Meta {
 impl Meta {
     /// Reads the headers of a response; unparseable values count as absent.
     pub fn from_headers(headers: &HeaderMap) -> Meta {
-        fn text<'h>(headers: &'h HeaderMap, names: &[&str]) -> Option<&'h str> {
+        // Names as constants: a lookup by text would parse the name on every call.
+        const fn name(text: &'static str) -> HeaderName {
+            HeaderName::from_static(text)
+        }
+        const LIMIT: [HeaderName; 2] = [name("ratelimit-limit"), name("x-ratelimit-limit")];
+        const REMAINING: [HeaderName; 2] =
+            [name("ratelimit-remaining"), name("x-ratelimit-remaining")];
+        const RESET: [HeaderName; 2] = [name("ratelimit-reset"), name("x-ratelimit-reset")];
+        const DAILY: [HeaderName; 1] = [name("x-ratelimit-remaining-daily")];
+        const USAGE: [HeaderName; 1] = [name("x-ratelimit-daily-usage-percent")];
+        const SOFT: [HeaderName; 1] = [name("x-ratelimit-soft-mode")];
+        const CREDITS: [HeaderName; 1] = [name("x-credits-remaining")];
+        const COST: [HeaderName; 1] = [name("x-credits-cost")];
+        fn text<'h>(headers: &'h HeaderMap, names: &[HeaderName]) -> Option<&'h str> {
             names
                 .iter()
-                .find_map(|name| headers.get(*name)?.to_str().ok())
+                .find_map(|name| headers.get(name)?.to_str().ok())
                 .map(str::trim)
         }
-        fn num<T: std::str::FromStr>(headers: &HeaderMap, names: &[&str]) -> Option<T> {
+        fn num<T: std::str::FromStr>(headers: &HeaderMap, names: &[HeaderName]) -> Option<T> {
             text(headers, names)?.parse().ok()
         }
         Meta {
-            rate_limit: num(headers, &["ratelimit-limit", "x-ratelimit-limit"]),
-            rate_remaining: num(headers, &["ratelimit-remaining", "x-ratelimit-remaining"]),
-            rate_reset: num::<f64>(headers, &["ratelimit-reset", "x-ratelimit-reset"])
-                .and_then(seconds),
-            daily_remaining: num(headers, &["x-ratelimit-remaining-daily"]),
-            daily_usage_percent: num(headers, &["x-ratelimit-daily-usage-percent"]),
-            soft_mode: text(headers, &["x-ratelimit-soft-mode"])
-                .and_then(|v| v.to_ascii_lowercase().parse().ok()),
-            credits_remaining: num(headers, &["x-credits-remaining"]),
-            credits_cost: num(headers, &["x-credits-cost"]),
+            rate_limit: num(headers, &LIMIT),
+            rate_remaining: num(headers, &REMAINING),
+            rate_reset: num::<f64>(headers, &RESET).and_then(seconds),
+            daily_remaining: num(headers, &DAILY),
+            daily_usage_percent: num(headers, &USAGE),
+            soft_mode: text(headers, &SOFT).and_then(|v| v.to_ascii_lowercase().parse().ok()),
+            credits_remaining: num(headers, &CREDITS),
+            credits_cost: num(headers, &COST),
             retry_after: headers
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
@@ -345,8 +357,8 @@ impl Client {
         Ok(Client {
             http,
             base: base.to_owned(),
-            validate_url: format!("{base}{VALIDATE_PATH}"),
-            credits_url: format!("{base}{CREDITS_PATH}"),
+            validate_url: Target::new(format!("{base}{VALIDATE_PATH}")),
+            credits_url: Target::new(format!("{base}{CREDITS_PATH}")),
             key,
             scrub: Arc::new(Scrubber::new(config.api_key.expose(), &[USER_AGENT])),
             answered: Arc::new(AtomicBool::new(false)),
@@ -356,10 +368,15 @@ impl Client {
     /// `GET /v1/credits` (free).
     pub async fn credits(&self) -> Result<Reply<Balance>, ApiError> {
         let request = self
-            .http
-            .get(&self.credits_url)
-            .header("X-API-Key", self.key.clone());
-        let (body, meta) = self.send(request, 0, None).await?;
+            .credits_url
+            .request(&self.http, reqwest::Method::GET)
+            .header(X_API_KEY, self.key.clone());
+        let path = self.credits_url.path();
+        let (JsonObject(body), meta) = self
+            .send(request, path, 0, None, |status, bytes, meta| {
+                classify(status, bytes, meta, &self.scrub)
+            })
+            .await?;
         let credits = body
             .get("credits")
             .and_then(number)
@@ -396,29 +413,48 @@ impl Client {
     /// `POST /v1/people/email-validation` for one address (charged for some verdicts).
     /// `retry` is 0 for the first attempt, 1 for the first retry, ...: it is logged.
     pub async fn validate(&self, email: &str, retry: u32) -> Result<Reply<Verdict>, ApiError> {
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            email: &'a str,
+        }
+        let body = serde_json::to_vec(&Body { email }).expect("a string serializes");
         let request = self
-            .http
-            .post(&self.validate_url)
-            .header("X-API-Key", self.key.clone())
-            .json(&serde_json::json!({ "email": email }));
-        let (body, meta) = self.send(request, retry, Some(email)).await?;
-        Ok(Reply {
-            body: parse_verdict(&body).scrubbed(&self.scrub),
-            meta,
-        })
+            .validate_url
+            .request(&self.http, reqwest::Method::POST)
+            .header(X_API_KEY, self.key.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(body);
+        self.send(
+            request,
+            self.validate_url.path(),
+            retry,
+            Some(email),
+            |status, bytes, meta| {
+                let (body, meta) = classify::<VerdictBody>(status, bytes, meta, &self.scrub)?;
+                Ok(Reply {
+                    body: body.verdict().scrubbed(&self.scrub),
+                    meta,
+                })
+            },
+        )
+        .await
     }
 
-    /// Sends a request and logs it (see [`log_request`]); `address` is the one asked about.
-    async fn send(
+    /// Sends a request to `path` and logs it (see [`log_request`]); `address` is the one
+    /// asked about. `read` turns the answer's status, body and headers into the result
+    /// (through [`classify`]).
+    async fn send<T>(
         &self,
         request: reqwest::RequestBuilder,
+        path: &str,
         retry: u32,
         address: Option<&str>,
-    ) -> Result<(Value, Meta), ApiError> {
+        read: impl FnOnce(StatusCode, &[u8], Meta) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
         let request = request
             .build()
             .map_err(|e| transport_error(e, &self.scrub))?;
-        let request_line = (request.method().clone(), request.url().path().to_owned());
+        let request_line = (request.method().clone(), path);
         let started = std::time::Instant::now();
         let log = |status: Option<StatusCode>, error: Option<&str>| {
             log_request(
@@ -457,7 +493,7 @@ impl Client {
             }
         })?;
         log(Some(status), None);
-        classify(status, &bytes, meta, &self.scrub)
+        read(status, &bytes, meta)
     }
 }
 
@@ -465,7 +501,7 @@ impl Client {
 /// kind, latency and retry number, as fields a log reader can parse. The address is added
 /// only at `-vvv` (trace): it is personal data. The key is in a header, never logged.
 fn log_request(
-    (method, path): &(reqwest::Method, String),
+    (method, path): &(reqwest::Method, &str),
     status: Option<StatusCode>,
     error: Option<&str>,
     latency: Duration,
@@ -473,7 +509,7 @@ fn log_request(
     address: Option<&str>,
 ) {
     use tracing::field::display;
-    let (method, path) = (method.as_str(), display(path));
+    let (method, path) = (method.as_str(), display(*path));
     let status = status.map(|s| s.as_u16());
     let error = error.map(display);
     let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
@@ -497,6 +533,38 @@ fn transport_kind(e: &reqwest::Error) -> &'static str {
         "connection"
     }
 }
+
+/// A request's URL, parsed once, so a request takes a clone and not a parse of the text. A
+/// text that does not parse is kept, for reqwest to refuse each request as it always did.
+#[derive(Debug, Clone)]
+enum Target {
+    Parsed(Url),
+    Text(String),
+}
+
+impl Target {
+    fn new(text: String) -> Target {
+        Url::parse(&text).map_or(Target::Text(text), Target::Parsed)
+    }
+
+    fn request(&self, http: &reqwest::Client, method: reqwest::Method) -> reqwest::RequestBuilder {
+        match self {
+            Target::Parsed(url) => http.request(method, url.clone()),
+            Target::Text(text) => http.request(method, text.as_str()),
+        }
+    }
+
+    /// The path, for the request log (a request to a text that does not parse is never sent).
+    fn path(&self) -> &str {
+        match self {
+            Target::Parsed(url) => url.path(),
+            Target::Text(_) => "",
+        }
+    }
+}
+
+/// The header the key travels in.
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// What mailsift calls itself in the `User-Agent` header.
 const USER_AGENT: &str = concat!("mailsift/", env!("CARGO_PKG_VERSION"));
@@ -587,18 +655,18 @@ impl fmt::Display for RedirectRefused {
 
 impl std::error::Error for RedirectRefused {}
 
-/// Maps a status and body to an answer or an error. Pure, so every documented shape is tested
-/// without a server.
-fn classify(
+/// Maps a status and body to an answer (a JSON object read as `T`) or an error. Pure, so
+/// every documented shape is tested without a server.
+fn classify<'a, T: Deserialize<'a>>(
     status: StatusCode,
-    body: &[u8],
+    body: &'a [u8],
     meta: Meta,
     scrub: &Scrubber,
-) -> Result<(Value, Meta), ApiError> {
+) -> Result<(T, Meta), ApiError> {
     if status.is_success() {
-        return match serde_json::from_slice::<Value>(body) {
-            Ok(value @ Value::Object(_)) => Ok((value, meta)),
-            _ => Err(ApiError::Transient {
+        return match serde_json::from_slice::<T>(body) {
+            Ok(value) => Ok((value, meta)),
+            Err(_) => Err(ApiError::Transient {
                 message: format!(
                     "the API answered HTTP {} with a body that is not a JSON object: {}",
                     status.as_u16(),
@@ -729,9 +797,12 @@ fn snippet(body: &[u8]) -> String {
 /// the other values mailsift sends in its headers. A server that echoes the request (some
 /// proxies and debug pages do) must not turn an error message into a leak.
 pub(crate) struct Scrubber {
-    /// The key's bytes and every window of `MIN_RUN` bytes of it.
+    /// The key's bytes.
     key: Vec<u8>,
-    windows: HashSet<Vec<u8>>,
+    /// Every window of `MIN_RUN` bytes of the key, as a number, sorted.
+    windows: Vec<u64>,
+    /// Which byte values occur in the key: a window can only match where its last byte does.
+    in_key: [bool; 256],
     /// Other header values, removed where they appear whole.
     others: Vec<String>,
 }
@@ -751,10 +822,17 @@ impl Scrubber {
     /// Keys shorter than 4 bytes are not real keys (and would shred every text): not scrubbed.
     pub fn new(key: &str, others: &[&str]) -> Scrubber {
         let key = if key.len() >= 4 { key.as_bytes() } else { b"" };
-        let windows = key.windows(Self::MIN_RUN).map(<[u8]>::to_vec).collect();
+        let mut windows: Vec<u64> = key.windows(Self::MIN_RUN).map(window).collect();
+        windows.sort_unstable();
+        windows.dedup();
+        let mut in_key = [false; 256];
+        for &b in key {
+            in_key[usize::from(b)] = true;
+        }
         Scrubber {
             key: key.to_vec(),
             windows,
+            in_key,
             others: others
                 .iter()
                 .filter(|o| o.len() >= 4)
@@ -774,24 +852,50 @@ impl Scrubber {
         out
     }
 
-    fn without_key(&self, text: &str) -> String {
-        if self.key.is_empty() {
-            return text.to_owned();
+    /// [`Scrubber::text`] of an owned text: kept as it is when it holds no secret.
+    fn owned(&self, text: String) -> String {
+        let clean = self.key_at(text.as_bytes(), 0).is_none()
+            && !self.others.iter().any(|o| text.contains(o.as_str()));
+        if clean {
+            text
+        } else {
+            self.text(&text)
         }
-        let (bytes, min) = (text.as_bytes(), Self::MIN_RUN.min(self.key.len()));
-        let mut out = String::with_capacity(text.len());
-        let (mut at, mut copied) = (0, 0);
+    }
+
+    /// The first place at or after `at` where a piece of the key (a window of `MIN_RUN`
+    /// bytes, or the whole key if shorter) starts, and the window's length.
+    fn key_at(&self, bytes: &[u8], mut at: usize) -> Option<(usize, usize)> {
+        if self.key.is_empty() {
+            return None;
+        }
+        let min = Self::MIN_RUN.min(self.key.len());
         while at + min <= bytes.len() {
-            let window = &bytes[at..at + min];
-            let hit = if min == self.key.len() {
-                window == self.key.as_slice()
-            } else {
-                self.windows.contains(window)
-            };
-            if !hit {
-                at += 1;
+            // Every window that starts in at..at + min holds the byte at + min - 1.
+            if !self.in_key[usize::from(bytes[at + min - 1])] {
+                at += min;
                 continue;
             }
+            let piece = &bytes[at..at + min];
+            let hit = if min == self.key.len() {
+                piece == self.key.as_slice()
+            } else {
+                self.windows.binary_search(&window(piece)).is_ok()
+            };
+            if hit {
+                return Some((at, min));
+            }
+            at += 1;
+        }
+        None
+    }
+
+    fn without_key(&self, text: &str) -> String {
+        let bytes = text.as_bytes();
+        let mut out = String::with_capacity(text.len());
+        let (mut from, mut copied) = (0, 0);
+        while let Some((at, min)) = self.key_at(bytes, from) {
+            let window = &bytes[at..at + min];
             // The longest piece of the key that starts here.
             let len = (0..=self.key.len() - min)
                 .filter(|&j| &self.key[j..j + min] == window)
@@ -811,14 +915,14 @@ impl Scrubber {
             }
             out.push_str(&text[copied..start]);
             out.push_str(Self::REDACTED);
-            (at, copied) = (end, end);
+            (from, copied) = (end, end);
         }
         out.push_str(&text[copied..]);
         out
     }
 
     fn option(&self, text: Option<String>) -> Option<String> {
-        text.map(|t| self.text(&t))
+        text.map(|t| self.owned(t))
     }
 
     /// A JSON value with every string (and object key) scrubbed.
@@ -873,71 +977,269 @@ fn number(v: &Value) -> Option<f64> {
     .filter(|n: &f64| n.is_finite())
 }
 
-fn boolean(v: &Value) -> Option<bool> {
-    match v {
-        Value::Bool(b) => Some(*b),
-        Value::String(s) => s.trim().to_ascii_lowercase().parse().ok(),
-        Value::Number(n) => n.as_i64().map(|n| n != 0),
-        _ => None,
+/// Eight bytes of the key as a number (a window of [`Scrubber::MIN_RUN`] bytes).
+fn window(piece: &[u8]) -> u64 {
+    let mut bytes = [0; 8];
+    bytes.copy_from_slice(piece);
+    u64::from_le_bytes(bytes)
+}
+
+/// A 200 body that must be a JSON object, kept whole (the balance, for `--json`).
+#[derive(Debug)]
+struct JsonObject(Value);
+
+impl<'de> Deserialize<'de> for JsonObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            value @ Value::Object(_) => Ok(JsonObject(value)),
+            _ => Err(de::Error::custom("not a JSON object")),
+        }
     }
 }
 
-fn string(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+/// A JSON value as a verdict's fields need it: strings borrowed from the body where they hold
+/// no escape, numbers as `serde_json` reads them, objects only as the parts a location may
+/// have, arrays checked and dropped. Every value is read in full, so a body is accepted or
+/// refused exactly as a `serde_json::Value` would be, without building one.
+#[derive(Debug, PartialEq)]
+enum Json<'a> {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    Str(Cow<'a, str>),
+    Object(Box<Place<'a>>),
+    Array,
+}
+
+/// The parts of a `company_location` object (any other object: none of them).
+#[derive(Debug, Default, PartialEq)]
+struct Place<'a> {
+    locality: Option<Json<'a>>,
+    region: Option<Json<'a>>,
+    country: Option<Json<'a>>,
+    name: Option<Json<'a>>,
+}
+
+impl<'de> Deserialize<'de> for Json<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(JsonVisitor)
     }
 }
 
-/// Reads a 200 validation body. Never fails: whatever is missing or oddly typed is `None`.
-pub fn parse_verdict(body: &Value) -> Verdict {
-    let field = |name: &str| body.get(name).filter(|v| !v.is_null());
-    let first = |names: &[&str], f: fn(&Value) -> Option<String>| {
-        names.iter().find_map(|n| field(n).and_then(f))
-    };
-    Verdict {
-        email: field("email").and_then(string),
-        status: field("email_status")
-            .and_then(Value::as_str)
-            .map(Status::parse),
-        message: field("message").and_then(string),
-        credits_consumed: field("credits_consumed").and_then(number),
-        is_domain_catch_all: field("is_domain_catch_all").and_then(boolean),
-        mx_record: field("mx_record").and_then(string),
-        mx_provider: field("mx_provider").and_then(string),
-        mx_security_gateway: field("mx_security_gateway").and_then(boolean),
-        company: Company {
-            name: first(&["company_name"], string),
-            industry: first(&["company_industry"], string),
-            size: first(&["company_size"], string),
-            founded: first(&["company_founded"], string),
-            location: field("company_location").and_then(location),
-            linkedin_url: first(&["company_linkedin_url", "company_profile_url"], string),
-        },
-    }
-}
+struct JsonVisitor;
 
-fn location(v: &Value) -> Option<String> {
-    match v {
-        Value::Object(map) => {
-            let parts: Vec<&str> = ["locality", "region", "country"]
-                .iter()
-                .filter_map(|k| {
-                    map.get(*k)?
-                        .as_str()
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                })
-                .collect();
-            if parts.is_empty() {
-                map.get("name").and_then(string)
-            } else {
-                Some(parts.join(", "))
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Json<'de>, E> {
+        Ok(Json::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Json<'de>, E> {
+        Ok(Json::Number(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Json<'de>, E> {
+        Ok(Json::Number(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Json<'de>, E> {
+        // As `serde_json::Value` does: a number it cannot hold reads as null.
+        Ok(serde_json::Number::from_f64(v).map_or(Json::Null, Json::Number))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Owned(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+    fn visit_none<E>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Json<'de>, D::Error> {
+        Json::deserialize(d)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
+        while seq.next_element::<Json>()?.is_some() {}
+        Ok(Json::Array)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
+        let mut place = Place::default();
+        while let Some(key) = map.next_key::<Json>()? {
+            let value = map.next_value::<Json>()?;
+            // A repeated key: the last one counts, as in a `serde_json::Value`.
+            match key.as_str().unwrap_or_default() {
+                "locality" => place.locality = Some(value),
+                "region" => place.region = Some(value),
+                "country" => place.country = Some(value),
+                "name" => place.name = Some(value),
+                _ => {}
             }
         }
-        other => string(other),
+        Ok(Json::Object(Box::new(place)))
     }
+}
+
+impl Json<'_> {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Json::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A number, or a string holding one (some gateways stringify numbers).
+    fn number(&self) -> Option<f64> {
+        match self {
+            Json::Number(n) => n.as_f64(),
+            Json::Str(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+        .filter(|n: &f64| n.is_finite())
+    }
+
+    fn boolean(&self) -> Option<bool> {
+        match self {
+            Json::Bool(b) => Some(*b),
+            Json::Str(s) => s.trim().to_ascii_lowercase().parse().ok(),
+            Json::Number(n) => n.as_i64().map(|n| n != 0),
+            _ => None,
+        }
+    }
+
+    fn string(&self) -> Option<String> {
+        match self {
+            Json::Str(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+            Json::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    /// The location object flattened to "locality, region, country" (or its `name`).
+    fn location(&self) -> Option<String> {
+        let Json::Object(place) = self else {
+            return self.string();
+        };
+        let parts: Vec<&str> = [&place.locality, &place.region, &place.country]
+            .into_iter()
+            .filter_map(|part| {
+                part.as_ref()?
+                    .as_str()
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+            })
+            .collect();
+        if parts.is_empty() {
+            place.name.as_ref().and_then(Json::string)
+        } else {
+            Some(parts.join(", "))
+        }
+    }
+}
+
+/// The fields of a 200 validation body that a [`Verdict`] is made of, read straight from the
+/// body; any other field is read (so a broken body is refused) and dropped.
+#[derive(Debug, Default)]
+struct VerdictBody<'a> {
+    email: Option<Json<'a>>,
+    email_status: Option<Json<'a>>,
+    message: Option<Json<'a>>,
+    credits_consumed: Option<Json<'a>>,
+    is_domain_catch_all: Option<Json<'a>>,
+    mx_record: Option<Json<'a>>,
+    mx_provider: Option<Json<'a>>,
+    mx_security_gateway: Option<Json<'a>>,
+    company_name: Option<Json<'a>>,
+    company_industry: Option<Json<'a>>,
+    company_size: Option<Json<'a>>,
+    company_founded: Option<Json<'a>>,
+    company_location: Option<Json<'a>>,
+    company_linkedin_url: Option<Json<'a>>,
+    company_profile_url: Option<Json<'a>>,
+}
+
+impl<'de> Deserialize<'de> for VerdictBody<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = VerdictBody<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut body = VerdictBody::default();
+                while let Some(key) = map.next_key::<Json>()? {
+                    let value = map.next_value::<Json>()?;
+                    // A repeated key: the last one counts, as in a `serde_json::Value`.
+                    let slot = match key.as_str().unwrap_or_default() {
+                        "email" => &mut body.email,
+                        "email_status" => &mut body.email_status,
+                        "message" => &mut body.message,
+                        "credits_consumed" => &mut body.credits_consumed,
+                        "is_domain_catch_all" => &mut body.is_domain_catch_all,
+                        "mx_record" => &mut body.mx_record,
+                        "mx_provider" => &mut body.mx_provider,
+                        "mx_security_gateway" => &mut body.mx_security_gateway,
+                        "company_name" => &mut body.company_name,
+                        "company_industry" => &mut body.company_industry,
+                        "company_size" => &mut body.company_size,
+                        "company_founded" => &mut body.company_founded,
+                        "company_location" => &mut body.company_location,
+                        "company_linkedin_url" => &mut body.company_linkedin_url,
+                        "company_profile_url" => &mut body.company_profile_url,
+                        _ => continue,
+                    };
+                    *slot = Some(value);
+                }
+                Ok(body)
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+impl VerdictBody<'_> {
+    /// The verdict. Never fails: whatever is missing, null or oddly typed is `None`.
+    fn verdict(&self) -> Verdict {
+        fn field<'f, 'a>(v: &'f Option<Json<'a>>) -> Option<&'f Json<'a>> {
+            v.as_ref().filter(|v| **v != Json::Null)
+        }
+        let string = |v: &Option<Json>| field(v).and_then(Json::string);
+        Verdict {
+            email: string(&self.email),
+            status: field(&self.email_status)
+                .and_then(Json::as_str)
+                .map(Status::parse),
+            message: string(&self.message),
+            credits_consumed: field(&self.credits_consumed).and_then(Json::number),
+            is_domain_catch_all: field(&self.is_domain_catch_all).and_then(Json::boolean),
+            mx_record: string(&self.mx_record),
+            mx_provider: string(&self.mx_provider),
+            mx_security_gateway: field(&self.mx_security_gateway).and_then(Json::boolean),
+            company: Company {
+                name: string(&self.company_name),
+                industry: string(&self.company_industry),
+                size: string(&self.company_size),
+                founded: string(&self.company_founded),
+                location: field(&self.company_location).and_then(Json::location),
+                linkedin_url: string(&self.company_linkedin_url)
+                    .or_else(|| string(&self.company_profile_url)),
+            },
+        }
+    }
+}
+
+/// Reads a 200 validation body (a JSON object) into a verdict, as [`Client::validate`] does.
+#[cfg(test)]
+fn parse_verdict(body: &[u8]) -> Result<Verdict, serde_json::Error> {
+    serde_json::from_slice::<VerdictBody>(body).map(|body| body.verdict())
 }
 
 #[cfg(test)]
@@ -1041,8 +1343,191 @@ mod tests {
             ),
         ];
         for (body, want) in cases {
-            assert_eq!(parse_verdict(&body), want, "{body}");
+            let bytes = serde_json::to_vec(&body).unwrap();
+            assert_eq!(parse_verdict(&bytes).unwrap(), want, "{body}");
         }
+    }
+
+    #[test]
+    fn the_typed_reader_takes_every_shape_a_value_would() {
+        // Escapes (an owned string), a repeated key (the last one counts), unknown fields of
+        // every type and depth, numbers too big for an integer, nulls.
+        let body = r#"{"email": "a\u0040b.co", "email_status": "invalid", "email_status": "valid",
+            "extra": {"deep": [1, {"x": null}, "s", true, 1e300]}, "n": 18446744073709551616,
+            "credits_consumed": 0, "is_domain_catch_all": 1, "mx_security_gateway": "FALSE",
+            "company_size": 12.5, "company_linkedin_url": null,
+            "company_profile_url": " https://l.example/c ",
+            "company_location": {"country": "DE", "locality": "  ", "locality": "Köln",
+                                 "name": "ignored", "region": 5}}"#;
+        let verdict = parse_verdict(body.as_bytes()).unwrap();
+        assert_eq!(
+            verdict,
+            Verdict {
+                email: Some("a@b.co".into()),
+                status: Some(Status::Valid),
+                credits_consumed: Some(0.0),
+                is_domain_catch_all: Some(true),
+                mx_security_gateway: Some(false),
+                company: Company {
+                    size: Some("12.5".into()),
+                    location: Some("Köln, DE".into()),
+                    linkedin_url: Some("https://l.example/c".into()),
+                    ..Company::default()
+                },
+                ..Verdict::default()
+            }
+        );
+        // A location with no usable part falls back to its name; an empty one to nothing.
+        let named = br#"{"company_location": {"locality": "", "country": 3, "name": "Oslo"}}"#;
+        assert_eq!(
+            parse_verdict(named).unwrap().company.location.as_deref(),
+            Some("Oslo")
+        );
+        assert_eq!(
+            parse_verdict(br#"{"company_location": {}}"#).unwrap(),
+            Verdict::default()
+        );
+        // Wrong types everywhere are dropped, not refused.
+        let odd = br#"{"email": [], "email_status": 3, "message": {}, "credits_consumed": "x",
+            "is_domain_catch_all": "maybe", "mx_record": true, "company_name": "  "}"#;
+        assert_eq!(parse_verdict(odd).unwrap(), Verdict::default());
+        // Refused as a `serde_json::Value` refuses them: not an object, broken JSON anywhere
+        // (unknown fields included), bytes that are not UTF-8, trailing garbage.
+        for bad in [
+            &b"[]"[..],
+            b"null",
+            b"\"valid\"",
+            b"",
+            b"<html><body>502 Bad Gateway</body></html>",
+            b"{\"email_status\": \"valid\", \"x\": [1, }",
+            b"{\"email_status\": \"valid\", \"x\": \"\xff\"}",
+            b"{\"email_status\": \"valid\"} {}",
+            b"{\"email_status\": \"valid\", \"x\": tru}",
+            b"{\"email_status\": \"val",
+            b"{\"email_status\": \"valid\", \"x\": 1e400}",
+        ] {
+            assert!(
+                parse_verdict(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+            assert!(serde_json::from_slice::<Value>(bad).map_or(true, |v| !v.is_object()));
+        }
+    }
+
+    #[test]
+    fn the_mocks_answers_read_as_before() {
+        // What the mock sends for every documented status (leadmagic-mock's verdict table),
+        // read by the typed reader and by the `serde_json::Value` the client read before.
+        let bodies = [
+            json!({"email": "a@b.co", "email_status": "valid", "credits_consumed": 0.05,
+                   "message": "Email is valid.", "is_domain_catch_all": false,
+                   "mx_record": "aspmx.l.google.com", "mx_provider": "Google Workspace",
+                   "mx_security_gateway": false, "company_name": "B Inc",
+                   "company_industry": "Software", "company_size": "11-50",
+                   "company_founded": 2001, "company_linkedin_url": "https://l.example/b",
+                   "company_location": {"locality": "Austin", "region": "Texas",
+                                        "country": "United States"}}),
+            json!({"email": "x@y.co", "email_status": "catch_all", "credits_consumed": 0,
+                   "message": "Catch-all domain.", "is_domain_catch_all": true,
+                   "mx_record": null, "mx_provider": null, "mx_security_gateway": null}),
+            json!({"email": "x@y.co", "email_status": "unknown", "credits_consumed": 0,
+                   "message": "Unable to verify."}),
+        ];
+        for body in bodies {
+            let verdict = parse_verdict(&serde_json::to_vec(&body).unwrap()).unwrap();
+            let field = |name: &str| body.get(name).and_then(Value::as_str).map(String::from);
+            assert_eq!(verdict.email, field("email"));
+            assert_eq!(verdict.message, field("message"));
+            assert_eq!(verdict.mx_record, field("mx_record"));
+            assert_eq!(
+                verdict.status.as_ref().map(Status::as_str),
+                field("email_status").as_deref()
+            );
+            assert_eq!(
+                verdict.credits_consumed,
+                body.get("credits_consumed").and_then(number)
+            );
+            assert_eq!(
+                verdict.is_domain_catch_all,
+                body.get("is_domain_catch_all").and_then(Value::as_bool)
+            );
+        }
+    }
+
+    #[test]
+    fn the_request_urls_are_built_once_toward_the_base_urls_origin() {
+        let config = |base: &str| ClientConfig {
+            base_url: base.into(),
+            api_key: ApiKey::new("k").unwrap(),
+            timeout: Duration::from_secs(1),
+            max_idle: 1,
+        };
+        for base in [
+            "https://api.x.io",
+            "https://api.x.io/",
+            "http://127.0.0.1:8080",
+            "https://api.x.io/prefix/",
+        ] {
+            let client = Client::new(&config(base)).unwrap();
+            let origin = reqwest::Url::parse(base).unwrap().origin();
+            for (target, path) in [
+                (&client.validate_url, VALIDATE_PATH),
+                (&client.credits_url, CREDITS_PATH),
+            ] {
+                let Target::Parsed(url) = target else {
+                    panic!("{base}: {target:?}")
+                };
+                assert_eq!(url.origin(), origin, "{base} {url}");
+                assert!(url.path().ends_with(path), "{url}");
+                assert!(url.query().is_none() && url.fragment().is_none(), "{url}");
+            }
+        }
+        // A base URL that does not parse is refused by each request, as before: nothing sent,
+        // nothing charged, worth the first contact's retries.
+        let client = Client::new(&config("http://[::1")).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for e in [
+            runtime.block_on(client.credits()).unwrap_err(),
+            runtime.block_on(client.validate("a@b.co", 0)).unwrap_err(),
+        ] {
+            assert!(
+                matches!(
+                    e,
+                    ApiError::Transient {
+                        maybe_charged: false,
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_scrubber_leaves_clean_text_as_it_is_and_finds_every_window() {
+        const KEY: &str = "lmk-7Q2x9SECRETw4Zr8pV1nB6tY3hJ5";
+        let scrub = Scrubber::new(KEY, &["mailsift/0.1.0"]);
+        let clean = String::from("Email is valid. aspmx.l.google.com");
+        let ptr = clean.as_ptr();
+        let kept = scrub.owned(clean);
+        assert_eq!(kept.as_ptr(), ptr, "no copy when nothing is secret");
+        // Every window of the key, at every offset in a text, is found.
+        for start in 0..=KEY.len() - Scrubber::MIN_RUN {
+            let piece = &KEY[start..start + Scrubber::MIN_RUN];
+            for pad in 0..10 {
+                // '#' is not in the key: the match is the piece, no more.
+                let text = format!("{}{piece}!", "#".repeat(pad));
+                let want = format!("{}{}!", "#".repeat(pad), Scrubber::REDACTED);
+                assert_eq!(scrub.owned(text.clone()), want, "{text}");
+            }
+        }
+        // A key shorter than a window is found whole only.
+        let short = Scrubber::new("abcdef", &[]);
+        assert_eq!(short.text("xxabcdefyy abcde"), "xx[redacted]yy abcde");
     }
 
     #[test]
@@ -1104,7 +1589,7 @@ mod tests {
             ..Meta::default()
         };
         let err = |code: u16, body: &str| {
-            classify(
+            classify::<JsonObject>(
                 StatusCode::from_u16(code).unwrap(),
                 body.as_bytes(),
                 meta(),
@@ -1138,23 +1623,25 @@ mod tests {
             assert!(!e.is_retryable());
         }
         // A 200 that is not a JSON object may have been charged and is worth a retry.
-        for body in ["", "{\"email_status\": \"val", "<html>", "[]", "null"] {
-            let e = classify(
-                StatusCode::OK,
-                body.as_bytes(),
-                Meta::default(),
-                &Scrubber::new("", &[]),
-            )
-            .unwrap_err();
+        let scrub = Scrubber::new("", &[]);
+        for body in [
+            "",
+            "{\"email_status\": \"val",
+            "<html>",
+            "[]",
+            "null",
+            "\"valid\"",
+        ] {
+            let body = body.as_bytes();
+            let e =
+                classify::<JsonObject>(StatusCode::OK, body, Meta::default(), &scrub).unwrap_err();
+            assert!(e.is_retryable() && e.maybe_charged(), "{body:?}");
+            let e =
+                classify::<VerdictBody>(StatusCode::OK, body, Meta::default(), &scrub).unwrap_err();
             assert!(e.is_retryable() && e.maybe_charged(), "{body:?}");
         }
-        assert!(classify(
-            StatusCode::OK,
-            b"{}",
-            Meta::default(),
-            &Scrubber::new("", &[])
-        )
-        .is_ok());
+        assert!(classify::<JsonObject>(StatusCode::OK, b"{}", Meta::default(), &scrub).is_ok());
+        assert!(classify::<VerdictBody>(StatusCode::OK, b"{}", Meta::default(), &scrub).is_ok());
     }
 
     #[test]
@@ -1278,7 +1765,7 @@ mod tests {
         let scrub = Scrubber::new("sk_live_0123456789abcdef", &[]);
         let echo = r#"{"error": {"message": "bad key sk_live_0123456789abcdef"}}"#;
         for code in [400, 401, 402, 429, 500] {
-            let e = classify(
+            let e = classify::<JsonObject>(
                 StatusCode::from_u16(code).unwrap(),
                 echo.as_bytes(),
                 Meta::default(),
@@ -1288,12 +1775,14 @@ mod tests {
             assert!(!e.to_string().contains("0123456789"), "{code}: {e}");
         }
         let html = b"<pre>X-API-Key: sk_live_0123456789abcdef</pre>";
-        let e = classify(StatusCode::OK, html, Meta::default(), &scrub).unwrap_err();
+        let e = classify::<VerdictBody>(StatusCode::OK, html, Meta::default(), &scrub).unwrap_err();
         assert!(!e.to_string().contains("0123456789"), "{e}");
-        let verdict = parse_verdict(&serde_json::json!({
-            "email_status": "sk_live_0123456789abcdef",
-            "message": "sk_live_0123456789abcdef", "mx_provider": "sk_live_0123456789abcdef",
-            "company_name": "sk_live_0123456789abcdef"}))
+        let verdict = parse_verdict(
+            br#"{"email_status": "sk_live_0123456789abcdef",
+                 "message": "sk_live_0123456789abcdef", "mx_provider": "sk_live_0123456789abcdef",
+                 "company_name": "sk_live_0123456789abcdef"}"#,
+        )
+        .unwrap()
         .scrubbed(&scrub);
         assert!(
             !format!("{verdict:?}").contains("0123456789"),
@@ -1434,10 +1923,8 @@ mod tests {
         };
         assert!(Client::new(&config("ftp://x")).is_err());
         let client = Client::new(&config("http://127.0.0.1:9/")).unwrap();
-        assert_eq!(
-            client.validate_url,
-            "http://127.0.0.1:9/v1/people/email-validation"
-        );
+        assert!(matches!(&client.validate_url,
+            Target::Parsed(url) if url.as_str() == "http://127.0.0.1:9/v1/people/email-validation"));
         assert!(Client::new(&ClientConfig {
             api_key: ApiKey("bad\nkey".into()),
             ..config("http://x")

@@ -60,6 +60,8 @@ pub struct Pool<A = Client> {
     pub stop: Arc<Stop>,
     /// This run's id, stamped on every answer it pays for.
     pub run: u64,
+    /// The price of a check this pool last recorded in the store ([`Store::set_last_cost`]).
+    pub recorded_cost: std::sync::Mutex<Option<f64>>,
 }
 
 /// Runs `workers` workers until the queue closes or the pool stops. Every outcome goes to
@@ -159,7 +161,17 @@ impl<A: Ask> Pool<A> {
                     self.store.put_async(&job.key, &answer).await?;
                     self.ledger.settle(reserved, Some(charged.unwrap_or(0.0)))?;
                     if let Some(cost) = charged.filter(|c| *c > 0.0) {
-                        self.store.set_last_cost(cost)?;
+                        // The store's copy is read and written only when the price changed
+                        // since this pool last recorded it, not once per answer; under the
+                        // lock, so the last price recorded is the last one seen.
+                        let mut recorded = self
+                            .recorded_cost
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if *recorded != Some(cost) {
+                            self.store.set_last_cost(cost)?;
+                            *recorded = Some(cost);
+                        }
                     }
                     send(settled, job.settled(Resolved::Answered(Arc::new(answer)))).await;
                     return Ok(());
@@ -384,6 +396,7 @@ mod tests {
         )
         .unwrap();
         let pool = Pool {
+            recorded_cost: Default::default(),
             api: fake,
             limiter: Arc::new(Limiter::new(Rate::UNLIMITED, FollowServer::CapOnly)),
             store,
@@ -480,6 +493,32 @@ mod tests {
             "the next run asks them again: {outcomes:?}"
         );
         assert_eq!(run.pool.api.asked.lock().unwrap().len(), 30);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_store_keeps_the_last_price_seen_while_it_changes() {
+        let fake = Fake::default()
+            .answers("a@x.com", [valid(0.05)])
+            .answers("b@x.com", [valid(0.05)])
+            .answers("c@x.com", [valid(0.25)])
+            .answers("d@x.com", [valid(0.0)])
+            .answers("e@x.com", [valid(0.05)])
+            .answers("f@x.com", [valid(0.25)]);
+        let run = pool(fake, None);
+        let store = run.pool.store.clone();
+        assert_eq!(store.last_cost(), None);
+        for (address, want) in [
+            ("a@x.com", 0.05),
+            ("b@x.com", 0.05),
+            ("c@x.com", 0.25),
+            // A free answer says nothing of the price.
+            ("d@x.com", 0.25),
+            ("e@x.com", 0.05),
+            ("f@x.com", 0.25),
+        ] {
+            ask_all(&run, &[address], 1).await;
+            assert_eq!(store.last_cost(), Some(want), "after {address}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -317,6 +317,7 @@ async fn prepare(
         ledger: ledger.clone(),
         stop: stop.clone(),
         run: plan.run,
+        recorded_cost: Default::default(),
     };
     let stages = Stages {
         reader,
