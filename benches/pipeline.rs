@@ -404,7 +404,7 @@ fn big(dir: &Path) -> String {
 /// dirtied counts 4 KiB) and through write calls (`wchar`). Up to 3M answers, 10M with
 /// `MAILSIFT_BENCH_10M=1`.
 fn store_puts(dir: &Path) -> String {
-    use mailsift::store::{Answer, Store};
+    use mailsift::store::{Answer, Domain, Store};
     let ends: &[u64] = if std::env::var_os("MAILSIFT_BENCH_10M").is_some() {
         &[1_000_000, 3_000_000, 10_000_000]
     } else {
@@ -425,10 +425,13 @@ fn store_puts(dir: &Path) -> String {
             let answer = Answer {
                 status: Some(mailsift::internals::client::Status::Valid),
                 message: Some("Email is valid.".into()),
-                mx_provider: Some(
-                    ["Google Workspace", "Microsoft 365", "Mimecast"][i as usize % 3].into(),
-                ),
-                mx_record: Some(format!("mx.d{}.example.com", i % 20_011)),
+                domain: Arc::new(Domain {
+                    mx_provider: Some(
+                        ["Google Workspace", "Microsoft 365", "Mimecast"][i as usize % 3].into(),
+                    ),
+                    mx_record: Some(format!("mx.d{}.example.com", i % 20_011)),
+                    ..Domain::default()
+                }),
                 is_catch_all: Some(false),
                 credits: 0.05,
                 checked_at: 1_800_000_000,

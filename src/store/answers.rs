@@ -61,7 +61,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use memmap2::MmapMut;
 
-use super::{le_uint, locked, read, write, Answer, CacheKey, Stamp};
+use super::{le_uint, locked, read, write, Answer, CacheKey, Domain, Stamp};
 
 const PARTS: usize = 64;
 const BUCKET: usize = 4096;
@@ -190,7 +190,7 @@ struct Known {
     runs: Vec<u64>,
     verdicts: Vec<Option<(Arc<Answer>, Hash)>>,
     /// By offset, as values hold them (foldhash: SipHash was a twentieth of a lookup's CPU).
-    domains: HashMap<u64, (Arc<Answer>, Hash), foldhash::fast::RandomState>,
+    domains: HashMap<u64, (Arc<Domain>, Hash), foldhash::fast::RandomState>,
 }
 
 impl Answers {
@@ -822,11 +822,15 @@ impl Answers {
     /// holds. `f` runs under the read lock of what is known, so nothing shared is cloned:
     /// planner and estimate look answers up at once, and an `Arc` counted up and down by both
     /// bounced its cache line between the cores (issue 15).
-    fn compact<T>(&self, slot: &[u8; SLOT], f: impl Fn(u64, &Answer, &Answer) -> T) -> Option<T> {
+    fn compact<T>(
+        &self,
+        slot: &[u8; SLOT],
+        f: impl Fn(u64, &Answer, &Arc<Domain>) -> T,
+    ) -> Option<T> {
         let v = &slot[KEY..KEY + VALUE];
         let offset = le_uint(&v[11..15]);
         let (run, verdict) = (le_uint(&v[1..3]) as usize, usize::from(v[15]));
-        let sealed = |known: &Known, domain: &Answer, hash: &Hash| {
+        let sealed = |known: &Known, domain: &Arc<Domain>, hash: &Hash| {
             let run = *known.runs.get(run)?;
             let (verdict, verdict_hash) = known.verdicts.get(verdict)?.as_ref()?;
             checked(slot, &[&run.to_le_bytes(), verdict_hash, hash])?;
@@ -1155,10 +1159,13 @@ mod tests {
         let answer_of = |i: u64| Answer {
             status: statuses[i as usize % statuses.len()].clone(),
             message: Some(format!("message {}", i % 5)),
-            mx_provider: Some(domains[i as usize % 3].to_owned()),
-            mx_record: i
-                .is_multiple_of(2)
-                .then(|| format!("mx.{}", domains[i as usize % 3])),
+            domain: Arc::new(Domain {
+                mx_provider: Some(domains[i as usize % 3].to_owned()),
+                mx_record: i
+                    .is_multiple_of(2)
+                    .then(|| format!("mx.{}", domains[i as usize % 3])),
+                ..Domain::default()
+            }),
             credits: 1.0,
             checked_at: 1_000_000 + (i as i64 % 50) * 86_400,
             // Runs 1 to 3; every eleventh answer is too big for a compact slot.
@@ -1336,7 +1343,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let distinct = |i: u64| Answer {
             message: Some(format!("message {i}")),
-            mx_provider: Some("Google".into()),
+            domain: Arc::new(Domain {
+                mx_provider: Some("Google".into()),
+                ..Domain::default()
+            }),
             ..answer(i, 1_700_000_000)
         };
         {
@@ -1382,7 +1392,10 @@ mod tests {
         // survived must not take the new record at its offset for its own.
         let dir = tempfile::tempdir().unwrap();
         let with_mx = |mx: &str| Answer {
-            mx_provider: Some(mx.into()),
+            domain: Arc::new(Domain {
+                mx_provider: Some(mx.into()),
+                ..Domain::default()
+            }),
             ..answer(1, 5)
         };
         let first = with_mx("first.example");
