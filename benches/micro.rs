@@ -154,7 +154,6 @@ fn answer(i: u64) -> Answer {
         checked_at: 1_800_000_000,
         run: 7,
         first_row: i,
-        ..Answer::default()
     }
 }
 

@@ -437,7 +437,6 @@ fn store_puts(dir: &Path) -> String {
                 checked_at: 1_800_000_000,
                 run: 7,
                 first_row: i,
-                ..Answer::default()
             };
             store
                 .put(&store.key(&address(i, "")), &answer)
