@@ -1339,6 +1339,38 @@ mod tests {
     }
 
     #[test]
+    fn answers_of_one_domain_share_its_record_rather_than_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let answers = Answers::open(dir.path()).unwrap();
+        let with_domain = |row: u64, mx: &str| Answer {
+            domain: Arc::new(Domain {
+                mx_provider: Some(mx.into()),
+                mx_record: Some(format!("mx.{mx}")),
+                company: crate::client::Company {
+                    name: Some("Acme".into()),
+                    ..Default::default()
+                },
+            }),
+            ..answer(row, 5)
+        };
+        for (i, mx) in [(1, "a.example"), (2, "a.example"), (3, "b.example")] {
+            answers.put(&key(i), &with_domain(i, mx)).unwrap();
+        }
+        let read_back = |i| answers.get(&key(i)).unwrap().unwrap();
+        let (a1, a2, b) = (read_back(1), read_back(2), read_back(3));
+        assert_eq!(
+            (&a1, &a2, &b),
+            (
+                &with_domain(1, "a.example"),
+                &with_domain(2, "a.example"),
+                &with_domain(3, "b.example")
+            )
+        );
+        assert!(Arc::ptr_eq(&a1.domain, &a2.domain), "one record, one copy");
+        assert!(!Arc::ptr_eq(&a1.domain, &b.domain));
+    }
+
+    #[test]
     fn verdicts_are_indexed_up_to_255_and_past_that_answers_are_stored_whole() {
         let dir = tempfile::tempdir().unwrap();
         let distinct = |i: u64| Answer {
