@@ -17,7 +17,7 @@ use mailsift::internals::input::{self, InputOptions, Location};
 use mailsift::internals::output::{self, CheckpointEvery, RowFormat, Sink, Writer};
 use mailsift::internals::plan::{Freshness, Pending, Planned, Planner, Resolved, Settled, Slot};
 use mailsift::internals::report::Counters;
-use mailsift::store::{Answer, Store, Watermark};
+use mailsift::store::{Answer, Domain, Store, Watermark};
 use tokio::sync::mpsc;
 
 const ROWS: u64 = 100_000;
@@ -142,14 +142,18 @@ fn answer(i: u64) -> Answer {
     Answer {
         status: Some(Status::Valid),
         message: Some("Email is valid.".into()),
-        mx_provider: Some(["Google Workspace", "Microsoft 365", "Mimecast"][i as usize % 3].into()),
-        mx_record: Some(format!("mx.d{}.example.com", i % 20_011)),
+        domain: Arc::new(Domain {
+            mx_provider: Some(
+                ["Google Workspace", "Microsoft 365", "Mimecast"][i as usize % 3].into(),
+            ),
+            mx_record: Some(format!("mx.d{}.example.com", i % 20_011)),
+            ..Domain::default()
+        }),
         is_catch_all: Some(false),
         credits: 0.05,
         checked_at: 1_800_000_000,
         run: 7,
         first_row: i,
-        ..Answer::default()
     }
 }
 

@@ -406,7 +406,7 @@ fn big(dir: &Path) -> String {
 /// answers, 10M with `MAILSIFT_BENCH_10M=1`. Then the state as a `kill -9` would leave it
 /// (copied while nothing is stored) is opened: the time to replay its journal.
 fn store_puts(dir: &Path) -> String {
-    use mailsift::store::{Answer, Store};
+    use mailsift::store::{Answer, Domain, Store};
     let ends: &[u64] = if std::env::var_os("MAILSIFT_BENCH_10M").is_some() {
         &[1_000_000, 3_000_000, 10_000_000]
     } else {
@@ -429,16 +429,18 @@ fn store_puts(dir: &Path) -> String {
             let answer = Answer {
                 status: Some(mailsift::internals::client::Status::Valid),
                 message: Some("Email is valid.".into()),
-                mx_provider: Some(
-                    ["Google Workspace", "Microsoft 365", "Mimecast"][i as usize % 3].into(),
-                ),
-                mx_record: Some(format!("mx.d{}.example.com", i % 20_011)),
+                domain: Arc::new(Domain {
+                    mx_provider: Some(
+                        ["Google Workspace", "Microsoft 365", "Mimecast"][i as usize % 3].into(),
+                    ),
+                    mx_record: Some(format!("mx.d{}.example.com", i % 20_011)),
+                    ..Domain::default()
+                }),
                 is_catch_all: Some(false),
                 credits: 0.05,
                 checked_at: 1_800_000_000,
                 run: 7,
                 first_row: i,
-                ..Answer::default()
             };
             let put = Instant::now();
             store

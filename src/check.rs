@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -21,7 +22,7 @@ use crate::exit::Exit;
 use crate::plan::Freshness;
 use crate::retry::RetryPolicy;
 use crate::schema::format_credits;
-use crate::store::{Answer, Store};
+use crate::store::{Answer, Domain, Store};
 
 /// Prints the balance.
 pub async fn credits(api: &Api, json: bool) -> anyhow::Result<Exit> {
@@ -180,14 +181,16 @@ pub async fn check(
                             .then(|| "the API's answer had no email_status".to_owned())
                     }),
                     status: Some(verdict.status.unwrap_or(Status::Unknown)),
-                    mx_provider: verdict.mx_provider,
-                    mx_record: verdict.mx_record,
+                    domain: Arc::new(Domain {
+                        mx_provider: verdict.mx_provider,
+                        mx_record: verdict.mx_record,
+                        company: verdict.company,
+                    }),
                     is_catch_all: verdict.is_domain_catch_all,
                     credits: charged.unwrap_or(0.0),
                     checked_at: now,
                     run,
                     first_row: 0,
-                    company: verdict.company,
                 };
                 if let Some((store, key)) = &slot {
                     store.put(key, &answer)?;
@@ -226,8 +229,8 @@ fn from_answer(
             .map_or_else(|| "unknown".to_owned(), |s| s.to_string()),
         message: answer.message.unwrap_or_default(),
         credits_consumed: credits,
-        mx_provider: answer.mx_provider,
-        mx_record: answer.mx_record,
+        mx_provider: answer.domain.mx_provider.clone(),
+        mx_record: answer.domain.mx_record.clone(),
         source,
         suggestion: None,
     }

@@ -156,8 +156,8 @@ impl RowFormat {
         };
         let text =
             |f: fn(&crate::store::Answer) -> Option<&str>| answer.and_then(|a| f(a)).unwrap_or("");
-        api(out, text(|a| a.mx_provider.as_deref()));
-        api(out, text(|a| a.mx_record.as_deref()));
+        api(out, text(|a| a.domain.mx_provider.as_deref()));
+        api(out, text(|a| a.domain.mx_record.as_deref()));
         put(
             out,
             match answer.and_then(|a| a.is_catch_all) {
@@ -200,7 +200,7 @@ impl RowFormat {
             &best.map_or_else(String::new, |best| others(planned, best, self.rules)),
         );
         if self.company {
-            let c = answer.map(|a| &a.company);
+            let c = answer.map(|a| &a.domain.company);
             for value in [
                 c.and_then(|c| c.name.as_deref()),
                 c.and_then(|c| c.industry.as_deref()),
@@ -741,7 +741,7 @@ mod tests {
     use super::*;
     use crate::client::{Company, Status};
     use crate::plan::Slot;
-    use crate::store::Answer;
+    use crate::store::{Answer, Domain};
 
     fn row(raw: &str, fields: usize) -> Row {
         let keep = raw.trim_end_matches(['\r', '\n']).len();
@@ -791,17 +791,19 @@ mod tests {
         let answer = Arc::new(Answer {
             status: Some(Status::Valid),
             message: Some("Email is valid.".into()),
-            mx_provider: Some("Google, \"Workspace\"".into()),
-            mx_record: Some("aspmx.l.google.com".into()),
             is_catch_all: Some(false),
             credits: 0.05,
             checked_at: 0,
             run: 1,
             first_row: 0,
-            company: Company {
-                name: Some("Acme".into()),
-                ..Company::default()
-            },
+            domain: Arc::new(Domain {
+                mx_provider: Some("Google, \"Workspace\"".into()),
+                mx_record: Some("aspmx.l.google.com".into()),
+                company: Company {
+                    name: Some("Acme".into()),
+                    ..Company::default()
+                },
+            }),
         });
         let f = format(false);
         let api = Outcome::Answer {

@@ -27,7 +27,7 @@ use crate::plan::{Job, Jobs, Resolved, Settled};
 use crate::report::Counters;
 use crate::retry::RetryPolicy;
 use crate::stop::{Halt, Stop};
-use crate::store::{Answer, Store};
+use crate::store::{Answer, Domain, Store};
 
 /// Asks the API about one address: the one thing the pool needs of HTTP.
 pub trait Ask: Send + Sync + 'static {
@@ -274,14 +274,16 @@ impl<A: Ask> Pool<A> {
         Answer {
             status,
             message,
-            mx_provider: body.mx_provider,
-            mx_record: body.mx_record,
+            domain: Arc::new(Domain {
+                mx_provider: body.mx_provider,
+                mx_record: body.mx_record,
+                company: body.company,
+            }),
             is_catch_all: body.is_domain_catch_all,
             credits: body.credits_consumed.or(meta.credits_cost).unwrap_or(0.0),
             checked_at: crate::clock::now(),
             run: self.run,
             first_row: job.pending.first_row,
-            company: body.company,
         }
     }
 }

@@ -66,7 +66,7 @@ impl Profile {
             Outcome::Error { .. } => self.domains.add(domain, status),
             Outcome::Answer { answer, .. } => {
                 self.domains.add(domain, status);
-                let provider = answer.mx_provider.as_deref().unwrap_or("").trim();
+                let provider = answer.domain.mx_provider.as_deref().unwrap_or("").trim();
                 self.providers.add(cut(provider), status);
             }
         }
@@ -262,7 +262,7 @@ mod tests {
     use super::*;
     use crate::client::Status;
     use crate::plan::Source;
-    use crate::store::Answer;
+    use crate::store::{Answer, Domain};
     use std::sync::Arc;
 
     const VALID: usize = 0;
@@ -327,7 +327,10 @@ mod tests {
         let answer = |provider: Option<&str>| Outcome::Answer {
             answer: Arc::new(Answer {
                 status: Some(Status::Valid),
-                mx_provider: provider.map(str::to_owned),
+                domain: Arc::new(Domain {
+                    mx_provider: provider.map(str::to_owned),
+                    ..Domain::default()
+                }),
                 ..Answer::default()
             }),
             source: Source::Api,

@@ -123,7 +123,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use memmap2::MmapMut;
 
-use super::{le_uint, locked, read, write, Answer, CacheKey, Stamp};
+use super::{le_uint, locked, read, write, Answer, CacheKey, Domain, Stamp};
 
 const PARTS: usize = 64;
 const BUCKET: usize = 4096;
@@ -420,7 +420,7 @@ struct Known {
     runs: Vec<u64>,
     verdicts: Vec<Option<(Arc<Answer>, Hash)>>,
     /// By offset, as values hold them (foldhash: SipHash was a twentieth of a lookup's CPU).
-    domains: HashMap<u64, (Arc<Answer>, Hash), foldhash::fast::RandomState>,
+    domains: HashMap<u64, (Arc<Domain>, Hash), foldhash::fast::RandomState>,
 }
 
 impl Answers {
@@ -1213,11 +1213,15 @@ impl Answers {
     /// holds. `f` runs under the read lock of what is known, so nothing shared is cloned:
     /// planner and estimate look answers up at once, and an `Arc` counted up and down by both
     /// bounced its cache line between the cores (issue 15).
-    fn compact<T>(&self, slot: &[u8; SLOT], f: impl Fn(u64, &Answer, &Answer) -> T) -> Option<T> {
+    fn compact<T>(
+        &self,
+        slot: &[u8; SLOT],
+        f: impl Fn(u64, &Answer, &Arc<Domain>) -> T,
+    ) -> Option<T> {
         let v = &slot[KEY..KEY + VALUE];
         let offset = le_uint(&v[11..15]);
         let (run, verdict) = (le_uint(&v[1..3]) as usize, usize::from(v[15]));
-        let sealed = |known: &Known, domain: &Answer, hash: &Hash| {
+        let sealed = |known: &Known, domain: &Arc<Domain>, hash: &Hash| {
             let run = *known.runs.get(run)?;
             let (verdict, verdict_hash) = known.verdicts.get(verdict)?.as_ref()?;
             checked(slot, &[&run.to_le_bytes(), verdict_hash, hash])?;
@@ -1552,10 +1556,13 @@ mod tests {
         let answer_of = |i: u64| Answer {
             status: statuses[i as usize % statuses.len()].clone(),
             message: Some(format!("message {}", i % 5)),
-            mx_provider: Some(domains[i as usize % 3].to_owned()),
-            mx_record: i
-                .is_multiple_of(2)
-                .then(|| format!("mx.{}", domains[i as usize % 3])),
+            domain: Arc::new(Domain {
+                mx_provider: Some(domains[i as usize % 3].to_owned()),
+                mx_record: i
+                    .is_multiple_of(2)
+                    .then(|| format!("mx.{}", domains[i as usize % 3])),
+                ..Domain::default()
+            }),
             credits: 1.0,
             checked_at: 1_000_000 + (i as i64 % 50) * 86_400,
             // Runs 1 to 3; every eleventh answer is too big for a compact slot.
@@ -1729,11 +1736,46 @@ mod tests {
     }
 
     #[test]
+    fn answers_of_one_domain_share_its_record_rather_than_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let answers = Answers::open(dir.path()).unwrap();
+        let with_domain = |row: u64, mx: &str| Answer {
+            domain: Arc::new(Domain {
+                mx_provider: Some(mx.into()),
+                mx_record: Some(format!("mx.{mx}")),
+                company: crate::client::Company {
+                    name: Some("Acme".into()),
+                    ..Default::default()
+                },
+            }),
+            ..answer(row, 5)
+        };
+        for (i, mx) in [(1, "a.example"), (2, "a.example"), (3, "b.example")] {
+            answers.put(&key(i), &with_domain(i, mx)).unwrap();
+        }
+        let read_back = |i| answers.get(&key(i)).unwrap().unwrap();
+        let (a1, a2, b) = (read_back(1), read_back(2), read_back(3));
+        assert_eq!(
+            (&a1, &a2, &b),
+            (
+                &with_domain(1, "a.example"),
+                &with_domain(2, "a.example"),
+                &with_domain(3, "b.example")
+            )
+        );
+        assert!(Arc::ptr_eq(&a1.domain, &a2.domain), "one record, one copy");
+        assert!(!Arc::ptr_eq(&a1.domain, &b.domain));
+    }
+
+    #[test]
     fn verdicts_are_indexed_up_to_255_and_past_that_answers_are_stored_whole() {
         let dir = tempfile::tempdir().unwrap();
         let distinct = |i: u64| Answer {
             message: Some(format!("message {i}")),
-            mx_provider: Some("Google".into()),
+            domain: Arc::new(Domain {
+                mx_provider: Some("Google".into()),
+                ..Domain::default()
+            }),
             ..answer(i, 1_700_000_000)
         };
         {
@@ -1779,7 +1821,10 @@ mod tests {
         // survived must not take the new record at its offset for its own.
         let dir = tempfile::tempdir().unwrap();
         let with_mx = |mx: &str| Answer {
-            mx_provider: Some(mx.into()),
+            domain: Arc::new(Domain {
+                mx_provider: Some(mx.into()),
+                ..Domain::default()
+            }),
             ..answer(1, 5)
         };
         let first = with_mx("first.example");
