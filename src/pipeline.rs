@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! reader thread ──rows──► planner ──planned rows (window)──► writer ──► <output>.partial
-//!  (input)       (1024)   (plan)                              (output)    + checkpoints
+//!  (input, the   (1024)   (plan)                              (output)    + checkpoints
+//!   lookup)
 //!                            │                                   ▲        (journal)
 //!                            └──jobs (N)──► N workers ──settled──┘
 //!                                          (pool: limiter, ledger, store)
@@ -102,7 +103,8 @@ pub async fn run(
     // The reader runs on a blocking thread: file I/O and CSV parsing are synchronous.
     let reader = {
         let stop = stop.stop.clone();
-        tokio::task::spawn_blocking(move || read_rows(reader, rows_tx, stop))
+        let lookup = planner.lookup();
+        tokio::task::spawn_blocking(move || read_rows(reader, &lookup, rows_tx, stop))
     };
     if let Some(note) = services.note {
         let notes = notes_tx.clone();
@@ -177,13 +179,15 @@ pub async fn run(
 /// Rows per message from the reader to the planner.
 const ROW_BATCH: usize = 64;
 
-/// Reads rows into the channel. `Ok(true)`: the input ended; `Ok(false)`: stopped early.
+/// Reads rows into the channel, each looked up ([`plan::Lookup`]). `Ok(true)`: the input
+/// ended; `Ok(false)`: stopped early.
 ///
 /// From a regular file rows go in batches of [`ROW_BATCH`]; from a pipe one by one, so rows
 /// trickling in on standard input are not held back waiting for a batch to fill.
 fn read_rows(
     reader: Reader,
-    rows: mpsc::Sender<Vec<input::Row>>,
+    lookup: &plan::Lookup,
+    rows: mpsc::Sender<Vec<plan::Looked>>,
     stop: CancellationToken,
 ) -> Result<bool, input::InputError> {
     let size = if reader.source_len().is_some() {
@@ -194,7 +198,7 @@ fn read_rows(
     let mut batch = Vec::with_capacity(size);
     let mut ended = true;
     for row in reader {
-        batch.push(row?);
+        batch.push(lookup.row(row?));
         if batch.len() >= size {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(size));
             if stop.is_cancelled() || rows.blocking_send(full).is_err() {

@@ -339,15 +339,109 @@ pub struct PlanCounts {
     pub jobs: u64,
 }
 
-/// The planner's state: the store, this run's identity, and the requests in flight.
-pub struct Planner {
+/// The part of planning that needs no memory of earlier rows, so it runs ahead of the planner
+/// on the reader's thread (issue 15: on a run answered from the store this half of a row's
+/// work ran on the same worker as the writer): each address checked, its key derived, and a
+/// usable answer the store already holds fetched. The planner trusts an answer found here
+/// (answers do not leave the store during a run) and looks again where none was found, since
+/// an answer of this run may have landed in between.
+#[derive(Clone)]
+pub struct Lookup {
     store: Arc<Store>,
     run: u64,
     freshness: Freshness,
     now: i64,
-    in_flight: HashMap<CacheKey, Arc<Pending>>,
     /// What the address check lets through (`--allow-unknown-tld`).
     rules: address::Rules,
+}
+
+/// A row with its addresses checked and looked up ([`Lookup::row`]), for the planner.
+pub struct Looked {
+    row: Row,
+    addresses: Addresses,
+}
+
+enum Addresses {
+    One(Ahead),
+    /// A cell with several addresses: the first ones, each once, in cell order.
+    Several(Vec<Ahead>),
+}
+
+/// One address as the lookup left it.
+enum Ahead {
+    /// Empty, or failing the syntax check: decided already.
+    Decided(String, Outcome),
+    Valid {
+        normalized: String,
+        key: CacheKey,
+        /// An answer the row may use (fresh, or this run's), if the store held one.
+        found: Option<Answer>,
+    },
+}
+
+impl Lookup {
+    pub fn row(&self, row: Row) -> Looked {
+        let addresses = match cell::of_row(&row) {
+            None => Addresses::One(self.address(match &row.email {
+                Some(cell) => address::check_with(cell, self.rules),
+                None => Checked::Empty,
+            })),
+            Some(pieces) => Addresses::Several(
+                cell::checked(pieces, self.rules)
+                    .into_iter()
+                    .map(|checked| self.address(checked))
+                    .collect(),
+            ),
+        };
+        Looked { row, addresses }
+    }
+
+    fn address(&self, checked: Checked) -> Ahead {
+        match checked {
+            Checked::Empty => Ahead::Decided(String::new(), Outcome::Empty),
+            Checked::Invalid { normalized, reason } => {
+                Ahead::Decided(normalized, Outcome::Syntax(reason))
+            }
+            Checked::Valid(address) => {
+                let key = self.store.key(&address.key);
+                // A store that cannot be read is left to the planner: it looks again, and
+                // reports the error in its place in the run.
+                let found = self
+                    .store
+                    .get(&key)
+                    .ok()
+                    .flatten()
+                    .filter(|answer| self.source(answer, 0).is_some());
+                Ahead::Valid {
+                    normalized: address.normalized,
+                    key,
+                    found,
+                }
+            }
+        }
+    }
+
+    /// Where a stored answer's verdict comes from for row `seq`; `None`: it is too old to use.
+    fn source(&self, answer: &Answer, seq: u64) -> Option<Source> {
+        if answer.run == self.run {
+            // Answered in this run (before a crash, or earlier in the file).
+            if answer.first_row >= seq {
+                Some(Source::Api)
+            } else {
+                Some(Source::Duplicate)
+            }
+        } else if self.freshness.is_fresh(answer, self.now) {
+            Some(Source::Cache)
+        } else {
+            None
+        }
+    }
+}
+
+/// The planner's state: the lookup's settings, and the requests in flight.
+pub struct Planner {
+    lookup: Lookup,
+    in_flight: HashMap<CacheKey, Arc<Pending>>,
     /// Past this many entries, resolved ones are swept (their answers are in the store).
     sweep_at: usize,
     pub counts: PlanCounts,
@@ -356,12 +450,14 @@ pub struct Planner {
 impl Planner {
     pub fn new(store: Arc<Store>, run: u64, freshness: Freshness, now: i64, window: usize) -> Self {
         Planner {
-            store,
-            run,
-            freshness,
-            now,
+            lookup: Lookup {
+                store,
+                run,
+                freshness,
+                now,
+                rules: address::Rules::default(),
+            },
             in_flight: HashMap::new(),
-            rules: address::Rules::default(),
             sweep_at: window.max(64) * 2,
             counts: PlanCounts::default(),
         }
@@ -369,95 +465,87 @@ impl Planner {
 
     /// Checks addresses with these rules instead of the default (strict) ones.
     pub fn with_rules(mut self, rules: address::Rules) -> Self {
-        self.rules = rules;
+        self.lookup.rules = rules;
         self
     }
 
+    /// The half of planning that can run ahead, on another thread.
+    pub fn lookup(&self) -> Lookup {
+        self.lookup.clone()
+    }
+
     /// Decides one row: returns the planned row, and puts the requests to send in `jobs`.
-    pub fn plan(&mut self, seq: u64, row: Row, jobs: &mut Vec<Job>) -> anyhow::Result<Planned> {
-        let Some(pieces) = cell::of_row(&row) else {
-            let checked = match &row.email {
-                Some(cell) => address::check_with(cell, self.rules),
-                None => Checked::Empty,
-            };
-            let (normalized, slot) = self.decide_checked(seq, checked, jobs)?;
-            return Ok(Planned {
-                seq,
-                row,
-                normalized,
-                slot,
-                others: Vec::new(),
-            });
+    pub fn plan(
+        &mut self,
+        seq: u64,
+        looked: Looked,
+        jobs: &mut Vec<Job>,
+    ) -> anyhow::Result<Planned> {
+        let Looked { row, addresses } = looked;
+        let (normalized, slot, others) = match addresses {
+            Addresses::One(ahead) => {
+                let (normalized, slot) = self.decide(seq, ahead, jobs)?;
+                (normalized, slot, Vec::new())
+            }
+            Addresses::Several(aheads) => {
+                let mut planned = Vec::with_capacity(aheads.len());
+                for ahead in aheads {
+                    planned.push(self.decide(seq, ahead, jobs)?);
+                }
+                let mut planned = planned.into_iter();
+                let (normalized, slot) = planned
+                    .next()
+                    .unwrap_or((String::new(), Slot::Ready(Outcome::Empty)));
+                (normalized, slot, planned.collect())
+            }
         };
-        let mut planned = Vec::new();
-        for checked in cell::checked(pieces, self.rules) {
-            planned.push(self.decide_checked(seq, checked, jobs)?);
-        }
-        let mut planned = planned.into_iter();
-        let (normalized, slot) = planned
-            .next()
-            .unwrap_or((String::new(), Slot::Ready(Outcome::Empty)));
         Ok(Planned {
             seq,
             row,
             normalized,
             slot,
-            others: planned.collect(),
+            others,
         })
     }
 
-    /// One checked address: its text for the output and how its verdict comes. (Inlined, with
-    /// `decide`: the one-address path stays as fast as it was.)
-    #[inline(always)]
-    fn decide_checked(
-        &mut self,
-        seq: u64,
-        checked: Checked,
-        jobs: &mut Vec<Job>,
-    ) -> anyhow::Result<(String, Slot)> {
-        Ok(match checked {
-            Checked::Empty => (String::new(), Slot::Ready(Outcome::Empty)),
-            Checked::Invalid { normalized, reason } => {
-                (normalized, Slot::Ready(Outcome::Syntax(reason)))
-            }
-            Checked::Valid(address) => {
-                let key = self.store.key(&address.key);
-                let (slot, job) = self.decide(seq, key, &address.normalized)?;
-                jobs.extend(job);
-                (address.normalized, slot)
-            }
-        })
+    /// [`Planner::plan`] with the lookup done here (for tests).
+    #[cfg(test)]
+    pub fn plan_row(&mut self, seq: u64, row: Row, jobs: &mut Vec<Job>) -> anyhow::Result<Planned> {
+        let looked = self.lookup.row(row);
+        self.plan(seq, looked, jobs)
     }
 
+    /// One address: its text for the output and how its verdict comes. (Inlined: the
+    /// one-address path stays as fast as it was.)
     #[inline(always)]
     fn decide(
         &mut self,
         seq: u64,
-        key: CacheKey,
-        normalized: &str,
-    ) -> anyhow::Result<(Slot, Option<Job>)> {
+        ahead: Ahead,
+        jobs: &mut Vec<Job>,
+    ) -> anyhow::Result<(String, Slot)> {
+        let (normalized, key, found) = match ahead {
+            Ahead::Decided(normalized, outcome) => return Ok((normalized, Slot::Ready(outcome))),
+            Ahead::Valid {
+                normalized,
+                key,
+                found,
+            } => (normalized, key, found),
+        };
         if let Some(pending) = self.in_flight.get(&key) {
-            return Ok((Slot::Wait(pending.clone()), None));
+            return Ok((normalized, Slot::Wait(pending.clone())));
         }
-        if let Some(answer) = self.store.get(&key)? {
-            let source = if answer.run == self.run {
-                // Answered in this run (before a crash, or earlier in the file).
-                if answer.first_row >= seq {
-                    Some(Source::Api)
-                } else {
-                    Some(Source::Duplicate)
-                }
-            } else if self.freshness.is_fresh(&answer, self.now) {
-                Some(Source::Cache)
-            } else {
-                None
-            };
-            if let Some(source) = source {
+        let answer = match found {
+            Some(answer) => Some(answer),
+            None => self.lookup.store.get(&key)?,
+        };
+        if let Some(answer) = answer {
+            if let Some(source) = self.lookup.source(&answer, seq) {
                 let outcome = Outcome::Answer {
                     answer: Arc::new(answer),
                     source,
                 };
-                return Ok((Slot::Ready(outcome), None));
+                return Ok((normalized, Slot::Ready(outcome)));
             }
         }
         if self.in_flight.len() >= self.sweep_at {
@@ -467,12 +555,12 @@ impl Planner {
         let pending = Arc::new(Pending::new(seq));
         self.in_flight.insert(key, pending.clone());
         self.counts.jobs += 1;
-        let job = Job {
+        jobs.push(Job {
             key,
-            address: normalized.to_owned(),
+            address: normalized.clone(),
             pending: pending.clone(),
-        };
-        Ok((Slot::Wait(pending), Some(job)))
+        });
+        Ok((normalized, Slot::Wait(pending)))
     }
 }
 
@@ -482,7 +570,7 @@ impl Planner {
 pub async fn run(
     mut planner: Planner,
     first_seq: u64,
-    mut rows: mpsc::Receiver<Vec<Row>>,
+    mut rows: mpsc::Receiver<Vec<Looked>>,
     planned: mpsc::Sender<Vec<Planned>>,
     jobs: Queue,
     stop: CancellationToken,
@@ -553,7 +641,9 @@ mod tests {
     /// Plans one row; returns it and the one job it needs, if any.
     fn plan(planner: &mut Planner, seq: u64, cell: &str) -> (Planned, Option<Job>) {
         let mut jobs = Vec::new();
-        let planned = planner.plan(seq, Row::of_email(cell), &mut jobs).unwrap();
+        let planned = planner
+            .plan_row(seq, Row::of_email(cell), &mut jobs)
+            .unwrap();
         assert!(jobs.len() <= 1, "{cell:?}");
         (planned, jobs.pop())
     }
@@ -663,6 +753,43 @@ mod tests {
         );
     }
 
+    /// The lookup runs ahead of the planner: an address it found nothing for may be answered
+    /// (by an earlier row's request) before the planner reaches its row, and that request may
+    /// have left the planner's memory by then. The planner looks again: never paid twice.
+    #[test]
+    fn an_answer_that_lands_after_the_lookup_is_not_paid_for_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let run = 3;
+        let mut planner = Planner::new(store.clone(), run, fresh(), 0, 16);
+        let lookup = planner.lookup();
+        let early = lookup.row(Row::of_email("ann@x.com"));
+        let mut seq = 0;
+        let (_, job) = plan(&mut planner, seq, "Ann@x.com");
+        let job = job.expect("asked once");
+        store
+            .put(&job.key, &answer(Status::Valid, run, seq, 0))
+            .unwrap();
+        job.pending
+            .resolve(Resolved::Answered(Arc::new(Answer::default())));
+        // Enough other requests, all answered, for the planner to forget ann's.
+        while !planner.in_flight.is_empty() || seq < 2 {
+            seq += 1;
+            let (_, job) = plan(&mut planner, seq, &format!("p{seq}@x.com"));
+            job.unwrap()
+                .pending
+                .resolve(Resolved::Answered(Arc::new(Answer::default())));
+            if !planner.in_flight.contains_key(&store.key("ann@x.com")) {
+                break;
+            }
+        }
+        assert!(!planner.in_flight.contains_key(&store.key("ann@x.com")));
+        let mut jobs = Vec::new();
+        let planned = planner.plan(seq + 1, early, &mut jobs).unwrap();
+        assert!(jobs.is_empty(), "ann@x.com was paid for already");
+        assert_eq!(source(&planned), Some(Source::Duplicate));
+    }
+
     #[test]
     fn each_address_of_a_cell_is_decided_like_a_cell_of_its_own() {
         let dir = tempfile::tempdir().unwrap();
@@ -679,7 +806,7 @@ mod tests {
         let first = job.unwrap();
         let mut jobs = Vec::new();
         let cell = "A@x.com; old@cache.com, not-an-address@, b@x.com | B@X.com";
-        let several = planner.plan(1, Row::of_email(cell), &mut jobs).unwrap();
+        let several = planner.plan_row(1, Row::of_email(cell), &mut jobs).unwrap();
         // a@x.com is in flight for row 0, old@ is cached, the reject is free, B@X.com repeats
         // b@x.com in the same cell: one request, for b@x.com.
         assert_eq!(jobs.len(), 1);
@@ -755,7 +882,7 @@ mod tests {
         let cell: Vec<String> = (0..5000).map(|i| format!("u{i}@x.com")).collect();
         let mut jobs = Vec::new();
         let planned = planner
-            .plan(0, Row::of_email(&cell.join(";")), &mut jobs)
+            .plan_row(0, Row::of_email(&cell.join(";")), &mut jobs)
             .unwrap();
         assert_eq!(jobs.len(), cell::MAX_ASKED);
         assert_eq!(planned.addresses().count(), cell::MAX_ASKED);

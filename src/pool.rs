@@ -633,7 +633,7 @@ mod tests {
             .enumerate()
             .map(|(seq, cell)| {
                 planner
-                    .plan(seq as u64, crate::input::Row::of_email(cell), &mut jobs)
+                    .plan_row(seq as u64, crate::input::Row::of_email(cell), &mut jobs)
                     .unwrap()
             })
             .collect();
