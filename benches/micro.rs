@@ -113,9 +113,11 @@ fn reader_and_planner(c: &mut Criterion) {
     let plan_all = |store: &Arc<Store>| {
         let (_, reader) = input::open(&source, &InputOptions::default(), None).unwrap();
         let mut planner = Planner::new(store.clone(), 1, freshness(), 0, 4096);
+        let lookup = planner.lookup();
         let mut jobs = Vec::new();
         for (seq, row) in reader.enumerate() {
-            black_box(planner.plan(seq as u64, row.unwrap(), &mut jobs).unwrap());
+            let looked = lookup.row(row.unwrap());
+            black_box(planner.plan(seq as u64, looked, &mut jobs).unwrap());
             jobs.clear();
         }
     };

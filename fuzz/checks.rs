@@ -171,8 +171,9 @@ pub fn reader_planner(data: &[u8]) {
         for (seq, row) in reader.enumerate() {
             let Ok(row) = row else { break };
             assert!(row.keep <= row.raw.len() && !row.raw.is_empty());
+            let looked = planner.lookup().row(row.clone());
             let planned = planner
-                .plan(seq as u64, row.clone(), &mut jobs)
+                .plan(seq as u64, looked, &mut jobs)
                 .expect("planning");
             for job in jobs.drain(..) {
                 // Only an address that passes the check is ever sent, as normalised.
@@ -312,7 +313,8 @@ pub fn cells(data: &[u8]) {
     };
     let mut planner = Planner::new(store(), 1, freshness(), 0, 64);
     let mut jobs = Vec::new();
-    let planned = planner.plan(0, row.clone(), &mut jobs).expect("planning");
+    let looked = planner.lookup().row(row.clone());
+    let planned = planner.plan(0, looked, &mut jobs).expect("planning");
     let whole = |planned: &Planned, jobs: &[Job]| {
         let want = match address::check(data) {
             Checked::Empty => String::new(),

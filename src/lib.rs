@@ -125,7 +125,8 @@ pub mod internals {
     }
     pub mod plan {
         pub use crate::plan::{
-            Freshness, Job, Outcome, Pending, Planned, Planner, Resolved, Settled, Slot,
+            Freshness, Job, Looked, Lookup, Outcome, Pending, Planned, Planner, Resolved, Settled,
+            Slot,
         };
     }
     pub mod report {
