@@ -198,16 +198,19 @@ fn read_rows(
     let mut batch = Vec::with_capacity(size);
     let mut ended = true;
     for row in reader {
-        batch.push(lookup.row(row?));
+        batch.push(row?);
         if batch.len() >= size {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(size));
-            if stop.is_cancelled() || rows.blocking_send(full).is_err() {
+            if stop.is_cancelled() || rows.blocking_send(lookup.rows(full)).is_err() {
                 ended = false;
                 break;
             }
         }
     }
-    if ended && !batch.is_empty() && (stop.is_cancelled() || rows.blocking_send(batch).is_err()) {
+    if ended
+        && !batch.is_empty()
+        && (stop.is_cancelled() || rows.blocking_send(lookup.rows(batch)).is_err())
+    {
         ended = false;
     }
     Ok(ended)

@@ -28,7 +28,7 @@ use crate::address::{self, Checked};
 use crate::cell;
 use crate::client::Status;
 use crate::input::Row;
-use crate::store::{Answer, CacheKey, Store};
+use crate::store::{Answer, CacheKey, Found, Store};
 
 /// Where a row's verdict came from (the `source` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -374,13 +374,32 @@ enum Ahead {
     Valid {
         normalized: String,
         key: CacheKey,
-        /// An answer the row may use (fresh, or this run's), if the store held one.
-        found: Option<Answer>,
+        /// The store's slot for the key, if it had one (decoded by the planner: the reader
+        /// thread is the busier one on a run answered from the store).
+        found: Option<Found>,
     },
 }
 
 impl Lookup {
+    /// One row, checked and looked up.
     pub fn row(&self, row: Row) -> Looked {
+        let mut looked = self.check(row);
+        self.find(&mut looked);
+        looked
+    }
+
+    /// A batch of rows: every address checked and its slots asked for first, then each looked
+    /// up, so the batch's reads from the answer tables overlap.
+    pub fn rows(&self, rows: Vec<Row>) -> Vec<Looked> {
+        let mut looked: Vec<Looked> = rows.into_iter().map(|row| self.check(row)).collect();
+        for row in &mut looked {
+            self.find(row);
+        }
+        looked
+    }
+
+    /// The row's addresses checked, each valid one's key derived and its slots prefetched.
+    fn check(&self, row: Row) -> Looked {
         let addresses = match cell::of_row(&row) {
             None => Addresses::One(self.address(match &row.email {
                 Some(cell) => address::check_with(cell, self.rules),
@@ -404,19 +423,27 @@ impl Lookup {
             }
             Checked::Valid(address) => {
                 let key = self.store.key(&address.key);
-                // A store that cannot be read is left to the planner: it looks again, and
-                // reports the error in its place in the run.
-                let found = self
-                    .store
-                    .get(&key)
-                    .ok()
-                    .flatten()
-                    .filter(|answer| self.source(answer, 0).is_some());
+                self.store.prefetch(&key);
                 Ahead::Valid {
                     normalized: address.normalized,
                     key,
-                    found,
+                    found: None,
                 }
+            }
+        }
+    }
+
+    /// Fetches the slots the store holds for the row's addresses.
+    fn find(&self, looked: &mut Looked) {
+        let aheads = match &mut looked.addresses {
+            Addresses::One(ahead) => std::slice::from_mut(ahead),
+            Addresses::Several(aheads) => aheads.as_mut_slice(),
+        };
+        for ahead in aheads {
+            if let Ahead::Valid { key, found, .. } = ahead {
+                // A store that cannot be read is left to the planner: it looks again, and
+                // reports the error in its place in the run.
+                *found = self.store.find(key).ok().flatten();
             }
         }
     }
@@ -535,18 +562,21 @@ impl Planner {
         if let Some(pending) = self.in_flight.get(&key) {
             return Ok((normalized, Slot::Wait(pending.clone())));
         }
-        let answer = match found {
-            Some(answer) => Some(answer),
-            None => self.lookup.store.get(&key)?,
+        let store = &self.lookup.store;
+        // What the lookup found is used if it can be; else the store is asked again.
+        let usable =
+            |answer: Option<Answer>| answer.and_then(|a| Some((self.lookup.source(&a, seq)?, a)));
+        let found = usable(found.and_then(|found| store.decode(&found)));
+        let found = match found {
+            Some(found) => Some(found),
+            None => usable(store.get(&key)?),
         };
-        if let Some(answer) = answer {
-            if let Some(source) = self.lookup.source(&answer, seq) {
-                let outcome = Outcome::Answer {
-                    answer: Arc::new(answer),
-                    source,
-                };
-                return Ok((normalized, Slot::Ready(outcome)));
-            }
+        if let Some((source, answer)) = found {
+            let outcome = Outcome::Answer {
+                answer: Arc::new(answer),
+                source,
+            };
+            return Ok((normalized, Slot::Ready(outcome)));
         }
         if self.in_flight.len() >= self.sweep_at {
             self.in_flight.retain(|_, p| p.get().is_none());

@@ -33,6 +33,7 @@ use crate::client::{Company, Status};
 use crate::durable::Lock;
 
 use answers::Answers;
+pub use answers::Found;
 use spend::Spend;
 pub use spend::{credits, micros, Tally};
 
@@ -588,6 +589,23 @@ impl Store {
     /// is asked again rather than written wrong.
     pub fn get(&self, key: &CacheKey) -> anyhow::Result<Option<Answer>> {
         self.answers.get(key).with_context(|| self.reading())
+    }
+
+    /// [`Store::get`] in two halves, which may run on two threads (see [`crate::plan::Lookup`]):
+    /// the slot for `key` as it is now, and [`Store::decode`] of it later.
+    pub fn find(&self, key: &CacheKey) -> anyhow::Result<Option<Found>> {
+        self.answers.find(key).with_context(|| self.reading())
+    }
+
+    /// The answer in what [`Store::find`] found; `None` when its check fails.
+    pub fn decode(&self, found: &Found) -> Option<Answer> {
+        self.answers.decode_found(found)
+    }
+
+    /// Starts loading what [`Store::get`] of `key` will read (see [`Store::get`]'s batch use
+    /// in [`crate::plan::Lookup`]): a hint, with no effect but speed.
+    pub fn prefetch(&self, key: &CacheKey) {
+        self.answers.prefetch(key);
     }
 
     /// What [`Store::get`] would say about a cached verdict's run, status and age, without
