@@ -160,7 +160,7 @@ pub fn reader_planner(data: &[u8]) {
         let Ok((layout, reader)) = input::open_stream("fuzz input", source, &opts) else {
             continue;
         };
-        let format = RowFormat::new(&layout, company, Some("lm_"));
+        let mut format = RowFormat::new(&layout, company, Some("lm_"));
         let mut rows: Vec<Row> = layout.header.iter().cloned().collect();
         if let Some(header) = &layout.header {
             let line = format.header(header);

@@ -26,6 +26,7 @@
 //! the writer reaches `point` (see [`crash_point`]), so the tests can put a "power cut" exactly
 //! inside a checkpoint. Unset, it costs one atomic load per checkpoint.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
@@ -61,6 +62,11 @@ pub struct RowFormat {
     pub rules: address::Rules,
     /// The delimiter, and which fields need quotes (those holding it, a quote or a line break).
     pub quoter: csv_core::Writer,
+    /// Typo suggestions, decided once per domain.
+    suggestions: address::Suggestions,
+    /// The last `checked_at` written, and its text (rows answered together are written
+    /// together).
+    last_time: (i64, String),
 }
 
 /// The CSV writer that quotes fields for `delimiter` as the `csv` crate would.
@@ -81,6 +87,8 @@ impl RowFormat {
             raw_fields: false,
             rules: address::Rules::default(),
             quoter: quoter(layout.delimiter),
+            suggestions: address::Suggestions::default(),
+            last_time: (i64::MIN, String::new()),
         }
     }
 
@@ -106,7 +114,7 @@ impl RowFormat {
     }
 
     /// Appends one annotated row to `out`.
-    pub fn row(&self, out: &mut Vec<u8>, planned: &Planned, outcome: &Outcome) {
+    pub fn row(&mut self, out: &mut Vec<u8>, planned: &Planned, outcome: &Outcome) {
         let row = &planned.row;
         out.extend_from_slice(&row.raw[..row.keep]);
         if let Some(want) = self.pad_to {
@@ -166,35 +174,50 @@ impl RowFormat {
                 None => "",
             },
         );
-        let (mut credits, checked_at, source) = match outcome {
-            Outcome::Empty => ("0".to_owned(), String::new(), Source::Empty.as_str()),
-            Outcome::Syntax(_) => ("0".to_owned(), String::new(), Source::Syntax.as_str()),
+        let (credits, checked_at, source): (Cow<str>, Option<i64>, &str) = match outcome {
+            _ if !planned.others.is_empty() => {
+                // The row cost what all its addresses cost; unknown if one is an error.
+                let (paid, known) = cost(planned);
+                let credits = if known {
+                    format_credits(paid).into()
+                } else {
+                    "".into()
+                };
+                let (at, source) = match outcome {
+                    Outcome::Answer { answer, source } => (Some(answer.checked_at), *source),
+                    Outcome::Empty => (None, Source::Empty),
+                    Outcome::Syntax(_) => (None, Source::Syntax),
+                    Outcome::Error { .. } => (None, Source::Api),
+                };
+                (credits, at, source.as_str())
+            }
+            Outcome::Empty => ("0".into(), None, Source::Empty.as_str()),
+            Outcome::Syntax(_) => ("0".into(), None, Source::Syntax.as_str()),
             Outcome::Answer { answer, source } => (
                 // What this row cost in this run: duplicates and cache hits are free.
                 if *source == Source::Api {
-                    format_credits(answer.credits)
+                    format_credits(answer.credits).into()
                 } else {
-                    "0".to_owned()
+                    "0".into()
                 },
-                rfc3339(answer.checked_at),
+                Some(answer.checked_at),
                 source.as_str(),
             ),
             // The request may or may not have been charged: say nothing rather than guess.
-            Outcome::Error { .. } => (String::new(), String::new(), Source::Api.as_str()),
+            Outcome::Error { .. } => ("".into(), None, Source::Api.as_str()),
         };
-        if !planned.others.is_empty() {
-            // The row cost what all its addresses cost; unknown if one of them is an error.
-            let (paid, known) = cost(planned);
-            credits = if known {
-                format_credits(paid)
-            } else {
-                String::new()
-            };
-        }
         put(out, &credits);
-        put(out, &checked_at);
+        match checked_at {
+            Some(at) => {
+                if self.last_time.0 != at {
+                    self.last_time = (at, rfc3339(at));
+                }
+                put(out, &self.last_time.1);
+            }
+            None => put(out, ""),
+        }
         put(out, source);
-        put(out, &address::suggest(shown).unwrap_or_default());
+        put(out, &self.suggestions.suggest(shown).unwrap_or_default());
         put(
             out,
             &best.map_or_else(String::new, |best| others(planned, best, self.rules)),
@@ -764,11 +787,13 @@ mod tests {
             raw_fields: false,
             rules: address::Rules::default(),
             quoter: quoter(b','),
+            suggestions: address::Suggestions::default(),
+            last_time: (i64::MIN, String::new()),
         }
     }
 
     fn write(
-        format: &RowFormat,
+        format: &mut RowFormat,
         raw: &str,
         fields: usize,
         normalized: &str,
@@ -805,13 +830,13 @@ mod tests {
                 },
             }),
         });
-        let f = format(false);
+        let mut f = format(false);
         let api = Outcome::Answer {
             answer: answer.clone(),
             source: Source::Api,
         };
         assert_eq!(
-            write(&f, "Jane,\"x, y\",jane@acme.com\r\n", 3, "jane@acme.com", api),
+            write(&mut f, "Jane,\"x, y\",jane@acme.com\r\n", 3, "jane@acme.com", api),
             "Jane,\"x, y\",jane@acme.com,valid,Email is valid.,jane@acme.com,\"Google, \"\"Workspace\"\"\",aspmx.l.google.com,false,0.05,1970-01-01T00:00:00Z,api,,\r\n"
         );
         // A likely typo gets a suggestion; the address sent stays as it was.
@@ -819,22 +844,41 @@ mod tests {
             answer: answer.clone(),
             source: Source::Api,
         };
-        assert!(write(&f, "x,Jane@GMIAL.com\n", 2, "Jane@gmial.com", typo)
+        assert!(write(&mut f, "x,Jane@GMIAL.com\n", 2, "Jane@gmial.com", typo)
             .ends_with(",Jane@gmial.com,\"Google, \"\"Workspace\"\"\",aspmx.l.google.com,false,0.05,1970-01-01T00:00:00Z,api,Jane@gmail.com,\n"));
         let dup = Outcome::Answer {
             answer: answer.clone(),
             source: Source::Duplicate,
         };
-        assert!(write(&f, "a,b,c", 3, "c", dup).ends_with(",0,1970-01-01T00:00:00Z,duplicate,,\n"));
+        assert!(
+            write(&mut f, "a,b,c", 3, "c", dup).ends_with(",0,1970-01-01T00:00:00Z,duplicate,,\n")
+        );
+        // The time of each row its own, whichever came before (the last one is remembered).
+        for (at, text) in [
+            (1_800_000_000, "2027-01-15T08:00:00Z"),
+            (1_800_000_001, "2027-01-15T08:00:01Z"),
+            (0, "1970-01-01T00:00:00Z"),
+            (1_800_000_001, "2027-01-15T08:00:01Z"),
+        ] {
+            let cached = Outcome::Answer {
+                answer: Arc::new(Answer {
+                    checked_at: at,
+                    ..(*answer).clone()
+                }),
+                source: Source::Cache,
+            };
+            let line = write(&mut f, "a,b,c", 3, "c", cached);
+            assert!(line.ends_with(&format!(",0,{text},cache,,\n")), "{line}");
+        }
         // A short row is padded so the columns line up; a long one is kept whole.
         assert_eq!(
-            write(&f, "only\n", 1, "", Outcome::Empty),
+            write(&mut f, "only\n", 1, "", Outcome::Empty),
             "only,,,missing,no email address in this row,,,,,0,,empty,,\n"
         );
-        assert!(write(&f, "a,b,c,d\n", 4, "", Outcome::Empty).starts_with("a,b,c,d,missing,"));
+        assert!(write(&mut f, "a,b,c,d\n", 4, "", Outcome::Empty).starts_with("a,b,c,d,missing,"));
         assert_eq!(
             write(
-                &f,
+                &mut f,
                 "x,y,bad@\n",
                 3,
                 "bad@",
@@ -846,11 +890,11 @@ mod tests {
             message: "rejected by the API (HTTP 400: bad)".into(),
         };
         assert_eq!(
-            write(&f, "x,y,z\n", 3, "z", err),
+            write(&mut f, "x,y,z\n", 3, "z", err),
             "x,y,z,error,rejected by the API (HTTP 400: bad),z,,,,,,api,,\n"
         );
         let all = write(
-            &format(true),
+            &mut format(true),
             "a,b,c\n",
             3,
             "c",
