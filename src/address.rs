@@ -458,7 +458,8 @@ fn check_syntax(s: &str, rules: Rules) -> Checked {
     let domain_at = normalized.len();
     if domain.is_ascii() {
         // Fast path: no IDNA for the common case.
-        normalized.extend(domain.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+        normalized.push_str(domain);
+        normalized[domain_at..].make_ascii_lowercase();
     } else {
         match domain_to_ascii(domain) {
             Ok(ascii) => normalized.push_str(&ascii),
