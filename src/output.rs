@@ -174,23 +174,7 @@ impl RowFormat {
                 None => "",
             },
         );
-        let (credits, checked_at, source): (Cow<str>, Option<i64>, &str) = match outcome {
-            _ if !planned.others.is_empty() => {
-                // The row cost what all its addresses cost; unknown if one is an error.
-                let (paid, known) = cost(planned);
-                let credits = if known {
-                    format_credits(paid).into()
-                } else {
-                    "".into()
-                };
-                let (at, source) = match outcome {
-                    Outcome::Answer { answer, source } => (Some(answer.checked_at), *source),
-                    Outcome::Empty => (None, Source::Empty),
-                    Outcome::Syntax(_) => (None, Source::Syntax),
-                    Outcome::Error { .. } => (None, Source::Api),
-                };
-                (credits, at, source.as_str())
-            }
+        let (mut credits, checked_at, source): (Cow<str>, _, _) = match outcome {
             Outcome::Empty => ("0".into(), None, Source::Empty.as_str()),
             Outcome::Syntax(_) => ("0".into(), None, Source::Syntax.as_str()),
             Outcome::Answer { answer, source } => (
@@ -206,6 +190,15 @@ impl RowFormat {
             // The request may or may not have been charged: say nothing rather than guess.
             Outcome::Error { .. } => ("".into(), None, Source::Api.as_str()),
         };
+        if !planned.others.is_empty() {
+            // The row cost what all its addresses cost; unknown if one of them is an error.
+            let (paid, known) = cost(planned);
+            credits = if known {
+                format_credits(paid).into()
+            } else {
+                "".into()
+            };
+        }
         put(out, &credits);
         match checked_at {
             Some(at) => {

@@ -341,10 +341,11 @@ pub struct PlanCounts {
 
 /// The part of planning that needs no memory of earlier rows, so it runs ahead of the planner
 /// on the reader's thread (issue 15: on a run answered from the store this half of a row's
-/// work ran on the same worker as the writer): each address checked, its key derived, and a
-/// usable answer the store already holds fetched. The planner trusts an answer found here
-/// (answers do not leave the store during a run) and looks again where none was found, since
-/// an answer of this run may have landed in between.
+/// work ran on the same runtime worker as the writer, so the two shared one core): each
+/// address checked, its key derived, and the slot the store holds for it read, a batch of
+/// rows at a time. The planner decodes what was found and uses it if it can (an answer does
+/// not leave the store during a run); where nothing usable was found it asks the store
+/// again, since an answer of this run may have landed in between.
 #[derive(Clone)]
 pub struct Lookup {
     store: Arc<Store>,

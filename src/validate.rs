@@ -1041,7 +1041,7 @@ impl Drop for Counting {
 }
 
 /// Lets the calling thread run only when the CPU would otherwise be idle (Linux:
-/// `SCHED_IDLE`, for this thread only). The crate's only `unsafe`.
+/// `SCHED_IDLE`, for this thread only).
 fn background_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: `sched_setscheduler` with pid 0 changes the calling thread's policy only; the

@@ -1393,7 +1393,6 @@ fn place(page: &mut [u8; BUCKET], slot: &[u8; SLOT]) -> bool {
     }
 }
 
-/// A key's home group within its bucket (bits the bucket index does not use).
 /// Bytes of a group [`Answers::prefetch`] asks for: the first eight slots.
 const PREFETCHED: usize = 4 * 64;
 
@@ -1411,6 +1410,7 @@ fn prefetch_line(byte: &u8) {
     let _ = byte;
 }
 
+/// A key's home group within its bucket (bits the bucket index does not use).
 fn home(stored: &[u8; KEY]) -> usize {
     usize::from(stored[0]) % (BUCKET / GROUP)
 }
