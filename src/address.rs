@@ -18,7 +18,6 @@
 //! is rejected too: asking about it would be paid for and could only answer `invalid`.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use icu_normalizer::ComposingNormalizerBorrowed;
 use icu_properties::props::{GeneralCategory, GeneralCategoryGroup};
@@ -848,43 +847,6 @@ const PROVIDERS: &[&str] = &[
 /// the address sent is never changed. `None` when nothing is likely, or when the suggestion
 /// would not pass the check itself.
 pub fn suggest(address: &str) -> Option<String> {
-    suggest_with(address, better_domain)
-}
-
-/// [`suggest`] with what it decides per domain remembered: a list has far fewer domains than
-/// rows (issue 15: deciding it again for every row was a seventh of the writer's time on a run
-/// answered from the store). Memory stays bounded: past [`Suggestions::KEPT`] domains it starts
-/// over.
-#[derive(Debug, Clone, Default)]
-pub struct Suggestions {
-    by_domain: HashMap<Box<str>, Option<Box<str>>, foldhash::fast::RandomState>,
-}
-
-impl Suggestions {
-    const KEPT: usize = 1 << 14;
-
-    /// What [`suggest`] says of `address`.
-    pub fn suggest(&mut self, address: &str) -> Option<String> {
-        suggest_with(address, |domain| {
-            if let Some(better) = self.by_domain.get(domain) {
-                return better.as_deref().map(|b| Cow::Owned(b.to_owned()));
-            }
-            let better = better_domain(domain);
-            if self.by_domain.len() >= Self::KEPT {
-                self.by_domain.clear();
-            }
-            self.by_domain
-                .insert(domain.into(), better.as_deref().map(Box::from));
-            better
-        })
-    }
-}
-
-/// [`suggest`], with `better` naming the domain meant for a lower-case ASCII domain.
-fn suggest_with(
-    address: &str,
-    mut better: impl FnMut(&str) -> Option<Cow<'static, str>>,
-) -> Option<String> {
     let (local, domain) = address.rsplit_once('@')?;
     if local.is_empty() || domain.is_empty() || !domain.is_ascii() {
         return None;
@@ -894,7 +856,13 @@ fn suggest_with(
         true => Cow::Owned(domain.to_ascii_lowercase()),
         false => Cow::Borrowed(domain),
     };
-    let better = better(&domain)?;
+    if PROVIDERS.contains(&&*domain) {
+        return None;
+    }
+    let better = provider_typo(&domain).map(Cow::Borrowed).or_else(|| {
+        let (name, tld) = domain.rsplit_once('.')?;
+        tld_typo(tld).map(|tld| Cow::Owned(format!("{name}.{tld}")))
+    })?;
     // The suggestion is checked like any cell; it must come out with the local part unchanged.
     match check(format!("{local}@{better}").as_bytes()) {
         Checked::Valid(a)
@@ -906,18 +874,6 @@ fn suggest_with(
         }
         _ => None,
     }
-}
-
-/// The domain a lower-case ASCII `domain` is probably a slip for: a provider's, or the same
-/// name with `.com`, `.net` or `.org` for a top-level domain that does not exist.
-fn better_domain(domain: &str) -> Option<Cow<'static, str>> {
-    if PROVIDERS.contains(&domain) {
-        return None;
-    }
-    provider_typo(domain).map(Cow::Borrowed).or_else(|| {
-        let (name, tld) = domain.rsplit_once('.')?;
-        tld_typo(tld).map(|tld| Cow::Owned(format!("{name}.{tld}")))
-    })
 }
 
 /// The provider `domain` (ASCII, lower-case, not a provider itself) is a typo of.
@@ -1622,35 +1578,6 @@ mod tests {
         for (address, want) in cases {
             assert_eq!(suggest(address).as_deref(), *want, "{address}");
         }
-        // Remembered per domain, the same answers: twice over (the second time from memory),
-        // and with local parts that the check refuses beside ones it takes, on one domain.
-        let mut remembered = Suggestions::default();
-        for (address, want) in cases.iter().chain(cases) {
-            assert_eq!(remembered.suggest(address).as_deref(), *want, "{address}");
-        }
-        for (address, want) in [
-            ("jane@gmial.com", Some("jane@gmail.com")),
-            ("jane doe@gmial.com", None),
-            ("..@gmial.com", None),
-            ("JOE@GMIAL.COM", Some("JOE@gmail.com")),
-        ] {
-            assert_eq!(remembered.suggest(address).as_deref(), want, "{address}");
-        }
-    }
-
-    #[test]
-    fn remembered_suggestions_stay_bounded_and_right() {
-        let mut remembered = Suggestions::default();
-        for i in 0..Suggestions::KEPT + 10 {
-            let address = format!("a@d{i}.cmo");
-            assert_eq!(
-                remembered.suggest(&address),
-                Some(format!("a@d{i}.com")),
-                "{address}"
-            );
-            assert!(remembered.by_domain.len() <= Suggestions::KEPT);
-        }
-        assert_eq!(remembered.suggest("a@d1.cmo").as_deref(), Some("a@d1.com"));
     }
 
     #[test]

@@ -62,8 +62,6 @@ pub struct RowFormat {
     pub rules: address::Rules,
     /// The delimiter, and which fields need quotes (those holding it, a quote or a line break).
     pub quoter: csv_core::Writer,
-    /// Typo suggestions, decided once per domain.
-    suggestions: address::Suggestions,
     /// The last `checked_at` written, and its text (rows answered together are written
     /// together).
     last_time: (i64, String),
@@ -87,7 +85,6 @@ impl RowFormat {
             raw_fields: false,
             rules: address::Rules::default(),
             quoter: quoter(layout.delimiter),
-            suggestions: address::Suggestions::default(),
             last_time: (i64::MIN, String::new()),
         }
     }
@@ -210,7 +207,7 @@ impl RowFormat {
             None => put(out, ""),
         }
         put(out, source);
-        put(out, &self.suggestions.suggest(shown).unwrap_or_default());
+        put(out, &address::suggest(shown).unwrap_or_default());
         put(
             out,
             &best.map_or_else(String::new, |best| others(planned, best, self.rules)),
@@ -780,7 +777,6 @@ mod tests {
             raw_fields: false,
             rules: address::Rules::default(),
             quoter: quoter(b','),
-            suggestions: address::Suggestions::default(),
             last_time: (i64::MIN, String::new()),
         }
     }
