@@ -14,8 +14,10 @@
 //! The verdict mix of a name is counted over its `rows`. Rows of names outside the reported
 //! top go to `other`, so the top and `other` add up to every row counted.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 
 use serde::Serialize;
 
@@ -88,9 +90,13 @@ fn cut(name: &str) -> &str {
 #[derive(Debug)]
 pub struct TopK {
     capacity: usize,
-    /// Entries by name (the name shared with the entry: one allocation per name that enters;
-    /// foldhash: SipHash was a tenth of the writer's CPU on a list of many domains).
-    index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
+    /// Entries by name: each entry's index, found by the name's hash. The entry keeps its
+    /// hash, so a name that makes room is taken out without hashing it again, and its buffer
+    /// takes the new name (issue 15: with more domains than the table holds, a name replaced
+    /// on every row cost three hashes, an allocation and a free each time).
+    index: HashTable<usize>,
+    /// foldhash: SipHash was a tenth of the writer's CPU on a list of many domains.
+    hasher: foldhash::fast::RandomState,
     entries: Vec<Entry>,
     /// Entries that had the smallest estimate, `smallest_at`, at the last scan: the next ones
     /// to replace.
@@ -104,7 +110,8 @@ pub struct TopK {
 
 #[derive(Debug)]
 struct Entry {
-    name: Arc<str>,
+    name: String,
+    hash: u64,
     /// Rows since the name entered the table, per status.
     counts: Counts,
     rows: u64,
@@ -123,7 +130,8 @@ impl TopK {
     pub fn new(capacity: usize) -> TopK {
         TopK {
             capacity: capacity.max(1),
-            index: HashMap::default(),
+            index: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
             entries: Vec::new(),
             smallest: Vec::new(),
             smallest_at: 0,
@@ -134,32 +142,38 @@ impl TopK {
 
     pub fn add(&mut self, name: &str, status: usize) {
         self.all[status] += 1;
-        let i = match self.index.get(name) {
+        let hash = self.hasher.hash_one(name);
+        let entries = &self.entries;
+        let i = match self.index.find(hash, |&i| entries[i].name == name) {
             Some(&i) => i,
             None if self.entries.len() < self.capacity => {
-                let name: Arc<str> = name.into();
                 self.entries.push(Entry {
-                    name: name.clone(),
+                    name: name.to_owned(),
+                    hash,
                     counts: [0; STATUSES.len()],
                     rows: 0,
                     missed: 0,
                 });
-                self.index.insert(name, self.entries.len() - 1);
-                self.entries.len() - 1
+                let entries = &self.entries;
+                self.index
+                    .insert_unique(hash, entries.len() - 1, |&i| entries[i].hash);
+                entries.len() - 1
             }
             None => {
                 let i = self.smallest_entry();
-                let entry = &mut self.entries[i];
-                self.index.remove(&entry.name);
+                if let Ok(old) = self.index.find_entry(self.entries[i].hash, |&j| j == i) {
+                    old.remove();
+                }
                 self.replaced = true;
-                let name: Arc<str> = name.into();
-                *entry = Entry {
-                    name: name.clone(),
-                    counts: [0; STATUSES.len()],
-                    rows: 0,
-                    missed: entry.estimate(),
-                };
-                self.index.insert(name, i);
+                let entry = &mut self.entries[i];
+                entry.name.clear();
+                entry.name.push_str(name);
+                entry.hash = hash;
+                entry.missed = entry.estimate();
+                entry.counts = [0; STATUSES.len()];
+                entry.rows = 0;
+                let entries = &self.entries;
+                self.index.insert_unique(hash, i, |&j| entries[j].hash);
                 i
             }
         };
@@ -263,6 +277,7 @@ mod tests {
     use crate::client::Status;
     use crate::plan::Source;
     use crate::store::{Answer, Domain};
+    use std::collections::HashMap;
     use std::sync::Arc;
 
     const VALID: usize = 0;
@@ -301,7 +316,15 @@ mod tests {
             *truth.entry(name.clone()).or_default() += 1;
             t.add(&name, if i % 7 == 0 { INVALID } else { VALID });
         }
-        assert!(t.entries.len() <= 100 && t.index.len() <= 100);
+        assert!(t.entries.len() <= 100 && t.index.len() == t.entries.len());
+        // After some 180,000 replacements every entry is found by its name, and only there.
+        for (i, entry) in t.entries.iter().enumerate() {
+            let hash = t.hasher.hash_one(entry.name.as_str());
+            assert_eq!(
+                t.index.find(hash, |&j| t.entries[j].name == entry.name),
+                Some(&i)
+            );
+        }
         let r = t.report(3);
         assert!(!r.exact);
         let names: Vec<_> = r.top.iter().map(|n| n.name.as_str()).collect();
