@@ -415,9 +415,9 @@ struct Logs {
     domains: HashMap<Vec<u8>, (u64, Hash)>,
 }
 
-/// A slot as [`Answers::find`] read it: a copy, so it stays as it was whatever is written
-/// after. Answers are only ever added or replaced whole, so its check still tells whether it
-/// holds an answer.
+/// A slot as [`Store::find`](super::Store::find) read it: a copy, so it stays as it was
+/// whatever is written after. Answers are only ever added or replaced whole, so its check
+/// still tells whether it holds an answer.
 #[derive(Debug, Clone)]
 pub struct Found([u8; SLOT]);
 
