@@ -567,8 +567,7 @@ impl Planner {
         // What the lookup found is used if it can be; else the store is asked again.
         let usable =
             |answer: Option<Answer>| answer.and_then(|a| Some((self.lookup.source(&a, seq)?, a)));
-        let found = usable(found.and_then(|found| store.decode(&found)));
-        let found = match found {
+        let found = match usable(found.and_then(|found| store.decode(&found))) {
             Some(found) => Some(found),
             None => usable(store.get(&key)?),
         };

@@ -602,8 +602,9 @@ impl Store {
         self.answers.decode_found(found)
     }
 
-    /// Starts loading what [`Store::get`] of `key` will read (see [`Store::get`]'s batch use
-    /// in [`crate::plan::Lookup`]): a hint, with no effect but speed.
+    /// Starts loading what [`Store::find`] of `key` will read, so that a batch's lookups
+    /// ([`crate::plan::Lookup::rows`]) wait for memory together: a hint, with no effect but
+    /// speed.
     pub fn prefetch(&self, key: &CacheKey) {
         self.answers.prefetch(key);
     }
