@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench --bench pipeline                     # every scenario but the 10M one (~20 min)
 //! cargo bench --bench pipeline -- overhead         # 1M unique rows, then the cache path
+//! cargo bench --bench pipeline -- http             # CPU per request by HTTP client
 //! cargo bench --bench pipeline -- utilisation adaptive side-by-side
 //! MAILSIFT_BENCH_10M=1 cargo bench --bench pipeline -- big   # 10M rows: memory, resume start
 //! cargo bench --bench pipeline -- xlsx             # a 1M-row .xlsx in, then .xlsx out
@@ -26,15 +27,20 @@ use std::time::{Duration, Instant};
 
 use leadmagic_mock::Stats;
 
+/// As the mailsift binary: the http scenario's clients run in this process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const MAILSIFT: &str = env!("CARGO_BIN_EXE_mailsift");
 /// Set to another build of mailsift to measure it with this bench (an A/B across commits).
 const MAILSIFT_VAR: &str = "MAILSIFT_BENCH_MAILSIFT";
 const MOCK: &str = env!("CARGO_BIN_EXE_leadmagic-mock");
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "utilisation",
     "adaptive",
     "side-by-side",
     "overhead",
+    "http",
     "xlsx",
     "big",
     "store",
@@ -47,7 +53,7 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     if chosen.is_empty() {
-        chosen = SCENARIOS[..5].iter().map(|s| s.to_string()).collect();
+        chosen = SCENARIOS[..6].iter().map(|s| s.to_string()).collect();
         if std::env::var_os("MAILSIFT_BENCH_10M").is_some() {
             chosen.push("big".into());
         }
@@ -81,6 +87,9 @@ fn main() {
     });
     if has("overhead") {
         print_block(overhead(&scratch.sub("overhead")));
+    }
+    if has("http") {
+        print_block(http_clients());
     }
     if has("xlsx") {
         print_block(xlsx(&scratch.sub("xlsx")));
@@ -293,6 +302,179 @@ fn overhead(dir: &Path) -> String {
         rates.join(", "),
         state as f64 / 1e6,
     )
+}
+
+/// Issue 15: what one validation request costs the client's process, by HTTP client, against
+/// the same zero-latency mock: mailsift's own client (reqwest, then its checks of the answer),
+/// reqwest alone, hyper-util's pooled client (the pool reqwest uses, without reqwest's layers)
+/// and hyper on one connection per task (the floor of HTTP/1.1 on loopback). This process is
+/// the client: its CPU time is read from /proc before and after each client's requests, two
+/// rounds in turn so a change in the machine's speed shows as a difference between them.
+fn http_clients() -> String {
+    const TASKS: usize = 256;
+    let requests: u64 = std::env::var("MAILSIFT_BENCH_HTTP_REQUESTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200_000);
+    let mock = Mock::start(&unlimited_mock(1e12));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let clients = ["mailsift", "reqwest", "hyper-util", "hyper"];
+    let mut lines = Vec::new();
+    for round in 1..=2 {
+        for name in clients {
+            let before = Usage::of("self");
+            let started = Instant::now();
+            runtime.block_on(http_requests(name, &mock, requests, TASKS));
+            let wall = started.elapsed();
+            let used = Usage::of("self").since(&before);
+            let per = |x: f64| x * 1e6 / requests as f64;
+            lines.push(format!(
+                "{name} (round {round}): {:.0} requests/s; CPU per request {:.1} us user + {:.1} us \
+                 system = {:.1} us; load {}",
+                requests as f64 / wall.as_secs_f64(),
+                per(used.user),
+                per(used.sys),
+                per(used.cpu()),
+                load(),
+            ));
+        }
+    }
+    let asked = mock.stats().validations;
+    format!(
+        "## 15. HTTP clients: {requests} validation requests each, {TASKS} at a time, zero-latency mock\n\
+         command: `cargo bench --bench pipeline -- http` (MAILSIFT_BENCH_HTTP_REQUESTS to change the count); \
+         CPU of this process, which sends the requests; the mock runs beside it\n\
+         cpu: {}\n{}\n{asked} requests answered",
+        cpu_model(),
+        lines.join("\n"),
+    )
+}
+
+/// Sends `requests` validations to `mock` through the client named `name`, `tasks` at a time;
+/// panics on any failure (the mock answers every one).
+async fn http_requests(name: &str, mock: &Mock, requests: u64, tasks: usize) {
+    use http_body_util::BodyExt;
+    use mailsift::internals::client::{ApiKey, Client, ClientConfig};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    const PATH: &str = "/v1/people/email-validation";
+    let next = Arc::new(AtomicU64::new(0));
+    let url = format!("{}{PATH}", mock.url);
+    let timeout = Duration::from_secs(30);
+    let mailsift = Client::new(&ClientConfig {
+        base_url: mock.url.clone(),
+        api_key: ApiKey::new("mock-key").expect("a key"),
+        timeout,
+        max_idle: tasks,
+    })
+    .expect("mailsift's client");
+    let reqwest = reqwest::Client::builder()
+        .timeout(timeout)
+        .pool_max_idle_per_host(tasks)
+        .tcp_nodelay(true)
+        .build()
+        .expect("a reqwest client");
+    let pooled = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(tasks)
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let uri: hyper::Uri = url.parse().expect("the mock's URL");
+    let mut running = tokio::task::JoinSet::new();
+    for _ in 0..tasks {
+        let next = next.clone();
+        let turn = move || Some(next.fetch_add(1, Ordering::Relaxed)).filter(|&i| i < requests);
+        match name {
+            "mailsift" => {
+                let client = mailsift.clone();
+                running.spawn(async move {
+                    while let Some(i) = turn() {
+                        client
+                            .validate(&address(i, ""), 0)
+                            .await
+                            .expect("an answer");
+                    }
+                });
+            }
+            "reqwest" => {
+                let (client, url) = (reqwest.clone(), url.clone());
+                running.spawn(async move {
+                    while let Some(i) = turn() {
+                        let response = client
+                            .post(&url)
+                            .header("x-api-key", "mock-key")
+                            .header("content-type", "application/json")
+                            .body(body(i))
+                            .send()
+                            .await
+                            .expect("an answer");
+                        assert!(response.status().is_success());
+                        response.bytes().await.expect("a body");
+                    }
+                });
+            }
+            "hyper-util" => {
+                let (client, uri) = (pooled.clone(), uri.clone());
+                running.spawn(async move {
+                    while let Some(i) = turn() {
+                        let response = tokio::time::timeout(timeout, client.request(post(&uri, i)))
+                            .await
+                            .expect("in time")
+                            .expect("an answer");
+                        assert!(response.status().is_success());
+                        response.into_body().collect().await.expect("a body");
+                    }
+                });
+            }
+            _ => {
+                let (addr, uri) = (mock.addr.clone(), uri.clone());
+                running.spawn(async move {
+                    let stream = tokio::net::TcpStream::connect(&addr)
+                        .await
+                        .expect("connecting");
+                    stream.set_nodelay(true).expect("nodelay");
+                    let (mut send, connection) =
+                        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                            .await
+                            .expect("a handshake");
+                    tokio::spawn(connection);
+                    while let Some(i) = turn() {
+                        // Origin form on a connection of its own: the path and a Host header.
+                        let mut request = post(&uri, i);
+                        *request.uri_mut() = hyper::Uri::from_static(PATH);
+                        request
+                            .headers_mut()
+                            .insert("host", addr.parse().expect("a host header"));
+                        let response = tokio::time::timeout(timeout, send.send_request(request))
+                            .await
+                            .expect("in time")
+                            .expect("an answer");
+                        assert!(response.status().is_success());
+                        response.into_body().collect().await.expect("a body");
+                    }
+                });
+            }
+        }
+    }
+    while let Some(done) = running.join_next().await {
+        done.expect("a client task");
+    }
+}
+
+/// Row `i`'s validation request body.
+fn body(i: u64) -> String {
+    format!("{{\"email\":\"{}\"}}", address(i, ""))
+}
+
+/// Row `i`'s validation request for hyper.
+fn post(uri: &hyper::Uri, i: u64) -> hyper::Request<http_body_util::Full<bytes::Bytes>> {
+    hyper::Request::post(uri.clone())
+        .header("x-api-key", "mock-key")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body(i))))
+        .expect("a request")
 }
 
 /// Issue 12: a workbook of 1,000,000 unique rows (`MAILSIFT_BENCH_XLSX_ROWS` to change), written

@@ -112,7 +112,7 @@ pub mod internals {
         pub use crate::cell::{checked, of_row, several, MAX_ASKED};
     }
     pub mod client {
-        pub use crate::client::Status;
+        pub use crate::client::{ApiKey, Client, ClientConfig, Status};
     }
     pub mod input {
         pub use crate::input::{
