@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::{StatusCode, Url};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
@@ -122,41 +122,44 @@ pub struct Meta {
 impl Meta {
     /// Reads the headers of a response; unparseable values count as absent.
     pub fn from_headers(headers: &HeaderMap) -> Meta {
-        // Names as constants: a lookup by text would parse the name on every call.
-        const fn name(text: &'static str) -> HeaderName {
-            HeaderName::from_static(text)
+        // Each name's first value, found in one pass over the dozen headers of an answer: a
+        // lookup per name hashed every name on every answer.
+        const NAMES: [&str; 12] = [
+            "ratelimit-limit",
+            "x-ratelimit-limit",
+            "ratelimit-remaining",
+            "x-ratelimit-remaining",
+            "ratelimit-reset",
+            "x-ratelimit-reset",
+            "x-ratelimit-remaining-daily",
+            "x-ratelimit-daily-usage-percent",
+            "x-ratelimit-soft-mode",
+            "x-credits-remaining",
+            "x-credits-cost",
+            "retry-after",
+        ];
+        let mut first: [Option<&HeaderValue>; NAMES.len()] = [None; NAMES.len()];
+        for (name, value) in headers {
+            if let Some(i) = NAMES.iter().position(|n| *n == name.as_str()) {
+                first[i].get_or_insert(value);
+            }
         }
-        const LIMIT: [HeaderName; 2] = [name("ratelimit-limit"), name("x-ratelimit-limit")];
-        const REMAINING: [HeaderName; 2] =
-            [name("ratelimit-remaining"), name("x-ratelimit-remaining")];
-        const RESET: [HeaderName; 2] = [name("ratelimit-reset"), name("x-ratelimit-reset")];
-        const DAILY: [HeaderName; 1] = [name("x-ratelimit-remaining-daily")];
-        const USAGE: [HeaderName; 1] = [name("x-ratelimit-daily-usage-percent")];
-        const SOFT: [HeaderName; 1] = [name("x-ratelimit-soft-mode")];
-        const CREDITS: [HeaderName; 1] = [name("x-credits-remaining")];
-        const COST: [HeaderName; 1] = [name("x-credits-cost")];
-        fn text<'h>(headers: &'h HeaderMap, names: &[HeaderName]) -> Option<&'h str> {
-            names
-                .iter()
-                .find_map(|name| headers.get(name)?.to_str().ok())
-                .map(str::trim)
-        }
-        fn num<T: std::str::FromStr>(headers: &HeaderMap, names: &[HeaderName]) -> Option<T> {
-            text(headers, names)?.parse().ok()
+        let text = |i: usize| -> Option<&str> { Some(first[i]?.to_str().ok()?.trim()) };
+        // The IETF name, else the legacy one (a garbled IETF value does not fall back).
+        let either = |i: usize| text(i).or_else(|| text(i + 1));
+        fn num<T: std::str::FromStr>(text: Option<&str>) -> Option<T> {
+            text?.parse().ok()
         }
         Meta {
-            rate_limit: num(headers, &LIMIT),
-            rate_remaining: num(headers, &REMAINING),
-            rate_reset: num::<f64>(headers, &RESET).and_then(seconds),
-            daily_remaining: num(headers, &DAILY),
-            daily_usage_percent: num(headers, &USAGE),
-            soft_mode: text(headers, &SOFT).and_then(|v| v.to_ascii_lowercase().parse().ok()),
-            credits_remaining: num(headers, &CREDITS),
-            credits_cost: num(headers, &COST),
-            retry_after: headers
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, SystemTime::now())),
+            rate_limit: num(either(0)),
+            rate_remaining: num(either(2)),
+            rate_reset: num::<f64>(either(4)).and_then(seconds),
+            daily_remaining: num(text(6)),
+            daily_usage_percent: num(text(7)),
+            soft_mode: text(8).and_then(|v| v.to_ascii_lowercase().parse().ok()),
+            credits_remaining: num(text(9)),
+            credits_cost: num(text(10)),
+            retry_after: text(11).and_then(|v| parse_retry_after(v, SystemTime::now())),
         }
     }
 }
@@ -1702,6 +1705,39 @@ mod tests {
             ("retry-after", "soon"),
         ]);
         assert_eq!(Meta::from_headers(&junk), Meta::default());
+    }
+
+    #[test]
+    fn a_header_sent_twice_counts_by_its_first_value_as_a_lookup_would() {
+        let mut map = headers(&[("date", "Sun, 06 Nov 1994 08:49:37 GMT")]);
+        for (name, value) in [
+            ("x-credits-remaining", "10"),
+            ("X-Credits-Remaining", "20"),
+            ("ratelimit-limit", "300"),
+            ("x-ratelimit-limit", "1000"),
+            ("ratelimit-limit", "600"),
+        ] {
+            map.append(name, HeaderValue::from_static(value));
+        }
+        // A value that is not visible ASCII is no value: the legacy spelling is read instead.
+        map.append(
+            "ratelimit-remaining",
+            HeaderValue::from_bytes(b"\xff2").unwrap(),
+        );
+        map.append("x-ratelimit-remaining", HeaderValue::from_static("7"));
+        let meta = Meta::from_headers(&map);
+        assert_eq!(meta.credits_remaining, Some(10.0));
+        assert_eq!(meta.rate_limit, Some(300));
+        assert_eq!(meta.rate_remaining, Some(7));
+        for name in ["x-credits-remaining", "ratelimit-limit"] {
+            assert_eq!(
+                map.get(name).and_then(|v| v.to_str().ok()),
+                map.get_all(name)
+                    .iter()
+                    .next()
+                    .and_then(|v| v.to_str().ok())
+            );
+        }
     }
 
     #[test]
