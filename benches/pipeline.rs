@@ -440,13 +440,12 @@ async fn http_requests(name: &str, mock: &Mock, requests: u64, tasks: usize) {
                             .await
                             .expect("a handshake");
                     tokio::spawn(connection);
+                    let host: hyper::header::HeaderValue = addr.parse().expect("a host header");
                     while let Some(i) = turn() {
                         // Origin form on a connection of its own: the path and a Host header.
                         let mut request = post(&uri, i);
                         *request.uri_mut() = hyper::Uri::from_static(PATH);
-                        request
-                            .headers_mut()
-                            .insert("host", addr.parse().expect("a host header"));
+                        request.headers_mut().insert("host", host.clone());
                         let response = tokio::time::timeout(timeout, send.send_request(request))
                             .await
                             .expect("in time")
