@@ -6,8 +6,15 @@
 //! slot. It is the only module that uses `governor`.
 //!
 //! It must not send requests, parse headers, decide on retries (see
-//! `retry.rs`) or count anything but its own cells: callers hand it plain
-//! numbers and instants. It reads and sleeps on tokio's clock only, so a paused
+//! `retry.rs`) or count anything but its own cells and the 429s it is told
+//! of: callers hand it plain numbers and instants.
+//!
+//! A 429 means the server admits less than the rate in force, whatever its
+//! headers say. The pool pauses for the `Retry-After`, and the limiter learns
+//! a lower ceiling from what the server admitted before refusing (see
+//! [`Limiter::rate_limited`]), so the pool comes back slower instead of
+//! running into the same wall at every window; each minute without a 429
+//! doubles the ceiling until it no longer binds. It reads and sleeps on tokio's clock only, so a paused
 //! tokio runtime pauses it too.
 //!
 //! Guarantee, for a rate of R/min: in every closed 60 s window at most R
@@ -204,12 +211,39 @@ fn drained(quota: Quota, clock: TokioClock) -> Cells {
     cells
 }
 
+/// A minute without a 429 doubles a learned ceiling.
+const RECOVERY: Duration = Duration::from_secs(60);
+
 /// What the limiter knows right now; guarded by a std mutex because
 /// `observe_limit` and `pause_until` are called from synchronous code.
 struct State {
+    /// The configured rate, or the one followed from the server's headers.
     rate: Rate,
+    /// A lower ceiling learned from 429s, and since when it holds.
+    learned: Option<(Rate, Instant)>,
+    /// Cells at [`State::effective`].
     cells: Cells,
     paused_until: Option<Instant>,
+    /// Since the first cell after the last 429's pause (or ever): cells handed out. Until
+    /// that first cell, the end of the pause.
+    stretch: (Instant, u64),
+}
+
+impl State {
+    /// The rate in force: the lower of the followed rate and the learned ceiling.
+    fn effective(&self) -> Rate {
+        self.learned
+            .map_or(self.rate, |(ceiling, _)| ceiling.min(self.rate))
+    }
+
+    /// Sets the learned ceiling and re-paces the cells if the rate in force changed.
+    fn learn(&mut self, learned: Option<(Rate, Instant)>, clock: TokioClock) {
+        let before = self.effective();
+        self.learned = learned.filter(|(ceiling, _)| *ceiling < self.rate);
+        if self.effective() != before {
+            self.cells = drained(quota_for(self.effective()), clock);
+        }
+    }
 }
 
 /// The pool-wide request pacer. `Send + Sync`; share it through an `Arc`.
@@ -250,21 +284,25 @@ impl Limiter {
             rate_changed: Notify::new(),
             state: Mutex::new(State {
                 rate: configured,
+                learned: None,
                 cells: drained(quota_for(configured), clock),
                 paused_until: None,
+                stretch: (clock.epoch, 0),
             }),
         }
     }
 
-    /// Wait until one request may go out; the caller must then send it.
+    /// Wait until one request may go out; the caller must then send it, and hand the instant
+    /// returned to [`Limiter::rate_limited`] if the answer is a 429.
     ///
     /// Waiters are served in arrival order. Cancel-safe: dropping the future
     /// while it waits consumes nothing.
-    pub async fn acquire(&self) {
+    pub async fn acquire(&self) -> Instant {
         let _turn = self.gate.lock().await;
         loop {
-            let Some(deadline) = self.take_cell() else {
-                return;
+            let deadline = match self.take_cell() {
+                Ok(granted) => return granted,
+                Err(deadline) => deadline,
             };
             // Created after `take_cell` released the state lock; a rate change
             // in between is not lost, because `notify_one` leaves a permit.
@@ -279,20 +317,77 @@ impl Limiter {
         }
     }
 
-    /// Takes a cell, or says until when to sleep before trying again.
-    fn take_cell(&self) -> Option<Instant> {
-        let state = self.lock_state();
+    /// Takes a cell (and says when), or says until when to sleep before trying again.
+    fn take_cell(&self) -> Result<Instant, Instant> {
+        let mut state = self.lock_state();
         let now = Instant::now();
         if let Some(until) = state.paused_until.filter(|until| *until > now) {
-            return Some(until);
+            return Err(until);
         }
-        if state.rate.is_unlimited() {
-            return None;
+        if let Some((ceiling, since)) = state.learned {
+            if now.duration_since(since) >= RECOVERY {
+                let doubled = Rate {
+                    per_minute: ceiling.per_minute.saturating_mul(2),
+                };
+                state.learn(Some((doubled, now)), self.clock);
+                if state.learned.is_none() {
+                    tracing::info!("no 429 for a minute: back to {}", state.rate);
+                }
+            }
         }
-        match state.cells.check() {
-            Ok(()) => None,
-            Err(not_until) => Some(self.clock.epoch + not_until.earliest_possible()),
+        if !state.effective().is_unlimited() {
+            if let Err(not_until) = state.cells.check() {
+                return Err(self.clock.epoch + not_until.earliest_possible());
+            }
         }
+        let (since, handed_out) = state.stretch;
+        state.stretch = (if handed_out == 0 { now } else { since }, handed_out + 1);
+        Ok(now)
+    }
+
+    /// A request granted at `granted` was refused with a 429: pause the whole pool for
+    /// `retry_after`, and unless the request went out before the last such pause ended (the
+    /// same overload, reported late), come back at no more than the server admitted.
+    ///
+    /// The estimate: the cells handed out since the last pause ended, less this one, were
+    /// admitted over the time from the first of them to the end of `retry_after` (when the
+    /// server's window has room again). Lower than the rate in force by a tenth at least; nothing is learned when
+    /// nothing was admitted (the window was full before this stretch began).
+    pub fn rate_limited(&self, granted: Instant, retry_after: Duration) {
+        let now = Instant::now();
+        let until = now + retry_after;
+        let mut state = self.lock_state();
+        let (since, handed_out) = state.stretch;
+        if granted < since {
+            drop(state);
+            self.pause_until(until, "HTTP 429 Retry-After");
+            return;
+        }
+        state.stretch = (until, 0);
+        let admitted = handed_out.saturating_sub(1);
+        let span = until.duration_since(since).as_secs_f64().max(1e-3);
+        let before = state.effective();
+        if admitted > 0 {
+            let estimate = (admitted as f64 * 60.0 / span).clamp(1.0, f64::from(MAX_PER_MINUTE));
+            let lower = if before.is_unlimited() {
+                estimate
+            } else {
+                estimate.min(f64::from(before.per_minute) * 0.9)
+            };
+            let ceiling = Rate {
+                per_minute: (lower as u32).max(1),
+            };
+            state.learn(Some((ceiling, until)), self.clock);
+        }
+        let after = state.effective();
+        drop(state);
+        if after != before {
+            self.rate_changed.notify_one();
+            tracing::info!(
+                "the server refused requests at {before}: coming back at {after} after the pause"
+            );
+        }
+        self.pause_until(until, "HTTP 429 Retry-After");
     }
 
     /// Pause the whole pool until `until` (e.g. a 429's `Retry-After`).
@@ -339,11 +434,17 @@ impl Limiter {
         if state.rate == target {
             return;
         }
-        // A fresh GCRA state would grant a full burst on top of what the old
-        // one just let through; drain it so the switch looks like a burst
-        // has just gone out, and the next cell comes one new interval later.
-        state.cells = drained(quota_for(target), self.clock);
+        let before = state.effective();
         state.rate = target;
+        // A learned ceiling at or above the new rate no longer binds.
+        let learned = state.learned;
+        state.learned = learned.filter(|(ceiling, _)| *ceiling < target);
+        if state.effective() != before {
+            // A fresh GCRA state would grant a full burst on top of what the old
+            // one just let through; drain it so the switch looks like a burst
+            // has just gone out, and the next cell comes one new interval later.
+            state.cells = drained(quota_for(state.effective()), self.clock);
+        }
         drop(state);
         self.rate_changed.notify_one();
         if target.per_minute == server_per_minute {
@@ -378,9 +479,9 @@ impl Limiter {
         }
     }
 
-    /// The rate in force now.
+    /// The rate in force now: the followed rate, or a lower ceiling learned from 429s.
     pub fn rate(&self) -> Rate {
-        self.lock_state().rate
+        self.lock_state().effective()
     }
 
     /// The end of the current pool-wide pause, if one is running.
@@ -626,6 +727,54 @@ mod tests {
         assert!((1..=5).contains(&restart), "{restart} at the restart");
         let after = count_in(&times, SEC * 17, SEC * 20);
         assert!(after > 140, "{after} in the 3 s after the pause");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_lowers_the_rate_to_what_was_admitted_and_a_clean_minute_doubles_it() {
+        let limiter = limiter(3_000, FollowServer::Yes);
+        let start = Instant::now();
+        // 60 cells from 20 ms to 1.2 s at 3000/min, then a 429 saying the window has room
+        // 1.8 s later: 59 admitted from the first cell to the end of the pause, 2.98 s: 1,188/min.
+        let mut granted = Vec::new();
+        for _ in 0..60 {
+            granted.push(limiter.acquire().await);
+        }
+        let late = granted[0];
+        limiter.rate_limited(granted[59], SEC * 3 - start.elapsed());
+        let learned = limiter.rate().per_minute;
+        assert_eq!(learned, 1_188);
+        assert_eq!(limiter.paused_until(), Some(start + SEC * 3));
+
+        // A 429 for a request sent before that pause is the same overload: it only extends.
+        sleep_until(start + SEC * 4).await;
+        limiter.rate_limited(late, SEC);
+        assert_eq!(limiter.rate().per_minute, learned);
+        assert_eq!(limiter.paused_until(), Some(start + SEC * 5));
+
+        // The server's higher limit does not lift it: the 429 said otherwise.
+        limiter.observe_limit(6_000);
+        assert_eq!(limiter.rate().per_minute, learned);
+        let times = run(&limiter, 64, SEC * 60).await;
+        assert!(max_in_window(&times, MINUTE) <= learned as usize);
+
+        // Each minute without a 429 doubles it, until the server's limit binds again.
+        let mut rates = Vec::new();
+        for minute in 1..=4 {
+            sleep_until(start + SEC * 5 + MINUTE * minute).await;
+            limiter.acquire().await;
+            rates.push(limiter.rate().per_minute);
+        }
+        assert_eq!(rates, [2_376, 4_752, 6_000, 6_000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_before_anything_was_admitted_only_pauses() {
+        // The server's window was full before the first request (another job on the key).
+        let limiter = limiter(3_000, FollowServer::Yes);
+        let first = limiter.acquire().await;
+        limiter.rate_limited(first, SEC * 30);
+        assert_eq!(limiter.rate(), rate(3_000));
+        assert_eq!(limiter.paused_until(), Some(first + SEC * 30));
     }
 
     #[test]

@@ -116,11 +116,11 @@ impl<A: Ask> Pool<A> {
     async fn ask(&self, job: &Job, settled: &mpsc::Sender<Settled>) -> anyhow::Result<()> {
         let mut retry = 0;
         loop {
-            tokio::select! {
+            let granted = tokio::select! {
                 biased;
                 _ = self.stop.stop.cancelled() => return Ok(()),
-                _ = self.limiter.acquire() => {}
-            }
+                granted = self.limiter.acquire() => granted,
+            };
             let reserved = match self.ledger.reserve() {
                 Ok(reserved) => reserved,
                 Err(Refusal::OverBudget { committed, max }) => {
@@ -223,9 +223,8 @@ impl<A: Ask> Pool<A> {
                 return Ok(());
             };
             if let ApiError::RateLimited { .. } = error {
-                // A 429 concerns every worker: the whole pool waits.
-                self.limiter
-                    .pause_until(tokio::time::Instant::now() + delay, "HTTP 429 Retry-After");
+                // A 429 concerns every worker: the whole pool waits, then comes back slower.
+                self.limiter.rate_limited(granted, delay);
             }
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("retry {retry} in {delay:?}: {error}");
@@ -313,6 +312,36 @@ mod tests {
         script: Mutex<HashMap<String, VecDeque<Outcome>>>,
         asked: Mutex<Vec<String>>,
         latency: Duration,
+        wall: Option<Wall>,
+    }
+
+    /// A hard limit like the mock's: `limit` admitted in any sliding `window`, a 429 beyond
+    /// it with `Retry-After` in whole seconds until the oldest admission leaves the window.
+    #[derive(Default)]
+    struct Wall {
+        limit: usize,
+        window: Duration,
+        admitted: Mutex<VecDeque<tokio::time::Instant>>,
+        refused: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Wall {
+        fn arrive(&self) -> Result<(), Duration> {
+            let now = tokio::time::Instant::now();
+            let mut admitted = self.admitted.lock().unwrap();
+            while admitted.front().is_some_and(|t| now - *t >= self.window) {
+                admitted.pop_front();
+            }
+            if admitted.len() < self.limit {
+                admitted.push_back(now);
+                return Ok(());
+            }
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            let until = admitted[0] + self.window - now;
+            Err(Duration::from_secs(
+                until.as_secs_f64().ceil().max(1.0) as u64
+            ))
+        }
     }
 
     impl Fake {
@@ -348,10 +377,19 @@ mod tests {
                 .get_mut(email)
                 .and_then(VecDeque::pop_front);
             let latency = self.latency;
+            let refused = self.wall.as_ref().and_then(|wall| wall.arrive().err());
             async move {
-                match scripted {
-                    Some(next) => next,
-                    None => {
+                match (scripted, refused) {
+                    (Some(next), _) => next,
+                    (None, Some(retry_after)) => {
+                        tokio::time::sleep(latency).await;
+                        Err(ApiError::RateLimited {
+                            retry_after: Some(retry_after),
+                            message: "HTTP 429".into(),
+                            meta: Box::default(),
+                        })
+                    }
+                    (None, None) => {
                         tokio::time::sleep(latency).await;
                         valid(1.0)
                     }
@@ -387,6 +425,10 @@ mod tests {
     }
 
     fn pool(fake: Fake, max_credits: Option<f64>) -> Run {
+        pool_at(fake, max_credits, Rate::UNLIMITED, 2)
+    }
+
+    fn pool_at(fake: Fake, max_credits: Option<f64>, rate: Rate, max_retries: u32) -> Run {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let ledger = Ledger::open(
@@ -400,10 +442,10 @@ mod tests {
         let pool = Pool {
             recorded_cost: Default::default(),
             api: fake,
-            limiter: Arc::new(Limiter::new(Rate::UNLIMITED, FollowServer::CapOnly)),
+            limiter: Arc::new(Limiter::new(rate, FollowServer::CapOnly)),
             store,
             policy: RetryPolicy {
-                max_retries: 2,
+                max_retries,
                 base: Duration::from_millis(100),
                 cap: Duration::from_secs(1),
             },
@@ -474,6 +516,44 @@ mod tests {
         );
         assert!(answered(&outcomes[1]));
         assert!(run.pool.stop.reason().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_429_the_pool_comes_back_at_what_the_server_admitted() {
+        // The faults test's case, on the paused clock: a server that admits 20 a second
+        // whatever its headers say, 100 rows, 256 workers, our rate far above the server's.
+        // Pausing alone ran into the wall again after every pause: 32 429s at 100,000/min.
+        // Unlimited sends all 100 at once, so 80 are refused before any 429 is back.
+        for (rate, most) in [
+            (
+                Rate {
+                    per_minute: 100_000,
+                },
+                12,
+            ),
+            (Rate::UNLIMITED, 85),
+        ] {
+            let fake = Fake {
+                latency: Duration::from_millis(5),
+                wall: Some(Wall {
+                    limit: 20,
+                    window: Duration::from_secs(1),
+                    ..Wall::default()
+                }),
+                ..Fake::default()
+            };
+            let run = pool_at(fake, None, rate, 8);
+            let addresses: Vec<String> = (0..100).map(|i| format!("u{i}@x.com")).collect();
+            let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
+            let outcomes = ask_all(&run, &addresses, 256).await;
+            assert!(outcomes.iter().all(answered), "{rate}: {outcomes:?}");
+            let wall = run.pool.api.wall.as_ref().unwrap();
+            let refused = wall.refused.load(Ordering::Relaxed);
+            assert!((1..=most).contains(&refused), "{rate}: {refused} 429s");
+            // Below the server's 1,200/min, not far below.
+            let learned = run.pool.limiter.rate().per_minute;
+            assert!((500..=1_200).contains(&learned), "{rate}: {learned}/min");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -136,7 +136,9 @@ fn api_faults_every_row_gets_a_verdict_or_an_error_and_the_rate_holds() {
 fn faults_of_a_single_run_end_as_documented() {
     // The server admits `per_second` requests a second but advertises far more, so the
     // client overruns it and must obey the Retry-After of each 429: without a pool-wide
-    // pause each of the 256 workers would keep running into the wall.
+    // pause each of the 256 workers would keep running into the wall, and without coming
+    // back slower the pool would run into it after every pause (108 429s for 100 rows once,
+    // on a loaded machine; pool::tests has the same case on the paused clock).
     let hard_429s = |name, per_second, retry_after_date, n: u64| Scenario {
         name,
         mock: MockConfig {
