@@ -172,11 +172,19 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
         return seconds(secs);
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_AFTER),
+    )
 }
 
+/// The longest wait a `Retry-After` can impose, in either form: a week.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400 * 7);
+
 fn seconds(secs: f64) -> Option<Duration> {
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0 * 7.0)))
+    (secs.is_finite() && secs >= 0.0)
+        .then(|| Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64())))
 }
 
 /// The verdict of one validation (a 200 answer).
@@ -1750,6 +1758,9 @@ mod tests {
             ),
             ("tomorrow", None),
             ("", None),
+            // A server's "never" is a week in either form, not a wait past the run's life.
+            ("1e12", Some(MAX_RETRY_AFTER)),
+            ("Fri, 31 Dec 9999 23:59:59 GMT", Some(MAX_RETRY_AFTER)),
         ];
         for (value, want) in cases {
             assert_eq!(parse_retry_after(value, now), *want, "{value:?}");
