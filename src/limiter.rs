@@ -211,6 +211,8 @@ fn drained(quota: Quota, clock: TokioClock) -> Cells {
     cells
 }
 
+const WHY_429: &str = "HTTP 429 Retry-After";
+
 /// A minute without a 429 doubles a learned ceiling.
 const RECOVERY: Duration = Duration::from_secs(60);
 
@@ -359,8 +361,7 @@ impl Limiter {
         let mut state = self.lock_state();
         let (since, handed_out) = state.stretch;
         if granted < since {
-            drop(state);
-            self.pause_until(until, "HTTP 429 Retry-After");
+            Self::pause(state, now, until, WHY_429);
             return;
         }
         state.stretch = (until, 0);
@@ -380,14 +381,13 @@ impl Limiter {
             state.learn(Some((ceiling, until)), self.clock);
         }
         let after = state.effective();
-        drop(state);
+        Self::pause(state, now, until, WHY_429);
         if after != before {
             self.rate_changed.notify_one();
             tracing::info!(
                 "the server refused requests at {before}: coming back at {after} after the pause"
             );
         }
-        self.pause_until(until, "HTTP 429 Retry-After");
     }
 
     /// Pause the whole pool until `until` (e.g. a 429's `Retry-After`).
@@ -395,8 +395,12 @@ impl Limiter {
     /// Extends a running pause, never shortens it: several workers report
     /// the same overload, and the latest end is the one the server asked for.
     pub fn pause_until(&self, until: Instant, why: &'static str) {
-        let now = Instant::now();
-        let mut state = self.lock_state();
+        Self::pause(self.lock_state(), Instant::now(), until, why);
+    }
+
+    /// [`Limiter::pause_until`] with the state already locked: whatever the caller changed
+    /// under the same lock takes effect with the pause, no cell handed out in between.
+    fn pause(mut state: MutexGuard<'_, State>, now: Instant, until: Instant, why: &'static str) {
         let previous = state.paused_until.filter(|previous| *previous > now);
         if until <= now || previous.is_some_and(|previous| previous >= until) {
             return;
