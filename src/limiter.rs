@@ -14,8 +14,10 @@
 //! a lower ceiling from what the server admitted before refusing (see
 //! [`Limiter::rate_limited`]), so the pool comes back slower instead of
 //! running into the same wall at every window; each minute without a 429
-//! doubles the ceiling until it no longer binds. It reads and sleeps on tokio's clock only, so a paused
-//! tokio runtime pauses it too.
+//! doubles the ceiling until it no longer binds.
+//!
+//! It reads and sleeps on tokio's clock only, so a paused tokio runtime
+//! pauses it too.
 //!
 //! Guarantee, for a rate of R/min: in every closed 60 s window at most R
 //! requests pass (`quota_for` has the arithmetic), and with enough
@@ -226,9 +228,20 @@ struct State {
     /// Cells at [`State::effective`].
     cells: Cells,
     paused_until: Option<Instant>,
-    /// Since the first cell after the last 429's pause (or ever): cells handed out. Until
-    /// that first cell, the end of the pause.
-    stretch: (Instant, u64),
+    stretch: Stretch,
+}
+
+/// The requests sent since the last 429's pause ended (or ever), and how many of them the
+/// server refused: what a 429 is learned from once its pause is over.
+#[derive(Default)]
+struct Stretch {
+    /// When its first cell was handed out.
+    since: Option<Instant>,
+    sent: u64,
+    refused: u64,
+    /// A 429 of this stretch paused the pool: learn from it when the pause ends, when the
+    /// answers in flight at the 429 are in.
+    refusing: bool,
 }
 
 impl State {
@@ -289,7 +302,7 @@ impl Limiter {
                 learned: None,
                 cells: drained(quota_for(configured), clock),
                 paused_until: None,
-                stretch: (clock.epoch, 0),
+                stretch: Stretch::default(),
             }),
         }
     }
@@ -326,6 +339,9 @@ impl Limiter {
         if let Some(until) = state.paused_until.filter(|until| *until > now) {
             return Err(until);
         }
+        if state.stretch.refusing {
+            self.learn_from_429s(&mut state);
+        }
         if let Some((ceiling, since)) = state.learned {
             if now.duration_since(since) >= RECOVERY {
                 let doubled = Rate {
@@ -342,52 +358,59 @@ impl Limiter {
                 return Err(self.clock.epoch + not_until.earliest_possible());
             }
         }
-        let (since, handed_out) = state.stretch;
-        state.stretch = (if handed_out == 0 { now } else { since }, handed_out + 1);
+        state.stretch.since.get_or_insert(now);
+        state.stretch.sent += 1;
         Ok(now)
     }
 
-    /// A request granted at `granted` was refused with a 429: pause the whole pool for
-    /// `retry_after`, and unless the request went out before the last such pause ended (the
-    /// same overload, reported late), come back at no more than the server admitted.
-    ///
-    /// The estimate: the cells handed out since the last pause ended, less this one, were
-    /// admitted over the time from the first of them to the end of `retry_after` (when the
-    /// server's window has room again). Lower than the rate in force by a tenth at least; nothing is learned when
-    /// nothing was admitted (the window was full before this stretch began).
-    pub fn rate_limited(&self, granted: Instant, retry_after: Duration) {
-        let now = Instant::now();
-        let until = now + retry_after;
-        let mut state = self.lock_state();
-        let (since, handed_out) = state.stretch;
-        if granted < since {
-            Self::pause(state, now, until, WHY_429);
+    /// At the end of a 429's pause: the stretch's requests that were not refused were
+    /// admitted, over the time from the first of them to the end of the pause (when the
+    /// server's window had room again). That rate becomes the ceiling, a tenth below the rate
+    /// in force at least. Nothing is learned when nothing was admitted: the window was full
+    /// before the stretch began (another job on the key), or the server refuses everything.
+    fn learn_from_429s(&self, state: &mut State) {
+        let stretch = std::mem::take(&mut state.stretch);
+        let (Some(since), Some(end)) = (stretch.since, state.paused_until) else {
+            return;
+        };
+        let admitted = stretch.sent.saturating_sub(stretch.refused);
+        let before = state.effective();
+        if admitted == 0 {
             return;
         }
-        state.stretch = (until, 0);
-        let admitted = handed_out.saturating_sub(1);
-        let span = until.duration_since(since).as_secs_f64().max(1e-3);
-        let before = state.effective();
-        if admitted > 0 {
-            let estimate = (admitted as f64 * 60.0 / span).clamp(1.0, f64::from(MAX_PER_MINUTE));
-            let lower = if before.is_unlimited() {
-                estimate
-            } else {
-                estimate.min(f64::from(before.per_minute) * 0.9)
-            };
-            let ceiling = Rate {
-                per_minute: (lower as u32).max(1),
-            };
-            state.learn(Some((ceiling, until)), self.clock);
-        }
+        let span = end.duration_since(since).as_secs_f64().max(1e-3);
+        let estimate = (admitted as f64 * 60.0 / span).clamp(1.0, f64::from(MAX_PER_MINUTE));
+        let lower = if before.is_unlimited() {
+            estimate
+        } else {
+            estimate.min(f64::from(before.per_minute) * 0.9)
+        };
+        let ceiling = Rate {
+            per_minute: (lower as u32).max(1),
+        };
+        state.learn(Some((ceiling, end)), self.clock);
         let after = state.effective();
-        Self::pause(state, now, until, WHY_429);
         if after != before {
-            self.rate_changed.notify_one();
             tracing::info!(
-                "the server refused requests at {before}: coming back at {after} after the pause"
+                "the server refused requests at {before}, and admitted {admitted} in {span:.1} s: \
+                 sending at {after} from now"
             );
         }
+    }
+
+    /// A request granted at `granted` was refused with a 429: pause the whole pool for
+    /// `retry_after`; when the pause ends, the pool sends no faster than the server admitted
+    /// (see `learn_from_429s`). A 429 for a request sent before the last such pause ended
+    /// is that overload's, reported late: it only extends the pause.
+    pub fn rate_limited(&self, granted: Instant, retry_after: Duration) {
+        let now = Instant::now();
+        let mut state = self.lock_state();
+        if state.stretch.since.is_some_and(|since| granted >= since) {
+            state.stretch.refused += 1;
+            // Without a pause there is no window to learn over.
+            state.stretch.refusing |= !retry_after.is_zero();
+        }
+        Self::pause(state, now, now + retry_after, WHY_429);
     }
 
     /// Pause the whole pool until `until` (e.g. a 429's `Retry-After`).
@@ -737,29 +760,40 @@ mod tests {
     async fn a_429_lowers_the_rate_to_what_was_admitted_and_a_clean_minute_doubles_it() {
         let limiter = limiter(3_000, FollowServer::Yes);
         let start = Instant::now();
-        // 60 cells from 20 ms to 1.2 s at 3000/min, then a 429 saying the window has room
-        // 1.8 s later: 59 admitted from the first cell to the end of the pause, 2.98 s: 1,188/min.
+        // 60 cells from 20 ms to 1.2 s at 3000/min, then 429s for the last two, saying the
+        // window has room 1.8 s later: 58 admitted from the first cell to the end of the
+        // pause, 2.98 s: 1,168/min, learned once the pause is over.
         let mut granted = Vec::new();
         for _ in 0..60 {
             granted.push(limiter.acquire().await);
         }
-        let late = granted[0];
         limiter.rate_limited(granted[59], SEC * 3 - start.elapsed());
-        let learned = limiter.rate().per_minute;
-        assert_eq!(learned, 1_188);
+        limiter.rate_limited(granted[58], SEC);
         assert_eq!(limiter.paused_until(), Some(start + SEC * 3));
+        assert_eq!(limiter.rate(), rate(3_000));
+        // The next cell comes one interval of the new rate after the pause.
+        assert!(limiter.acquire().await > start + SEC * 3);
+        let learned = limiter.rate().per_minute;
+        assert_eq!(learned, 1_168);
 
         // A 429 for a request sent before that pause is the same overload: it only extends.
         sleep_until(start + SEC * 4).await;
-        limiter.rate_limited(late, SEC);
-        assert_eq!(limiter.rate().per_minute, learned);
+        limiter.rate_limited(granted[0], SEC);
         assert_eq!(limiter.paused_until(), Some(start + SEC * 5));
+        assert!(limiter.acquire().await >= start + SEC * 5);
+        assert_eq!(limiter.rate().per_minute, learned);
 
         // The server's higher limit does not lift it: the 429 said otherwise.
         limiter.observe_limit(6_000);
         assert_eq!(limiter.rate().per_minute, learned);
-        let times = run(&limiter, 64, SEC * 60).await;
+        // Until the first minute after the pause is over.
+        let times = run(&limiter, 64, SEC * 55).await;
         assert!(max_in_window(&times, MINUTE) <= learned as usize);
+        assert!(
+            times.len() >= learned as usize * 55 / 60 - 5,
+            "{}",
+            times.len()
+        );
 
         // Each minute without a 429 doubles it, until the server's limit binds again.
         let mut rates = Vec::new();
@@ -768,7 +802,7 @@ mod tests {
             limiter.acquire().await;
             rates.push(limiter.rate().per_minute);
         }
-        assert_eq!(rates, [2_376, 4_752, 6_000, 6_000]);
+        assert_eq!(rates, [2_336, 4_672, 6_000, 6_000]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -777,8 +811,9 @@ mod tests {
         let limiter = limiter(3_000, FollowServer::Yes);
         let first = limiter.acquire().await;
         limiter.rate_limited(first, SEC * 30);
-        assert_eq!(limiter.rate(), rate(3_000));
         assert_eq!(limiter.paused_until(), Some(first + SEC * 30));
+        assert_eq!(limiter.acquire().await, first + SEC * 30);
+        assert_eq!(limiter.rate(), rate(3_000));
     }
 
     #[test]
