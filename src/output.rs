@@ -65,6 +65,7 @@ pub struct RowFormat {
     /// The last `checked_at` written, and its text (rows answered together are written
     /// together).
     last_time: (i64, String),
+    suggester: address::Suggester,
 }
 
 /// The CSV writer that quotes fields for `delimiter` as the `csv` crate would.
@@ -86,6 +87,7 @@ impl RowFormat {
             rules: address::Rules::default(),
             quoter: quoter(layout.delimiter),
             last_time: (i64::MIN, String::new()),
+            suggester: address::Suggester::default(),
         }
     }
 
@@ -207,7 +209,7 @@ impl RowFormat {
             None => put(out, ""),
         }
         put(out, source);
-        put(out, &address::suggest(shown).unwrap_or_default());
+        put(out, &self.suggester.suggest(shown).unwrap_or_default());
         put(
             out,
             &best.map_or_else(String::new, |best| others(planned, best, self.rules)),
@@ -778,6 +780,7 @@ mod tests {
             rules: address::Rules::default(),
             quoter: quoter(b','),
             last_time: (i64::MIN, String::new()),
+            suggester: address::Suggester::default(),
         }
     }
 
