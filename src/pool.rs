@@ -327,6 +327,19 @@ mod tests {
         refused: std::sync::atomic::AtomicUsize,
     }
 
+    /// The API behind a hard limit of `limit` a second, answering in 5 ms.
+    fn behind_a_wall(limit: usize) -> Fake {
+        Fake {
+            latency: Duration::from_millis(5),
+            wall: Some(Wall {
+                limit,
+                window: Duration::from_secs(1),
+                ..Wall::default()
+            }),
+            ..Fake::default()
+        }
+    }
+
     impl Wall {
         fn arrive(&self) -> Result<(), Duration> {
             let now = tokio::time::Instant::now();
@@ -532,16 +545,7 @@ mod tests {
             per_minute: 100_000,
         };
         for (rate, most) in [(fast, 10), (Rate::UNLIMITED, 82)] {
-            let fake = Fake {
-                latency: Duration::from_millis(5),
-                wall: Some(Wall {
-                    limit: 20,
-                    window: Duration::from_secs(1),
-                    ..Wall::default()
-                }),
-                ..Fake::default()
-            };
-            let run = pool_at(fake, None, rate, 8);
+            let run = pool_at(behind_a_wall(20), None, rate, 8);
             let addresses: Vec<String> = (0..100).map(|i| format!("u{i}@x.com")).collect();
             let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
             let outcomes = ask_all(&run, &addresses, 256).await;
@@ -559,17 +563,8 @@ mod tests {
     async fn a_server_that_refuses_everything_is_given_up_on_as_before() {
         // Nothing is ever admitted, so nothing is learned: the pool does not crawl towards
         // 1/min, it retries on the server's word and halts after the failures in a row.
-        let fake = Fake {
-            latency: Duration::from_millis(5),
-            wall: Some(Wall {
-                limit: 0,
-                window: Duration::from_secs(1),
-                ..Wall::default()
-            }),
-            ..Fake::default()
-        };
         let rate = Rate { per_minute: 3_000 };
-        let run = pool_at(fake, None, rate, 5);
+        let run = pool_at(behind_a_wall(0), None, rate, 5);
         let addresses: Vec<String> = (0..100).map(|i| format!("u{i}@x.com")).collect();
         let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
         let start = tokio::time::Instant::now();
