@@ -251,10 +251,14 @@ impl State {
             .map_or(self.rate, |(ceiling, _)| ceiling.min(self.rate))
     }
 
-    /// Sets the learned ceiling and re-paces the cells if the rate in force changed.
-    fn learn(&mut self, learned: Option<(Rate, Instant)>, clock: TokioClock) {
+    /// Sets the followed rate and the learned ceiling (dropped unless it is below the rate),
+    /// and re-paces the cells if the rate in force changed: a fresh GCRA state would grant a
+    /// full burst on top of what the old one just let through, so it starts drained, as if a
+    /// burst had just gone out, and the next cell comes one new interval later.
+    fn set(&mut self, rate: Rate, learned: Option<(Rate, Instant)>, clock: TokioClock) {
         let before = self.effective();
-        self.learned = learned.filter(|(ceiling, _)| *ceiling < self.rate);
+        self.rate = rate;
+        self.learned = learned.filter(|(ceiling, _)| *ceiling < rate);
         if self.effective() != before {
             self.cells = drained(quota_for(self.effective()), clock);
         }
@@ -347,7 +351,8 @@ impl Limiter {
                 let doubled = Rate {
                     per_minute: ceiling.per_minute.saturating_mul(2),
                 };
-                state.learn(Some((doubled, now)), self.clock);
+                let rate = state.rate;
+                state.set(rate, Some((doubled, now)), self.clock);
                 if state.learned.is_none() {
                     tracing::info!("no 429 for a minute: back to {}", state.rate);
                 }
@@ -388,7 +393,7 @@ impl Limiter {
         let ceiling = Rate {
             per_minute: (lower as u32).max(1),
         };
-        state.learn(Some((ceiling, end)), self.clock);
+        state.set(state.rate, Some((ceiling, end)), self.clock);
         let after = state.effective();
         if after != before {
             tracing::info!(
@@ -461,17 +466,9 @@ impl Limiter {
         if state.rate == target {
             return;
         }
-        let before = state.effective();
-        state.rate = target;
         // A learned ceiling at or above the new rate no longer binds.
         let learned = state.learned;
-        state.learned = learned.filter(|(ceiling, _)| *ceiling < target);
-        if state.effective() != before {
-            // A fresh GCRA state would grant a full burst on top of what the old
-            // one just let through; drain it so the switch looks like a burst
-            // has just gone out, and the next cell comes one new interval later.
-            state.cells = drained(quota_for(state.effective()), self.clock);
-        }
+        state.set(target, learned, self.clock);
         drop(state);
         self.rate_changed.notify_one();
         if target.per_minute == server_per_minute {
