@@ -17,6 +17,11 @@
 //! `$MAILSIFT_BENCH_DIR` (default: the system temp dir) and are removed at the end.
 //! `$MAILSIFT_BENCH_MAILSIFT` runs another build of mailsift (a copy of an older binary, say)
 //! through the same scenarios.
+//!
+//! Beside the CPU model, the bench times a fixed piece of work at its start and end (and the
+//! overhead scenario before its runs), and every run of mailsift gives the share of CPU time
+//! the hypervisor stole while it ran: on a shared virtual machine the same code's figures move
+//! by more than most changes to it, and these say how fast the machine was at the time.
 
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
@@ -67,6 +72,7 @@ fn main() {
     println!("# mailsift pipeline benches");
     println!("machine: {}", machine());
     println!("load before: {}", load());
+    println!("{}", reference());
 
     // The waiting scenarios, side by side.
     std::thread::scope(|s| {
@@ -105,6 +111,7 @@ fn main() {
         }
     }
     println!("\nload after: {}", load());
+    println!("{}", reference());
 }
 
 fn print_block(text: String) {
@@ -268,9 +275,12 @@ fn overhead(dir: &Path) -> String {
     let rows = 1_000_000;
     let input = dir.join("in.csv");
     let input_bytes = write_input(&input, rows, "");
+    let reference = reference();
     let mock = Mock::start(&unlimited_mock(1e12));
     let args = validate_args(&input, &dir.join("out.csv"), &["--rate", "unlimited"]);
+    let mock_before = mock.usage();
     let first = run_mailsift(&mock, dir, &args);
+    let mock_cpu = mock.usage().since(&mock_before).cpu();
     let calls = mock.stats().validations;
     let out_rows = count_lines(&dir.join("out.csv")).saturating_sub(1);
     let state = dir_size(&dir.join("state"));
@@ -290,14 +300,18 @@ fn overhead(dir: &Path) -> String {
         "## 3/4/6. overhead, cache path and memory: {rows} unique rows ({:.1} MB), zero-latency mock, no rate limit\n\
          command: mock `leadmagic-mock --rate-per-min 4000000000 --daily-quota 1000000000000 --credits 1e12`, \
          then `mailsift validate in.csv -o out.csv --rate unlimited` and the same with `--force`\n\
-         cpu: {}\n\
-         3. first run (goal >= 25,000 rows/s, <= 50 us CPU per row): {}; {calls} requests, {out_rows} rows written\n\
+         cpu: {}; {reference}\n\
+         3. first run (goal >= 25,000 rows/s, <= 50 us CPU per row): {}; {calls} requests, {out_rows} rows written; \
+         the mock's CPU per request {:.1} us (mailsift's and the mock's together allow at most {:.0} rows/s on {} cores)\n\
          4. cache path, --force (goal >= 500,000 rows/s), the median of 5 runs: {}; {calls_again} requests; \
          rows/s of the five: {}\n\
          6. peak RSS goal <= 128 MB at 1M; state directory after the first run: {:.1} MB",
         input_bytes as f64 / 1e6,
         cpu_model(),
         first.figures(rows),
+        mock_cpu * 1e6 / calls.max(1) as f64,
+        cores() as f64 * rows as f64 / (first.usage.cpu() + mock_cpu),
+        cores(),
         second.figures(rows),
         rates.join(", "),
         state as f64 / 1e6,
@@ -760,6 +774,9 @@ struct Run {
     usage: Usage,
     /// The load average when it ended.
     load: String,
+    /// The share of the machine's CPU time the hypervisor gave to others while it ran (a
+    /// virtual machine's neighbours: a slow hour shows here, not in the load).
+    steal: f64,
 }
 
 impl Run {
@@ -769,7 +786,8 @@ impl Run {
         let per_row = |x: f64| x * 1e6 / rows as f64;
         format!(
             "exit {}, {:.2} s, {:.0} rows/s; CPU per row {:.1} us user + {:.1} us system = {:.1} us; \
-             written per row {:.0} B (write_bytes), {:.0} B (wchar); peak RSS {:.1} MB ({:.1} MB anonymous); load {}",
+             written per row {:.0} B (write_bytes), {:.0} B (wchar); peak RSS {:.1} MB ({:.1} MB anonymous); load {}; \
+             steal {:.1}%",
             code(self.status),
             self.wall.as_secs_f64(),
             rows as f64 / self.wall.as_secs_f64(),
@@ -781,6 +799,7 @@ impl Run {
             self.peak_rss_kb as f64 / 1024.0,
             self.peak_anon_kb as f64 / 1024.0,
             self.load,
+            self.steal * 100.0,
         )
     }
 }
@@ -811,6 +830,7 @@ fn run_mailsift(mock: &Mock, dir: &Path, args: &[String]) -> Run {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
+    let ticks = CpuTicks::now();
     let started = Instant::now();
     let mut child = cmd.spawn().expect("starting mailsift");
     let pid = child.id().to_string();
@@ -838,6 +858,7 @@ fn run_mailsift(mock: &Mock, dir: &Path, args: &[String]) -> Run {
         peak_anon_kb,
         usage,
         load: load(),
+        steal: CpuTicks::now().steal_since(&ticks),
     }
 }
 
@@ -965,6 +986,11 @@ impl Mock {
         *self.first_request.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The mock's CPU time and I/O so far.
+    fn usage(&self) -> Usage {
+        Usage::of(&self.child.id().to_string())
+    }
+
     fn stats(&self) -> Stats {
         let body = http_close(&self.addr, "GET /__mock/stats");
         serde_json::from_slice(&body).expect("the mock's stats")
@@ -1088,8 +1114,101 @@ fn load() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// The machine's CPU time so far, from the first line of /proc/stat.
+struct CpuTicks {
+    total: u64,
+    steal: u64,
+}
+
+impl CpuTicks {
+    fn now() -> CpuTicks {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        // cpu  user nice system idle iowait irq softirq steal guest guest_nice
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        CpuTicks {
+            total: fields.iter().sum(),
+            steal: fields.get(7).copied().unwrap_or(0),
+        }
+    }
+
+    /// The share of the time since `before` that was stolen.
+    fn steal_since(&self, before: &CpuTicks) -> f64 {
+        let total = self.total.saturating_sub(before.total);
+        if total == 0 {
+            return 0.0;
+        }
+        self.steal.saturating_sub(before.steal) as f64 / total as f64
+    }
+}
+
+/// How fast this machine is right now, by a fixed piece of work that does not depend on
+/// mailsift's code: 2^20 random numbers counted into a hash map, sorted, and formatted as
+/// addresses, on one thread. Its time moves with the machine's speed (this virtual machine's
+/// varied by 1.7x within an hour), so figures measured at different times or on different CPUs
+/// can be set side by side by it. The best of five after one untimed run (the first run's
+/// page faults are the kernel's work, not the CPU's), and the slowest.
+fn reference() -> String {
+    std::hint::black_box(reference_work());
+    let mut times: Vec<Duration> = (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            std::hint::black_box(reference_work());
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    format!(
+        "machine reference (fixed work, one thread, smaller is faster): {:.1} ms best, {:.1} ms slowest of 5",
+        times[0].as_secs_f64() * 1e3,
+        times[4].as_secs_f64() * 1e3,
+    )
+}
+
+fn reference_work() -> usize {
+    use std::fmt::Write as _;
+    let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut numbers: Vec<u64> = (0..1 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        })
+        .collect();
+    let mut counts = std::collections::HashMap::with_capacity(1 << 16);
+    for n in &numbers {
+        *counts.entry(n % 50_021).or_insert(0_u32) += 1;
+    }
+    numbers.sort_unstable();
+    let mut text = String::new();
+    let mut length = counts.len();
+    for n in numbers.iter().step_by(4) {
+        text.clear();
+        let _ = write!(
+            text,
+            "p{:08}.smith@d{}.acme-corp.com",
+            n % 100_000_000,
+            n % 20_011
+        );
+        length += text.len();
+    }
+    length
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get())
+}
+
 fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cores = cores();
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
