@@ -469,15 +469,10 @@ impl Limiter {
         // A learned ceiling at or above the new rate no longer binds.
         let learned = state.learned;
         state.set(target, learned, self.clock);
+        let effective = state.effective();
         drop(state);
         self.rate_changed.notify_one();
-        if target.per_minute == server_per_minute {
-            tracing::info!("following the server's limit: {target}");
-        } else {
-            tracing::info!(
-                "the server allows {server_per_minute}/min; keeping the configured {target}"
-            );
-        }
+        tracing::info!("{}", limit_note(server_per_minute, target, effective));
     }
 
     /// Follows the rate headers of one response: the advertised limit ([`Limiter::observe_limit`]),
@@ -529,6 +524,21 @@ impl fmt::Debug for Limiter {
             .field("follow", &self.follow)
             .field("paused_until", &self.paused_until())
             .finish_non_exhaustive()
+    }
+}
+
+/// What a new advertised limit means for the rate in force: followed, capped by `--rate`, or
+/// held below by what the server's 429s taught ([`Limiter::rate_limited`]).
+fn limit_note(server_per_minute: u32, target: Rate, effective: Rate) -> String {
+    if effective < target {
+        format!(
+            "the server allows {server_per_minute}/min; staying at {effective}, what it admitted \
+             before its last 429 (doubled after each minute without one)"
+        )
+    } else if target.per_minute == server_per_minute {
+        format!("following the server's limit: {target}")
+    } else {
+        format!("the server allows {server_per_minute}/min; keeping the configured {target}")
     }
 }
 
@@ -800,6 +810,24 @@ mod tests {
             rates.push(limiter.rate().per_minute);
         }
         assert_eq!(rates, [2_336, 4_672, 6_000, 6_000]);
+    }
+
+    #[test]
+    fn the_log_says_which_rate_is_in_force() {
+        assert_eq!(
+            limit_note(6_000, rate(6_000), rate(6_000)),
+            "following the server's limit: 6000/min"
+        );
+        assert_eq!(
+            limit_note(6_000, rate(3_000), rate(3_000)),
+            "the server allows 6000/min; keeping the configured 3000/min"
+        );
+        // A learned ceiling binds under the new limit: the log must not claim to follow it.
+        let note = limit_note(6_000, rate(6_000), rate(1_168));
+        assert!(
+            note.starts_with("the server allows 6000/min; staying at 1168/min"),
+            "{note}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
