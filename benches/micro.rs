@@ -57,6 +57,15 @@ fn syntax(c: &mut Criterion) {
             }
         })
     });
+    // The common cell alone: a bare, valid address.
+    let plain: Vec<Vec<u8>> = (0..10_000).map(|i| address(i).into_bytes()).collect();
+    group.bench_function("check 10k plain addresses", |b| {
+        b.iter(|| {
+            for cell in &plain {
+                black_box(mailsift::address::check(black_box(cell)));
+            }
+        })
+    });
     group.finish();
 }
 
