@@ -705,9 +705,18 @@ fn check_punycode(domain: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// `text` split at the last `byte` (ASCII), without it: [`str::rsplit_once`] through the
+/// memchr crate's vectorised search. Each row takes four such splits, and the generic search
+/// was 3% of a run answered from the store.
+pub(crate) fn split_last(text: &str, byte: u8) -> Option<(&str, &str)> {
+    debug_assert!(byte.is_ascii());
+    let at = memchr::memrchr(byte, text.as_bytes())?;
+    Some((&text[..at], &text[at + 1..]))
+}
+
 /// Whether mail to this (valid, ASCII) domain can be delivered at all.
 fn check_receives_mail(domain: &str, rules: Rules) -> Result<(), &'static str> {
-    let tld = domain.rsplit('.').next().unwrap_or(domain);
+    let tld = split_last(domain, b'.').map_or(domain, |(_, tld)| tld);
     if let Some(reason) = reserved(domain, tld) {
         return Err(reason);
     }
@@ -896,7 +905,7 @@ const PROVIDERS: &[&str] = &[
 /// the address sent is never changed. `None` when nothing is likely, or when the suggestion
 /// would not pass the check itself.
 pub fn suggest(address: &str) -> Option<String> {
-    let (local, domain) = address.rsplit_once('@')?;
+    let (local, domain) = split_last(address, b'@')?;
     with_local(local, &better_domain(domain)?)
 }
 
@@ -915,7 +924,7 @@ const SUGGESTER_MEMO: usize = if cfg!(test) { 64 } else { 1 << 16 };
 impl Suggester {
     /// What [`suggest`] says of `address`.
     pub fn suggest(&mut self, address: &str) -> Option<String> {
-        let (local, domain) = address.rsplit_once('@')?;
+        let (local, domain) = split_last(address, b'@')?;
         if let Some(better) = self.memo.get(domain) {
             return with_local(local, better.as_deref()?);
         }
@@ -945,7 +954,7 @@ fn better_domain(domain: &str) -> Option<Cow<'static, str>> {
         return None;
     }
     provider_typo(&domain).map(Cow::Borrowed).or_else(|| {
-        let (name, tld) = domain.rsplit_once('.')?;
+        let (name, tld) = split_last(&domain, b'.')?;
         tld_typo(tld).map(|tld| Cow::Owned(format!("{name}.{tld}")))
     })
 }
@@ -979,7 +988,8 @@ fn provider_typo(domain: &str) -> Option<&'static str> {
     // Whether `rest` may stand for a provider's ending other than itself: `.co`, `.cm` and
     // `.om` for `.com`; a top-level domain that does not exist for one an edit away.
     let com_typo = matches!(rest, "co" | "cm" | "om");
-    let missing_tld = !rest.is_empty() && !tld_exists(rest.rsplit('.').next().unwrap_or(rest));
+    let missing_tld =
+        !rest.is_empty() && !tld_exists(split_last(rest, b'.').map_or(rest, |(_, tld)| tld));
     // Then only a provider with this very ending can match: none for most domains.
     if !rest.is_empty() && !com_typo && !missing_tld && !provider_endings().contains(&rest) {
         return None;
@@ -1919,6 +1929,21 @@ mod tests {
             fast > 4_000 && cells * 2 - fast > 8_000,
             "{cells} plain, {fast} fast"
         );
+    }
+
+    #[test]
+    fn split_last_is_rsplit_once() {
+        for text in [
+            "a@b.com", "a@b@c", "@", "", "x", "é@ü.de", "a.b.c", "@@", "ü",
+        ] {
+            for byte in [b'@', b'.'] {
+                assert_eq!(
+                    super::split_last(text, byte),
+                    text.rsplit_once(byte as char),
+                    "{text:?}"
+                );
+            }
+        }
     }
 
     #[test]

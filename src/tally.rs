@@ -61,7 +61,7 @@ impl Default for Profile {
 impl Profile {
     /// Counts one written row; `status` indexes [`STATUSES`].
     pub fn add(&mut self, normalized: &str, outcome: &Outcome, status: usize) {
-        let domain = normalized.rsplit_once('@').map_or("", |(_, d)| d);
+        let domain = crate::address::split_last(normalized, b'@').map_or("", |(_, d)| d);
         match outcome {
             Outcome::Empty => {}
             Outcome::Syntax(reason) => *self.syntax.entry(reason).or_insert(0) += 1,
