@@ -5,7 +5,7 @@
 //! syntax check, same cutting of cells that hold several addresses, same cache freshness) and
 //! counts. Nothing is sent, nothing is written.
 
-use std::collections::HashSet;
+use foldhash::{HashSet, HashSetExt};
 
 use serde::Serialize;
 

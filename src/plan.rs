@@ -16,7 +16,7 @@
 //! resumed run tells its own answers (`api`, `duplicate`) from an earlier run's (`cache`)
 //! exactly as the uninterrupted run would have.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

@@ -115,7 +115,9 @@
 //! FNV per slot) is converted in place, slot by slot, by [`Answers::convert_layout_2`]; a
 //! slot's format byte says which layout it has, so a conversion cut short is taken up again.
 
-use std::collections::HashMap;
+// foldhash, not the standard SipHash: the maps are looked up on every answer (issue 15), and
+// their keys are hashes, or records bounded in number.
+use foldhash::{HashMap, HashMapExt};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -425,8 +427,8 @@ pub struct Found([u8; SLOT]);
 struct Known {
     runs: Vec<u64>,
     verdicts: Vec<Option<(Arc<Answer>, Hash)>>,
-    /// By offset, as values hold them (foldhash: SipHash was a twentieth of a lookup's CPU).
-    domains: HashMap<u64, (Arc<Domain>, Hash), foldhash::fast::RandomState>,
+    /// By offset, as values hold them.
+    domains: HashMap<u64, (Arc<Domain>, Hash)>,
 }
 
 impl Answers {

@@ -13,7 +13,7 @@
 //! answered) made this write the one system call left per row (issue 15). A `fsync` of the
 //! file at every checkpoint (the store's syncer) makes the tallies survive a power cut too.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::fs::File;
 use std::io;
 use std::path::Path;
