@@ -7,7 +7,7 @@
 //! cargo bench --bench pipeline -- overhead         # 1M unique rows, then the cache path
 //! cargo bench --bench pipeline -- http             # CPU per request by HTTP client
 //! cargo bench --bench pipeline -- utilisation adaptive side-by-side
-//! MAILSIFT_BENCH_10M=1 cargo bench --bench pipeline -- big   # 10M rows: memory, resume start
+//! MAILSIFT_BENCH_10M=1 cargo bench --bench pipeline -- big   # 10M rows against 1M either side; resume
 //! cargo bench --bench pipeline -- xlsx             # a 1M-row .xlsx in, then .xlsx out
 //! ```
 //!
@@ -569,6 +569,7 @@ fn big(dir: &Path) -> String {
         &dir.join("out.csv"),
         &["--rate", "unlimited", "--report", &report],
     );
+    let before = bracket(&dir.join("1m-before"));
     let mock = Mock::start(&unlimited_mock(answered_first as f64 * 0.05));
     let first = run_mailsift(&mock, dir, &args);
     drop(mock);
@@ -583,6 +584,14 @@ fn big(dir: &Path) -> String {
         .first_request()
         .map(|t| t.saturating_duration_since(second.started));
     let total_rows = count_lines(&dir.join("out.csv")).saturating_sub(1);
+    let after = bracket(&dir.join("1m-after"));
+    // The machine's speed moves within minutes (see the module's doc), so the 10M run is
+    // compared with 1M runs on either side of it, not with one taken at another time.
+    let cpu = |run: &Run, rows: u64| run.usage.cpu() / rows as f64;
+    let sys = |run: &Run, rows: u64| run.usage.sys / rows as f64;
+    let rate = |run: &Run, rows: u64| rows as f64 / run.wall.as_secs_f64();
+    let change = |big: f64, one: [f64; 2]| 100.0 * (2.0 * big / (one[0] + one[1]) - 1.0);
+    let m = BRACKET_ROWS;
     format!(
         "## 6/7. 10,000,000 unique rows ({:.0} MB), every answer charged; credits for {answered_first}\n\
          command: `MAILSIFT_BENCH_10M=1 cargo bench --bench pipeline -- big` (mock as in the overhead bench, \
@@ -591,7 +600,11 @@ fn big(dir: &Path) -> String {
          first run, to exit 4 (out of credits), per row of the {answered_first} answered: {}\n\
          {rows_first} rows written before the checkpoint; state directory then: {:.1} MB\n\
          7. resume (same command, new credits): first new request {} after start (goal <= 2 s)\n\
-         resumed run, per row of the {} left: {}; output rows in the end: {total_rows}",
+         resumed run, per row of the {} left: {}; output rows in the end: {total_rows}\n\
+         1M first run of the same kind just before the 10M run: {}\n\
+         1M first run just after the resume: {}\n\
+         15. the 10M first run against the mean of the two 1M runs: CPU per row {:+.1}%, system CPU per row {:+.1}% \
+         (goal: within 20% each); rate {:.1}% (goal >= 90%)",
         input_bytes as f64 / 1e6,
         cpu_model(),
         first.figures(answered_first),
@@ -599,7 +612,37 @@ fn big(dir: &Path) -> String {
         first_request.map_or("never".to_owned(), |d| format!("{:.3} s", d.as_secs_f64())),
         rows - answered_first,
         second.figures(rows - answered_first),
+        before.figures(m),
+        after.figures(m),
+        change(
+            cpu(&first, answered_first),
+            [cpu(&before, m), cpu(&after, m)]
+        ),
+        change(
+            sys(&first, answered_first),
+            [sys(&before, m), sys(&after, m)]
+        ),
+        100.0 * rate(&first, answered_first) / ((rate(&before, m) + rate(&after, m)) / 2.0),
     )
+}
+
+/// Rows of the first runs on either side of the 10M one.
+const BRACKET_ROWS: u64 = 1_000_000;
+
+/// A first run of [`BRACKET_ROWS`] unique rows, every answer charged (as in the 10M run), in
+/// `dir` with its own state, removed afterwards.
+fn bracket(dir: &Path) -> Run {
+    std::fs::create_dir_all(dir).expect("creating a bench directory");
+    let input = dir.join("in.csv");
+    write_input(&input, BRACKET_ROWS, "valid.");
+    let mock = Mock::start(&unlimited_mock(1e12));
+    let run = run_mailsift(
+        &mock,
+        dir,
+        &validate_args(&input, &dir.join("out.csv"), &["--rate", "unlimited"]),
+    );
+    let _ = std::fs::remove_dir_all(dir);
+    run
 }
 
 /// The answer tables' put path alone, in this process: new answers stored one after another,
