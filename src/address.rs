@@ -713,9 +713,14 @@ pub(crate) fn split_last(text: &str, byte: u8) -> Option<(&str, &str)> {
     Some((&text[..at], &text[at + 1..]))
 }
 
+/// The last label of `domain` (all of it when it has no dot).
+fn last_label(domain: &str) -> &str {
+    split_last(domain, b'.').map_or(domain, |(_, label)| label)
+}
+
 /// Whether mail to this (valid, ASCII) domain can be delivered at all.
 fn check_receives_mail(domain: &str, rules: Rules) -> Result<(), &'static str> {
-    let tld = split_last(domain, b'.').map_or(domain, |(_, tld)| tld);
+    let tld = last_label(domain);
     if let Some(reason) = reserved(domain, tld) {
         return Err(reason);
     }
@@ -913,7 +918,7 @@ pub fn suggest(address: &str) -> Option<String> {
 /// the CPU of the thread that plans and writes a run from the cache (issue 15).
 #[derive(Debug, Clone, Default)]
 pub struct Suggester {
-    memo: std::collections::HashMap<Box<str>, Option<Box<str>>, foldhash::fast::RandomState>,
+    memo: foldhash::HashMap<Box<str>, Option<Box<str>>>,
 }
 
 /// Domains a [`Suggester`] remembers before it starts over: a few MB at most (tests start
@@ -965,11 +970,7 @@ fn with_local(local: &str, better: &str) -> Option<String> {
         return None;
     }
     match check(format!("{local}@{better}").as_bytes()) {
-        Checked::Valid(a)
-            if a.normalized
-                .rsplit_once('@')
-                .is_some_and(|(l, _)| l == local) =>
-        {
+        Checked::Valid(a) if split_last(&a.normalized, b'@').is_some_and(|(l, _)| l == local) => {
             Some(a.normalized)
         }
         _ => None,
@@ -987,8 +988,7 @@ fn provider_typo(domain: &str) -> Option<&'static str> {
     // Whether `rest` may stand for a provider's ending other than itself: `.co`, `.cm` and
     // `.om` for `.com`; a top-level domain that does not exist for one an edit away.
     let com_typo = matches!(rest, "co" | "cm" | "om");
-    let missing_tld =
-        !rest.is_empty() && !tld_exists(split_last(rest, b'.').map_or(rest, |(_, tld)| tld));
+    let missing_tld = !rest.is_empty() && !tld_exists(last_label(rest));
     // Then only a provider with this very ending can match: none for most domains.
     if !rest.is_empty() && !com_typo && !missing_tld && !provider_endings().contains(&rest) {
         return None;
